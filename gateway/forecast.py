@@ -1,0 +1,83 @@
+"""Time-of-day forecast of a home's PV and load with exponential smoothing.
+
+A home's day repeats: PV follows the sun, load follows the household. Keeping one smoothed value per
+time-of-day slot learns both from the home's own meter without any outside service, and the
+profile survives restarts through ``to_json``/``from_json`` (the gateway writes it to its state
+folder). Until a slot has been seen, the forecast falls back to the most recent observation
+(persistence), which is the best guess a cold start has.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+DAY_S = 86_400
+
+
+@dataclass(slots=True)
+class Profile:
+    """One smoothed series, e.g. PV power in W, by time-of-day slot."""
+
+    slots: int = 96
+    alpha: float = 0.3
+    values: list[float | None] = field(default_factory=list)
+    last: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.slots <= 1440:
+            raise ValueError(f"slots must be 1..1440, got {self.slots}")
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
+        if not self.values:
+            self.values = [None] * self.slots
+        if len(self.values) != self.slots:
+            raise ValueError(f"profile has {len(self.values)} values for {self.slots} slots")
+
+    def _slot(self, time_of_day_s: float) -> int:
+        return int((time_of_day_s % DAY_S) * self.slots // DAY_S)
+
+    def observe(self, time_of_day_s: float, value: float) -> None:
+        i = self._slot(time_of_day_s)
+        old = self.values[i]
+        self.values[i] = value if old is None else old + self.alpha * (value - old)
+        self.last = value
+
+    def predict(self, time_of_day_s: float) -> float:
+        v = self.values[self._slot(time_of_day_s)]
+        if v is not None:
+            return v
+        return self.last if self.last is not None else 0.0
+
+
+@dataclass(slots=True)
+class HomeForecaster:
+    """PV and load profiles of one home; forecasts energy (Wh) for an interval."""
+
+    pv: Profile = field(default_factory=Profile)
+    load: Profile = field(default_factory=Profile)
+
+    def observe(self, *, time_of_day_s: float, pv_w: float, load_w: float) -> None:
+        self.pv.observe(time_of_day_s, max(0.0, pv_w))
+        self.load.observe(time_of_day_s, max(0.0, load_w))
+
+    def forecast_wh(self, *, start_s: float, length_s: float) -> tuple[int, int]:
+        """(pv_wh, load_wh) expected over [start_s, start_s + length_s), by time of day."""
+        mid = start_s + length_s / 2
+        hours = length_s / 3600
+        return round(self.pv.predict(mid) * hours), round(self.load.predict(mid) * hours)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {name: {"slots": p.slots, "alpha": p.alpha, "values": p.values, "last": p.last}
+             for name, p in (("pv", self.pv), ("load", self.load))}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> HomeForecaster:
+        """Load a saved profile; a corrupt file raises ValueError naming the problem."""
+        try:
+            raw = json.loads(text)
+            return cls(pv=Profile(**raw["pv"]), load=Profile(**raw["load"]))
+        except (KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"forecast state is not a saved profile: {exc}") from exc

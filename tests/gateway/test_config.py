@@ -1,0 +1,63 @@
+"""Config errors name the key path and what is wrong, in the file owner's terms."""
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load_config
+
+GOOD = """
+node = "home-1"
+key_file = "node.key"
+certificate_file = "node.cert"
+state_dir = "state"
+
+[market]
+community = "elm-street"
+authority_key = "{key}"
+interval_s = 900
+
+[[devices]]
+name = "battery"
+kind = "battery"
+url = "tcp://127.0.0.1:1502"
+""".replace("{key}", "ab" * 32)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gridpeer.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_config_loads_with_defaults_and_resolved_paths(tmp_path):
+    config = load_config(_write(tmp_path, GOOD))
+    assert config.node == "home-1"
+    assert config.key_file == (tmp_path / "node.key").resolve()
+    assert config.devices[0].poll_s == 1.0
+    assert config.tariffs.retail_price > config.tariffs.feed_in_price
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("interval_s = 900", "interval_s = -1"), "market.interval_s: Input should be greater than 0"),
+        (('url = "tcp://127.0.0.1:1502"', 'url = "http://x"'), "devices.0.url: scheme must be"),
+        (('kind = "battery"', 'kind = "toaster"'), "devices.0.kind: Input should be"),
+        (("interval_s = 900", "interval_s = 900\nintervall = 3"), "market.intervall: unknown key"),
+        (('node = "home-1"', 'node = "Home 1!"'), "node: String should match pattern"),
+        (("interval_s = 900", "interval_s = 30\ngate_s = 30"), "market: gate_s + grace_s must be"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, change, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, GOOD.replace(*change)))
+    assert expected in str(err.value)
+    assert str(err.value).startswith(str(tmp_path / "gridpeer.toml"))
+
+
+def test_broken_toml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(_write(tmp_path, "node = "))
+    with pytest.raises(ConfigError, match="gridpeer init"):
+        load_config(tmp_path / "absent.toml")
