@@ -1,0 +1,39 @@
+"""The gateway's device layer: Modbus buses, SunSpec discovery, one driver per device kind.
+
+Usage::
+
+    async with ModbusTcpBus(host="192.0.2.10", port=502, timeout_s=1.0) as bus:
+        device = await discover(bus, unit=1)
+        battery = Battery(bus=bus, device=device)
+        reading = await battery.read()
+        await battery.set_power(watts=-1500, revert_s=60)
+
+Every failure is a ``DeviceError`` subclass; nothing from pymodbus escapes.
+"""
+
+from gateway.devices.battery import Battery, BatteryReading
+from gateway.devices.bus import BusStats, ModbusBus, ModbusSerialBus, ModbusTcpBus
+from gateway.devices.dcdc import ConverterState, DcDcConverter, DcDcReading
+from gateway.devices.discovery import CommonInfo, DiscoveredDevice, discover
+from gateway.devices.errors import (
+    BadDeviceData,
+    DeviceError,
+    DeviceTimeout,
+    DeviceUnreachable,
+    MissingModel,
+    ModbusException,
+    NotSunSpec,
+)
+from gateway.devices.meter import Meter, MeterReading
+from gateway.devices.model_reader import ModelData, ModelLocation, read_models
+from gateway.devices.poller import DevicePoller, PollerHealth, Readable
+from gateway.devices.pv import PvInverter, PvReading
+
+__all__ = [
+    "BadDeviceData", "Battery", "BatteryReading", "BusStats", "CommonInfo", "ConverterState",
+    "DcDcConverter", "DcDcReading", "DeviceError", "DevicePoller", "DeviceTimeout",
+    "DeviceUnreachable", "DiscoveredDevice", "Meter", "MeterReading", "MissingModel",
+    "ModbusBus", "ModbusException", "ModbusSerialBus", "ModbusTcpBus", "ModelData",
+    "ModelLocation", "NotSunSpec", "PollerHealth", "PvInverter", "PvReading", "Readable",
+    "discover", "read_models",
+]
