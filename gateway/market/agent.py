@@ -1,0 +1,315 @@
+"""MarketAgent: one gateway's seat in the community market.
+
+It joins the pieces that each do one job: :class:`PeerLink` moves bytes, :class:`Roster` says who
+is a member, one :class:`IntervalSession` per interval holds the protocol rules. This file owns
+the plumbing between them: every incoming payload goes through the same checks in the same order
+(topic, size and JSON, signature, membership, then the session), the first failure becomes a
+counted reason in :attr:`MarketAgent.rejections`, and the session's actions are carried out.
+
+The clock is injected (a callable returning ms since the epoch), so tests and the demo can run
+intervals of a second or two against real time, and the sessions never read it themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+from types import TracebackType
+from typing import Literal, Self
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.market import topics
+from gateway.market.peerlink import OFFLINE, ONLINE, Incoming, PeerLink
+from gateway.market.roster import Member, Roster
+from gateway.market.session import (
+    Abstained,
+    Action,
+    Agreed,
+    Cleared,
+    Evidence,
+    Fetch,
+    IntervalSession,
+    Outcome,
+    Publish,
+    State,
+    Timing,
+)
+from protocols.clearing import ClearingParams
+from protocols.messages import (
+    DEFAULT_MAX_ENVELOPE_BYTES,
+    Bid,
+    Commitment,
+    MessageError,
+    SignedEnvelope,
+)
+from protocols.signing import Rejected, open_envelope, sign
+
+log = logging.getLogger(__name__)
+
+
+class MarketError(RuntimeError):
+    """We asked the market for something it cannot do (bid after the gate, unknown interval)."""
+
+
+class MarketAgent:
+    """``async with MarketAgent(...) as agent:`` — bid, then ``await agent.outcome(k)``."""
+
+    def __init__(
+        self,
+        *,
+        broker_url: str,
+        community: str,
+        node: str,
+        identity: Ed25519PrivateKey,
+        certificate: SignedEnvelope,
+        authority_key_hex: str,
+        timing: Timing,
+        params: ClearingParams,
+        clock: Callable[[], int],
+        mechanism: str = "uniform",
+        quorum: tuple[int, int] = (2, 3),
+        max_payload: int = DEFAULT_MAX_ENVELOPE_BYTES,
+        horizon: int = 4,
+        tick_s: float = 0.02,
+    ) -> None:
+        self.community = topics.check_id("community", community)
+        self.node = topics.check_id("node", node)
+        self._identity = identity
+        self._certificate = certificate
+        self._timing = timing
+        self._params = params
+        self._clock = clock
+        self._mechanism = mechanism
+        self._quorum = quorum
+        self._max_payload = max_payload
+        self._horizon = horizon
+        self._tick_s = tick_s
+        self._roster = Roster(community=community, authority_key_hex=authority_key_hex)
+        self._link = PeerLink(broker_url=broker_url, community=community, node=node)
+        self._online: set[str] = set()
+        self._sessions: dict[int, IntervalSession] = {}
+        self._outcomes: dict[int, asyncio.Future[Outcome]] = {}
+        self._seq: Counter[int] = Counter()
+        self._first = 0
+        self._tasks: asyncio.TaskGroup | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._fetched: set[str] = set()
+        #: Rejected peer messages by reason ("bad-signature", "unknown-key", "equivocation", ...).
+        self.rejections: Counter[str] = Counter()
+        #: Misbehaviour with its signed proof, for the ledger and the operator.
+        self.evidence: list[Evidence] = []
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        now = self._clock()
+        admitted = self._roster.offer(self._certificate, node=self.node, now_ms=now)
+        if not isinstance(admitted, Member):
+            reason = admitted.reason if isinstance(admitted, Rejected) else admitted
+            raise MarketError(f"{self.node}: own certificate is not usable: {reason}")
+        self._first = self._timing.open_interval(now)
+        await self._link.__aenter__()
+        try:
+            await self._link.publish(
+                topics.roster(self.community, self.node), self._certificate.to_bytes(),
+                retain=True,
+            )
+            self._tasks = asyncio.TaskGroup()
+            await self._tasks.__aenter__()
+            self._loops = [
+                self._tasks.create_task(self._receive(), name=f"market-rx-{self.node}"),
+                self._tasks.create_task(self._tick(), name=f"market-tick-{self.node}"),
+            ]
+        except BaseException:
+            await self._link.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tasks, self._tasks = self._tasks, None
+        try:
+            if tasks is not None:
+                for task in self._loops:
+                    task.cancel()
+                # The loops' own errors surface here; the caller's exception is not theirs.
+                await tasks.__aexit__(None, None, None)
+        finally:
+            await self._link.__aexit__(exc_type, exc, tb)
+            for future in self._outcomes.values():
+                if not future.done():
+                    future.cancel()
+
+    # --- public API ------------------------------------------------------------------------------
+
+    async def submit_bid(
+        self,
+        interval: int,
+        side: Literal["buy", "sell"],
+        energy_wh: int,
+        limit_price: int,
+    ) -> Bid:
+        """Sign and publish (retained) this node's bid for ``interval``; a later call replaces
+        it (higher ``seq``)."""
+        session = self._session(interval, self._clock())
+        if session is None or session.state is not State.OPEN:
+            raise MarketError(f"{self.node}: the gate of interval {interval} is closed")
+        bid = Bid(
+            community=self.community, interval=interval, node=self.node,
+            seq=self._seq[interval], side=side, energy_wh=energy_wh, limit_price=limit_price,
+            created_ms=self._clock(),
+        )
+        self._seq[interval] += 1
+        await self._carry_out(session.on_bid(bid))
+        envelope = sign("bid", bid, self._identity)
+        await self._link.publish(
+            topics.bid(self.community, interval, self.node), envelope.to_bytes(), retain=True
+        )
+        return bid
+
+    async def outcome(self, interval: int) -> Outcome:
+        """Wait for interval ``interval`` to be agreed or abstained."""
+        if interval < self._first:
+            raise MarketError(f"{self.node}: interval {interval} is before this agent started")
+        return await asyncio.shield(self._future(interval))
+
+    def session_state(self, interval: int) -> State | None:
+        session = self._sessions.get(interval)
+        return None if session is None else session.state
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _future(self, interval: int) -> asyncio.Future[Outcome]:
+        future = self._outcomes.get(interval)
+        if future is None:
+            future = self._outcomes[interval] = asyncio.get_running_loop().create_future()
+        return future
+
+    def _active(self, now_ms: int) -> list[str]:
+        """Members that count towards the quorum: valid certificate and present on the broker."""
+        members = self._roster.active(now_ms)
+        return [n for n in members if n in self._online or n == self.node]
+
+    def _session(self, interval: int, now_ms: int) -> IntervalSession | None:
+        session = self._sessions.get(interval)
+        if session is not None:
+            return session
+        if interval < self._first or interval > self._timing.open_interval(now_ms) + self._horizon:
+            return None
+        session = self._sessions[interval] = IntervalSession(
+            community=self.community, interval=interval, node=self.node,
+            identity=self._identity, timing=self._timing, mechanism=self._mechanism,
+            params=self._params, active=self._active, quorum=self._quorum,
+        )
+        return session
+
+    async def _tick(self) -> None:
+        while True:
+            now = self._clock()
+            # Every interval gets a session even if this node does not bid: it still clears,
+            # commits and counts towards the quorum.
+            self._session(self._timing.open_interval(now), now)
+            for interval, session in list(self._sessions.items()):
+                await self._carry_out(session.tick(now))
+                if now > self._timing.end_ms(interval) + self._timing.length_ms:
+                    await self._retire(interval)
+            await asyncio.sleep(self._tick_s)
+
+    async def _retire(self, interval: int) -> None:
+        """Forget a finished interval and clear this node's retained bid for it on the broker."""
+        session = self._sessions.pop(interval)
+        if self._seq[interval]:
+            await self._link.publish(topics.bid(self.community, interval, self.node), b"",
+                                     retain=True)
+        del self._seq[interval]
+        if session.outcome is None and interval in self._outcomes:
+            self._outcomes[interval].cancel()
+
+    async def _receive(self) -> None:
+        async for message in self._link.messages():
+            await self._carry_out(self._handle(message))
+
+    def _handle(self, message: Incoming) -> list[Action]:
+        """Run one payload through the checks; the first that fails names the rejection."""
+        try:
+            topic = topics.parse(message.topic)
+        except topics.BadTopic:
+            return [Rejected("bad-topic")]
+        if topic.kind is topics.Kind.PRESENCE:
+            return self._presence(topic.node, message.payload)
+        if not message.payload or topic.kind is topics.Kind.SETTLE:
+            # An empty retained payload clears an old message; settlements are read by the
+            # settlement layer, not the market session.
+            return []
+        now = self._clock()
+        if topic.kind is topics.Kind.ROSTER:
+            return self._roster_message(topic.node, message.payload, now)
+        kind: Literal["bid", "commit"] = "bid" if topic.kind is topics.Kind.BIDS else "commit"
+        verified = open_envelope(message.payload, expected_kind=kind, max_size=self._max_payload)
+        if isinstance(verified, Rejected):
+            return [verified]
+        body = verified.body
+        assert isinstance(body, Bid | Commitment)  # guaranteed by expected_kind
+        if body.node != topic.node:
+            return [Rejected("node-mismatch")]
+        member = self._roster.check(node=topic.node, signer=verified.public_key_hex, now_ms=now)
+        if isinstance(member, Rejected):
+            return [member]
+        assert topic.interval is not None  # bids and commit topics carry one
+        session = self._session(topic.interval, now)
+        if session is None:
+            if topic.interval < self._first or message.retained:
+                return []  # history from before we joined, replayed by the broker
+            return [Rejected("out-of-horizon")]
+        return session.on_bid(body) if isinstance(body, Bid) else session.on_commitment(body)
+
+    def _presence(self, node: str, payload: bytes) -> list[Action]:
+        if payload == ONLINE:
+            self._online.add(node)
+        elif payload in (OFFLINE, b""):
+            self._online.discard(node)
+        else:
+            return [Rejected("bad-presence")]
+        return []
+
+    def _roster_message(self, node: str, payload: bytes, now: int) -> list[Action]:
+        try:
+            envelope = SignedEnvelope.from_bytes(payload, max_size=self._max_payload)
+        except MessageError as exc:
+            return [Rejected(exc.reason)]
+        taken = self._roster.offer(envelope, node=node, now_ms=now)
+        return [taken] if isinstance(taken, Rejected) else []
+
+    async def _carry_out(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case Rejected(reason=reason):
+                    self.rejections[reason] += 1
+                    log.info("%s: rejected peer message: %s", self.node, reason)
+                case Publish(topic=topic, payload=payload, retain=retain):
+                    await self._link.publish(topic, payload, retain=retain)
+                case Fetch(topic_filter=topic_filter):
+                    self._fetched.add(topic_filter)
+                    await self._link.fetch(topic_filter)
+                case Evidence():
+                    self.evidence.append(action)
+                    log.warning("%s: %s by %s in interval %d", self.node, action.reason,
+                                action.node, action.interval)
+                case Cleared():
+                    log.debug("%s: cleared interval %d: %s", self.node, action.interval,
+                              action.result_hash)
+                case Agreed() | Abstained():
+                    future = self._future(action.interval)
+                    if not future.done():
+                        future.set_result(action)
+                    fetched = topics.bids_of(self.community, action.interval)
+                    if fetched in self._fetched:
+                        self._fetched.discard(fetched)
+                        await self._link.forget(fetched)

@@ -1,0 +1,235 @@
+"""PeerLink: the thin aiomqtt adapter between one gateway and its community's broker.
+
+It knows MQTT and the topic layout, nothing about bids or signatures: payloads are opaque bytes.
+That keeps the market logic testable without a broker and this file small. Presence is the plain
+``online`` / ``offline`` of docs/architecture.md: it is fixed at connect time as the last will, so
+it cannot carry a fresh signature, and it only decides who counts towards the quorum (a broker ACL
+lets a node write only its own presence topic).
+
+Broker loss is normal on a Pi at the end of a flaky uplink, so the link reconnects forever with a
+short pause, re-subscribes, and republishes this node's own retained messages (certificate,
+presence, current bid): a broker that restarted without persistence has forgotten them, and the
+peers need them to clear the same bid set. The last will marks the node offline when the
+connection dies without a goodbye; a clean exit publishes the same ``offline`` payload itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+from urllib.parse import urlsplit
+
+import aiomqtt
+
+from gateway.market import topics
+
+log = logging.getLogger(__name__)
+
+_QOS = 1
+ONLINE = b"online"
+OFFLINE = b"offline"
+
+
+class PeerLinkError(RuntimeError):
+    """Our side of the link failed: not connected in time, or used outside ``async with``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One message as the broker delivered it; ``retained`` marks a replay of a stored one."""
+
+    topic: str
+    payload: bytes
+    retained: bool
+
+
+def _parse_url(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise ValueError(f"broker_url must look like mqtt://host:port, got {url!r}")
+    return parts.hostname, parts.port or 1883
+
+
+class PeerLink:
+    """``async with PeerLink(...) as link:`` then ``async for msg in link.messages():``.
+
+    Only one consumer may iterate :meth:`messages`; messages that arrive while nobody iterates are
+    queued (bounded by ``max_queued``; the oldest are kept, new ones are counted in ``dropped``).
+    """
+
+    def __init__(
+        self,
+        *,
+        broker_url: str,
+        community: str,
+        node: str,
+        keepalive_s: int = 5,
+        reconnect_s: float = 0.2,
+        connect_timeout_s: float = 5.0,
+        max_queued: int = 100_000,
+    ) -> None:
+        self._host, self._port = _parse_url(broker_url)
+        self.community = topics.check_id("community", community)
+        self.node = topics.check_id("node", node)
+        self._presence_topic = topics.presence(community, node)
+        self._keepalive_s = keepalive_s
+        self._reconnect_s = reconnect_s
+        self._connect_timeout_s = connect_timeout_s
+        self._inbox: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=max_queued)
+        self._own_retained: dict[str, bytes] = {}
+        self._extra_filters: set[str] = set()
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.connects = 0
+        self.dropped = 0
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._supervise(), name=f"peerlink-{self.node}")
+        try:
+            await self.wait_connected(self._connect_timeout_s)
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        client = self._client
+        if client is not None:
+            # A clean disconnect does not fire the will, so say goodbye ourselves.
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.publish(self._presence_topic, OFFLINE, qos=_QOS, retain=True)
+        await self._stop()
+
+    async def _stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout_s: float) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._connected.wait()
+        except TimeoutError:
+            raise PeerLinkError(
+                f"{self.node}: no connection to mqtt://{self._host}:{self._port} "
+                f"within {timeout_s} s"
+            ) from None
+
+    async def messages(self) -> AsyncIterator[Incoming]:
+        while True:
+            yield await self._inbox.get()
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish now, or, if the broker is away, as soon as it is back.
+
+        A retained message is remembered and republished after every reconnect (an empty payload
+        clears it, as in MQTT). A non-retained one waits up to ``connect_timeout_s`` for a
+        connection, then raises :class:`PeerLinkError`.
+        """
+        if self._task is None:
+            raise PeerLinkError("PeerLink.publish outside 'async with'")
+        if retain:
+            if payload:
+                self._own_retained[topic] = payload
+            else:
+                self._own_retained.pop(topic, None)
+        while True:
+            client = self._client
+            if client is None:
+                try:
+                    await self.wait_connected(self._connect_timeout_s)
+                except PeerLinkError:
+                    if retain:
+                        return  # remembered; the reconnect will publish it
+                    raise
+                continue
+            try:
+                await client.publish(topic, payload, qos=_QOS, retain=retain)
+                return
+            except aiomqtt.MqttError as exc:
+                log.info("%s: publish to %s failed (%s); waiting for reconnect", self.node, topic,
+                         exc)
+                self._mark_down(client)
+
+    async def fetch(self, topic_filter: str) -> None:
+        """Subscribe to ``topic_filter`` (kept across reconnects) so the broker resends what it
+        retains under it; used to fetch the bids this gateway missed."""
+        self._extra_filters.add(topic_filter)
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.subscribe(topic_filter, qos=_QOS)
+
+    async def forget(self, topic_filter: str) -> None:
+        """Drop a filter added with :meth:`fetch`."""
+        self._extra_filters.discard(topic_filter)
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.unsubscribe(topic_filter)
+
+    def _mark_down(self, client: aiomqtt.Client) -> None:
+        if self._client is client:
+            self._client = None
+            self._connected.clear()
+
+    async def _supervise(self) -> None:
+        while True:
+            try:
+                await self._session()
+            except aiomqtt.MqttError as exc:
+                log.info("%s: broker connection lost (%s); reconnecting", self.node, exc)
+            await asyncio.sleep(self._reconnect_s)
+
+    async def _session(self) -> None:
+        will = aiomqtt.Will(self._presence_topic, OFFLINE, qos=_QOS, retain=True)
+        client = aiomqtt.Client(
+            self._host,
+            self._port,
+            identifier=f"gridpeer-{self.community}-{self.node}",
+            will=will,
+            keepalive=self._keepalive_s,
+            timeout=self._connect_timeout_s,
+        )
+        async with client:
+            try:
+                for topic_filter in (*topics.subscriptions(self.community), *self._extra_filters):
+                    await client.subscribe(topic_filter, qos=_QOS)
+                await client.publish(self._presence_topic, ONLINE, qos=_QOS, retain=True)
+                for topic, payload in list(self._own_retained.items()):
+                    await client.publish(topic, payload, qos=_QOS, retain=True)
+                self._client = client
+                self.connects += 1
+                self._connected.set()
+                async for message in client.messages:
+                    self._deliver(message)
+            finally:
+                self._mark_down(client)
+
+    def _deliver(self, message: aiomqtt.Message) -> None:
+        payload = message.payload
+        if not isinstance(payload, bytes | bytearray):
+            payload = b"" if payload is None else str(payload).encode()
+        incoming = Incoming(topic=message.topic.value, payload=bytes(payload),
+                            retained=message.retain)
+        try:
+            self._inbox.put_nowait(incoming)
+        except asyncio.QueueFull:
+            self.dropped += 1

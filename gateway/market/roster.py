@@ -1,0 +1,126 @@
+"""Community membership as this gateway knows it: who may bid and commit, with which key.
+
+Sans-I/O: certificates and revocations go in as parsed envelopes, the time as ``now_ms``. Both
+arrive on ``roster/<node>`` (a retained revocation replaces the retained certificate on the broker,
+so a gateway that joins later never sees the withdrawn one). Validity is decided at every lookup,
+not when the certificate arrives, so a certificate that expires or is revoked mid-run stops
+counting at that moment, and a message from that node is rejected with the precise reason
+("expired", "revoked") rather than a generic "unknown-key".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocols.messages import MembershipCertificate, Revocation, SignedEnvelope
+from protocols.signing import Rejected, check_certificate, verify
+
+# Reasons after which a certificate signed by the authority is still worth keeping: it may become
+# valid later (not-yet-valid), or it explains why the node's messages are refused.
+_KEEP = frozenset({"expired", "not-yet-valid", "revoked"})
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A node with a currently valid certificate."""
+
+    node: str
+    public_key: str
+    bus: str
+    import_limit_w: int
+    export_limit_w: int
+
+
+class Roster:
+    """Certificates by node, revocations, and the check every peer message goes through."""
+
+    def __init__(self, *, community: str, authority_key_hex: str) -> None:
+        self._community = community
+        self._authority = authority_key_hex
+        self._certs: dict[str, SignedEnvelope] = {}
+        self._revocations: list[Revocation] = []
+
+    def offer(
+        self, envelope: SignedEnvelope, *, node: str, now_ms: int
+    ) -> Member | Revocation | Rejected:
+        """Take a certificate or revocation published on ``roster/<node>``.
+
+        Returns the member a valid certificate admits, the revocation taken, or why the message
+        was refused (a certificate that fails only on time or revocation is still kept).
+        """
+        if envelope.kind == "revoke":
+            return self._offer_revocation(envelope, node=node)
+        if envelope.kind != "cert":
+            return Rejected("wrong-kind")
+        checked = check_certificate(
+            envelope, self._authority, community=self._community, now_ms=now_ms,
+            revocations=self._revocations,
+        )
+        if isinstance(checked, Rejected) and checked.reason not in _KEEP:
+            return checked
+        cert = MembershipCertificate.model_validate(envelope.body)
+        if cert.node != node:
+            return Rejected("node-mismatch")
+        held = self._certs.get(node)
+        if held is None or _newer(cert, MembershipCertificate.model_validate(held.body)):
+            self._certs[node] = envelope
+        return checked if isinstance(checked, Rejected) else _member(cert)
+
+    def _offer_revocation(self, envelope: SignedEnvelope, *, node: str) -> Revocation | Rejected:
+        """Revocations are kept whatever their time: one effective later must still apply then."""
+        if envelope.signer != self._authority:
+            return Rejected("not-authority")
+        checked = verify(envelope, expected_kind="revoke")
+        if isinstance(checked, Rejected):
+            return checked
+        revocation = checked.body
+        assert isinstance(revocation, Revocation)  # guaranteed by expected_kind="revoke"
+        if revocation.community != self._community:
+            return Rejected("wrong-community")
+        if revocation.node != node:
+            return Rejected("node-mismatch")
+        if revocation not in self._revocations:
+            self._revocations.append(revocation)
+        return revocation
+
+    def check(self, *, node: str, signer: str, now_ms: int) -> Member | Rejected:
+        """The member ``node`` if ``signer`` is its certified key and the certificate is valid now.
+
+        "unknown-key" covers both an unknown node and a key that is not the node's certified one:
+        either way the signer is nobody we know under that name.
+        """
+        envelope = self._certs.get(node)
+        if envelope is None or envelope.body.get("public_key") != signer:
+            return Rejected("unknown-key")
+        checked = check_certificate(
+            envelope, self._authority, community=self._community, now_ms=now_ms,
+            revocations=self._revocations,
+        )
+        if isinstance(checked, Rejected):
+            return checked
+        cert = checked.body
+        assert isinstance(cert, MembershipCertificate)  # check_certificate verified a "cert"
+        return _member(cert)
+
+    def active(self, now_ms: int) -> dict[str, Member]:
+        """Every node whose certificate is valid at ``now_ms``."""
+        members: dict[str, Member] = {}
+        for node, envelope in self._certs.items():
+            checked = self.check(node=node, signer=str(envelope.body["public_key"]), now_ms=now_ms)
+            if isinstance(checked, Member):
+                members[node] = checked
+        return members
+
+
+def _newer(a: MembershipCertificate, b: MembershipCertificate) -> bool:
+    return (a.valid_from_ms, a.valid_until_ms) > (b.valid_from_ms, b.valid_until_ms)
+
+
+def _member(cert: MembershipCertificate) -> Member:
+    return Member(
+        node=cert.node,
+        public_key=cert.public_key,
+        bus=cert.bus,
+        import_limit_w=cert.import_limit_w,
+        export_limit_w=cert.export_limit_w,
+    )

@@ -1,0 +1,419 @@
+"""One market interval as a sans-I/O state machine: verified messages and the time in, actions out.
+
+This file may know the protocol rules of one interval k (docs/architecture.md, design brief
+"Peer protocol"): which bids count, when the gate closes, how the community clears, when a quorum
+of commitments agrees, when to abstain. It may not know MQTT, sockets, the clock or certificates:
+the caller (``agent.py``) has already checked signatures and membership, passes ``now_ms``, and
+carries out the returned actions (:class:`Publish`, :class:`Fetch`, ...). A peer's message that
+breaks a rule comes back as a :class:`Rejected` action with a reason to count; a transition that
+the table below does not allow is *our* bug and raises :class:`SessionError`.
+
+Timeline of interval k (``Timing``)::
+
+    OPEN (bids)  | gate = start - gate_ms | clear = gate + grace_ms | start        | end
+                   GATE_CLOSED              CLEARED -> COMMITTED       AGREED -> DISPATCHING
+                                                                      (or ABSTAINED)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from enum import StrEnum
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.market import topics
+from protocols.clearing import ClearingParams, NodeOutcome, Result, clear, orders_from_bids
+from protocols.clearing import result_hash as hash_result
+from protocols.messages import Bid, Commitment, bid_set_digest, message_digest
+from protocols.signing import Rejected, sign
+
+
+class State(StrEnum):
+    OPEN = "open"
+    GATE_CLOSED = "gate-closed"
+    CLEARED = "cleared"
+    COMMITTED = "committed"
+    AGREED = "agreed"
+    ABSTAINED = "abstained"
+    DISPATCHING = "dispatching"
+    SETTLED = "settled"
+
+
+class Event(StrEnum):
+    GATE = "gate"  # now >= gate closure
+    CLEAR = "clear"  # now >= gate closure + grace: the local clearing ran
+    COMMIT = "commit"  # our signed commitment went out
+    RECOMMIT = "recommit"  # we recomputed with the majority's bids and now match it
+    QUORUM = "quorum"  # a quorum of commitments matches ours
+    ABSTAIN = "abstain"  # interval start came without a quorum we could join
+    START = "start"  # interval start after agreement
+    SETTLE = "settle"  # the settlement layer finished the interval
+
+
+#: The whole life of an interval. Anything not listed is illegal and raises SessionError.
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (State.OPEN, Event.GATE): State.GATE_CLOSED,
+    (State.GATE_CLOSED, Event.CLEAR): State.CLEARED,
+    (State.CLEARED, Event.COMMIT): State.COMMITTED,
+    (State.COMMITTED, Event.RECOMMIT): State.COMMITTED,
+    (State.COMMITTED, Event.QUORUM): State.AGREED,
+    (State.COMMITTED, Event.ABSTAIN): State.ABSTAINED,
+    (State.AGREED, Event.START): State.DISPATCHING,
+    (State.DISPATCHING, Event.SETTLE): State.SETTLED,
+}
+
+
+class SessionError(RuntimeError):
+    """Our own misuse of a session (an illegal transition, a bad configuration)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timing:
+    """Interval k starts at ``epoch_ms + k * length_ms``; the gate closes ``gate_ms`` before that;
+    clearing runs ``grace_ms`` after the gate (time for late deliveries through the broker); the
+    rest of ``gate_ms`` is for commitments to reach a quorum before dispatch begins."""
+
+    epoch_ms: int
+    length_ms: int
+    gate_ms: int
+    grace_ms: int
+
+    def __post_init__(self) -> None:
+        if self.length_ms <= 0 or self.grace_ms <= 0 or self.gate_ms <= self.grace_ms:
+            raise SessionError(
+                f"need length_ms > 0 and gate_ms > grace_ms > 0, got length {self.length_ms}, "
+                f"gate {self.gate_ms}, grace {self.grace_ms}"
+            )
+
+    def start_ms(self, k: int) -> int:
+        return self.epoch_ms + k * self.length_ms
+
+    def end_ms(self, k: int) -> int:
+        return self.start_ms(k + 1)
+
+    def gate_close_ms(self, k: int) -> int:
+        return self.start_ms(k) - self.gate_ms
+
+    def clear_ms(self, k: int) -> int:
+        return self.gate_close_ms(k) + self.grace_ms
+
+    def open_interval(self, now_ms: int) -> int:
+        """The earliest interval whose gate is still open at ``now_ms``."""
+        return (now_ms + self.gate_ms - self.epoch_ms) // self.length_ms + 1
+
+
+# --- actions: what the caller must do or may want to know ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Ask the broker again for what it retains under ``topic_filter`` (the bids we missed)."""
+
+    topic_filter: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cleared:
+    interval: int
+    result: Result
+    result_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Agreed:
+    """A quorum committed to this result; ``position`` is this node's outcome (None: no bid)."""
+
+    interval: int
+    result: Result
+    result_hash: str
+    bid_set_digest: str
+    committed_by: frozenset[str]
+    position: NodeOutcome | None
+
+
+@dataclass(frozen=True, slots=True)
+class Abstained:
+    """Safe mode for the interval: "no-quorum" (no result reached one) or "minority" (one did, and
+    we could not reproduce it from the bids we hold)."""
+
+    interval: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Proof that ``node`` misbehaved: for equivocation, the two signed-over bid bodies."""
+
+    interval: int
+    node: str
+    reason: str
+    bids: tuple[Bid, ...]
+
+
+Action = Publish | Fetch | Cleared | Agreed | Abstained | Evidence | Rejected
+Outcome = Agreed | Abstained
+
+
+def quorum_size(members: int, num: int, den: int) -> int:
+    """Smallest count >= members * num / den (and at least 1), in integers."""
+    return max(1, (members * num + den - 1) // den)
+
+
+class IntervalSession:
+    """The protocol of one interval for one node. Feed it :meth:`on_bid`, :meth:`on_commitment`,
+    :meth:`tick`; each returns the actions to carry out, in order."""
+
+    def __init__(
+        self,
+        *,
+        community: str,
+        interval: int,
+        node: str,
+        identity: Ed25519PrivateKey,
+        timing: Timing,
+        mechanism: str,
+        params: ClearingParams,
+        active: Callable[[int], Collection[str]],
+        quorum: tuple[int, int] = (2, 3),
+        max_bids_per_node: int = 8,
+    ) -> None:
+        num, den = quorum
+        if not (0 < den and den < 2 * num <= 2 * den):
+            # More than half: two different results can then never both reach a quorum.
+            raise SessionError(f"quorum must be in (1/2, 1], got {num}/{den}")
+        self.community = community
+        self.interval = interval
+        self.node = node
+        self._identity = identity
+        self._timing = timing
+        self._mechanism = mechanism
+        self._params = params
+        self._active = active
+        self._quorum = quorum
+        self._max_bids = max_bids_per_node
+        self._state = State.OPEN
+        self._known: dict[str, Bid] = {}  # every verified bid of k by digest, late ones too
+        self._by_seq: dict[tuple[str, int], str] = {}
+        self._per_node: defaultdict[str, int] = defaultdict(int)
+        self._current: dict[str, Bid] = {}  # the bid that counts, per node (set while OPEN)
+        self._excluded: set[str] = set()
+        self._commitments: dict[str, Commitment] = {}
+        self._eligible: frozenset[str] = frozenset()
+        self._mine: Commitment | None = None
+        self._result: Result | None = None
+        self._fetched = False
+        self._last_join: tuple[tuple[str, str], int] | None = None
+        self._dissent_counted: set[str] = set()
+        self.outcome: Outcome | None = None
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def _fire(self, event: Event) -> None:
+        try:
+            self._state = TRANSITIONS[(self._state, event)]
+        except KeyError:
+            raise SessionError(
+                f"interval {self.interval}: event {event!r} is illegal in state {self._state!r}"
+            ) from None
+
+    # --- inputs ----------------------------------------------------------------------------------
+
+    def on_bid(self, bid: Bid) -> list[Action]:
+        """A bid whose signature and membership the caller has verified."""
+        if bid.community != self.community:
+            return [Rejected("wrong-community")]
+        if bid.interval != self.interval:
+            return [Rejected("replay")]  # a genuine bid, signed for another interval
+        digest = message_digest(bid)
+        if digest in self._known:
+            return []  # the same bid again: broker redelivery, our own echo, a fetch
+        if self._per_node[bid.node] >= self._max_bids:
+            return [Rejected("flood")]
+        self._per_node[bid.node] += 1
+        self._known[digest] = bid
+        first = self._by_seq.setdefault((bid.node, bid.seq), digest)
+        if first != digest:
+            return self._equivocation(bid, self._known[first])
+        if self._state is State.COMMITTED:
+            return self._try_agree()  # perhaps the bid we lacked to join the majority
+        if self._state is not State.OPEN:
+            return []  # kept as evidence of what the peers may have cleared
+        if bid.node in self._excluded:
+            return [Rejected("excluded")]
+        current = self._current.get(bid.node)
+        if current is not None and current.seq > bid.seq:
+            return [Rejected("stale-seq")]
+        self._current[bid.node] = bid
+        return []
+
+    def _equivocation(self, bid: Bid, earlier: Bid) -> list[Action]:
+        actions: list[Action] = [Rejected("equivocation")]
+        if bid.node not in self._excluded:
+            self._excluded.add(bid.node)
+            actions.append(Evidence(self.interval, bid.node, "equivocation", (earlier, bid)))
+        if self._state is State.OPEN:
+            self._current.pop(bid.node, None)
+        return actions
+
+    def on_commitment(self, commitment: Commitment) -> list[Action]:
+        """A commitment whose signature and membership the caller has verified."""
+        if commitment.community != self.community:
+            return [Rejected("wrong-community")]
+        if commitment.interval != self.interval:
+            return [Rejected("replay")]
+        if commitment.node in self._excluded:
+            return [Rejected("excluded")]
+        if self._commitments.get(commitment.node) == commitment:
+            return []
+        self._commitments[commitment.node] = commitment
+        if self._state is State.COMMITTED:
+            return self._try_agree()
+        if isinstance(self.outcome, Agreed):
+            return self._dissent()
+        return []
+
+    def tick(self, now_ms: int) -> list[Action]:
+        """Advance to ``now_ms``: close the gate, clear and commit, abstain or start dispatch."""
+        timing, k = self._timing, self.interval
+        actions: list[Action] = []
+        if self._state is State.OPEN and now_ms >= timing.gate_close_ms(k):
+            # Who counts towards the quorum is fixed at gate closure, the same instant for all.
+            self._eligible = frozenset(self._active(now_ms)) | {self.node}
+            self._fire(Event.GATE)
+        if self._state is State.GATE_CLOSED and now_ms >= timing.clear_ms(k):
+            actions += self._clear_and_commit()
+        if self._state is State.COMMITTED:
+            actions += self._try_agree()
+            if self._state is State.COMMITTED and now_ms >= timing.start_ms(k):
+                reason = "minority" if self._winner() is not None else "no-quorum"
+                self._fire(Event.ABSTAIN)
+                self.outcome = Abstained(k, reason)
+                actions.append(self.outcome)
+        if self._state is State.AGREED and now_ms >= timing.start_ms(k):
+            self._fire(Event.START)
+        return actions
+
+    def settled(self) -> None:
+        """The settlement layer closed the interval (DISPATCHING -> SETTLED)."""
+        self._fire(Event.SETTLE)
+
+    # --- clearing and agreement ------------------------------------------------------------------
+
+    def _run(self, bids: Collection[Bid]) -> tuple[Result, Commitment]:
+        with_digests = [(bid, message_digest(bid)) for bid in bids]
+        result = clear(self._mechanism, orders_from_bids(with_digests), self._params)
+        digests = tuple(sorted(d for _, d in with_digests))
+        commitment = Commitment(
+            community=self.community,
+            interval=self.interval,
+            node=self.node,
+            bid_digests=digests,
+            bid_set_digest=bid_set_digest(digests),
+            result_hash=hash_result(result),
+            mechanism=self._mechanism,
+        )
+        return result, commitment
+
+    def _commit(self, result: Result, commitment: Commitment) -> Publish:
+        self._result, self._mine = result, commitment
+        self._commitments[self.node] = commitment
+        envelope = sign("commit", commitment, self._identity)
+        topic = topics.commit(self.community, self.interval, self.node)
+        return Publish(topic, envelope.to_bytes(), retain=False)
+
+    def _clear_and_commit(self) -> list[Action]:
+        bids = [bid for node, bid in self._current.items() if node not in self._excluded]
+        result, commitment = self._run(bids)
+        self._fire(Event.CLEAR)
+        publish = self._commit(result, commitment)
+        self._fire(Event.COMMIT)
+        return [Cleared(self.interval, result, commitment.result_hash), publish]
+
+    def _voters(self) -> frozenset[str]:
+        return self._eligible - self._excluded
+
+    def _winner(self) -> tuple[str, str] | None:
+        """The (bid-set digest, result hash) a quorum of eligible members committed to, if any."""
+        voters = self._voters()
+        tally: defaultdict[tuple[str, str], int] = defaultdict(int)
+        for node, c in self._commitments.items():
+            if node in voters:
+                tally[(c.bid_set_digest, c.result_hash)] += 1
+        need = quorum_size(len(voters), *self._quorum)
+        return next((key for key, count in tally.items() if count >= need), None)
+
+    def _try_agree(self) -> list[Action]:
+        winner = self._winner()
+        mine = self._mine
+        if winner is None or mine is None:
+            return []
+        actions: list[Action] = []
+        if winner != (mine.bid_set_digest, mine.result_hash):
+            joined = self._join(winner)
+            if joined is None:
+                return self._fetch_once()
+            actions.append(joined)
+        result = self._result
+        assert result is not None  # set with self._mine
+        self._fire(Event.QUORUM)
+        committed = frozenset(
+            node for node, c in self._commitments.items()
+            if node in self._voters() and (c.bid_set_digest, c.result_hash) == winner
+        )
+        position = next((o for o in result.outcomes if o.node == self.node), None)
+        self.outcome = Agreed(self.interval, result, winner[1], winner[0], committed, position)
+        actions.append(self.outcome)
+        return actions + self._dissent()
+
+    def _join(self, winner: tuple[str, str]) -> Publish | None:
+        """Recompute with the majority's bid set; the commitment to publish if we now match."""
+        sample = next(
+            c for c in self._commitments.values()
+            if (c.bid_set_digest, c.result_hash) == winner
+        )
+        if any(d not in self._known for d in sample.bid_digests):
+            return None
+        attempt = (winner, len(self._known))
+        if attempt == self._last_join:
+            return None  # same bids as last time: the answer cannot have changed
+        self._last_join = attempt
+        bids = [self._known[d] for d in sample.bid_digests]
+        if len({bid.node for bid in bids}) != len(bids):
+            return None  # two bids of one node: not a set any honest gateway clears
+        result, commitment = self._run(bids)
+        if (commitment.bid_set_digest, commitment.result_hash) != winner:
+            return None
+        publish = self._commit(result, commitment)
+        self._fire(Event.RECOMMIT)
+        return publish
+
+    def _fetch_once(self) -> list[Action]:
+        if self._fetched:
+            return []
+        self._fetched = True
+        return [Fetch(topics.bids_of(self.community, self.interval))]
+
+    def _dissent(self) -> list[Action]:
+        """Count once per node a commitment that contradicts the agreed result."""
+        agreed = self.outcome
+        assert isinstance(agreed, Agreed)
+        actions: list[Action] = []
+        for node, c in self._commitments.items():
+            if node in self._dissent_counted:
+                continue
+            if (c.bid_set_digest, c.result_hash) != (agreed.bid_set_digest, agreed.result_hash):
+                self._dissent_counted.add(node)
+                actions.append(Rejected("wrong-commitment"))
+        return actions

@@ -1,0 +1,37 @@
+"""Three real agents on a real embedded broker agree on one result and get their positions."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+from gateway.broker import EmbeddedBroker
+from gateway.market.session import Agreed, State
+from tests.market.community import Community
+
+
+async def test_three_agents_agree_and_trade() -> None:
+    community = Community()
+    async with EmbeddedBroker() as broker, AsyncExitStack() as stack:
+        alice, bob, carol = await community.agents(stack, broker.url, "alice", "bob", "carol")
+        await asyncio.sleep(0.2)  # presence and certificates travel
+        k = community.next_interval()
+        await alice.submit_bid(k, "sell", 2_000, 100)
+        await bob.submit_bid(k, "buy", 1_500, 250)
+        await carol.submit_bid(k, "buy", 1_000, 200)
+        async with asyncio.timeout(10):
+            outcomes = [await agent.outcome(k) for agent in (alice, bob, carol)]
+        assert all(isinstance(o, Agreed) for o in outcomes), outcomes
+        agreed = [o for o in outcomes if isinstance(o, Agreed)]
+        assert len({o.result_hash for o in agreed}) == 1
+        assert len(agreed[0].committed_by) >= 2  # a quorum of 2/3, whoever was first
+        a, b, c = (o.position for o in agreed)
+        assert a is not None and b is not None and c is not None
+        assert a.sold_wh == 2_000 and b.bought_wh + c.bought_wh == 2_000
+        assert b.bought_wh > 0 and c.bought_wh > 0
+        assert agreed[0].result.trades
+        for agent in (alice, bob, carol):
+            assert not agent.rejections, agent.rejections
+        async with asyncio.timeout(5):
+            while alice.session_state(k) is not State.DISPATCHING:
+                await asyncio.sleep(0.02)

@@ -1,0 +1,156 @@
+"""PeerLink and the embedded broker, through real sockets: presence, last will, retained replay,
+fetch of retained messages, reconnect after the broker goes away."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiomqtt
+import pytest
+
+from gateway.broker import EmbeddedBroker
+from gateway.market import topics
+from gateway.market.peerlink import OFFLINE, ONLINE, Incoming, PeerLink, PeerLinkError
+
+COMMUNITY = "test"
+
+
+def link(url: str, node: str, **kwargs: float) -> PeerLink:
+    return PeerLink(broker_url=url, community=COMMUNITY, node=node,
+                    **kwargs)  # type: ignore[arg-type]
+
+
+async def next_on(peer: PeerLink, topic: str, payload: bytes | None = None) -> Incoming:
+    async with asyncio.timeout(5):
+        async for msg in peer.messages():
+            if msg.topic == topic and (payload is None or msg.payload == payload):
+                return msg
+    raise AssertionError("unreachable")
+
+
+async def test_broker_url_names_a_listening_port() -> None:
+    async with EmbeddedBroker() as broker:
+        assert broker.url == f"mqtt://127.0.0.1:{broker.port}"
+        assert broker.port > 0
+        async with aiomqtt.Client(broker.host, broker.port):
+            pass
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = broker.url
+
+
+async def test_presence_online_then_offline_on_clean_exit() -> None:
+    async with EmbeddedBroker() as broker, link(broker.url, "watcher") as watcher:
+        async with link(broker.url, "a"):
+            await next_on(watcher, topics.presence(COMMUNITY, "a"), ONLINE)
+        await next_on(watcher, topics.presence(COMMUNITY, "a"), OFFLINE)
+
+
+class CuttableProxy:
+    """A TCP relay between a client and the broker whose connections the test can cut: a real way
+    to lose a link without an MQTT DISCONNECT (a pulled cable, a crashed gateway)."""
+
+    def __init__(self, broker_port: int) -> None:
+        self._broker_port = broker_port
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.url = ""
+
+    async def __aenter__(self) -> CuttableProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.url = f"mqtt://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+        self.cut()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._broker_port)
+        self._writers += [writer, up_writer]
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pump(src, dst))
+            self._tasks.add(task)
+
+    @staticmethod
+    async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            dst.close()
+
+    def cut(self) -> None:
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+
+async def test_last_will_marks_a_vanished_node_offline() -> None:
+    async with EmbeddedBroker() as broker, link(broker.url, "watcher") as watcher:
+        async with CuttableProxy(broker.port) as proxy:
+            a = link(proxy.url, "a", connect_timeout_s=1)
+            await a.__aenter__()
+            try:
+                await next_on(watcher, topics.presence(COMMUNITY, "a"), ONLINE)
+                proxy.cut()
+                await next_on(watcher, topics.presence(COMMUNITY, "a"), OFFLINE)
+                # ...and the link comes back by itself through the same proxy.
+                await next_on(watcher, topics.presence(COMMUNITY, "a"), ONLINE)
+                assert a.connects == 2
+            finally:
+                await a.__aexit__(None, None, None)
+
+
+async def test_retained_bid_reaches_a_late_subscriber_and_fetch_replays_it() -> None:
+    bid_topic = topics.bid(COMMUNITY, 7, "a")
+    async with EmbeddedBroker() as broker:
+        async with link(broker.url, "a") as a:
+            await a.publish(bid_topic, b"bid-7", retain=True)
+            async with link(broker.url, "late") as late:
+                first = await next_on(late, bid_topic)
+                assert (first.payload, first.retained) == (b"bid-7", True)
+                await late.fetch(topics.bids_of(COMMUNITY, 7))
+                again = await next_on(late, bid_topic)
+                assert (again.payload, again.retained) == (b"bid-7", True)
+                await late.forget(topics.bids_of(COMMUNITY, 7))
+
+
+async def test_reconnects_and_republishes_own_retained_after_broker_restart() -> None:
+    bid_topic = topics.bid(COMMUNITY, 3, "a")
+    async with EmbeddedBroker() as first:
+        port = first.port
+        a = link(first.url, "a", reconnect_s=0.05)
+        await a.__aenter__()
+        await a.publish(bid_topic, b"bid-3", retain=True)
+    # The broker is gone, and with it every retained message.
+    try:
+        async with EmbeddedBroker(port=port) as second:
+            await a.wait_connected(5)
+            assert a.connects == 2
+            async with link(second.url, "b") as b:
+                got = await next_on(b, bid_topic)
+                assert got.payload == b"bid-3"
+                await a.publish(topics.commit(COMMUNITY, 3, "a"), b"c")
+                await next_on(b, topics.commit(COMMUNITY, 3, "a"), b"c")
+    finally:
+        await a.__aexit__(None, None, None)
+
+
+async def test_unreachable_broker_is_a_clear_error() -> None:
+    async with EmbeddedBroker() as broker:
+        port = broker.port
+    with pytest.raises(PeerLinkError, match="no connection"):
+        async with link(f"mqtt://127.0.0.1:{port}", "a", connect_timeout_s=0.3):
+            pass
+
+
+def test_broker_url_must_be_mqtt() -> None:
+    with pytest.raises(ValueError, match="mqtt://host:port"):
+        link("http://x", "a")

@@ -1,0 +1,154 @@
+"""The interval state machine without a broker: bids, clearing, quorum, joining, abstaining."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.market import topics
+from gateway.market.session import (
+    TRANSITIONS,
+    Abstained,
+    Action,
+    Agreed,
+    Cleared,
+    Fetch,
+    IntervalSession,
+    Publish,
+    SessionError,
+    State,
+    Timing,
+    quorum_size,
+)
+from protocols.messages import Bid, Commitment, SignedEnvelope
+from protocols.signing import Rejected, generate_key, verify
+from tests.market.community import COMMUNITY, PARAMS
+
+TIMING = Timing(epoch_ms=0, length_ms=1000, gate_ms=600, grace_ms=100)
+K = 5
+GATE, CLEAR, START = TIMING.gate_close_ms(K), TIMING.clear_ms(K), TIMING.start_ms(K)
+NODES = ("alice", "bob", "carol")
+
+
+def session(node: str, active: tuple[str, ...] = NODES) -> IntervalSession:
+    return IntervalSession(community=COMMUNITY, interval=K, node=node, identity=generate_key(),
+                           timing=TIMING, mechanism="uniform", params=PARAMS,
+                           active=lambda now_ms: active)
+
+
+def bid(node: str, side: str, energy_wh: int, price: int, seq: int = 0, k: int = K) -> Bid:
+    return Bid(community=COMMUNITY, interval=k, node=node, seq=seq, side=side,  # type: ignore[arg-type]
+               energy_wh=energy_wh, limit_price=price, created_ms=0)
+
+
+BIDS = (bid("alice", "sell", 2000, 100), bid("bob", "buy", 1500, 250),
+        bid("carol", "buy", 1000, 200))
+
+
+def commitment_of(actions: list[Action]) -> Commitment:
+    [publish] = [a for a in actions if isinstance(a, Publish)]
+    assert publish.topic.startswith("gridpeer/oak-street/commit/5/")
+    checked = verify(SignedEnvelope.from_bytes(publish.payload), expected_kind="commit")
+    assert not isinstance(checked, Rejected)
+    assert isinstance(checked.body, Commitment)
+    return checked.body
+
+
+def cleared(s: IntervalSession, bids: tuple[Bid, ...] = BIDS) -> Commitment:
+    for b in bids:
+        assert s.on_bid(b) == []
+    assert s.tick(GATE) == [] and s.state is State.GATE_CLOSED
+    actions = s.tick(CLEAR)
+    assert isinstance(actions[0], Cleared) and s.state is State.COMMITTED
+    return commitment_of(actions)
+
+
+def test_timing_arithmetic() -> None:
+    assert (GATE, CLEAR, START, TIMING.end_ms(K)) == (4400, 4500, 5000, 6000)
+    assert TIMING.open_interval(4399) == 5 and TIMING.open_interval(4400) == 6
+    with pytest.raises(SessionError, match="gate_ms > grace_ms"):
+        Timing(epoch_ms=0, length_ms=1000, gate_ms=100, grace_ms=100)
+
+
+def test_quorum_is_two_thirds_rounded_up() -> None:
+    assert [quorum_size(n, 2, 3) for n in (1, 2, 3, 4, 5, 6)] == [1, 2, 2, 3, 4, 4]
+    with pytest.raises(SessionError, match="quorum"):
+        IntervalSession(community=COMMUNITY, interval=K, node="a", identity=generate_key(),
+                        timing=TIMING, mechanism="uniform", params=PARAMS,
+                        active=lambda now_ms: (), quorum=(1, 2))
+
+
+def test_two_matching_commitments_of_three_agree_and_dispatch() -> None:
+    a, b = session("alice"), session("bob")
+    ca, cb = cleared(a), cleared(b)
+    assert (ca.bid_set_digest, ca.result_hash) == (cb.bid_set_digest, cb.result_hash)
+    [agreed] = a.on_commitment(cb)
+    assert isinstance(agreed, Agreed) and a.state is State.AGREED
+    assert agreed.committed_by == {"alice", "bob"}
+    assert agreed.position is not None and agreed.position.sold_wh == 2000
+    a.tick(START)
+    assert a.state is State.DISPATCHING
+    a.settled()
+    assert a.state is State.SETTLED
+
+
+def test_minority_fetches_missed_bids_recomputes_and_joins() -> None:
+    a, b, c = session("alice"), session("bob"), session("carol")
+    ca, cb = cleared(a), cleared(b)
+    cc = cleared(c, BIDS[1:])  # carol missed alice's bid before the gate
+    assert cc.result_hash != ca.result_hash
+    assert c.on_commitment(ca) == []  # one vote is no quorum yet
+    assert c.on_commitment(cb) == [Fetch(topics.bids_of(COMMUNITY, K))]
+    actions = c.on_bid(BIDS[0])  # the broker resends the retained bid
+    assert [type(x) for x in actions] == [Publish, Agreed]
+    rejoined = commitment_of(actions)
+    assert rejoined.result_hash == ca.result_hash and c.state is State.AGREED
+
+
+def test_minority_that_cannot_reproduce_abstains_at_start() -> None:
+    a, b, c = session("alice"), session("bob"), session("carol")
+    ca, cb = cleared(a), cleared(b)
+    cleared(c, BIDS[1:])
+    c.on_commitment(ca)
+    c.on_commitment(cb)
+    assert c.tick(START - 1) == []
+    assert c.tick(START) == [Abstained(K, "minority")] and c.state is State.ABSTAINED
+
+
+def test_no_quorum_abstains() -> None:
+    a = session("alice")
+    cleared(a)
+    assert a.tick(START) == [Abstained(K, "no-quorum")]
+
+
+def test_bid_rules() -> None:
+    s = session("alice")
+    assert s.on_bid(bid("bob", "buy", 100, 200, seq=1)) == []
+    assert s.on_bid(bid("bob", "buy", 100, 200, seq=1)) == []  # duplicate delivery
+    assert s.on_bid(bid("bob", "buy", 50, 200, seq=0)) == [Rejected("stale-seq")]
+    assert s.on_bid(bid("bob", "buy", 100, 200, k=K - 1)) == [Rejected("replay")]
+    first, second = bid("carol", "buy", 1, 200), bid("carol", "buy", 2, 200)
+    assert s.on_bid(first) == []
+    [rejected, evidence] = s.on_bid(second)
+    assert rejected == Rejected("equivocation")
+    assert evidence.node == "carol" and evidence.bids == (first, second)  # type: ignore[union-attr]
+    assert s.on_bid(bid("carol", "buy", 3, 200, seq=5)) == [Rejected("excluded")]
+    for seq in range(2, 2 + 8):
+        s.on_bid(bid("dave", "buy", seq, 200, seq=seq))
+    assert s.on_bid(bid("dave", "buy", 99, 200, seq=99)) == [Rejected("flood")]
+
+
+def test_excluded_node_is_not_cleared_and_does_not_vote() -> None:
+    s = session("alice", active=("alice", "bob", "carol", "mallory"))
+    s.on_bid(bid("mallory", "sell", 10, 1))
+    s.on_bid(bid("mallory", "sell", 20, 1))
+    mine = cleared(s)
+    assert len(mine.bid_digests) == 3
+    vote = mine.model_copy(update={"node": "mallory"})
+    assert s.on_commitment(vote) == [Rejected("excluded")]
+
+
+def test_illegal_transitions_raise() -> None:
+    s = session("alice")
+    with pytest.raises(SessionError, match="settle"):
+        s.settled()
+    assert (State.OPEN, "settle") not in TRANSITIONS

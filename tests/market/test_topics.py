@@ -1,0 +1,51 @@
+"""Topic building and parsing: round trips, and every malformed shape is a BadTopic."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.market import topics
+from gateway.market.topics import BadTopic, Kind, Topic
+
+ids = st.from_regex(r"[a-z0-9][a-z0-9-]{0,31}", fullmatch=True)
+
+
+def test_golden_strings() -> None:
+    assert topics.roster("c1", "n1") == "gridpeer/c1/roster/n1"
+    assert topics.presence("c1", "n1") == "gridpeer/c1/presence/n1"
+    assert topics.bid("c1", 42, "n1") == "gridpeer/c1/bids/42/n1"
+    assert topics.commit("c1", 0, "n1") == "gridpeer/c1/commit/0/n1"
+    assert topics.settle("c1", 5, "n1") == "gridpeer/c1/settle/5/n1"
+    assert topics.bids_of("c1", 5) == "gridpeer/c1/bids/5/+"
+    assert topics.subscriptions("c1") == (
+        "gridpeer/c1/roster/+", "gridpeer/c1/presence/+", "gridpeer/c1/bids/+/+",
+        "gridpeer/c1/commit/+/+", "gridpeer/c1/settle/+/+",
+    )
+
+
+@given(community=ids, node=ids, kind=st.sampled_from(list(Kind)),
+       k=st.integers(min_value=0, max_value=10**17))
+def test_parse_inverts_build(community: str, node: str, kind: Kind, k: int) -> None:
+    interval = k if kind in (Kind.BIDS, Kind.COMMIT, Kind.SETTLE) else None
+    t = Topic(community, kind, node, interval)
+    assert topics.parse(str(t)) == t
+
+
+@pytest.mark.parametrize("bad", [
+    "", "gridpeer", "other/c/bids/1/n", "gridpeer/c/nope/n", "gridpeer/c/bids/n",
+    "gridpeer/c/bids/01/n", "gridpeer/c/bids/-1/n", "gridpeer/c/bids/x/n",
+    "gridpeer/c/roster/n/extra", "gridpeer/c/bids/1/n/extra", "gridpeer/c/roster/+",
+    "gridpeer/c d/roster/n", "gridpeer/c/roster/" + "n" * 33, "gridpeer/C/roster/n",
+    "gridpeer/c/roster/-n",
+])
+def test_malformed_topics_are_rejected(bad: str) -> None:
+    with pytest.raises(BadTopic):
+        topics.parse(bad)
+
+
+@pytest.mark.parametrize("node", ["a/b", "+", "#", "", "é", "A", "a_b"])
+def test_ids_cannot_inject_levels_or_wildcards(node: str) -> None:
+    with pytest.raises(BadTopic):
+        topics.bid("c", 1, node)
