@@ -28,6 +28,21 @@ class BatteryEnvelope:
         if self.max_charge_w < 0 or self.max_discharge_w < 0 or self.ramp_w_per_s <= 0:
             raise ValueError("power limits must be >= 0 and the ramp rate > 0")
 
+    def within_device(
+        self, *, max_charge_w: float, max_discharge_w: float, soc_min_pct: float | None,
+        soc_max_pct: float | None,
+    ) -> BatteryEnvelope:
+        """This envelope narrowed by what the device itself reports: the stricter limit wins."""
+        lo = max(self.soc_min_pct, soc_min_pct if soc_min_pct is not None else 0.0)
+        hi = min(self.soc_max_pct, soc_max_pct if soc_max_pct is not None else 100.0)
+        return BatteryEnvelope(
+            soc_min_pct=lo,
+            soc_max_pct=max(hi, lo + 0.1),
+            max_charge_w=min(self.max_charge_w, max(0, int(max_charge_w))),
+            max_discharge_w=min(self.max_discharge_w, max(0, int(max_discharge_w))),
+            ramp_w_per_s=self.ramp_w_per_s,
+        )
+
     def clamp(
         self, *, requested_w: int, soc_pct: float, previous_w: int, dt_s: float
     ) -> tuple[int, tuple[str, ...]]:

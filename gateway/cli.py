@@ -1,0 +1,259 @@
+"""The ``gridpeer`` command: one entry point for homeowners, installers and engineers.
+
+Every subcommand turns bad input into one clear line on stderr and exit status 2 (usage) or 1
+(the thing asked for failed); a traceback means a bug in gridpeer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gateway.config import ConfigError
+from gateway.identity import IdentityError
+from gateway.ledger import Ledger, LedgerError
+
+log = logging.getLogger("gridpeer")
+
+_CONFIG_TEMPLATE = """\
+# gridpeer gateway configuration. Edit, then run `gridpeer run --config {config}`.
+# Units: energy Wh, power W, prices in micro-units per Wh (0.30 per kWh = 300).
+
+node = "{node}"                       # this home's node id, as admitted by the community
+key_file = "{key}"                    # Ed25519 key made by `gridpeer init` (owner-only)
+certificate_file = "node.cert"        # from the installer: `gridpeer community admit`
+state_dir = "state"                   # ledger, forecast profile, logs
+
+[market]
+community = "{community}"
+broker = "mqtt://127.0.0.1:1883"      # the community broker (mqtts:// with TLS in the field)
+authority_key = "{authority}"         # the community authority's public key (hex)
+mechanism = "uniform"                 # uniform, trade_reduction, mmr, sdr, bill_sharing, cda
+interval_s = 900                      # trading interval
+gate_s = 60                           # bids close this long before the interval starts
+grace_s = 10                          # wait for late bids before clearing
+
+[tariffs]
+retail_price = 300                    # what the grid charges (µ/Wh)
+feed_in_price = 80                    # what the grid pays (µ/Wh)
+
+[preferences]
+min_sell_price = 120                  # never sell below this
+max_buy_price = 250                   # never buy above this
+reserve_pct = 20                      # keep this much battery for yourself
+
+[envelope]                            # hard limits, whatever the market says
+soc_min_pct = 10
+soc_max_pct = 95
+max_charge_w = 5000
+max_discharge_w = 5000
+ramp_w_per_s = 1000
+revert_s = 60                         # devices return to safe defaults if not refreshed
+
+# One [[devices]] table per device; url is tcp://host:port or rtu:///dev/ttyUSB0?baud=9600
+[[devices]]
+name = "meter"
+kind = "meter"
+url = "tcp://192.168.1.20:502"
+
+[[devices]]
+name = "battery"
+kind = "battery"
+url = "tcp://192.168.1.21:502"
+"""
+
+
+class UsageError(Exception):
+    """The command line asked for something that cannot be done; shown without a traceback."""
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from gateway.identity import create_key_file
+    from protocols.signing import public_key_hex
+
+    folder: Path = args.dir
+    config = folder / "gridpeer.toml"
+    if config.exists():
+        raise UsageError(f"{config} already exists; not overwriting it")
+    key = create_key_file(folder / "node.key")
+    config.write_text(
+        _CONFIG_TEMPLATE.format(
+            config=config, node=args.node, key="node.key", community=args.community,
+            authority=args.authority_key or "0" * 64,
+        )
+    )
+    print(f"wrote {config} and {folder / 'node.key'} (mode 600)")
+    print(f"node public key: {public_key_hex(key)}")
+    print("give this key to your community installer to be admitted (`gridpeer community admit`)")
+    return 0
+
+
+def _cmd_community_init(args: argparse.Namespace) -> int:
+    from gateway.identity import create_key_file
+    from protocols.signing import public_key_hex
+
+    key = create_key_file(args.key)
+    print(f"community authority key written to {args.key} (keep it offline)")
+    print(f"authority public key: {public_key_hex(key)}")
+    return 0
+
+
+def _cmd_community_admit(args: argparse.Namespace) -> int:
+    from gateway.identity import load_key_file, save_envelope
+    from protocols.messages import MembershipCertificate
+    from protocols.signing import sign
+
+    authority = load_key_file(args.key)
+    now_ms = time.time_ns() // 1_000_000
+    cert = MembershipCertificate(
+        community=args.community, node=args.node, public_key=args.public_key, bus=args.bus,
+        import_limit_w=args.import_limit_w, export_limit_w=args.export_limit_w,
+        valid_from_ms=now_ms, valid_until_ms=now_ms + int(args.days * 86_400_000),
+    )
+    save_envelope(args.out, sign("cert", cert, authority))
+    print(f"certificate for {args.node} written to {args.out} (valid {args.days:g} days)")
+    return 0
+
+
+def _cmd_community_revoke(args: argparse.Namespace) -> int:
+    from gateway.identity import load_key_file, save_envelope
+    from protocols.messages import Revocation
+    from protocols.signing import sign
+
+    authority = load_key_file(args.key)
+    revocation = Revocation(
+        community=args.community, node=args.node, public_key=args.public_key,
+        revoked_at_ms=time.time_ns() // 1_000_000,
+    )
+    save_envelope(args.out, sign("revoke", revocation, authority))
+    print(f"revocation of {args.node} written to {args.out}; publish it with the roster")
+    return 0
+
+
+def _open_ledger(path: Path) -> Ledger:
+    if not path.exists():
+        raise UsageError(f"{path}: no such ledger")
+    return Ledger.open(path)
+
+
+def _cmd_ledger_verify(args: argparse.Namespace) -> int:
+    with _open_ledger(args.ledger) as ledger:
+        problems = ledger.verify()
+        count = sum(1 for _ in ledger.blocks())
+    if problems:
+        for p in problems:
+            print(f"{args.ledger}: {p}", file=sys.stderr)
+        return 1
+    print(f"{args.ledger}: {count} blocks, chain intact")
+    return 0
+
+
+def _cmd_ledger_export(args: argparse.Namespace) -> int:
+    with _open_ledger(args.ledger) as ledger:
+        sys.stdout.write(ledger.export_csv() if args.csv else ledger.dump_json() + "\n")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return asyncio.run(run_demo(out=args.out, intervals=args.intervals, seed=args.seed))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _public_key(text: str) -> str:
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise argparse.ArgumentTypeError("expected 64 lowercase hex characters (an Ed25519 key)")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gridpeer", description="Peer-to-peer energy trading for neighbourhood microgrids."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run a simulated community on an embedded broker")
+    demo.add_argument("--out", type=Path, default=Path("gridpeer-demo"),
+                      help="folder for keys, ledgers and logs (default: ./gridpeer-demo)")
+    demo.add_argument("--intervals", type=_positive_int, default=5, help="intervals to trade")
+    demo.add_argument("--seed", type=int, default=1, help="seed of the simulated world")
+    demo.set_defaults(func=_cmd_demo, logs_to_file=True)
+
+    init = sub.add_parser("init", help="write a commented config and a new node key")
+    init.add_argument("--dir", type=Path, default=Path("."), help="where to write them")
+    init.add_argument("--node", default="home-1", help="this home's node id")
+    init.add_argument("--community", default="my-street", help="the community id")
+    init.add_argument("--authority-key", type=_public_key, help="community authority public key")
+    init.set_defaults(func=_cmd_init)
+
+    community = sub.add_parser("community", help="community authority (installer) commands")
+    csub = community.add_subparsers(dest="community_command", required=True, metavar="ACTION")
+    cinit = csub.add_parser("init", help="make the community authority key")
+    cinit.add_argument("--key", type=Path, default=Path("authority.key"))
+    cinit.set_defaults(func=_cmd_community_init)
+    for name, func, helptext in (
+        ("admit", _cmd_community_admit, "sign a membership certificate for a node's key"),
+        ("revoke", _cmd_community_revoke, "sign a revocation of a node's key"),
+    ):
+        p = csub.add_parser(name, help=helptext)
+        p.add_argument("--key", type=Path, default=Path("authority.key"))
+        p.add_argument("--community", required=True)
+        p.add_argument("--node", required=True)
+        p.add_argument("--public-key", type=_public_key, required=True)
+        p.add_argument("--out", type=Path, required=True)
+        if name == "admit":
+            p.add_argument("--bus", default="bus-1", help="the node's bus on the feeder")
+            p.add_argument("--import-limit-w", type=_positive_int, default=10_000)
+            p.add_argument("--export-limit-w", type=_positive_int, default=10_000)
+            p.add_argument("--days", type=float, default=365, help="validity in days")
+        p.set_defaults(func=func)
+
+    ledger = sub.add_parser("ledger", help="inspect a gateway's ledger")
+    lsub = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    verify = lsub.add_parser("verify", help="check the hash chain")
+    verify.add_argument("ledger", type=Path)
+    verify.set_defaults(func=_cmd_ledger_verify)
+    export = lsub.add_parser("export", help="print the ledger (JSON, or CSV for billing)")
+    export.add_argument("ledger", type=Path)
+    export.add_argument("--csv", action="store_true")
+    export.set_defaults(func=_cmd_ledger_export)
+    return parser
+
+
+_EXPECTED: tuple[type[Exception], ...] = (
+    UsageError, ConfigError, IdentityError, LedgerError, ValueError, OSError,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not getattr(args, "logs_to_file", False):
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.WARNING,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except _EXPECTED as exc:
+        print(f"gridpeer: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,172 @@
+"""The data every clearing mechanism takes and returns, and the hash gateways agree on.
+
+All quantities are integers in the units of docs/architecture.md (Wh, µ/Wh, µ). Orders, trades and
+outcomes are ``NamedTuple`` s rather than dataclasses: a clearing of 100,000 orders creates that
+many of each, and tuple construction is several times cheaper than a frozen dataclass's
+``__init__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+from protocols.canonical import digest
+from protocols.messages import Bid
+
+__all__ = [
+    "ClearingError",
+    "ClearingParams",
+    "NodeOutcome",
+    "Order",
+    "Result",
+    "Side",
+    "Tariffs",
+    "Trade",
+    "orders_from_bids",
+    "result_hash",
+]
+
+Side = Literal["buy", "sell"]
+
+
+class ClearingError(ValueError):
+    """The orders or parameters handed to a mechanism are inconsistent (a caller's bug)."""
+
+
+class Order(NamedTuple):
+    """One node's position in one interval, as the mechanisms see it.
+
+    ``digest`` is the bid's :func:`protocols.messages.message_digest`: unique, and the final
+    tie-breaker everywhere, so equal prices never depend on input order. ``bus`` is the node's
+    feeder bus (from its certificate); ``created_ms`` only orders the continuous double auction.
+    """
+
+    node: str
+    side: Side
+    energy_wh: int
+    limit_price: int
+    digest: str
+    bus: str = ""
+    created_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tariffs:
+    """The retail grid's prices, µ/Wh: buy from it at ``retail_price``, sell at ``feed_in_price``.
+
+    ``retail_price > feed_in_price >= 0`` is required: with no spread there is nothing to gain from
+    trading locally and several mechanisms (sdr, bill-sharing) would divide by the spread.
+    """
+
+    retail_price: int
+    feed_in_price: int
+
+    def __post_init__(self) -> None:
+        if type(self.retail_price) is not int or type(self.feed_in_price) is not int:
+            raise ClearingError("tariffs must be integers (µ/Wh)")
+        if not 0 <= self.feed_in_price < self.retail_price:
+            raise ClearingError(
+                f"need 0 <= feed_in_price < retail_price, got feed-in {self.feed_in_price}, "
+                f"retail {self.retail_price}"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClearingParams:
+    """Community settings a mechanism reads. ``k_num / k_den`` is the k of the k-double auction
+    (0 = price at the marginal ask, 1 = at the marginal bid); trade-reduction uses it for its
+    single price too."""
+
+    tariffs: Tariffs
+    k_num: int = 1
+    k_den: int = 2
+
+    def __post_init__(self) -> None:
+        if type(self.k_num) is not int or type(self.k_den) is not int:
+            raise ClearingError("k_num and k_den must be integers")
+        if not (self.k_den > 0 and 0 <= self.k_num <= self.k_den):
+            raise ClearingError(
+                f"need 0 <= k_num <= k_den, k_den > 0; got {self.k_num}/{self.k_den}"
+            )
+
+
+class Trade(NamedTuple):
+    """``energy_wh`` from ``seller`` to ``buyer`` at ``price`` µ/Wh; ``money == energy_wh * price``.
+    """
+
+    buyer: str
+    seller: str
+    energy_wh: int
+    price: int
+    money: int
+
+
+class NodeOutcome(NamedTuple):
+    """One node's whole interval: P2P energy and money, and what the grid balanced at the tariffs.
+
+    A buyer's unfilled demand is ``grid_import_wh`` (paid at retail); a seller's unfilled supply is
+    ``grid_export_wh`` (paid at feed-in). All fields are >= 0; direction is in the field name.
+    """
+
+    node: str
+    bought_wh: int
+    sold_wh: int
+    grid_import_wh: int
+    grid_export_wh: int
+    paid_p2p: int
+    received_p2p: int
+    paid_grid: int
+    received_grid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A clearing's outcome. ``price`` is the uniform P2P price, or None when there is none (no
+    trade, or the continuous double auction, whose trades carry their own prices). ``trades`` are
+    sorted by (buyer, seller), ``outcomes`` by node, one per order."""
+
+    mechanism: str
+    price: int | None
+    trades: tuple[Trade, ...]
+    outcomes: tuple[NodeOutcome, ...]
+    grid_import_wh: int
+    grid_export_wh: int
+
+
+def result_hash(result: Result) -> str:
+    """The hash gateways put in their commitments: canonical JSON of every field of the result."""
+    return digest(
+        {
+            "mechanism": result.mechanism,
+            "price": result.price,
+            "trades": [list(trade) for trade in result.trades],
+            "outcomes": [list(outcome) for outcome in result.outcomes],
+            "grid_import_wh": result.grid_import_wh,
+            "grid_export_wh": result.grid_export_wh,
+        }
+    )
+
+
+def orders_from_bids(
+    bids_with_digests: Iterable[tuple[Bid, str]], *, buses: Mapping[str, str] | None = None
+) -> tuple[Order, ...]:
+    """Turn verified bids (with their digests) into orders; ``buses`` maps node to feeder bus.
+
+    The caller has already kept one bid per node (the session resolves replacements and
+    equivocation); clearing refuses duplicates rather than guess which one counts.
+    """
+    bus_of = buses or {}
+    return tuple(
+        Order(
+            node=bid.node,
+            side=bid.side,
+            energy_wh=bid.energy_wh,
+            limit_price=bid.limit_price,
+            digest=bid_digest,
+            bus=bus_of.get(bid.node, ""),
+            created_ms=bid.created_ms,
+        )
+        for bid, bid_digest in bids_with_digests
+    )

@@ -1,0 +1,321 @@
+"""The market's message schemas and the signed envelope that carries them on the wire.
+
+Units follow docs/architecture.md: energy in Wh, prices in µ/Wh, money in µ, time in ms since the
+epoch, all ``int``. Models are strict (an ``int`` field refuses ``1.0`` and ``true``), frozen and
+closed (``extra="forbid"``): a peer cannot smuggle fields past a signature check, and a value that
+validated once cannot change afterwards.
+
+A peer's bytes are parsed by :meth:`SignedEnvelope.from_bytes`, which raises :class:`MessageError`
+with a short ``reason`` slug ("malformed-json", "oversized", "schema:<field>") meant to be used as a
+counter label. Signatures are checked in :mod:`protocols.signing`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from protocols.canonical import CanonicalError, canonical_bytes, digest
+
+__all__ = [
+    "Bid",
+    "Commitment",
+    "DEFAULT_MAX_ENVELOPE_BYTES",
+    "KIND_MODELS",
+    "Kind",
+    "MAX_BIDS_PER_COMMITMENT",
+    "MAX_ENERGY_WH",
+    "MAX_PRICE",
+    "MembershipCertificate",
+    "Message",
+    "MessageError",
+    "Revocation",
+    "Settlement",
+    "SignedEnvelope",
+    "bid_set_digest",
+    "message_digest",
+    "schema_reason",
+]
+
+#: Largest energy one node may offer or ask for in one interval: 1 MWh, far above any home, small
+#: enough that energy x price stays well inside 2**53 (JSON-safe for any peer implementation).
+MAX_ENERGY_WH = 1_000_000
+#: Largest price: 1,000,000 µ/Wh = 1,000 per kWh, orders of magnitude above any tariff.
+MAX_PRICE = 1_000_000
+#: Largest signed quantity of money or counter value a message may carry (JSON-safe integer).
+_MAX_JSON_INT = 2**53 - 1
+#: Most wire messages are under 1 KiB; the largest is a commitment listing up to
+#: ``MAX_BIDS_PER_COMMITMENT`` digests (67 bytes each). Anything bigger is refused before parsing.
+MAX_BIDS_PER_COMMITMENT = 2048
+DEFAULT_MAX_ENVELOPE_BYTES = 160 * 1024
+
+NodeId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+CommunityId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+BusId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+Slug = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+PublicKeyHex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+SignatureHex = Annotated[str, Field(pattern=r"^[0-9a-f]{128}$")]
+Interval = Annotated[int, Field(ge=0, le=_MAX_JSON_INT)]
+TimeMs = Annotated[int, Field(ge=0, le=_MAX_JSON_INT)]
+Counter = Annotated[int, Field(ge=0, le=_MAX_JSON_INT)]
+SignedInt = Annotated[int, Field(ge=-_MAX_JSON_INT, le=_MAX_JSON_INT)]
+EnergyWh = Annotated[int, Field(ge=0, le=MAX_ENERGY_WH)]
+SignedEnergyWh = Annotated[int, Field(ge=-MAX_ENERGY_WH, le=MAX_ENERGY_WH)]
+
+Kind = Literal["bid", "commit", "settle", "cert", "revoke"]
+
+
+class MessageError(ValueError):
+    """A peer sent bytes we refuse; ``reason`` is a short, low-cardinality slug for counters."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def schema_reason(error: ValidationError) -> str:
+    """``"schema:<field path>"`` for the first problem pydantic found.
+
+    List indices are dropped and unknown field names are collapsed to ``extra-field``: the reason is
+    a metrics label, and a peer must not be able to mint new label values by inventing keys.
+    """
+    first = error.errors()[0]
+    if first["type"] == "extra_forbidden":
+        return "schema:extra-field"
+    parts = [str(part) for part in first["loc"] if isinstance(part, str)]
+    return "schema:" + (".".join(parts) or "root")
+
+
+class _Frozen(BaseModel):
+    """Strict, frozen, closed: the common configuration of every wire model."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+
+class Bid(_Frozen):
+    """One node's offer for one interval: what it wants to buy or sell, and its limit price.
+
+    ``seq`` orders a node's bids for the same interval: a higher ``seq`` replaces a lower one,
+    and two *different* bids with the same ``seq`` are equivocation (the session keeps both as
+    evidence).
+    ``created_ms`` is the signer's own clock; it is only used to order bids in the continuous double
+    auction replay, never trusted as a deadline.
+    """
+
+    community: CommunityId
+    interval: Interval
+    node: NodeId
+    seq: Annotated[int, Field(ge=0, le=_MAX_JSON_INT)]
+    side: Literal["buy", "sell"]
+    energy_wh: Annotated[int, Field(gt=0, le=MAX_ENERGY_WH)]
+    limit_price: Annotated[int, Field(ge=0, le=MAX_PRICE)]
+    created_ms: TimeMs
+
+
+def bid_set_digest(bid_digests: tuple[str, ...]) -> str:
+    """Digest of a set of bid digests: the canonical hash of their sorted list.
+
+    Sorting makes the set's identity independent of the order in which a gateway received the bids.
+    """
+    return digest(sorted(bid_digests))
+
+
+class Commitment(_Frozen):
+    """A gateway's statement "these are the bids I cleared, and this is the result I got".
+
+    ``bid_digests`` is sorted and duplicate-free so that two gateways with the same set send equal
+    bodies; ``bid_set_digest`` must equal :func:`bid_set_digest` of it (checked here, so a peer
+    cannot commit to a set digest that does not match its own list). ``result_hash`` is
+    :func:`protocols.clearing.result_hash` of the clearing result.
+    """
+
+    community: CommunityId
+    interval: Interval
+    node: NodeId
+    bid_digests: Annotated[tuple[Sha256Hex, ...], Field(max_length=MAX_BIDS_PER_COMMITMENT)]
+    bid_set_digest: Sha256Hex
+    result_hash: Sha256Hex
+    mechanism: Slug
+
+    @field_validator("bid_digests")
+    @classmethod
+    def _sorted_unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(a >= b for a, b in zip(value, value[1:], strict=False)):
+            raise ValueError("bid digests must be sorted and unique")
+        return value
+
+    @model_validator(mode="after")
+    def _set_digest_matches(self) -> Commitment:
+        if self.bid_set_digest != bid_set_digest(self.bid_digests):
+            raise ValueError("bid_set_digest does not match bid_digests")
+        return self
+
+
+class Settlement(_Frozen):
+    """What one node actually did in an interval, backed by its meter's tagged counters.
+
+    Sign convention as for power in docs/architecture.md: + = towards the home (bought, imported,
+    paid), − = away from it (sold, exported, received).
+
+    - ``cleared_wh``: the node's net cleared P2P position (+ bought, − sold).
+    - ``delivered_wh``: the node's metered net energy over the interval, same sign convention; a
+      seller that delivered everything it sold has ``delivered_wh == cleared_wh``.
+    - ``grid_import_wh`` / ``grid_export_wh`` (>= 0): what the grid balanced for this node (unfilled
+      demand, shortfall, excess), priced at the retail and feed-in tariffs.
+    - ``money``: net money for the interval, µ, + = the node paid.
+    - ``meter_import_wh`` / ``meter_export_wh``: the meter's cumulative counters at the end of the
+      interval, ``meter_seq`` its reading counter and ``meter_tag`` the meter's HMAC over them
+      (hex), so a peer can check the reading came from the provisioned meter and was not replayed.
+    """
+
+    community: CommunityId
+    interval: Interval
+    node: NodeId
+    cleared_wh: SignedEnergyWh
+    delivered_wh: SignedEnergyWh
+    grid_import_wh: EnergyWh
+    grid_export_wh: EnergyWh
+    money: SignedInt
+    meter_import_wh: Counter
+    meter_export_wh: Counter
+    meter_seq: Counter
+    meter_tag: Annotated[str, Field(pattern=r"^[0-9a-f]{16,128}$")]
+
+
+class MembershipCertificate(_Frozen):
+    """The community authority's statement that a public key belongs to a member node.
+
+    Carries what the market needs to know about the member: its bus on the feeder (network fees and
+    line limits) and its import/export power limits (W, both >= 0). Valid in
+    ``[valid_from_ms, valid_until_ms)``. Revocation is a separate signed :class:`Revocation` rather
+    than a flag here: a certificate is retained on the broker and must stay verifiable as issued,
+    and a revocation has to outlive any copy of the certificate that peers still hold.
+    """
+
+    community: CommunityId
+    node: NodeId
+    public_key: PublicKeyHex
+    bus: BusId
+    import_limit_w: Annotated[int, Field(ge=0, le=_MAX_JSON_INT)]
+    export_limit_w: Annotated[int, Field(ge=0, le=_MAX_JSON_INT)]
+    valid_from_ms: TimeMs
+    valid_until_ms: TimeMs
+
+    @model_validator(mode="after")
+    def _window(self) -> MembershipCertificate:
+        if self.valid_until_ms <= self.valid_from_ms:
+            raise ValueError("valid_until_ms must be after valid_from_ms")
+        return self
+
+
+class Revocation(_Frozen):
+    """The authority withdraws ``public_key`` of ``node`` from ``revoked_at_ms`` on.
+
+    Names the key, not only the node, so that re-admitting a node with a fresh key is not undone by
+    an old revocation.
+    """
+
+    community: CommunityId
+    node: NodeId
+    public_key: PublicKeyHex
+    revoked_at_ms: TimeMs
+
+
+Message = Bid | Commitment | Settlement | MembershipCertificate | Revocation
+
+
+
+def message_digest(body: Message) -> str:
+    """The identity of a message body: digest of its canonical JSON (e.g. a bid in a commitment).
+
+    Ed25519 signatures are deterministic and the body names its node, so the body alone identifies
+    the signed message; leaving the signature out keeps the digest computable from the model.
+    """
+    return digest(body.model_dump(mode="json"))
+
+
+KIND_MODELS: dict[str, type[Message]] = {
+    "bid": Bid,
+    "commit": Commitment,
+    "settle": Settlement,
+    "cert": MembershipCertificate,
+    "revoke": Revocation,
+}
+
+
+def _no_floats(text: str) -> int:
+    raise ValueError(f"float {text!r}")
+
+
+def _no_constants(text: str) -> int:
+    raise ValueError(f"constant {text}")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("duplicate key")
+    return result
+
+
+class SignedEnvelope(_Frozen):
+    """A message body with its signer's public key and Ed25519 signature, as sent on the wire.
+
+    ``body`` is kept as plain JSON data (not a parsed model) so that the signature is checked over
+    exactly what the signer signed; :func:`protocols.signing.verify` turns it into a model.
+    """
+
+    kind: Kind
+    body: dict[str, Any]
+    signer: PublicKeyHex
+    sig: SignatureHex
+
+    @field_validator("body")
+    @classmethod
+    def _canonical_body(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            canonical_bytes(value)
+        except CanonicalError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+    def to_bytes(self) -> bytes:
+        """The canonical JSON wire form."""
+        return canonical_bytes(
+            {"kind": self.kind, "body": self.body, "signer": self.signer, "sig": self.sig}
+        )
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, *, max_size: int = DEFAULT_MAX_ENVELOPE_BYTES
+    ) -> SignedEnvelope:
+        """Parse a peer's payload; raises :class:`MessageError` with the reason it was refused.
+
+        Only the canonical encoding is accepted ("non-canonical" otherwise): a message then has
+        exactly one byte form, so retained copies, equivocation evidence and deduplication can
+        compare bytes. Floats, NaN and duplicate keys are "malformed-json".
+        """
+        if len(data) > max_size:
+            raise MessageError("oversized", f"{len(data)} > {max_size} bytes")
+        try:
+            raw = json.loads(
+                data,
+                parse_float=_no_floats,
+                parse_constant=_no_constants,
+                object_pairs_hook=_no_duplicates,
+            )
+        except (ValueError, RecursionError) as exc:
+            raise MessageError("malformed-json", str(exc)[:200]) from exc
+        if not isinstance(raw, dict):
+            raise MessageError("schema:root", "envelope is not a JSON object")
+        try:
+            envelope = cls.model_validate(raw)
+        except ValidationError as exc:
+            raise MessageError(schema_reason(exc), str(exc.errors()[0]["msg"])) from exc
+        if envelope.to_bytes() != data:
+            raise MessageError("non-canonical", "bytes differ from the canonical encoding")
+        return envelope
