@@ -15,7 +15,7 @@ import logging
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -82,12 +82,13 @@ def format_interval(table: _Table, k: int, *, interval_ms: int) -> str:
         if plan is None:
             lines.append(f"  bid    {home}: none (devices not ready)")
         elif plan.side is None:
-            lines.append(f"  bid    {home}: nothing to trade "
-                         f"(pv {plan.pv_wh} Wh, load {plan.load_wh} Wh, battery {plan.battery_wh:+} Wh)")
+            lines.append(f"  bid    {home}: nothing to trade (pv {plan.pv_wh} Wh, "
+                         f"load {plan.load_wh} Wh, battery {plan.battery_wh:+} Wh)")
         else:
             lines.append(
-                f"  bid    {home}: {plan.side:4} {plan.energy_wh:5d} Wh  limit {plan.limit_price} µ/Wh"
-                f"   (pv {plan.pv_wh} Wh, load {plan.load_wh} Wh, battery {plan.battery_wh:+} Wh)"
+                f"  bid    {home}: {plan.side:4} {plan.energy_wh:5d} Wh  "
+                f"limit {plan.limit_price} µ/Wh   (pv {plan.pv_wh} Wh, load {plan.load_wh} Wh, "
+                f"battery {plan.battery_wh:+} Wh)"
             )
     closed = table.closed[k]
     agreed = [c.outcome for c in closed.values() if isinstance(c.outcome, Agreed)]
@@ -95,8 +96,9 @@ def format_interval(table: _Table, k: int, *, interval_ms: int) -> str:
     if agreed:
         result = agreed[0].result
         price = "none" if result.price is None else f"{result.price} µ/Wh"
+        mismatch = "" if len(hashes) == 1 else " (MISMATCH)"
         lines.append(f"  clear  price {price}; agreed by {len(agreed)}/{len(closed)} gateways, "
-                     f"result {sorted(hashes)[0][:12]}" + ("" if len(hashes) == 1 else " (MISMATCH)"))
+                     f"result {sorted(hashes)[0][:12]}{mismatch}")
         for t in result.trades:
             lines.append(f"  trade  {t.seller} -> {t.buyer}: {t.energy_wh} Wh at {t.price} µ/Wh "
                          f"= {t.money / 1e6:.4f}")
@@ -107,13 +109,15 @@ def format_interval(table: _Table, k: int, *, interval_ms: int) -> str:
         lines.append(f"  clear  abstained: {', '.join(reasons)}")
     for home in table.homes:
         c = closed[home]
-        lines.append(f"  device {home}: battery setpoint {c.setpoint_w:+6d} W, SoC {c.soc_pct:5.1f} %, "
-                     f"meter {c.metered_wh:+.0f} Wh")
+        lines.append(f"  device {home}: battery setpoint {c.setpoint_w:+6d} W, "
+                     f"SoC {c.soc_pct:5.1f} %, meter {c.metered_wh:+.0f} Wh")
     return "\n".join(lines)
 
 
-def provision(out: Path, homes: Sequence[HomeSpec], served_addresses: dict[tuple[str, str], tuple[str, int]],
-              *, broker_url: str, epoch_ms: int) -> list[Path]:
+def provision(
+    out: Path, homes: Sequence[HomeSpec], served_addresses: dict[tuple[str, str], tuple[str, int]],
+    *, broker_url: str, epoch_ms: int,
+) -> list[Path]:
     """Write authority key, node keys, certificates and configs as an installer would."""
     out.mkdir(parents=True, exist_ok=True)
     authority_path = out / "authority.key"
@@ -151,8 +155,13 @@ def provision(out: Path, homes: Sequence[HomeSpec], served_addresses: dict[tuple
 
 
 async def run_demo(*, out: Path, intervals: int, seed: int, stream: TextIO = sys.stdout,
-                   homes: Sequence[HomeSpec] = DEMO_HOMES, start_s: float = 10 * 3600) -> int:
-    """Run the demo community for ``intervals`` traded intervals; returns the exit status."""
+                   homes: Sequence[HomeSpec] = DEMO_HOMES, start_s: float = 10 * 3600,
+                   observe: Callable[[Event, World], None] | None = None) -> int:
+    """Run the demo community for ``intervals`` traded intervals; returns the exit status.
+
+    ``observe`` sees every gateway event together with the simulated world (its ground truth),
+    which is how the end-to-end test checks that setpoints really reached the devices.
+    """
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "demo.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -175,6 +184,8 @@ async def run_demo(*, out: Path, intervals: int, seed: int, stream: TextIO = sys
             done = _DoneWhen(count=intervals)
 
             def on_event(event: Event) -> None:
+                if observe is not None:
+                    observe(event, world)
                 k = table.add(event)
                 if k is not None:
                     print(format_interval(table, k, interval_ms=INTERVAL_S * 1000), file=stream,

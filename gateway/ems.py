@@ -59,7 +59,7 @@ class Plan:
     limit_price: int
 
     def battery_power_w(self, interval_s: float) -> int:
-        """Battery setpoint that delivers ``battery_wh`` over an interval of ``interval_s`` (+ charge)."""
+        """Battery power that delivers ``battery_wh`` over ``interval_s`` (+ charge)."""
         return round(self.battery_wh * 3600 / interval_s)
 
 
@@ -116,5 +116,5 @@ def plan_interval(
 
 
 def _clamp(price: int, tariffs: Tariffs) -> int:
-    """Nobody sells below feed-in (the grid pays that) or buys above retail (the grid sells that)."""
+    """Nobody sells below feed-in (the grid pays that) or buys above retail (the grid's price)."""
     return min(max(price, tariffs.feed_in_price), tariffs.retail_price)

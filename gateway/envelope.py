@@ -71,7 +71,7 @@ class BatteryEnvelope:
         return w, tuple(hits)
 
     def contains(self, *, w: int, soc_pct: float) -> bool:
-        """Whether a setpoint is inside the static part of the envelope (used by tests and audits)."""
+        """Whether a setpoint is inside the static part of the envelope (for tests and audits)."""
         if w > 0 and soc_pct >= self.soc_max_pct:
             return False
         if w < 0 and soc_pct <= self.soc_min_pct:

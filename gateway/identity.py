@@ -71,7 +71,8 @@ def load_certificate(path: Path) -> tuple[SignedEnvelope, MembershipCertificate]
         envelope = SignedEnvelope.from_bytes(path.read_bytes())
     except FileNotFoundError:
         raise IdentityError(
-            f"{path}: no certificate (ask the community installer to run `gridpeer community admit`)"
+            f"{path}: no certificate (ask the community installer for one: "
+            "`gridpeer community admit`)"
         ) from None
     except MessageError as exc:
         raise IdentityError(f"{path}: not a certificate ({exc})") from None

@@ -41,7 +41,7 @@ from gateway.ems import BatteryState, Plan, Preferences, plan_interval
 from gateway.envelope import BatteryEnvelope
 from gateway.forecast import DAY_S, HomeForecaster
 from gateway.ledger import Ledger
-from gateway.market.agent import MarketAgent
+from gateway.market.agent import MarketAgent, MarketError
 from gateway.market.session import Abstained, Agreed, Timing
 from protocols.clearing import ClearingParams, Tariffs
 from protocols.messages import SignedEnvelope
@@ -155,6 +155,7 @@ class GatewayNode:
         self._battery_driver: Battery | None = None
         self.agent: MarketAgent | None = None
         self.ledger: Ledger | None = None
+        self._first_traded = 2**62  # set by the trader: no outcome is awaited before it
 
     @property
     def name(self) -> str:
@@ -237,6 +238,7 @@ class GatewayNode:
         k = self._interval_at(self.clock.now_ms()) + 1
         while self._bid_time(k) < self.clock.now_ms():
             k += 1
+        self._first_traded = k
         while True:
             await self.clock.sleep_until(self._bid_time(k))
             plan = self._plan(k)
@@ -297,14 +299,17 @@ class GatewayNode:
                 self._close_interval(current)
                 current = k
             for j in (k, k + 1):
-                if j not in watchers and j in self.state.records:
+                if j not in watchers and j >= self._first_traded:
                     watchers[j] = asyncio.create_task(self._watch_outcome(j))
             await self._control_step(k, now, period_ms)
             await self.clock.sleep_until(now + period_ms)
 
     async def _watch_outcome(self, k: int) -> None:
         assert self.agent is not None
-        self._record(k).outcome = await self.agent.outcome(k)
+        try:
+            self._record(k).outcome = await self.agent.outcome(k)
+        except MarketError as exc:
+            log.warning("%s: no outcome for interval %d: %s", self.name, k, exc)
 
     async def _control_step(self, k: int, now_ms: int, period_ms: int) -> None:
         if self._battery_driver is None:

@@ -41,7 +41,8 @@ def test_good_config_loads_with_defaults_and_resolved_paths(tmp_path):
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (("interval_s = 900", "interval_s = -1"), "market.interval_s: Input should be greater than 0"),
+        (("interval_s = 900", "interval_s = -1"),
+         "market.interval_s: Input should be greater than 0"),
         (('url = "tcp://127.0.0.1:1502"', 'url = "http://x"'), "devices.0.url: scheme must be"),
         (('kind = "battery"', 'kind = "toaster"'), "devices.0.kind: Input should be"),
         (("interval_s = 900", "interval_s = 900\nintervall = 3"), "market.intervall: unknown key"),

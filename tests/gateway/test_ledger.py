@@ -35,7 +35,8 @@ def test_tampering_with_a_block_is_detected(tmp_path):
         _fill(ledger, 4)
     db = sqlite3.connect(path)
     (text,) = db.execute("SELECT block FROM blocks WHERE height = 1").fetchone()
-    db.execute("UPDATE blocks SET block = ? WHERE height = 1", (text.replace('"sold_wh":1', '"sold_wh":9'),))
+    forged = text.replace('"sold_wh":1', '"sold_wh":9')
+    db.execute("UPDATE blocks SET block = ? WHERE height = 1", (forged,))
     db.commit()
     db.close()
     with Ledger.open(path) as ledger:
