@@ -52,7 +52,7 @@ class MarketConfig(_Model):
     community: NodeId
     broker: str = "mqtt://127.0.0.1:1883"
     authority_key: str = Field(pattern=r"^[0-9a-f]{64}$", description="authority public key, hex")
-    mechanism: Literal["uniform", "trade_reduction", "mmr", "sdr", "bill_sharing", "cda"] = (
+    mechanism: Literal["uniform", "trade-reduction", "mmr", "sdr", "bill-sharing", "cda"] = (
         "uniform"
     )
     interval_s: float = Field(default=900, gt=0)

@@ -19,7 +19,7 @@ import heapq
 from collections.abc import Sequence
 from operator import attrgetter
 
-from protocols.clearing.allocation import build_result, checked_sides
+from protocols.clearing.allocation import build_result, buy_limit, checked_sides, sell_limit
 from protocols.clearing.types import ClearingParams, Order, Result, Trade
 
 __all__ = ["clear_cda"]
@@ -31,7 +31,6 @@ _created = attrgetter("created_ms")
 def clear_cda(orders: Sequence[Order], params: ClearingParams) -> Result:
     """Replay ``orders`` through a continuous double auction (see the module docstring)."""
     tariffs = params.tariffs
-    retail, feed_in = tariffs.retail_price, tariffs.feed_in_price
     buyers, sellers = checked_sides(orders, params)
     arrivals = sorted(sorted(buyers + sellers, key=_digest), key=_created)
     left = [o.energy_wh for o in arrivals]
@@ -40,7 +39,7 @@ def clear_cda(orders: Sequence[Order], params: ClearingParams) -> Result:
     trades: list[Trade] = []
     for index, order in enumerate(arrivals):
         if order.side == "buy":
-            limit = min(order.limit_price, retail)
+            limit = buy_limit(order, tariffs)
             while left[index] and asks and asks[0][0] <= limit:
                 price, resting = asks[0]
                 q = min(left[index], left[resting])
@@ -52,7 +51,7 @@ def clear_cda(orders: Sequence[Order], params: ClearingParams) -> Result:
             if left[index]:
                 heapq.heappush(bids, (-limit, index))
         else:
-            limit = max(order.limit_price, feed_in)
+            limit = sell_limit(order, tariffs)
             while left[index] and bids and -bids[0][0] >= limit:
                 price, resting = -bids[0][0], bids[0][1]
                 q = min(left[index], left[resting])

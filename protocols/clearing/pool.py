@@ -19,9 +19,11 @@ from collections.abc import Callable, Sequence
 from protocols.clearing.allocation import (
     Fills,
     build_result,
+    buy_limit,
     checked_sides,
     pair,
     pro_rata,
+    sell_limit,
 )
 from protocols.clearing.types import ClearingParams, Order, Result, Tariffs
 
@@ -41,7 +43,6 @@ def clear_pool(
 ) -> Result:
     """Clear ``orders`` at the price ``price_rule`` gives for the participants' D and S."""
     tariffs = params.tariffs
-    retail, feed_in = tariffs.retail_price, tariffs.feed_in_price
     buyers, sellers = checked_sides(orders, params)
     buy_in, sell_in = buyers, sellers
     while True:
@@ -57,8 +58,8 @@ def clear_pool(
                 tariffs=tariffs,
             )
         price = price_rule(demand, supply, tariffs)
-        keep_buy = [o for o in buy_in if min(o.limit_price, retail) >= price]
-        keep_sell = [o for o in sell_in if max(o.limit_price, feed_in) <= price]
+        keep_buy = [o for o in buy_in if buy_limit(o, tariffs) >= price]
+        keep_sell = [o for o in sell_in if sell_limit(o, tariffs) <= price]
         if len(keep_buy) == len(buy_in) and len(keep_sell) == len(sell_in):
             break
         buy_in, sell_in = keep_buy, keep_sell
