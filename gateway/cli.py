@@ -159,6 +159,90 @@ def _cmd_ledger_export(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _run_gateway(config_path: Path) -> int:
+    import signal
+
+    from gateway.clock import Clock
+    from gateway.config import load_config
+    from gateway.identity import load_certificate, load_key_file
+    from gateway.node import GatewayNode
+
+    config = load_config(config_path)
+    envelope, cert = load_certificate(config.certificate_file)
+    key = load_key_file(config.key_file)
+    from protocols.signing import public_key_hex
+
+    if cert.node != config.node or cert.public_key != public_key_hex(key):
+        raise UsageError(
+            f"{config.certificate_file}: certificate is for node {cert.node!r} with another key; "
+            f"it does not match node {config.node!r} and {config.key_file}"
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    node = GatewayNode(config=config, key=key, certificate=envelope, clock=Clock.wall())
+    log.info("starting gateway", extra={"node": config.node, "broker": config.market.broker})
+    async with node:
+        runner = asyncio.create_task(node.run(), name="gateway")
+        stopper = asyncio.create_task(stop.wait(), name="stop")
+        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (runner, stopper):
+            task.cancel()
+        if runner in done and not runner.cancelled() and runner.exception() is not None:
+            raise runner.exception()  # type: ignore[misc]
+    log.info("gateway stopped", extra={"node": config.node})
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gateway import logs
+
+    logs.configure(verbose=args.verbose)
+    return asyncio.run(_run_gateway(args.config))
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.config import load_config
+
+    config = load_config(args.config)
+    path = config.state_dir / "status.json"
+    try:
+        status = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no status yet (is `gridpeer run` running?)") from None
+    if args.json:
+        print(json.dumps(status, indent=1))
+        return 0
+    age_s = (time.time_ns() // 1_000_000 - int(status["now_ms"])) / 1000
+    print(f"node {status['node']}: {status['mode']} mode"
+          + (f" ({status['safe_reason']})" if status["safe_reason"] else "")
+          + f", status {age_s:.0f} s old")
+    for name, dev in status["devices"].items():
+        state = "STALE" if dev["stale"] else "ok"
+        print(f"  device {name:8} {state:5} polls {dev['polls']}, failures {dev['failures']}"
+              + (f", last error: {dev['last_error']}" if dev["last_error"] else ""))
+    if status["battery"]:
+        b = status["battery"]
+        print(f"  battery SoC {b['soc_pct']:.1f} %, power {b['power_w']:+d} W, "
+              f"setpoint {b['setpoint_w']:+d} W")
+    bid = status["bid"]
+    print("  current bid: " + (f"{bid['side']} {bid['energy_wh']} Wh at {bid['limit_price']} µ/Wh "
+                              f"for interval {bid['interval']}" if bid else "none"))
+    last = status["last_clearing"]
+    if last:
+        own = last.get("outcome") or {}
+        print(f"  last clearing: interval {last['interval']} {last['status']}, "
+              f"price {last.get('price')} µ/Wh, bought {own.get('bought_wh', 0)} Wh, "
+              f"sold {own.get('sold_wh', 0)} Wh")
+    else:
+        print("  last clearing: none yet")
+    print(f"  money today: {-status['money_today'] / 1e6:+.4f} (+ = earned)")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -193,7 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder for keys, ledgers and logs (default: ./gridpeer-demo)")
     demo.add_argument("--intervals", type=_positive_int, default=5, help="intervals to trade")
     demo.add_argument("--seed", type=int, default=1, help="seed of the simulated world")
-    demo.set_defaults(func=_cmd_demo, logs_to_file=True)
+    demo.set_defaults(func=_cmd_demo, configures_logging=True)
+
+    run = sub.add_parser("run", help="run the gateway service")
+    run.add_argument("--config", type=Path, default=Path("gridpeer.toml"))
+    run.set_defaults(func=_cmd_run, configures_logging=True)
+
+    status = sub.add_parser("status", help="devices, SoC, current bid, last clearing, money")
+    status.add_argument("--config", type=Path, default=Path("gridpeer.toml"))
+    status.add_argument("--json", action="store_true", help="print the raw status")
+    status.set_defaults(func=_cmd_status)
 
     init = sub.add_parser("init", help="write a commented config and a new node key")
     init.add_argument("--dir", type=Path, default=Path("."), help="where to write them")
@@ -241,9 +334,18 @@ _EXPECTED: tuple[type[Exception], ...] = (
 )
 
 
+def _expected_errors() -> tuple[type[Exception], ...]:
+    """Errors shown as one line: the ones above plus device and market faults at start-up."""
+    from gateway.devices.errors import DeviceError
+    from gateway.market.agent import MarketError
+    from gateway.market.peerlink import PeerLinkError
+
+    return (*_EXPECTED, DeviceError, MarketError, PeerLinkError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not getattr(args, "logs_to_file", False):
+    if not getattr(args, "configures_logging", False):
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.WARNING,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -254,6 +356,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except _EXPECTED as exc:
+    except _expected_errors() as exc:
         print(f"gridpeer: {exc}", file=sys.stderr)
         return 1

@@ -116,7 +116,8 @@ def format_interval(table: _Table, k: int, *, interval_ms: int) -> str:
 
 def provision(
     out: Path, homes: Sequence[HomeSpec], served_addresses: dict[tuple[str, str], tuple[str, int]],
-    *, broker_url: str, epoch_ms: int,
+    *, broker_url: str, epoch_ms: int, interval_s: float = INTERVAL_S, gate_s: float = 120,
+    grace_s: float = 60, poll_s: float = 60, revert_s: int = 600, ramp_w_per_s: float = 50,
 ) -> list[Path]:
     """Write authority key, node keys, certificates and configs as an installer would."""
     out.mkdir(parents=True, exist_ok=True)
@@ -137,7 +138,7 @@ def provision(
         save_envelope(folder / "node.cert", sign("cert", cert, authority))
         devices = "\n".join(
             f'[[devices]]\nname = "{role}"\nkind = "{role}"\n'
-            f'url = "tcp://{host}:{port}"\npoll_s = 60\n'
+            f'url = "tcp://{host}:{port}"\npoll_s = {poll_s}\n'
             for role in ("meter", "battery", "pv")
             for host, port in [served_addresses[spec.name, role]]
         )
@@ -147,8 +148,9 @@ def provision(
             f'state_dir = "state"\n\n'
             f'[market]\ncommunity = "{COMMUNITY}"\nbroker = "{broker_url}"\n'
             f'authority_key = "{public_key_hex(authority)}"\n'
-            f"interval_s = {INTERVAL_S}\ngate_s = 120\ngrace_s = 60\nepoch_ms = {epoch_ms}\n\n"
-            f"[envelope]\nrevert_s = 600\nramp_w_per_s = 50\n\n{devices}"
+            f"interval_s = {interval_s}\ngate_s = {gate_s}\ngrace_s = {grace_s}\n"
+            f"epoch_ms = {epoch_ms}\n\n"
+            f"[envelope]\nrevert_s = {revert_s}\nramp_w_per_s = {ramp_w_per_s}\n\n{devices}"
         )
         configs.append(config)
     return configs

@@ -89,8 +89,11 @@ class Ledger:
             self._db.execute("ROLLBACK")
             raise
 
-    def blocks(self) -> Iterator[tuple[Block, str]]:
-        for text, stored in self._db.execute("SELECT block, hash FROM blocks ORDER BY height"):
+    def blocks(self, *, from_interval: int = 0) -> Iterator[tuple[Block, str]]:
+        rows = self._db.execute(
+            "SELECT block, hash FROM blocks WHERE interval >= ? ORDER BY height", (from_interval,)
+        )
+        for text, stored in rows:
             yield Block.model_validate_json(text), stored
 
     def verify(self) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -302,6 +303,7 @@ class GatewayNode:
                 if j not in watchers and j >= self._first_traded:
                     watchers[j] = asyncio.create_task(self._watch_outcome(j))
             await self._control_step(k, now, period_ms)
+            self.write_status()
             await self.clock.sleep_until(now + period_ms)
 
     async def _watch_outcome(self, k: int) -> None:
@@ -374,6 +376,67 @@ class GatewayNode:
         return IntervalTarget(
             meter_wh=-record.plan.residual_wh, length_s=self.timing.length_ms / 1000
         ), ""
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the owner wants to see now, as JSON-able data (status file, dashboard, API)."""
+        now = self.clock.now_ms()
+        k = self._interval_at(now)
+        devices = {}
+        for poller in (self.meter, self.battery, self.pv):
+            if poller is not None:
+                health = poller.health
+                devices[poller.name] = {
+                    "stale": poller.stale, "age_s": poller.age_s, "polls": health.polls,
+                    "failures": health.failures, "last_error": health.last_error,
+                }
+        battery = self._fresh(self.battery)
+        meter = self._fresh(self.meter)
+        next_plan = self.state.records.get(k + 1, _IntervalRecord()).plan
+        last = self.ledger.last() if self.ledger is not None else None
+        return {
+            "node": self.name,
+            "now_ms": now,
+            "interval": k,
+            "mode": "safe" if self.state.safe_reason else "market",
+            "safe_reason": self.state.safe_reason,
+            "devices": devices,
+            "battery": None if battery is None else {
+                "soc_pct": battery.soc_pct, "power_w": battery.power_w,
+                "setpoint_w": self.state.setpoint_w,
+            },
+            "meter": None if meter is None else {
+                "power_w": meter.power_w, "import_wh": meter.import_wh,
+                "export_wh": meter.export_wh,
+            },
+            "bid": None if next_plan is None or next_plan.side is None else {
+                "interval": k + 1, "side": next_plan.side, "energy_wh": next_plan.energy_wh,
+                "limit_price": next_plan.limit_price,
+            },
+            "last_clearing": None if last is None else {
+                "interval": last.interval, "status": last.status,
+                "price": last.content.get("price"),
+                "outcome": last.content.get("outcome"),
+            },
+            "money_today": self._money_since(now - now % 86_400_000),
+            "rejections": dict(self.agent.rejections) if self.agent is not None else {},
+        }
+
+    def _money_since(self, start_ms: int) -> int:
+        """Net money (µ, + = paid) of the ledger blocks since ``start_ms``."""
+        if self.ledger is None:
+            return 0
+        first = (start_ms - self.timing.epoch_ms) // self.timing.length_ms
+        return sum(
+            int((b.content.get("outcome") or {}).get("money", 0))
+            for b, _ in self.ledger.blocks(from_interval=first)
+        )
+
+    def write_status(self) -> None:
+        """Atomically replace ``status.json`` so ``gridpeer status`` never reads half a file."""
+        path = self.config.state_dir / "status.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.snapshot(), indent=1))
+        os.replace(tmp, path)
 
     def _close_interval(self, k: int) -> None:
         record = self.state.records.pop(k, None)
