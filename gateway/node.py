@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.clock import Clock
-from gateway.config import DeviceConfig, GatewayConfig
+from gateway.config import DeviceConfig, GatewayConfig, PreferencesConfig
 from gateway.devices import (
     Battery,
     BatteryReading,
@@ -141,11 +141,7 @@ class GatewayNode:
             max_charge_w=env.max_charge_w, max_discharge_w=env.max_discharge_w,
             ramp_w_per_s=env.ramp_w_per_s,
         )
-        prefs = config.preferences
-        self.prefs = Preferences(
-            min_sell_price=prefs.min_sell_price, max_buy_price=prefs.max_buy_price,
-            reserve_pct=max(prefs.reserve_pct, env.soc_min_pct), soc_max_pct=env.soc_max_pct,
-        )
+        self.update_preferences(config.preferences)
         self.state = NodeState()
         self._forecast_path = config.state_dir / "forecast.json"
         self.forecaster = self._load_forecaster()
@@ -376,6 +372,15 @@ class GatewayNode:
         return IntervalTarget(
             meter_wh=-record.plan.residual_wh, length_s=self.timing.length_ms / 1000
         ), ""
+
+    def update_preferences(self, prefs: PreferencesConfig) -> None:
+        """Apply the owner's new preferences from the next bid on (already validated)."""
+        self.prefs = Preferences(
+            min_sell_price=prefs.min_sell_price, max_buy_price=prefs.max_buy_price,
+            reserve_pct=max(prefs.reserve_pct, self.config.envelope.soc_min_pct),
+            soc_max_pct=self.config.envelope.soc_max_pct,
+        )
+        log.info("%s: preferences updated: %s", self.name, prefs.model_dump())
 
     def snapshot(self) -> dict[str, Any]:
         """What the owner wants to see now, as JSON-able data (status file, dashboard, API)."""
