@@ -317,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--days", type=float, default=365, help="validity in days")
         p.set_defaults(func=func)
 
+    from gateway.flash import add_flash_parser
+
+    add_flash_parser(sub)
+
     ledger = sub.add_parser("ledger", help="inspect a gateway's ledger")
     lsub = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
     verify = lsub.add_parser("verify", help="check the hash chain")

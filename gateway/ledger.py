@@ -104,10 +104,10 @@ class Ledger:
             return [f"unreadable block: {exc}"]
 
     def export_csv(self) -> str:
-        """One row per block for billing: interval, status, energy and money of this node."""
+        """One row per block for billing: interval, status, energy and money (µ, + = paid)."""
         out = io.StringIO()
-        fields = ["height", "interval", "status", "bought_wh", "sold_wh", "grid_import_wh",
-                  "grid_export_wh", "money", "result_hash", "hash"]
+        fields = ["height", "interval", "status", "cleared_wh", "delivered_wh", "bought_wh",
+                  "sold_wh", "grid_import_wh", "grid_export_wh", "money", "result_hash", "hash"]
         writer = csv.DictWriter(out, fieldnames=fields)
         writer.writeheader()
         for block, stored in self.blocks():
@@ -116,6 +116,8 @@ class Ledger:
                 "height": block.height,
                 "interval": block.interval,
                 "status": block.status,
+                "cleared_wh": own.get("cleared_wh", 0),
+                "delivered_wh": own.get("delivered_wh", 0),
                 "bought_wh": own.get("bought_wh", 0),
                 "sold_wh": own.get("sold_wh", 0),
                 "grid_import_wh": own.get("grid_import_wh", 0),

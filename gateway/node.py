@@ -44,8 +44,9 @@ from gateway.forecast import DAY_S, HomeForecaster
 from gateway.ledger import Ledger
 from gateway.market.agent import MarketAgent, MarketError
 from gateway.market.session import Abstained, Agreed, Timing
-from protocols.clearing import ClearingParams, Tariffs
+from protocols.clearing import ClearingParams, NodeOutcome, Tariffs
 from protocols.messages import SignedEnvelope
+from protocols.settlement import SettlementFigures, settle
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,10 @@ class IntervalClosed:
     node: str
     interval: int
     outcome: Agreed | Abstained | None
-    metered_wh: float
+    metered_wh: int
     setpoint_w: int
     soc_pct: float
+    settlement: SettlementFigures | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +120,14 @@ class GatewayNode:
         clock: Clock,
         on_event: Callable[[Event], None] = lambda _e: None,
         bid_lead_fraction: float = 0.25,
+        trade: bool = True,
     ) -> None:
         self.config = config
         self._key = key
         self._certificate = certificate
         self.clock = clock
         self._on_event = on_event
+        self._trade_enabled = trade
         market = config.market
         self.timing = Timing(
             epoch_ms=market.epoch_ms,
@@ -222,7 +226,10 @@ class GatewayNode:
             for poller in (self.meter, self.battery, self.pv):
                 if poller is not None:
                     tg.create_task(poller.run(), name=f"{self.name}-poll-{poller.name}")
-            tg.create_task(self._trade(), name=f"{self.name}-trader")
+            if self._trade_enabled:
+                tg.create_task(self._trade(), name=f"{self.name}-trader")
+            else:  # self-consumption only, still settled and recorded (the no-market baseline)
+                self._first_traded = self.timing.open_interval(self.clock.now_ms())
             tg.create_task(self._control(), name=f"{self.name}-controller")
 
     # -- trader: plan and bid each interval ahead of its gate closure -----------------------
@@ -444,36 +451,54 @@ class GatewayNode:
         os.replace(tmp, path)
 
     def _close_interval(self, k: int) -> None:
+        """Settle interval ``k`` into the ledger and hand its closing meter reading to ``k + 1``.
+
+        The reading that closes one interval opens the next, so no metered Wh falls between two.
+        """
         record = self.state.records.pop(k, None)
         meter = self._fresh(self.meter)
-        metered = 0.0
-        if record is not None and meter is not None and record.meter_start_wh is not None:
-            metered = meter.import_wh - meter.export_wh - record.meter_start_wh
+        metered = 0
+        if meter is not None:
+            net_wh = meter.import_wh - meter.export_wh
+            if record is not None and record.meter_start_wh is not None:
+                metered = round(net_wh - record.meter_start_wh)
+            self._record(k + 1).meter_start_wh = net_wh
         outcome = record.outcome if record is not None else None
-        if self.ledger is not None and outcome is not None:
-            self.ledger.append(
-                interval=k,
-                status="agreed" if isinstance(outcome, Agreed) else "abstained",
-                content=outcome_content(outcome, metered_wh=round(metered)),
-            )
+        figures = None
+        if outcome is not None:
+            position = outcome.position if isinstance(outcome, Agreed) else None
+            figures = settle(position or _NO_POSITION, delivered_wh=metered, tariffs=self.tariffs)
+            if self.ledger is not None:
+                self.ledger.append(
+                    interval=k,
+                    status="agreed" if isinstance(outcome, Agreed) else "abstained",
+                    content=ledger_content(outcome, figures),
+                )
         self._save_forecaster()
         battery = self._fresh(self.battery)
         self._on_event(IntervalClosed(
             node=self.name, interval=k, outcome=outcome, metered_wh=metered,
             setpoint_w=self.state.setpoint_w,
             soc_pct=battery.soc_pct if battery is not None else float("nan"),
+            settlement=figures,
         ))
 
 
-def outcome_content(outcome: Agreed | Abstained, *, metered_wh: int) -> dict[str, Any]:
-    """The ledger block content of one interval for this node."""
+_NO_POSITION = NodeOutcome("", 0, 0, 0, 0, 0, 0, 0, 0)
+
+
+def ledger_content(outcome: Agreed | Abstained, figures: SettlementFigures) -> dict[str, Any]:
+    """The ledger block content of one interval for this node.
+
+    ``outcome`` holds the settled figures (metered delivery against the cleared position, every
+    deviation at the grid tariffs): that is what the owner pays or is paid, so billing exports
+    and "money today" read it directly.
+    """
+    own = figures._asdict()
     if isinstance(outcome, Abstained):
-        return {"reason": outcome.reason, "metered_wh": metered_wh}
-    mine = outcome.position
-    own: dict[str, Any] = {"metered_wh": metered_wh}
-    if mine is not None:
-        own.update(mine._asdict())
-        own["money"] = mine.paid_p2p + mine.paid_grid - mine.received_p2p - mine.received_grid
+        return {"reason": outcome.reason, "outcome": own}
+    mine = outcome.position or _NO_POSITION
+    own.update(bought_wh=mine.bought_wh, sold_wh=mine.sold_wh)
     return {
         "result_hash": outcome.result_hash,
         "bid_set_digest": outcome.bid_set_digest,

@@ -24,7 +24,7 @@ def test_chain_verifies_and_records_each_interval_once(tmp_path):
         assert [b.height for b, _ in ledger.blocks()] == [0, 1, 2, 3, 4]
         rows = ledger.export_csv().splitlines()
         assert rows[0].startswith("height,interval,status")
-        assert rows[3].split(",")[4] == "2"  # sold_wh of block 2
+        assert rows[3].split(",")[6] == "2"  # sold_wh of block 2
     with Ledger.open(tmp_path / "ledger.db") as reopened:
         assert reopened.last().interval == 14
 

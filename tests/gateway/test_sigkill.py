@@ -15,7 +15,7 @@ from pathlib import Path
 from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
 from gateway.config import load_config
-from gateway.demo import provision
+from gateway.community import Timing, provision
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
 from gateway.node import GatewayNode, running
@@ -52,9 +52,9 @@ async def test_sigkill_at_random_moments_loses_nothing_and_settles_nothing_twice
     async with EmbeddedBroker() as broker, world.serve() as served:
         addresses = {(h.name, r): served.address(h.name, r)
                      for h in HOMES for r in ("meter", "battery", "pv")}
-        configs = provision(tmp_path, HOMES, addresses, broker_url=broker.url, epoch_ms=0,
-                            interval_s=INTERVAL_S, gate_s=0.5, grace_s=0.2, poll_s=0.2,
-                            revert_s=5, ramp_w_per_s=100_000)
+        timing = Timing(interval_s=INTERVAL_S, gate_s=0.5, grace_s=0.2, poll_s=0.2, revert_s=5,
+                        ramp_w_per_s=100_000, speed=1.0)
+        configs = provision(tmp_path, HOMES, addresses, broker_url=broker.url, timing=timing)
         neighbours = []
         for path in configs[:2]:
             config = load_config(path)
