@@ -1,0 +1,234 @@
+"""The running device: config + HAL -> register bank, role code and its two Modbus faces.
+
+``Board`` is the sans-I/O part: it builds the role's SunSpec map (plus vendor model 64210 with
+the config error bits and, on a meter, the tagged counters), the role code and an RTU server,
+and ``tick()`` runs the role's periodic work (samples, reversion timers, a fresh tag).
+``RtuFramer`` splits the RS-485 byte stream into frames by the 3.5-character silence the standard
+prescribes. The coroutines at the end are the thin asyncio adapters, the same code under
+MicroPython's ``asyncio`` and CPython's: ``serve_rtu`` polls the UART, ``serve_tcp`` accepts
+clients (one ``TcpServer`` and its 260-byte buffers each) and ``run_ticks`` keeps time.
+"""
+
+import asyncio
+import gc
+
+from firmware import config, metering, sunspec_tables
+from firmware.compat import const
+from firmware.modbus.bank import RegisterBank
+from firmware.modbus.rtu import RtuServer
+from firmware.modbus.tcp import TcpServer
+from firmware.roles.common import Points, fill_common
+
+try:
+    from time import ticks_diff, ticks_us
+except ImportError:  # CPython
+    from time import monotonic_ns
+
+    def ticks_us():
+        return monotonic_ns() // 1000
+
+    def ticks_diff(new, old):
+        return new - old
+
+_MAX_RTU = const(256)
+_MAX_ADU = const(260)
+_MAX_CLIENTS = const(6)  # a gateway, a logger, an installer's laptop, and slack
+_POLL_S = 0.001  # UART poll period: under the 1.75 ms gap of the fastest baud rates
+SEQ_PATH = "/seq"
+
+
+class RtuFramer:
+    """Collects received bytes into one RTU frame, complete after 3.5 character times of silence.
+
+    Modbus over serial line (V1.02, 2.5.1.1): t3.5 = 3.5 × 11 bits / baud; above 19200 baud a
+    fixed 1750 µs, because a timer that short is too much load for a small UART interrupt. A frame
+    longer than 256 bytes is noise: it is dropped whole, at the next silence.
+    """
+
+    def __init__(self, baud):
+        self.t35_us = 1750 if baud > 19200 else (38_500_000 + baud - 1) // baud
+        self._buf = bytearray(_MAX_RTU)
+        self._n = 0
+        self._overrun = False
+
+    def feed(self, data):
+        """Bytes just received (the caller restarts its silence clock)."""
+        n = self._n
+        if n + len(data) > _MAX_RTU:
+            self._overrun = True
+            return
+        self._buf[n:n + len(data)] = data
+        self._n = n + len(data)
+
+    def frame(self, silent_us):
+        """The frame received so far once the line has been silent ``silent_us``, else None."""
+        if silent_us < self.t35_us or (self._n == 0 and not self._overrun):
+            return None
+        out = None if self._overrun else bytes(self._buf[0:self._n])
+        self._n = 0
+        self._overrun = False
+        return out
+
+
+def build_bank(role):
+    """The role's SunSpec map with model 64210 between its last model and the end marker.
+
+    Appending keeps every address the gateway knows (``DeviceMap.for_role``) where it was; a
+    SunSpec scan finds the extra model and a reader that does not know it skips it by its L.
+    Returns ``(bank, table, status_addr)``.
+    """
+    size, fixed, table, _ = sunspec_tables.layout(role)
+    end = sunspec_tables.BASE + size - 2
+    bank = RegisterBank(sunspec_tables.BASE, size + 2 + metering.MODEL_LEN)
+    for addr, value in fixed:
+        if addr < end:
+            bank.set(addr, value)
+    bank.set(end, metering.MODEL_ID)
+    bank.set(end + 1, metering.MODEL_LEN)
+    bank.set(end + 2 + metering.MODEL_LEN, 0xFFFF)
+    bank.set(end + 3 + metering.MODEL_LEN, 0)
+    return bank, table, end
+
+
+def _build_role(role, points, hal, serial, unit):
+    # Imported on demand: a board holds only its own role's code in RAM.
+    if role == "meter":
+        from firmware.roles.meter import MeterRole
+        return MeterRole(points, front_end=hal.meter, serial=serial, unit=unit)
+    nameplate = hal.nameplate
+    if role == "pv":
+        from firmware.roles.pv import PvRole
+        return PvRole(points, stage=hal.pv, clock=hal.clock, serial=serial, unit=unit,
+                      rating_w=nameplate["rating_w"])
+    if role == "battery":
+        from firmware.roles.battery import BatteryRole
+        return BatteryRole(points, stage=hal.battery, clock=hal.clock, serial=serial, unit=unit,
+                           capacity_wh=nameplate["capacity_wh"],
+                           max_charge_w=nameplate["max_charge_w"],
+                           max_discharge_w=nameplate["max_discharge_w"],
+                           soc_min_pct=nameplate["soc_min_pct"],
+                           soc_max_pct=nameplate["soc_max_pct"])
+    from firmware.roles.dcdc import DcdcRole
+    return DcdcRole(points, stage=hal.dcdc, clock=hal.clock, serial=serial, unit=unit)
+
+
+class Board:
+    """One device: ``cfg`` (firmware/config.py) on ``hal`` (an object with ``clock``, the role's
+    front end as ``meter``/``pv``/``battery``/``dcdc``, and ``nameplate``, a dict of the power
+    stage's ratings). Never raises for a role it cannot build: it serves the common model and
+    sets ``ERR_ROLE_CODE`` instead, so the installer can read why over Modbus."""
+
+    def __init__(self, cfg, hal, *, seq_path=SEQ_PATH):
+        self.cfg = cfg
+        self.hal = hal
+        self.error = cfg.error
+        self.bank, table, self.status_addr = build_bank(cfg.role)
+        self.points = Points(self.bank, table)
+        metering.blank(self.bank, self.status_addr, self.error)
+        try:
+            self.role = _build_role(cfg.role, self.points, hal, cfg.device_id, cfg.unit)
+        except Exception as exc:  # missing role module, bad nameplate, HAL without the stage
+            print("board: cannot build role", cfg.role, ":", repr(exc))
+            self.role = None
+            self.error |= config.ERR_ROLE_CODE
+            # A fresh bank: the half-built role may have opened write windows or hooked writes.
+            self.bank, table, self.status_addr = build_bank(cfg.role)
+            self.points = Points(self.bank, table)
+            self.points.blank()
+            fill_common(self.points, role=cfg.role, serial=cfg.device_id, unit=cfg.unit)
+            metering.blank(self.bank, self.status_addr, self.error)
+        self.tagger = None
+        if cfg.role == "meter" and cfg.key is not None and self.role is not None:
+            self.tagger = metering.TaggedCounter(
+                cfg.key, cfg.device_id, seq=metering.load_seq(seq_path),
+                reserve=lambda upto: metering.save_seq(seq_path, upto))
+        self.rtu = RtuServer(cfg.unit, self.bank)
+        self.tick_errors = 0
+        self.tick()
+
+    def tick(self):
+        """The role's periodic work, then a freshly tagged reading. A failing tick is counted
+        (``tick_errors``) and the device keeps serving: the next tick may succeed."""
+        try:
+            if self.role is not None:
+                self.role.tick()
+            if self.tagger is not None:
+                imp, exp = self.hal.meter.energy_wh()
+                self.tagger.update(imp, exp)
+                self.tagger.publish(self.bank, self.status_addr)
+        except Exception as exc:
+            self.tick_errors += 1
+            print("board: tick failed:", repr(exc))
+
+
+async def serve_rtu(board, port):
+    """Answer Modbus RTU on ``port`` (``read()``/``write(frame)``, e.g.
+    ``firmware.hal.rs485.Rs485``, which owns the direction pin around each reply)."""
+    framer = RtuFramer(board.cfg.baud)
+    last_rx = ticks_us()
+    while True:
+        data = port.read()
+        now = ticks_us()
+        if data:
+            framer.feed(data)
+            last_rx = now
+        else:
+            frame = framer.frame(ticks_diff(now, last_rx))
+            if frame is not None:
+                reply = board.rtu.feed(frame)
+                if reply is not None:
+                    port.write(reply)
+        await asyncio.sleep(_POLL_S)
+
+
+class _Clients:
+    """Counts open TCP connections so a flood of them cannot exhaust the board's heap."""
+
+    def __init__(self):
+        self.open = 0
+        self.served = 0
+
+
+async def _client(board, clients, reader, writer):
+    if clients.open >= _MAX_CLIENTS:
+        writer.close()
+        await writer.wait_closed()
+        return
+    clients.open += 1
+    clients.served += 1
+    server = TcpServer(board.bank)
+    try:
+        while not server.closed:
+            data = await reader.read(_MAX_ADU)
+            if not data:
+                break
+            reply = server.feed(data)
+            if reply:
+                writer.write(reply)
+                await writer.drain()
+    except OSError:  # peer reset: only this connection is lost
+        pass
+    finally:
+        clients.open -= 1
+        writer.close()
+        await writer.wait_closed()
+        gc.collect()
+
+
+async def serve_tcp(board, port, host="0.0.0.0"):
+    """Start the Modbus TCP listener; returns ``(server, clients)``. Every connection gets its own
+    ``TcpServer`` (its own partial-ADU buffer) over the one shared register bank."""
+    clients = _Clients()
+
+    async def handler(reader, writer):
+        await _client(board, clients, reader, writer)
+
+    server = await asyncio.start_server(handler, host, port)
+    return server, clients
+
+
+async def run_ticks(board, period_s):
+    """Call ``board.tick()`` every ``period_s`` (reversion timers count whole seconds)."""
+    while True:
+        board.tick()
+        await asyncio.sleep(period_s)
