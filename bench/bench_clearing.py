@@ -1,0 +1,201 @@
+"""Clearing time and welfare of every mechanism in ``protocols.clearing``, beside pymarket.
+
+Orders are random but seeded: half buyers, half sellers (by coin flip), energy 100..5,000 Wh,
+limits 80..300 µ/Wh inside the tariff band (feed-in 80, retail 300), so effective limits equal
+signed limits and welfare is comparable across libraries.
+
+Baseline: pymarket 0.7.6 on the *same* bids (floats, one bid per user). pymarket has no uniform
+k-double auction and no single-price trade reduction, so the nearest mechanisms are paired:
+
+* ``trade-reduction`` with pymarket ``huang`` (Huang, Scheller-Wolf, Sycara 2002: the multi-unit
+  generalisation of McAfee's trade reduction; it drops the price-setting orders as ours does);
+* ``uniform`` with pymarket ``muda`` (Segal-Halevi et al.: a uniform price per half-market, the
+  nearest pymarket has to a single uniform call-market price).
+
+pymarket's ``p2p`` (random bilateral rounds) matches none of ours and takes ~12 s at 1,000 bids,
+so it is not run. pymarket is slow, so its sizes are capped at 1,000 and 5,000 bids; the headline
+ratio is at 5,000.
+
+Two pymarket quirks the harness works around (both documented in docs/benchmarks.md):
+* ``intersect_stepwise`` only finds a crossing when demand is strictly above, then strictly below,
+  supply; with integer prices a buyer and a seller at the same price at the crossing make it return
+  "no crossing", and Huang and MUDA trade nothing. Sellers' prices are therefore handed to pymarket
+  half a tick higher (``limit + 0.5``). That only stops zero-surplus trades (bid == ask), so no
+  welfare is lost, and it survives pymarket's own merging of equal prices (rounded to 5 decimals).
+* pymarket 0.7.6 fails under pandas 3 (copy-on-write: "assignment destination is read-only");
+  pandas is pinned below 3.
+
+Welfare = sum(bought Wh x buyer limit) - sum(sold Wh x seller limit), in µ, against the efficient
+maximum (the uniform walk's matched quantity is the welfare-maximising one).
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import time
+import warnings
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
+
+from bench._report import line, machine
+from protocols.clearing import MECHANISMS, ClearingParams, Order, Result, Tariffs, clear
+
+SEED = 20261121
+FEED_IN, RETAIL = 80, 300
+PARAMS = ClearingParams(tariffs=Tariffs(retail_price=RETAIL, feed_in_price=FEED_IN))
+OUR_SIZES = (1_000, 10_000, 100_000)
+PYMARKET_SIZES = (1_000, 5_000)
+PAIRS = {"trade-reduction": "huang", "uniform": "muda"}
+T = TypeVar("T")
+REPEATS = {1_000: 5, 5_000: 3, 10_000: 3, 100_000: 1}
+
+
+def make_orders(n: int, seed: int = SEED) -> list[Order]:
+    rng = random.Random(seed + n)
+    return [
+        Order(
+            node=f"n{i:06d}",
+            side="buy" if rng.random() < 0.5 else "sell",
+            energy_wh=rng.randint(100, 5_000),
+            limit_price=rng.randint(FEED_IN, RETAIL),
+            digest=f"{rng.getrandbits(256):064x}",
+            created_ms=rng.randint(0, 900_000),
+        )
+        for i in range(n)
+    ]
+
+
+def best_time(fn: Callable[[], T], repeats: int) -> tuple[float, T]:
+    """Best wall time of ``repeats`` runs (GC off while timing), and the last return value."""
+    best = float("inf")
+    out: Any = None
+    for _ in range(repeats):
+        gc.collect()
+        gc.disable()
+        try:
+            t0 = time.perf_counter()
+            out = fn()
+            best = min(best, time.perf_counter() - t0)
+        finally:
+            gc.enable()
+    return best, out
+
+
+def our_welfare(orders: list[Order], result: Result) -> int:
+    limit = {o.node: o.limit_price for o in orders}
+    return sum(o.bought_wh * limit[o.node] - o.sold_wh * limit[o.node] for o in result.outcomes)
+
+
+def efficient_welfare(orders: list[Order]) -> int:
+    """Maximum welfare: match the best bids against the cheapest asks while bid >= ask."""
+    bids = sorted(((o.limit_price, o.energy_wh) for o in orders if o.side == "buy"), reverse=True)
+    asks = sorted((o.limit_price, o.energy_wh) for o in orders if o.side == "sell")
+    i = j = 0
+    welfare = 0
+    lb = bids[0][1] if bids else 0
+    ls = asks[0][1] if asks else 0
+    while i < len(bids) and j < len(asks) and bids[i][0] >= asks[j][0]:
+        q = min(lb, ls)
+        welfare += q * (bids[i][0] - asks[j][0])
+        lb -= q
+        ls -= q
+        if not lb:
+            i += 1
+            lb = bids[i][1] if i < len(bids) else 0
+        if not ls:
+            j += 1
+            ls = asks[j][1] if j < len(asks) else 0
+    return welfare
+
+
+def pymarket_run(orders: list[Order], algo: str) -> tuple[float, float]:
+    """(seconds, welfare in µ) of one pymarket mechanism on ``orders``; bid loading not timed."""
+    import numpy as np
+    import pymarket as pm  # type: ignore[import-untyped]
+
+    market = pm.Market()
+    for i, o in enumerate(orders):
+        buying = o.side == "buy"
+        market.accept_bid(float(o.energy_wh), o.limit_price + (0 if buying else 0.5), i, buying)
+    kwargs = {"r": np.random.RandomState(SEED)} if algo == "muda" else {}
+    seconds, (trans, _extra) = best_time(partial(market.run, algo, **kwargs), 1)
+    df = trans.get_df()
+    welfare = 0.0
+    for bid, quantity in zip(df["bid"], df["quantity"], strict=True):
+        o = orders[int(bid)]
+        welfare += quantity * o.limit_price * (1 if o.side == "buy" else -1)
+    return seconds, welfare
+
+
+def main() -> None:
+    warnings.simplefilter("ignore")
+    print(f"# bench_clearing — {machine()}")
+    try:
+        import pymarket
+
+        pm_version: str | None = str(pymarket.__version__)
+    except Exception as exc:  # noqa: BLE001 - report why the baseline is missing, then go on
+        pm_version = None
+        print(f"pymarket unavailable: {exc!r}")
+    ours: dict[tuple[str, int], tuple[float, int]] = {}
+    theirs: dict[tuple[str, int], tuple[float, float]] = {}
+    best: dict[int, int] = {}
+    for n in OUR_SIZES + tuple(s for s in PYMARKET_SIZES if s not in OUR_SIZES):
+        orders = make_orders(n)
+        best[n] = efficient_welfare(orders)
+        for name in MECHANISMS:
+            seconds, result = best_time(partial(clear, name, orders, PARAMS), REPEATS[n])
+            ours[name, n] = (seconds, our_welfare(orders, result))
+        if pm_version and n in PYMARKET_SIZES:
+            for algo in PAIRS.values():
+                theirs[algo, n] = pymarket_run(orders, algo)
+
+    print()
+    print(
+        f"{'mechanism':<16}{'orders':>8}{'ms':>10}{'welfare %':>11}   baseline (pymarket "
+        f"{pm_version})   {'ms':>9}{'welfare %':>11}{'speed ratio':>13}"
+    )
+    for name in MECHANISMS:
+        for n in sorted({k[1] for k in ours}):
+            seconds, welfare = ours[name, n]
+            row = f"{name:<16}{n:>8,}{seconds * 1e3:>10.1f}{100 * welfare / best[n]:>10.2f}%"
+            paired = PAIRS.get(name)
+            if paired and (paired, n) in theirs:
+                t_s, t_w = theirs[paired, n]
+                row += (
+                    f"   {paired:<24}{t_s * 1e3:>9.1f}{100 * t_w / best[n]:>10.2f}%"
+                    f"{t_s / seconds:>12.1f}x"
+                )
+            print(row)
+    print()
+    for name, algo in PAIRS.items():
+        n = max(PYMARKET_SIZES)
+        if (algo, n) in theirs:
+            print(
+                line(
+                    f"clear {name} @{n:,} orders",
+                    ours[name, n][0] * 1e3,
+                    "ms",
+                    f"pymarket {algo}",
+                    theirs[algo, n][0] * 1e3,
+                    lower_is_better=True,
+                )
+            )
+            ours_pct = 100 * ours[name, n][1] / best[n]
+            theirs_pct = 100 * theirs[algo, n][1] / best[n]
+            ratio = f"ratio {ours_pct / theirs_pct:.4f}x, >1 = ours better" if theirs_pct else "n/a"
+            print(
+                f"welfare {name} @{n:,} orders: {ours_pct:.3f} % of max "
+                f"(pymarket {algo}: {theirs_pct:.3f} % of max, {ratio})"
+            )
+    for name in MECHANISMS:
+        print(
+            f"clear {name} @100,000 orders: {ours[name, 100_000][0] * 1e3:.0f} ms "
+            f"(no pymarket baseline at this size: pymarket capped at {max(PYMARKET_SIZES):,})"
+        )
+
+
+if __name__ == "__main__":
+    main()
