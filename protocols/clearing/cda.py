@@ -15,53 +15,87 @@ point is determinism, and the session only admits bids signed before gate closur
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Sequence
-from operator import attrgetter
+from heapq import heappop, heappush
 
-from protocols.clearing.allocation import build_result, buy_limit, checked_sides, sell_limit
+from protocols.clearing.book import load
 from protocols.clearing.types import ClearingParams, Order, Result, Trade
 
 __all__ = ["clear_cda"]
 
-_digest = attrgetter("digest")
-_created = attrgetter("created_ms")
-
 
 def clear_cda(orders: Sequence[Order], params: ClearingParams) -> Result:
-    """Replay ``orders`` through a continuous double auction (see the module docstring)."""
-    tariffs = params.tariffs
-    buyers, sellers = checked_sides(orders, params)
-    arrivals = sorted(sorted(buyers + sellers, key=_digest), key=_created)
-    left = [o.energy_wh for o in arrivals]
-    bids: list[tuple[int, int]] = []  # (-limit, arrival index): best bid, then earliest, on top
-    asks: list[tuple[int, int]] = []  # (limit, arrival index)
+    """Replay ``orders`` through a continuous double auction (see the module docstring).
+
+    Orders are numbered buyers first, then sellers, each side in node order
+    (:mod:`protocols.clearing.book`); the books are heaps of (best limit, arrival number).
+    """
+    book = load(orders, params)
+    buyers, sellers = book.buyers, book.sellers
+    n_buy = len(buyers)
+    n_sell = len(sellers)
+    nodes = buyers.nodes + sellers.nodes
+    digest = buyers.digest + sellers.digest
+    created = [o[6] for o in buyers.orders] + [o[6] for o in sellers.orders]
+    arrivals = sorted(range(len(nodes)), key=digest.__getitem__)
+    arrivals.sort(key=created.__getitem__)
+    limit = [-k for k in buyers.key] + sellers.key  # effective limits
+    left = buyers.energy + sellers.energy
+    traded = [0] * len(nodes)
+    money = [0] * len(nodes)
+    bids: list[tuple[int, int]] = []  # (-limit, arrival number): best bid, then earliest, on top
+    asks: list[tuple[int, int]] = []  # (limit, arrival number)
+    keys: list[int] = []
     trades: list[Trade] = []
-    for index, order in enumerate(arrivals):
-        if order.side == "buy":
-            limit = buy_limit(order, tariffs)
-            while left[index] and asks and asks[0][0] <= limit:
-                price, resting = asks[0]
-                q = min(left[index], left[resting])
-                trades.append(Trade(order.node, arrivals[resting].node, q, price, q * price))
-                left[index] -= q
-                left[resting] -= q
-                if not left[resting]:
-                    heapq.heappop(asks)
-            if left[index]:
-                heapq.heappush(bids, (-limit, index))
+    add_key, add_trade = keys.append, trades.append
+    new = tuple.__new__
+    for number, order in enumerate(arrivals):
+        want = left[order]
+        if order < n_buy:
+            bid = limit[order]
+            while want and asks and asks[0][0] <= bid:
+                price, resting_number = asks[0]
+                resting = arrivals[resting_number]
+                avail = left[resting]
+                q = want if want < avail else avail
+                add_key(order * n_sell + resting - n_buy)
+                add_trade(new(Trade, (nodes[order], nodes[resting], q, price, q * price)))
+                want -= q
+                left[resting] = avail - q
+                traded[resting] += q
+                money[resting] += q * price
+                traded[order] += q
+                money[order] += q * price
+                if avail == q:
+                    heappop(asks)
+            if want:
+                heappush(bids, (-bid, number))
         else:
-            limit = sell_limit(order, tariffs)
-            while left[index] and bids and -bids[0][0] >= limit:
-                price, resting = -bids[0][0], bids[0][1]
-                q = min(left[index], left[resting])
-                trades.append(Trade(arrivals[resting].node, order.node, q, price, q * price))
-                left[index] -= q
-                left[resting] -= q
-                if not left[resting]:
-                    heapq.heappop(bids)
-            if left[index]:
-                heapq.heappush(asks, (limit, index))
-    return build_result(
-        mechanism="cda", price=None, trades=trades, buyers=buyers, sellers=sellers, tariffs=tariffs
+            ask = limit[order]
+            while want and bids and -bids[0][0] >= ask:
+                price, resting_number = -bids[0][0], bids[0][1]
+                resting = arrivals[resting_number]
+                avail = left[resting]
+                q = want if want < avail else avail
+                add_key(resting * n_sell + order - n_buy)
+                add_trade(new(Trade, (nodes[resting], nodes[order], q, price, q * price)))
+                want -= q
+                left[resting] = avail - q
+                traded[resting] += q
+                money[resting] += q * price
+                traded[order] += q
+                money[order] += q * price
+                if avail == q:
+                    heappop(bids)
+            if want:
+                heappush(asks, (ask, number))
+        left[order] = want
+    return book.result(
+        mechanism="cda",
+        price=None,
+        trades=list(map(trades.__getitem__, sorted(range(len(keys)), key=keys.__getitem__))),
+        bought=traded[:n_buy],
+        sold=traded[n_buy:],
+        paid=money[:n_buy],
+        received=money[n_buy:],
     )

@@ -14,17 +14,10 @@ the survivors all accept the final price: individual rationality holds by constr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
-from protocols.clearing.allocation import (
-    Fills,
-    build_result,
-    buy_limit,
-    checked_sides,
-    pair,
-    pro_rata,
-    sell_limit,
-)
+from protocols.clearing.book import Side, load, pair, share
 from protocols.clearing.types import ClearingParams, Order, Result, Tariffs
 
 __all__ = ["PriceRule", "clear_pool"]
@@ -33,45 +26,49 @@ PriceRule = Callable[[int, int, Tariffs], int]
 """``(demand_wh, supply_wh, tariffs) -> price``, called only with demand > 0 and supply > 0."""
 
 
-def _fills(orders: list[Order], quantity: int) -> Fills:
-    shares = pro_rata([o.energy_wh for o in orders], quantity)
-    return {o.node: share for o, share in zip(orders, shares, strict=True) if share}
+def _fills(side: Side, cutoff: float, quantity: int) -> list[int]:
+    """Each order's share of ``quantity`` (node order): participants are the orders whose key is
+    <= ``cutoff``, shared pro rata to energy (largest remainder, digest tie-break)."""
+    key = side.key
+    members = [i for i, k in enumerate(key) if k <= cutoff]
+    out = [0] * len(key)
+    for i, wh in zip(members, share(side, members, quantity), strict=True):
+        out[i] = wh
+    return out
 
 
 def clear_pool(
     *, mechanism: str, orders: Sequence[Order], params: ClearingParams, price_rule: PriceRule
 ) -> Result:
-    """Clear ``orders`` at the price ``price_rule`` gives for the participants' D and S."""
-    tariffs = params.tariffs
-    buyers, sellers = checked_sides(orders, params)
-    buy_in, sell_in = buyers, sellers
+    """Clear ``orders`` at the price ``price_rule`` gives for the participants' D and S.
+
+    Participation is a threshold on effective limits (buyers at or above every price tried so
+    far, sellers at or below), so each round's D and S are read off the price levels
+    (:mod:`protocols.clearing.book`) instead of filtering the orders.
+    """
+    book = load(orders, params)
+    tariffs = book.tariffs
+    buyers, sellers = book.buyers, book.sellers
+    # Keys are -limit for buyers and limit for sellers: a participant's key is <= the cutoff.
+    buy_cut: float = math.inf
+    sell_cut: float = math.inf
+    demand, supply = buyers.total, sellers.total
     while True:
-        demand = sum(o.energy_wh for o in buy_in)
-        supply = sum(o.energy_wh for o in sell_in)
         if not demand or not supply:
-            return build_result(
-                mechanism=mechanism,
-                price=None,
-                trades=[],
-                buyers=buyers,
-                sellers=sellers,
-                tariffs=tariffs,
-            )
+            return book.result(mechanism=mechanism, price=None, trades=[])
         price = price_rule(demand, supply, tariffs)
-        keep_buy = [o for o in buy_in if buy_limit(o, tariffs) >= price]
-        keep_sell = [o for o in sell_in if sell_limit(o, tariffs) <= price]
-        if len(keep_buy) == len(buy_in) and len(keep_sell) == len(sell_in):
+        next_buy, next_sell = min(buy_cut, -price), min(sell_cut, price)
+        next_demand, next_supply = buyers.energy_upto(next_buy), sellers.energy_upto(next_sell)
+        if next_demand == demand and next_supply == supply:
             break
-        buy_in, sell_in = keep_buy, keep_sell
+        buy_cut, sell_cut, demand, supply = next_buy, next_sell, next_demand, next_supply
     quantity = min(demand, supply)
-    bought = _fills(buy_in, quantity)
-    sold = _fills(sell_in, quantity)
-    return build_result(
+    bought = _fills(buyers, buy_cut, quantity)
+    sold = _fills(sellers, sell_cut, quantity)
+    return book.result(
         mechanism=mechanism,
         price=price,
-        trades=pair(buyers=buyers, sellers=sellers, bought=bought, sold=sold, price=price),
-        buyers=buyers,
-        sellers=sellers,
-        tariffs=tariffs,
-        fills=(bought, sold),
+        trades=pair(book, bought, sold, price),
+        bought=bought,
+        sold=sold,
     )

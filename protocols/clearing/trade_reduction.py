@@ -17,60 +17,72 @@ McAfee's guarantee that the dropped marginal orders could not gain by misreporti
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
+from itertools import accumulate
 
-from protocols.clearing.allocation import build_result, checked_sides, pair, ration_by_priority
+from protocols.clearing.book import Book, Side, crossing, fill, load, pair
 from protocols.clearing.types import ClearingParams, Order, Result
-from protocols.clearing.uniform import k_price, walk
+from protocols.clearing.uniform import k_price
 
 __all__ = ["clear_trade_reduction"]
 
 _NAME = "trade-reduction"
 
 
+def _marginal(side: Side, quantity: int) -> tuple[int, list[int], int, int | None]:
+    """Where the ``quantity``-th Wh sits on ``side``: its level ``t``, the orders ranked before
+    the marginal order within that level (digest order), their energy plus every better level's,
+    and the effective limit of the order ranked right after the marginal one (None: none)."""
+    t = bisect_left(side.cum, quantity)
+    before = side.cum[t - 1] if t else 0
+    members = side.members(side.levels[t])
+    energy = side.energy
+    at = bisect_left(list(accumulate(energy[i] for i in members)), quantity - before)
+    kept = members[:at]
+    if at + 1 < len(members):
+        following: int | None = side.limit(t)
+    elif t + 1 < len(side.levels):
+        following = side.limit(t + 1)
+    else:
+        following = None
+    return t, kept, before + sum(energy[i] for i in kept), following
+
+
 def clear_trade_reduction(orders: Sequence[Order], params: ClearingParams) -> Result:
-    """Clear ``orders`` with McAfee's trade reduction (see the module docstring for the rule)."""
-    tariffs = params.tariffs
-    buyers, sellers = checked_sides(orders, params)
-    matched = walk(buyers, sellers, tariffs)
-    i, j = matched.last_buyer, matched.last_seller
-    if not matched.quantity:
-        return build_result(
-            mechanism=_NAME, price=None, trades=[], buyers=buyers, sellers=sellers, tariffs=tariffs
-        )
-    bid, ask = matched.bids[i], matched.asks[j]
-    if i + 1 < len(matched.bids) and j + 1 < len(matched.asks):
-        candidate = (matched.bids[i + 1] + matched.asks[j + 1]) // 2
-        if ask <= candidate <= bid:
-            bought = ration_by_priority(matched.buyers, matched.bids, matched.quantity)
-            sold = ration_by_priority(matched.sellers, matched.asks, matched.quantity)
-            return _result(candidate, bought, sold, buyers, sellers, params)
-    kept_buyers, kept_bids = matched.buyers[:i], matched.bids[:i]
-    kept_sellers, kept_asks = matched.sellers[:j], matched.asks[:j]
-    quantity = min(sum(o.energy_wh for o in kept_buyers), sum(o.energy_wh for o in kept_sellers))
+    """Clear ``orders`` with McAfee's trade reduction (see the module docstring for the rule).
+
+    On price levels (:mod:`protocols.clearing.book`): the marginal orders are the ones holding the
+    last matched Wh, found within their level in digest order, as the ranked walk finds them.
+    """
+    book = load(orders, params)
+    buyers, sellers = book.buyers, book.sellers
+    quantity = crossing(buyers, sellers)
     if not quantity:
-        return build_result(
-            mechanism=_NAME, price=None, trades=[], buyers=buyers, sellers=sellers, tariffs=tariffs
-        )
-    bought = ration_by_priority(kept_buyers, kept_bids, quantity)
-    sold = ration_by_priority(kept_sellers, kept_asks, quantity)
-    return _result(k_price(bid=bid, ask=ask, params=params), bought, sold, buyers, sellers, params)
+        return book.result(mechanism=_NAME, price=None, trades=[])
+    t_b, kept_b, kept_b_wh, next_bid = _marginal(buyers, quantity)
+    t_s, kept_s, kept_s_wh, next_ask = _marginal(sellers, quantity)
+    bid, ask = buyers.limit(t_b), sellers.limit(t_s)
+    if next_bid is not None and next_ask is not None:
+        candidate = (next_bid + next_ask) // 2
+        if ask <= candidate <= bid:
+            return _result(book, candidate, fill(buyers, quantity), fill(sellers, quantity))
+    reduced = min(kept_b_wh, kept_s_wh)
+    if not reduced:
+        return book.result(mechanism=_NAME, price=None, trades=[])
+    return _result(
+        book,
+        k_price(bid=bid, ask=ask, params=params),
+        fill(buyers, reduced, marginal=(t_b, kept_b)),
+        fill(sellers, reduced, marginal=(t_s, kept_s)),
+    )
 
 
-def _result(
-    price: int,
-    bought: dict[str, int],
-    sold: dict[str, int],
-    buyers: list[Order],
-    sellers: list[Order],
-    params: ClearingParams,
-) -> Result:
-    return build_result(
+def _result(book: Book, price: int, bought: list[int], sold: list[int]) -> Result:
+    return book.result(
         mechanism=_NAME,
         price=price,
-        trades=pair(buyers=buyers, sellers=sellers, bought=bought, sold=sold, price=price),
-        buyers=buyers,
-        sellers=sellers,
-        tariffs=params.tariffs,
-        fills=(bought, sold),
+        trades=pair(book, bought, sold, price),
+        bought=bought,
+        sold=sold,
     )

@@ -11,17 +11,12 @@ marginal level pro rata (largest remainder). Unfilled energy goes to the grid at
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from protocols.clearing.allocation import (
-    build_result,
-    checked_sides,
-    pair,
-    rank_buyers,
-    rank_sellers,
-    ration_by_priority,
-)
+from protocols.clearing.allocation import rank_buyers, rank_sellers
+from protocols.clearing.book import crossing, fill, load, pair
 from protocols.clearing.types import ClearingParams, Order, Result, Tariffs
 
 __all__ = ["Walk", "clear_uniform", "k_price", "walk"]
@@ -73,30 +68,28 @@ def k_price(*, bid: int, ask: int, params: ClearingParams) -> int:
 
 
 def clear_uniform(orders: Sequence[Order], params: ClearingParams) -> Result:
-    """Clear ``orders`` with the k-double auction (see the module docstring for the rule)."""
-    tariffs = params.tariffs
-    buyers, sellers = checked_sides(orders, params)
-    matched = walk(buyers, sellers, tariffs)
-    if not matched.quantity:
-        return build_result(
-            mechanism="uniform",
-            price=None,
-            trades=[],
-            buyers=buyers,
-            sellers=sellers,
-            tariffs=tariffs,
-        )
+    """Clear ``orders`` with the k-double auction (see the module docstring for the rule).
+
+    Computed on price levels (:mod:`protocols.clearing.book`): the matched quantity is
+    :func:`~protocols.clearing.book.crossing`, the marginal bid and ask are the levels holding its
+    last Wh, and the result is the one :func:`walk` plus ``ration_by_priority`` give.
+    """
+    book = load(orders, params)
+    buyers, sellers = book.buyers, book.sellers
+    quantity = crossing(buyers, sellers)
+    if not quantity:
+        return book.result(mechanism="uniform", price=None, trades=[])
     price = k_price(
-        bid=matched.bids[matched.last_buyer], ask=matched.asks[matched.last_seller], params=params
+        bid=buyers.limit(bisect_left(buyers.cum, quantity)),
+        ask=sellers.limit(bisect_left(sellers.cum, quantity)),
+        params=params,
     )
-    bought = ration_by_priority(matched.buyers, matched.bids, matched.quantity)
-    sold = ration_by_priority(matched.sellers, matched.asks, matched.quantity)
-    return build_result(
+    bought = fill(buyers, quantity)
+    sold = fill(sellers, quantity)
+    return book.result(
         mechanism="uniform",
         price=price,
-        trades=pair(buyers=buyers, sellers=sellers, bought=bought, sold=sold, price=price),
-        buyers=buyers,
-        sellers=sellers,
-        tariffs=tariffs,
-        fills=(bought, sold),
+        trades=pair(book, bought, sold, price),
+        bought=bought,
+        sold=sold,
     )
