@@ -1,8 +1,9 @@
 """The running device: config + HAL -> register bank, role code and its two Modbus faces.
 
-``Board`` is the sans-I/O part: it builds the role's SunSpec map (plus vendor model 64210 with
-the config error bits and, on a meter, the tagged counters), the role code and an RTU server,
-and ``tick()`` runs the role's periodic work (samples, reversion timers, a fresh tag).
+``Board`` is the sans-I/O part: it builds the role's SunSpec map from that role's generated table
+alone (``firmware/tables/<role>.py``, plus vendor model 64210 with the config error bits and, on a
+meter, the tagged counters), the role code and an RTU server, and ``tick()`` runs the role's
+periodic work (samples, reversion timers; on a meter a fresh tag).
 ``RtuFramer`` splits the RS-485 byte stream into frames by the 3.5-character silence the standard
 prescribes. The coroutines at the end are the thin asyncio adapters, the same code under
 MicroPython's ``asyncio`` and CPython's: ``serve_rtu`` polls the UART, ``serve_tcp`` accepts
@@ -12,12 +13,13 @@ clients (one ``TcpServer`` and its 260-byte buffers each) and ``run_ticks`` keep
 import asyncio
 import gc
 
-from firmware import config, metering, sunspec_tables
+from firmware import config, metering
 from firmware.compat import const
 from firmware.modbus.bank import RegisterBank
 from firmware.modbus.rtu import RtuServer
 from firmware.modbus.tcp import TcpServer
-from firmware.roles.common import Points, fill_common
+from firmware.roles.common import Points, fill_common, role_table
+from firmware.tables import BASE
 
 try:
     from time import ticks_diff, ticks_us
@@ -74,27 +76,23 @@ def build_bank(role):
     """The role's SunSpec map with model 64210 between its last model and the end marker.
 
     Appending keeps every address the gateway knows (``DeviceMap.for_role``) where it was; a
-    SunSpec scan finds the extra model and a reader that does not know it skips it by its L.
-    Returns ``(bank, table, status_addr)``.
+    SunSpec scan finds the extra model and a reader that does not know it skips it by its L (the
+    meter's own chain already ends with 64210). The bank starts as the generated table's
+    ``IMAGE``; only that one role's table module is imported. Returns
+    ``(bank, table, status_addr)``.
     """
-    size, fixed, table, _ = sunspec_tables.layout(role)
-    end = sunspec_tables.BASE + size - 2
-    bank = RegisterBank(sunspec_tables.BASE, size + 2 + metering.MODEL_LEN)
-    for addr, value in fixed:
-        if addr < end:
-            bank.set(addr, value)
-    bank.set(end, metering.MODEL_ID)
-    bank.set(end + 1, metering.MODEL_LEN)
-    bank.set(end + 2 + metering.MODEL_LEN, 0xFFFF)
-    bank.set(end + 3 + metering.MODEL_LEN, 0)
-    return bank, table, end
+    mod = role_table(role)
+    bank = RegisterBank(BASE, mod.SIZE)
+    bank.regs[:] = mod.IMAGE
+    return bank, mod.TABLE, mod.STATUS
 
 
-def _build_role(role, points, hal, serial, unit):
+def _build_role(role, points, hal, serial, unit, tagger, status_addr):
     # Imported on demand: a board holds only its own role's code in RAM.
     if role == "meter":
         from firmware.roles.meter import MeterRole
-        return MeterRole(points, front_end=hal.meter, serial=serial, unit=unit)
+        return MeterRole(points, front_end=hal.meter, serial=serial, unit=unit, tagger=tagger,
+                         status_addr=status_addr)
     nameplate = hal.nameplate
     if role == "pv":
         from firmware.roles.pv import PvRole
@@ -116,7 +114,10 @@ class Board:
     """One device: ``cfg`` (firmware/config.py) on ``hal`` (an object with ``clock``, the role's
     front end as ``meter``/``pv``/``battery``/``dcdc``, and ``nameplate``, a dict of the power
     stage's ratings). Never raises for a role it cannot build: it serves the common model and
-    sets ``ERR_ROLE_CODE`` instead, so the installer can read why over Modbus."""
+    sets ``ERR_ROLE_CODE`` instead, so the installer can read why over Modbus.
+
+    A meter with a key gets a ``TaggedCounter`` (``tagger``), which the meter role itself updates
+    and publishes in model 64210 at the end of each tick, from the sample it just published."""
 
     def __init__(self, cfg, hal, *, seq_path=SEQ_PATH):
         self.cfg = cfg
@@ -125,11 +126,18 @@ class Board:
         self.bank, table, self.status_addr = build_bank(cfg.role)
         self.points = Points(self.bank, table)
         metering.blank(self.bank, self.status_addr, self.error)
+        self.tagger = None
         try:
-            self.role = _build_role(cfg.role, self.points, hal, cfg.device_id, cfg.unit)
+            if cfg.role == "meter" and cfg.key is not None:
+                self.tagger = metering.TaggedCounter(
+                    cfg.key, cfg.device_id, seq=metering.load_seq(seq_path),
+                    reserve=lambda upto: metering.save_seq(seq_path, upto))
+            self.role = _build_role(cfg.role, self.points, hal, cfg.device_id, cfg.unit,
+                                    self.tagger, self.status_addr)
         except Exception as exc:  # missing role module, bad nameplate, HAL without the stage
             print("board: cannot build role", cfg.role, ":", repr(exc))
             self.role = None
+            self.tagger = None
             self.error |= config.ERR_ROLE_CODE
             # A fresh bank: the half-built role may have opened write windows or hooked writes.
             self.bank, table, self.status_addr = build_bank(cfg.role)
@@ -137,25 +145,16 @@ class Board:
             self.points.blank()
             fill_common(self.points, role=cfg.role, serial=cfg.device_id, unit=cfg.unit)
             metering.blank(self.bank, self.status_addr, self.error)
-        self.tagger = None
-        if cfg.role == "meter" and cfg.key is not None and self.role is not None:
-            self.tagger = metering.TaggedCounter(
-                cfg.key, cfg.device_id, seq=metering.load_seq(seq_path),
-                reserve=lambda upto: metering.save_seq(seq_path, upto))
         self.rtu = RtuServer(cfg.unit, self.bank)
         self.tick_errors = 0
-        self.tick()
 
     def tick(self):
-        """The role's periodic work, then a freshly tagged reading. A failing tick is counted
-        (``tick_errors``) and the device keeps serving: the next tick may succeed."""
+        """The role's periodic work (a meter's includes its freshly tagged reading). A failing
+        tick is counted (``tick_errors``) and the device keeps serving: the next may succeed."""
+        if self.role is None:
+            return
         try:
-            if self.role is not None:
-                self.role.tick()
-            if self.tagger is not None:
-                imp, exp = self.hal.meter.energy_wh()
-                self.tagger.update(imp, exp)
-                self.tagger.publish(self.bank, self.status_addr)
+            self.role.tick()
         except Exception as exc:
             self.tick_errors += 1
             print("board: tick failed:", repr(exc))

@@ -2,11 +2,15 @@
 and the common model (1).
 
 MicroPython-compatible: no typing, no dataclasses, integers only. The point table a role gets is
-plain data, ``{model_id: (id_address, {point_name: (offset, type, size)})}``; on the board it is
-built from the generated ``firmware/sunspec_tables.py``, in the simulator from
-``protocols.sunspec.devices.DeviceMap`` (``sim_devices/world.py``), so both place every point at
-the address the gateway expects.
+plain data, ``{model_id: (id_address, {point_name: spec})}``. On the board it is the generated
+``firmware/tables/<role>.py`` (``role_table``), whose specs are packed ints
+(``offset << 10 | size << 5 | type code``) naming only the points the role code uses; in the
+simulator it is built from ``protocols.sunspec.devices.DeviceMap`` (``sim_devices/world.py``) with
+``(offset, type, size)`` tuples for every point. Both place every point at the address the gateway
+expects.
 """
+
+from firmware.tables import TYPES
 
 # Raw "not implemented" value per SunSpec type (what a reader decodes as None).
 _UNIMPL = {
@@ -29,6 +33,22 @@ class RoleError(ValueError):
     """A role was built with a point table or nameplate it cannot serve."""
 
 
+def role_table(role):
+    """The generated table module of ``role`` (``firmware/tables``), and only that one: a board
+    keeps one role's layout in RAM. Raises ``RoleError`` for a role without a table."""
+    if role == "meter":
+        from firmware.tables import meter as table
+    elif role == "pv":
+        from firmware.tables import pv as table
+    elif role == "battery":
+        from firmware.tables import battery as table
+    elif role == "dcdc":
+        from firmware.tables import dcdc as table
+    else:
+        raise RoleError("no SunSpec table for role " + repr(role))
+    return table
+
+
 class Points:
     """Typed read/write of named SunSpec points in a RegisterBank."""
 
@@ -38,22 +58,22 @@ class Points:
 
     def addr(self, model, name):
         """Absolute register address of ``name`` in ``model``."""
-        try:
-            base, points = self._table[model]
-            return base + points[name][0]
-        except KeyError:
-            raise RoleError(f"point table has no {name} in model {model}") from None
+        return self._spec(model, name)[0]
 
     def _spec(self, model, name):
+        """``(address, type, size)`` of a point, from either table shape."""
         try:
-            return self._table[model][1][name]
+            base, points = self._table[model]
+            spec = points[name]
         except KeyError:
             raise RoleError(f"point table has no {name} in model {model}") from None
+        if isinstance(spec, int):
+            return base + (spec >> 10), TYPES[spec & 31], (spec >> 5) & 31
+        return base + spec[0], spec[1], spec[2]
 
     def put(self, model, name, value):
         """Write ``value`` (raw, already scaled int or str; None = not implemented) to a point."""
-        _, ptype, size = self._spec(model, name)
-        addr = self.addr(model, name)
+        addr, ptype, size = self._spec(model, name)
         if ptype == "string":
             data = (value or "").encode()[: 2 * size]
             data = data + bytes(2 * size - len(data))
@@ -66,8 +86,7 @@ class Points:
 
     def get(self, model, name):
         """Raw value of a numeric point (signed types sign-extended), None if not implemented."""
-        _, ptype, size = self._spec(model, name)
-        addr = self.addr(model, name)
+        addr, ptype, size = self._spec(model, name)
         raw = 0
         for i in range(size):
             raw = (raw << 16) | self.bank.get(addr + i)
@@ -90,8 +109,11 @@ class Points:
         Adjacent points become one window, so a client may set them in one FC 16 request
         (e.g. 124 ``OutWRte`` and ``InWRte`` together) as SunSpec clients do.
         """
-        spans = sorted((self.addr(model, n), self.addr(model, n) + self._spec(model, n)[2])
-                       for n in names)
+        spans = []
+        for n in names:
+            start, _, size = self._spec(model, n)
+            spans.append((start, start + size))
+        spans.sort()
         start, end = spans[0]
         for s, e in spans[1:]:
             if s > end:
@@ -104,8 +126,8 @@ class Points:
         """The subset of ``names`` whose registers overlap a write of ``count`` at ``addr``."""
         hit = []
         for name in names:
-            start = self.addr(model, name)
-            if start < addr + count and addr < start + self._spec(model, name)[2]:
+            start, _, size = self._spec(model, name)
+            if start < addr + count and addr < start + size:
                 hit.append(name)
         return hit
 

@@ -17,8 +17,11 @@ SUNSPEC_BASE = 40000
 SUNS_MARKER = (0x5375, 0x6E53)  # "SunS"
 END_MODEL_ID = 0xFFFF
 
+#: A meter serves vendor model 64210 (its HMAC-tagged energy counters, docs/sunspec-vendor-model.md)
+#: as part of its chain, so a simulated meter serves the tags at the same address a board does.
+#: Boards of the other roles append 64210 too (``firmware/board.py``), after the chain below.
 ROLE_MODELS: Mapping[str, tuple[int, ...]] = {
-    "meter": (1, 203),
+    "meter": (1, 203, 64210),
     "pv": (1, 701, 702, 704),
     "battery": (1, 713, 802, 124),
     "dcdc": (1, 714, 64200),

@@ -31,7 +31,10 @@ TYPE_SIZES: Mapping[str, int] = {
     "ipv6addr": 8,
 }
 
-VENDOR_MODELS: Mapping[int, Path] = {64200: Path(__file__).with_name("model_64200.json")}
+VENDOR_MODELS: Mapping[int, Path] = {
+    64200: Path(__file__).with_name("model_64200.json"),  # DC-DC converter control
+    64210: Path(__file__).with_name("model_64210.json"),  # device status, tagged energy counters
+}
 
 
 class ModelError(ValueError):

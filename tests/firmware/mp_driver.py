@@ -1,35 +1,38 @@
 """Feed recorded request frames to the firmware core and print every reply as hex.
 
 Runs unchanged under MicroPython (inside tests/firmware/mp_harness.mjs) and CPython, so the two
-outputs can be compared byte for byte. The device is a battery built from the generated
-``firmware/sunspec_tables.py`` with model 124's controls writable and a write hook that refuses
-an out-of-range InWRte (exception 03) and fails on ChaGriSet = 99 (exception 04), as role code
-would.
+outputs can be compared byte for byte. The device is a battery bank built from the generated
+``firmware/tables/battery.py`` (its boot image) with model 124's controls writable and a write
+hook that refuses an out-of-range InWRte (exception 03) and fails on ChaGriSet = 99
+(exception 04), as role code would.
 """
 
 import gc
 
-from firmware import sunspec_tables
 from firmware.modbus.bank import RegisterBank
 from firmware.modbus.rtu import RtuServer
 from firmware.modbus.tcp import TcpServer
+from firmware.roles.common import role_table
+from firmware.tables import BASE
 
-CONTROLS = ("StorCtl_Mod", "VAChaMax", "MinRsvPct", "ChaState", "StorAval", "InBatV", "ChaSt",
-            "OutWRte", "InWRte", "InOutWRte_WinTms", "InOutWRte_RvrtTms", "InOutWRte_RmpTms",
-            "ChaGriSet")
+# Model 124's control points, as offsets from its ID register: StorCtl_Mod (first control),
+# InWRte, ChaGriSet (last). The role's table names only what the role code uses, so these are
+# fixed here; tests/firmware/test_micropython.py checks them against protocols' DeviceMap.
+OFF_FIRST, OFF_IN_W, OFF_LAST = 5, 13, 17
+
+
+def addresses():
+    """(first control, InWRte, ChaGriSet) register addresses in the battery's map."""
+    base = role_table("battery").TABLE[124][0]
+    return base + OFF_FIRST, base + OFF_IN_W, base + OFF_LAST
 
 
 def build():
-    size, fixed, table, _ = sunspec_tables.layout("battery")
-    bank = RegisterBank(sunspec_tables.BASE, size)
-    for addr, value in fixed:
-        bank.set(addr, value)
-    base, points = table[124]
-    first = base + points[CONTROLS[0]][0]
-    last = base + points[CONTROLS[-1]][0]
-    bank.allow_write(first, last - first + 1)
-    in_w = base + points["InWRte"][0]
-    cha_gri = base + points["ChaGriSet"][0]
+    table = role_table("battery")
+    bank = RegisterBank(BASE, table.SIZE)
+    bank.regs[:] = table.IMAGE
+    first, in_w, cha_gri = addresses()
+    bank.allow_write(first, cha_gri - first + 1)
 
     def on_write(addr, count):
         if addr <= in_w < addr + count and not -10000 <= bank.get_signed(in_w) <= 10000:
@@ -39,7 +42,7 @@ def build():
         return 0
 
     bank.on_write(on_write)
-    return bank, (first, last - first + 1)
+    return bank, (first, cha_gri - first + 1)
 
 
 class _Run:

@@ -12,7 +12,8 @@
 //   same fresh interpreter, back at the friendly REPL. The filesystem survives both, as flash
 //   does. main.py is NOT run after a reset: its asyncio.run() loop cannot run inside the port's
 //   event-driven REPL (the port's asyncio has no run(); it rides the JS event loop).
-// run: copy <repo root>/firmware/*.py to /firmware and firmware/main.py to /main.py, run the
+// run: copy <repo root>/firmware/*.py (and *.mpy: a root compiled with mpy-cross, as `gridpeer
+//   flash` installs it) to /firmware and firmware/main.py to /main.py, run the
 //   script with top-level await allowed (the port's asyncio runs on Node's event loop), print its
 //   output, exit 1 if it raised.
 import { readFileSync, readdirSync, statSync } from "node:fs";
@@ -31,7 +32,7 @@ function copyFirmware(mp) {
         if (name === "__pycache__") continue;
         mp.FS.mkdir(target);
         copyTree(path);
-      } else if (name.endsWith(".py")) {
+      } else if (name.endsWith(".py") || name.endsWith(".mpy")) {  // source, or as flashed
         mp.FS.writeFile(target, readFileSync(path));
       }
     }

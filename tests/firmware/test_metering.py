@@ -24,14 +24,15 @@ SEQ = st.integers(0, 2**32 - 2)
 DEVICE = st.text("abcXYZ019._-", min_size=1, max_size=32)
 
 
-def run_micropython(tmp_path: Path, script: str) -> list[str]:
-    """Run ``script`` on the WebAssembly port with firmware/ on its filesystem; its output lines."""
+def run_micropython(tmp_path: Path, script: str, root: Path = ROOT) -> list[str]:
+    """Run ``script`` on the WebAssembly port with ``root``'s firmware/ on its filesystem; its
+    output lines."""
     node = shutil.which("node")
     require(node is not None, "node is not installed")
     require((PACKAGE / "micropython.mjs").exists(), "run `npm install` for the MicroPython port")
     path = tmp_path / "script.py"
     path.write_text(script)
-    run = subprocess.run([node, str(BRIDGE), str(ROOT), "run", str(path)], capture_output=True,
+    run = subprocess.run([node, str(BRIDGE), str(root), "run", str(path)], capture_output=True,
                          text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stderr
     return run.stdout.splitlines()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from protocols.sunspec.devices import DeviceMap
 from tests._require import require
 from tests.firmware import frames, mp_driver
 
@@ -51,3 +52,12 @@ def test_micropython_matches_cpython_byte_for_byte(tmp_path: Path) -> None:
           f"peak {peak} B during a request (ESP32 budget {ESP32_BUDGET} B)")
     assert int(requests) == len(records)
     assert int(live) <= int(peak) < ESP32_BUDGET
+
+
+def test_driver_control_offsets_match_model_124() -> None:
+    dmap = DeviceMap.for_role("battery")
+    base = dmap.block(124).address
+    assert mp_driver.addresses() == tuple(
+        dmap.address(124, name) for name in ("StorCtl_Mod", "InWRte", "ChaGriSet"))
+    assert (mp_driver.OFF_FIRST, mp_driver.OFF_LAST) == (
+        dmap.address(124, "StorCtl_Mod") - base, dmap.address(124, "ChaGriSet") - base)

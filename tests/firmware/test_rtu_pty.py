@@ -17,11 +17,10 @@ from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ExceptionResponse
 
-from firmware import sunspec_tables
 from firmware.modbus.bank import RegisterBank
 from firmware.modbus.rtu import RtuServer, request_length
 from tests._require import require
-from tests.firmware.mp_driver import build
+from tests.firmware.mp_driver import addresses, build
 
 
 @contextlib.asynccontextmanager
@@ -56,9 +55,7 @@ async def rtu_on_pty(server: RtuServer) -> AsyncIterator[str]:
 async def test_pymodbus_serial_client_reads_and_writes_over_a_pty() -> None:
     require(hasattr(os, "openpty"), "no pty support on this OS")
     bank, _ = build()
-    _, _, table, _ = sunspec_tables.layout("battery")
-    base, points = table[124]
-    in_w = base + points["InWRte"][0]
+    _, in_w, _ = addresses()
     async with rtu_on_pty(RtuServer(3, bank)) as path:
         client = AsyncModbusSerialClient(path, baudrate=115200, timeout=1, retries=0)
         assert await client.connect()

@@ -16,13 +16,14 @@ import sunspec2.mb as ss_mb
 import sunspec2.mdef as ss_mdef
 
 from protocols.sunspec import ROLE_MODELS, DeviceMap, ModelError, decode, encode, load_model
-from protocols.sunspec.models import ModelDef, PointDef
+from protocols.sunspec.models import VENDOR_MODELS, ModelDef, PointDef
 
 VENDOR_JSON = Path(__file__).resolve().parents[2] / "protocols" / "sunspec" / "model_64200.json"
 
 
 def _ss_model(model: ModelDef, regs: list[int]) -> ss_device.Model:
-    model_def = ss_mdef.from_json_file(str(VENDOR_JSON)) if model.id == 64200 else None
+    vendor = VENDOR_MODELS.get(model.id)
+    model_def = ss_mdef.from_json_file(str(vendor)) if vendor is not None else None
     data = struct.pack(f">{len(regs)}H", *regs)
     m = ss_device.Model(model_id=model.id, model_len=model.length, model_def=model_def, data=data)
     assert not m.error_info, m.error_info

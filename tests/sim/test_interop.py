@@ -3,11 +3,13 @@
 import asyncio
 
 import pytest
+import sunspec2.device as ss_device
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusException
 from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
 
 from protocols.sunspec.devices import ROLE_MODELS, SUNS_MARKER, DeviceMap
+from protocols.sunspec.models import VENDOR_MODELS
 from sim_devices.home import HomeSpec
 from sim_devices.world import World
 from tests.sim.conftest import until
@@ -41,7 +43,11 @@ async def test_rtu_over_pty_reads_and_writes_like_a_gateway_on_rs485():
                 await client.read_holding_registers(40000, count=2, device_id=7)
 
 
-async def test_pysunspec2_client_scans_every_served_device():
+async def test_pysunspec2_client_scans_every_served_device(monkeypatch):
+    # pysunspec2 lists only models it has a definition for: give it our vendor models' folder,
+    # as a user of pysunspec2 would (docs/sunspec-vendor-model.md).
+    monkeypatch.setattr(ss_device, "model_defs_path",
+                        [*ss_device.model_defs_path, str(VENDOR_MODELS[64210].parent)])
     world = _world()
     async with world.serve() as served:
         for role in ("meter", "pv", "battery"):
