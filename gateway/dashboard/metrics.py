@@ -1,0 +1,87 @@
+"""``GET /metrics``: the dashboard status in Prometheus text exposition format 0.0.4.
+
+Rendered from the same status dictionary as the page, so a Grafana panel and the dashboard never
+disagree. Every sample carries the ``node`` label: a community's Prometheus scrapes many gateways
+and the instance label alone (an IP address) says nothing to the person reading the graph. A value
+that is unknown right now (stale device) is left out rather than exported as 0, which would draw a
+false drop in every graph.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+Sample = tuple[Mapping[str, str], float | int | None]
+
+
+def escape_label(value: str) -> str:
+    """Label values escape backslash, double quote and newline (and nothing else)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float | int) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def _family(
+    name: str, kind: str, help_text: str, samples: Iterable[Sample], *, node: str
+) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    for labels, value in samples:
+        if value is None:
+            continue
+        pairs = {"node": node, **labels}
+        text = ",".join(f'{k}="{escape_label(v)}"' for k, v in pairs.items())
+        lines.append(f"{name}{{{text}}} {_number(value)}")
+    return lines
+
+
+def render(status: Mapping[str, Any]) -> str:
+    """The exposition text for one status (``build_status``'s output)."""
+    node = str(status["node"])
+    battery = status.get("battery") or {}
+    devices: Mapping[str, Mapping[str, Any]] = status.get("devices") or {}
+    rejections: Mapping[str, int] = status.get("rejections") or {}
+    flows: Mapping[str, int | None] = status.get("flows") or {}
+    earned: Mapping[str, int] = status.get("earnings") or {}
+    families: list[tuple[str, str, str, list[Sample]]] = [
+        ("gridpeer_battery_soc_percent", "gauge", "Battery state of charge.",
+         [({}, battery.get("soc_pct"))]),
+        ("gridpeer_power_watts", "gauge",
+         "Power by flow: grid + import, battery + charge, pv production, home consumption.",
+         [({"flow": flow.removesuffix("_w")}, value) for flow, value in flows.items()]),
+        ("gridpeer_battery_setpoint_watts", "gauge", "Battery setpoint last written (+ charge).",
+         [({}, battery.get("setpoint_w"))]),
+        ("gridpeer_safe_mode", "gauge", "1 while the gateway is in safe mode (no market dispatch).",
+         [({}, int(status.get("mode") == "safe"))]),
+        ("gridpeer_devices_stale", "gauge", "Number of devices whose data must not be acted on.",
+         [({}, sum(1 for d in devices.values() if d.get("stale")))]),
+        ("gridpeer_device_stale", "gauge", "1 when this device's data is stale.",
+         [({"device": name}, int(bool(d.get("stale")))) for name, d in devices.items()]),
+        ("gridpeer_device_polls_total", "counter", "Polls of each device since start.",
+         [({"device": name}, d.get("polls")) for name, d in devices.items()]),
+        ("gridpeer_device_poll_failures_total", "counter", "Failed polls of each device.",
+         [({"device": name}, d.get("failures")) for name, d in devices.items()]),
+        ("gridpeer_rejections_total", "counter", "Peer messages rejected, by reason.",
+         [({"reason": reason}, count) for reason, count in sorted(rejections.items())]),
+        ("gridpeer_money_today_micro", "gauge", "Net money today in micro-units (+ = paid).",
+         [({}, status.get("money_today"))]),
+        ("gridpeer_earnings_micro", "gauge", "Money earned in micro-units (+ = received).",
+         [({"period": period}, value) for period, value in earned.items()]),
+    ]
+    lines: list[str] = []
+    for name, kind, help_text, samples in families:
+        lines += _family(name, kind, help_text, samples, node=node)
+    return "\n".join(lines) + "\n"

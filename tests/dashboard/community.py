@@ -1,0 +1,90 @@
+"""Real homes for the dashboard tests: embedded broker, simulated devices over Modbus TCP, and
+GatewayNodes provisioned exactly as ``gridpeer demo`` does it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from gateway.broker import EmbeddedBroker
+from gateway.clock import Clock
+from gateway.community import Timing, provision
+from gateway.config import load_config
+from gateway.demo import DEMO_HOMES
+from gateway.identity import load_certificate, load_key_file
+from gateway.node import Event, GatewayNode, running
+from sim_devices.home import HomeSpec
+from sim_devices.world import World
+
+
+def make_node(config_path: Path, clock: Clock,
+              on_event: Callable[[Event], None] = lambda _e: None) -> GatewayNode:
+    config = load_config(config_path)
+    envelope, _ = load_certificate(config.certificate_file)
+    return GatewayNode(config=config, key=load_key_file(config.key_file), certificate=envelope,
+                       clock=clock, on_event=on_event)
+
+
+@contextlib.asynccontextmanager
+async def community(
+    out: Path, *, homes: Sequence[HomeSpec] = DEMO_HOMES,
+    on_event: Callable[[Event], None] = lambda _e: None,
+) -> AsyncIterator[dict[str, GatewayNode]]:
+    """Running gateways by name, each with fresh meter and battery readings."""
+    timing = Timing()
+    world = World(homes=homes, seed=7, speed=timing.speed, start_s=10 * 3600)
+    async with EmbeddedBroker() as broker, world.serve() as served:
+        clock = Clock(origin_ms=world.now_ms, speed=timing.speed)
+        addresses = {(h.name, role): served.address(h.name, role)
+                     for h in homes for role in ("meter", "battery", "pv")}
+        configs = provision(out, homes, addresses, broker_url=broker.url, timing=timing)
+        nodes = {path.parent.name: make_node(path, clock, on_event) for path in configs}
+        async with contextlib.AsyncExitStack() as stack:
+            for node in nodes.values():
+                await stack.enter_async_context(running(node))
+            async with asyncio.timeout(10):
+                while not all(n.snapshot()["battery"] and n.snapshot()["meter"]
+                              for n in nodes.values()):
+                    await asyncio.sleep(0.05)
+            yield nodes
+
+
+async def http(url: str, method: str = "GET", path: str = "/", *, body: bytes = b"",
+               headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One request over a fresh connection (``connection: close``); status, headers, body."""
+    head = {"host": "dashboard", "connection": "close", **(headers or {})}
+    if body or method in ("PUT", "POST"):
+        head["content-length"] = str(len(body))
+    raw = f"{method} {path} HTTP/1.1\r\n".encode()
+    raw += b"".join(f"{k}: {v}\r\n".encode() for k, v in head.items()) + b"\r\n" + body
+    return parse_response(await exchange(url, raw))
+
+
+async def exchange(url: str, raw: bytes) -> bytes:
+    """Send raw bytes, read until the server closes."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            return await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def parse_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    assert len(body) == int(headers["content-length"]), (headers, body)
+    return status, headers, body

@@ -1,0 +1,175 @@
+"""The dashboard page in headless Chromium against a real gateway of the demo community.
+
+The page polls the API every second while the community runs at 300x, so the node the dashboard
+reads is held still between the test's ``freeze()`` calls (``Frozen``: the real node's snapshot,
+PV reading and ledger, taken at one moment). That makes "the page shows what the API returns" an
+exact comparison, and "the page updates" a visible change after the next ``freeze()``.
+"""
+
+import asyncio
+import importlib.util
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from gateway.dashboard import Dashboard
+from gateway.dashboard.app import Request
+from gateway.node import GatewayNode
+from tests._require import require
+from tests.dashboard.community import community
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+
+
+class Frozen:
+    """A real node's state, read at the last ``freeze()``; preferences go to the real node."""
+
+    def __init__(self, node: GatewayNode) -> None:
+        self._node = node
+        self.config, self.timing, self.ledger = node.config, node.timing, node.ledger
+        self.freeze()
+
+    def freeze(self) -> None:
+        self._snapshot = self._node.snapshot()
+        pv = self._node.pv
+        assert pv is not None
+        self.pv = SimpleNamespace(stale=pv.stale, latest=pv.latest)
+
+    def snapshot(self) -> dict[str, Any]:
+        return self._snapshot
+
+    def update_preferences(self, prefs) -> None:
+        self._node.update_preferences(prefs)
+
+
+def _fixed(value: float, places: int) -> str:
+    """JavaScript's ``toFixed``: the exact binary value, rounded half away from zero."""
+    return str(Decimal(value).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+
+
+def expected_text(kind: str, value: Any) -> str:
+    """What app.js's FORMATS show for ``value``."""
+    if value is None or value == "":
+        return "" if kind == "text" else "—"
+    return {
+        "text": lambda v: str(v),
+        "int": lambda v: str(v),
+        "time": lambda v: datetime.fromtimestamp(v / 1000, UTC).strftime("%H:%M") + " UTC",
+        "w": lambda v: _fixed(v / 1000, 2) + " kW" if abs(v) >= 1000 else f"{round(v)} W",
+        "pct": lambda v: _fixed(v, 1) + " %",
+        "wh": lambda v: f"{round(v)} Wh",
+        "price": lambda v: _fixed(v / 10, 1) + " c/kWh",
+        "money": lambda v: _fixed(v / 1e6, 3) + " €",
+        "paid": lambda v: _fixed(-v / 1e6, 3) + " €",
+    }[kind](value)
+
+
+def pick(status: dict[str, Any], path: str) -> Any:
+    value: Any = status
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+_READ_DOM = """
+return [document.body.dataset.nowMs || null,
+        Array.from(document.querySelectorAll('[data-field]'),
+                   el => [el.dataset.field, el.dataset.format, el.textContent]),
+        document.querySelectorAll('#devices tr').length,
+        document.getElementById('link').textContent];
+"""
+
+_SUBMIT = """
+const form = document.getElementById('prefs');
+document.getElementById('prefs-result').textContent = '';
+form.elements.reserve_pct.value = arguments[0];
+form.querySelector('button').click();
+"""
+_RESULT = "return document.getElementById('prefs-result').textContent;"
+
+
+def open_browser(profile: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM  # with both paths given, Selenium Manager never runs
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+                f"--user-data-dir={profile}", "--window-size=1200,1250"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+async def test_page_shows_the_api_values_and_updates(tmp_path):
+    require(shutil.which(CHROMIUM) is not None and shutil.which(CHROMEDRIVER) is not None,
+            "headless Chromium: apt-get install -y chromium chromium-driver")
+    require(importlib.util.find_spec("selenium") is not None, "pip install selenium")
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(max_workers=1)  # selenium blocks: keep it off the event loop
+
+    async def call(fn, *args):
+        return await loop.run_in_executor(pool, fn, *args)
+
+    async with community(tmp_path / "community") as nodes:
+        node = nodes["home-1"]
+        async with asyncio.timeout(30):  # an interval has been cleared and settled
+            while node.ledger is None or node.ledger.last() is None:
+                await asyncio.sleep(0.1)
+        frozen = Frozen(node)
+        async with Dashboard(node=frozen, port=0) as dashboard:
+            browser = await call(open_browser, tmp_path / "chromium-profile")
+            try:
+                await call(browser.get, dashboard.url)
+
+                async def page_matches_api() -> dict[str, str]:
+                    """Wait until every value on the page is the API's; returns field texts."""
+                    api = dashboard.app.handle(Request(method="GET", target="/api/status",
+                                                       headers={}))
+                    status = json.loads(api.body)
+                    async with asyncio.timeout(10):
+                        while True:
+                            now_ms, fields, rows, link = await call(browser.execute_script,
+                                                                    _READ_DOM)
+                            want = {f: expected_text(k, pick(status, f)) for f, k, _ in fields}
+                            got = {f: text for f, _, text in fields}
+                            if now_ms == str(status["now_ms"]) and got == want:
+                                assert rows == len(status["devices"]) and link == "live"
+                                return got
+                            await asyncio.sleep(0.2)
+
+                first = await page_matches_api()
+                assert first["node"] == "home-1"
+                assert first["last_clearing.interval"] != "—"
+                assert first["battery.soc_pct"].endswith(" %")
+                assert first["flows.pv_w"].endswith("W")
+                await call(browser.save_screenshot, str(tmp_path / "first.png"))
+                await asyncio.sleep(1.5)  # 7.5 simulated minutes pass
+                frozen.freeze()
+                second = await page_matches_api()
+                assert second["now_ms"] != first["now_ms"]  # the clock on the page moved on
+                await call(browser.save_screenshot, str(tmp_path / "dashboard.png"))
+
+                # the preferences form: the server's 422 names the field; a good value is applied
+                async def submit(reserve: str) -> str:
+                    await call(browser.execute_script, _SUBMIT, reserve)
+                    async with asyncio.timeout(10):
+                        while not (text := await call(browser.execute_script, _RESULT)):
+                            await asyncio.sleep(0.1)
+                    return str(text)
+
+                assert (await submit("150")).startswith("reserve_pct: ")
+                assert node.prefs.reserve_pct == 20
+                assert await submit("30") == "saved"
+                assert node.prefs.reserve_pct == 30
+            finally:
+                await call(browser.quit)
+                pool.shutdown(wait=True)
+    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+    DOCS_SCREENSHOT.write_bytes((tmp_path / "dashboard.png").read_bytes())
