@@ -44,12 +44,16 @@ class Timing:
     revert_s: int = 600
     ramp_w_per_s: float = 50
     speed: float = 300.0
+    physics_step_ms: int = 1000
+    """The world's physics step; coarser steps let a fast run keep up with its clock."""
 
 
 @dataclass(slots=True)
 class CommunityLog:
     """Every gateway's events, grouped by interval; an interval is complete once every home closed
-    it with a market outcome (the interval in progress at start-up has none and is left out)."""
+    it as a market interval (the one in progress at start-up was not traded and is left out). An
+    interval without an outcome at some gateway (it never heard a quorum) still completes: the
+    run must not wait for an outcome that will not come."""
 
     homes: tuple[str, ...]
     bids: dict[int, dict[str, BidMade]] = field(default_factory=lambda: defaultdict(dict))
@@ -60,7 +64,7 @@ class CommunityLog:
         """Record an event; returns the interval it completed, if any."""
         if isinstance(event, BidMade):
             self.bids[event.interval][event.node] = event
-        elif isinstance(event, IntervalClosed) and event.outcome is not None:
+        elif isinstance(event, IntervalClosed) and event.in_market:
             self.closed[event.interval][event.node] = event
             if len(self.closed[event.interval]) == len(self.homes):
                 self.complete.append(event.interval)
@@ -158,7 +162,8 @@ async def run_community(
     ``on_event`` sees every gateway event with the world (ground truth) and the log so far.
     """
     out.mkdir(parents=True, exist_ok=True)
-    world = World(homes=homes, seed=seed, speed=timing.speed, start_s=start_s)
+    world = World(homes=homes, seed=seed, speed=timing.speed, start_s=start_s,
+                  dt_ms=timing.physics_step_ms)
     log = CommunityLog(homes=tuple(h.name for h in homes))
     finished = asyncio.Event()
 
@@ -176,12 +181,23 @@ async def run_community(
         if on_start is not None:
             on_start(url)
         async with contextlib.AsyncExitStack() as stack:
+            tasks = []
             for path in configs:
                 config = load_config(path)
                 envelope, _ = load_certificate(config.certificate_file)
                 node = GatewayNode(config=config, key=load_key_file(config.key_file),
                                    certificate=envelope, clock=clock, on_event=collect,
                                    trade=trade)
-                await stack.enter_async_context(running(node))
-            await finished.wait()
+                tasks.append(await stack.enter_async_context(running(node)))
+            done_waiter = asyncio.create_task(finished.wait(), name="community-finished")
+            try:
+                done, _ = await asyncio.wait({done_waiter, *tasks},
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                done_waiter.cancel()
+            for task in done:
+                if task is not done_waiter:
+                    # a gateway stopped by itself: surface its error instead of waiting forever
+                    task.result()
+                    raise RuntimeError(f"{task.get_name()} stopped before the run finished")
     return log, world

@@ -67,6 +67,8 @@ class IntervalClosed:
     setpoint_w: int
     soc_pct: float
     settlement: SettlementFigures | None
+    in_market: bool
+    """False for the interval already running when the gateway started (it never traded it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,6 +466,10 @@ class GatewayNode:
                 metered = round(net_wh - record.meter_start_wh)
             self._record(k + 1).meter_start_wh = net_wh
         outcome = record.outcome if record is not None else None
+        if outcome is None and k >= self._first_traded:
+            # No quorum was ever heard (broker away, outcome pending): the interval ran in safe
+            # mode and its metered energy is still settled, with the grid, and recorded.
+            outcome = Abstained(interval=k, reason="no-outcome")
         figures = None
         if outcome is not None:
             position = outcome.position if isinstance(outcome, Agreed) else None
@@ -480,7 +486,7 @@ class GatewayNode:
             node=self.name, interval=k, outcome=outcome, metered_wh=metered,
             setpoint_w=self.state.setpoint_w,
             soc_pct=battery.soc_pct if battery is not None else float("nan"),
-            settlement=figures,
+            settlement=figures, in_market=k >= self._first_traded,
         ))
 
 

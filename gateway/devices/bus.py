@@ -22,12 +22,14 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from pymodbus import exceptions as pymodbus_errors
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.pdu import ModbusPDU
 
+from gateway.aio import reraise_swallowed_cancel
 from gateway.devices.errors import (
     BadDeviceData,
     DeviceError,
@@ -159,6 +161,7 @@ class ModbusBus:
                 async with self._lock:
                     response = await self._attempt(request)
             except DeviceError as exc:
+                reraise_swallowed_cancel(exc)
                 _log.debug("%s unit %d attempt %d failed: %s", self._label, unit, attempt, exc)
                 if attempt >= self._retries:
                     self.stats.failures += 1
@@ -183,11 +186,20 @@ class ModbusBus:
             self.stats.connects += 1
             if not await self._client.connect():
                 raise DeviceUnreachable(f"cannot open {self._label}")
+        # The request runs in its own task behind a shield: on Python 3.11 pymodbus's internal
+        # wait_for can ignore a cancel and wait for an answer that never comes, which would hang
+        # the gateway's shutdown. Cancelling us closes the link and abandons the request instead.
+        inner = asyncio.ensure_future(request(self._client))
+        inner.add_done_callback(_consume)
         try:
             # pymodbus enforces timeout_s itself; this outer bound only guards against a pymodbus
             # path that forgets to (it must never be what fires in practice).
             async with asyncio.timeout(self._timeout_s * 2 + 1.0):
-                return await request(self._client)
+                return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            self._client.close()
+            inner.cancel()
+            raise
         except (TimeoutError, pymodbus_errors.ModbusIOException) as exc:
             self.stats.timeouts += 1
             self._client.close()
@@ -200,6 +212,12 @@ class ModbusBus:
         except pymodbus_errors.ModbusException as exc:
             self._client.close()
             raise BadDeviceData(f"{self._label}: {exc}") from exc
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned request's outcome so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 class ModbusTcpBus(ModbusBus):

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from gateway.aio import reraise_swallowed_cancel
 from gateway.devices.errors import DeviceError
 
 _log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class DevicePoller(Generic[R]):
             async with asyncio.timeout(self._poll_timeout_s):
                 reading = await self._driver.read()
         except (DeviceError, TimeoutError) as exc:
+            reraise_swallowed_cancel(exc)
             self._failures += 1
             self._consecutive += 1
             self._last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -147,3 +149,4 @@ class DevicePoller(Generic[R]):
         """Return once ``predicate(self)`` holds, re-checked after every poll."""
         async with self._changed:
             await self._changed.wait_for(lambda: predicate(self))
+
