@@ -3,6 +3,12 @@
 ``home_step`` is pure (state in, state out); the only thing that is not a plain value is
 ``HomeProfiles``, the seeded weather and load noise, which are deterministic functions of time.
 The world (``sim_devices/world.py``) owns the clock and the devices around it.
+
+A home may also have a DC-DC converter between its battery and the community's DC bus
+(``HomeSpec.dcdc``). The converter's port works on the battery's DC side, beside the battery
+inverter: ``port_bounds`` says what the battery can take or give this step (the bus physics
+decides the flow within it) and ``home_dc_step`` books that flow into the cells before the AC
+step. ``dc_port_mj`` counts it, so a home on a bus still balances to the millijoule.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from sim_devices.dcbus import ConverterFlow, ConverterSpec, PortBounds
 from sim_devices.physics import (
     MJ_PER_WH,
     BatterySpec,
@@ -53,6 +60,8 @@ class HomeSpec:
     flex_w: int = 0
     flex_wh: int = 0
     seed: int | None = None
+    dcdc: ConverterSpec | None = None
+    """A DC-DC converter from the battery onto the community's DC bus (``World(dc_bus=...)``)."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -108,6 +117,8 @@ class HomeState:
     """Base plus flexible load energy consumed since the start (for conservation checks)."""
     loss_mj: int = 0
     """Battery conversion losses since the start."""
+    dc_port_mj: int = 0
+    """Energy the DC-DC converter's port put into the battery since the start (− = took out)."""
 
 
 def home_initial(spec: HomeSpec, *, t_ms: int) -> HomeState:
@@ -139,20 +150,60 @@ def home_step(spec: HomeSpec, profiles: HomeProfiles, state: HomeState, *, dt_ms
         meter=meter_step(state.meter, grid_w=grid_w, dt_ms=dt_ms),
         load_w=load_w + flex.power_w,
         load_mj=state.load_mj + (load_w + flex.power_w) * dt_ms,
-        loss_mj=state.loss_mj + battery.loss_mj)
+        loss_mj=state.loss_mj + battery.loss_mj, dc_port_mj=state.dc_port_mj)
+
+
+_ANY_W = 10**9
+"""A command beyond every rating: ``battery_step`` clamps it to what the battery can do."""
+
+
+def port_bounds(spec: HomeSpec, state: HomeState, *, dt_ms: int) -> PortBounds:
+    """What the battery can take or give through the converter's port during the next step.
+
+    Asked of ``battery_step`` itself, which clamps a command monotonically, so any power within
+    these bounds is achieved exactly when ``home_dc_step`` books it (over ``dt_ms`` or less). The
+    battery's power rating applies to the port as to its inverter; the converter's own current
+    rating is the bus's to apply.
+    """
+    battery = spec.battery_spec()
+    return PortBounds(
+        charge_w=battery_step(battery, state.battery, command_w=_ANY_W, dt_ms=dt_ms).power_w,
+        discharge_w=-battery_step(battery, state.battery, command_w=-_ANY_W,
+                                  dt_ms=dt_ms).power_w)
+
+
+def home_dc_step(spec: HomeSpec, state: HomeState, *, flow: ConverterFlow) -> HomeState:
+    """Book the converter port's ``flow`` into the battery (before ``home_step`` for the AC side).
+
+    Raises ``PhysicsError`` if the battery cannot do exactly what the bus decided: the bus must
+    stay within ``port_bounds``, or energy would appear from nowhere.
+    """
+    if not flow.on_ms or not flow.port_w:
+        return state
+    battery = battery_step(spec.battery_spec(), state.battery, command_w=flow.port_w,
+                           dt_ms=flow.on_ms)
+    if battery.power_w != flow.port_w:
+        raise PhysicsError(f"home {spec.name}: battery took {battery.power_w} W of the "
+                           f"converter's {flow.port_w} W; the bus ignored its port bounds")
+    return HomeState(
+        t_ms=state.t_ms, pv=state.pv, battery=battery, flex=state.flex, meter=state.meter,
+        load_w=state.load_w, load_mj=state.load_mj, loss_mj=state.loss_mj + battery.loss_mj,
+        dc_port_mj=state.dc_port_mj + flow.port_w * flow.on_ms)
 
 
 def energy_imbalance_mj(start: HomeState, end: HomeState) -> int:
     """Sources minus sinks between two states, from independent counters; 0 when energy is kept.
 
-    Sources: grid import, PV. Sinks: grid export, loads, energy now in the cells, losses.
+    Sources: grid import, PV, the DC-DC converter's port. Sinks: grid export, loads, energy now
+    in the cells, losses.
     """
     sources = ((end.meter.import_mj - start.meter.import_mj)
-               + (end.pv.energy_mj - start.pv.energy_mj))
+               + (end.pv.energy_mj - start.pv.energy_mj)
+               + (end.dc_port_mj - start.dc_port_mj))
     sinks = ((end.meter.export_mj - start.meter.export_mj) + (end.load_mj - start.load_mj)
              + (end.battery.stored_mj - start.battery.stored_mj) + (end.loss_mj - start.loss_mj))
     return sources - sinks
 
 
 __all__ = ["MJ_PER_WH", "HomeProfiles", "HomeSpec", "HomeState", "energy_imbalance_mj",
-           "home_initial", "home_step"]
+           "home_dc_step", "home_initial", "home_step", "port_bounds"]

@@ -8,6 +8,12 @@ the physics through the fake HAL. One world step is:
 2. physics follows what the role code commanded through the HAL (battery power, PV limit);
 3. the physics results go back into the HAL; role code publishes them into registers.
 
+Homes with a DC-DC converter share one DC bus (``World(dc_bus=DcBusSpec(...))``). Their
+converters are served as role "dcdc" and run the firmware's converter role; each step, after the
+roles' reversion and before the homes' AC physics, the bus physics (``sim_devices/dcbus.py``)
+moves energy between the homes' batteries through the bus, and the converters then read back the
+bus voltage, their current and the bus protection's trip.
+
 The world steps in fixed ``dt_ms`` increments of simulated time, so a run is reproducible from its
 seed and does not depend on how fast the host is; ``serve`` only decides *when* (in real time) the
 next steps happen, from ``speed``.
@@ -20,18 +26,36 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 
-from firmware.hal.fake import FakeBatteryStage, FakeClock, FakeMeterIC, FakePvStage
+from firmware.hal.fake import FakeBatteryStage, FakeClock, FakeDcStage, FakeMeterIC, FakePvStage
 from firmware.modbus.bank import RegisterBank
 from firmware.roles.battery import BatteryRole
 from firmware.roles.common import Points
+from firmware.roles.dcdc import DcdcRole
 from firmware.roles.meter import MeterRole
 from firmware.roles.pv import PvRole
 from protocols.sunspec.devices import DeviceMap
+from sim_devices.dcbus import (
+    BusState,
+    ConverterCommand,
+    ConverterFlow,
+    DcBusSpec,
+    bus_initial,
+    bus_step,
+)
 from sim_devices.faults import FaultSpec
-from sim_devices.home import HomeProfiles, HomeSpec, HomeState, home_initial, home_step
+from sim_devices.home import (
+    HomeProfiles,
+    HomeSpec,
+    HomeState,
+    home_dc_step,
+    home_initial,
+    home_step,
+    port_bounds,
+)
 from sim_devices.physics import MJ_PER_WH, PhysicsError
 
 ROLES = ("meter", "pv", "battery")
+"""The devices every home has; a home with ``HomeSpec.dcdc`` also has a "dcdc" converter."""
 _NOMINAL_V_X10 = 2300
 _BATTERY_V_X10 = 500
 
@@ -77,6 +101,27 @@ class PvReading:
 
 
 @dataclass(frozen=True, slots=True)
+class BusReading:
+    """Ground truth of the DC bus for tests."""
+
+    voltage_v: float
+    tripped: bool
+    state: BusState
+
+
+class DcPortMeter:
+    """The converter's local-port meter (the role's ``port``): the simulator writes it."""
+
+    def __init__(self) -> None:
+        self.w = 0
+        self.v_x10 = _BATTERY_V_X10
+        self.a_x100 = 0
+
+    def sample(self) -> tuple[int, int, int]:
+        return self.w, self.v_x10, self.a_x100
+
+
+@dataclass(frozen=True, slots=True)
 class MeterReading:
     """Grid connection: + = import."""
 
@@ -89,7 +134,7 @@ class Home:
     """One home: spec, physics state and its three devices, stepped by the world."""
 
     def __init__(self, spec: HomeSpec, *, world_seed: int, t_ms: int,
-                 faults: Mapping[str, FaultSpec]) -> None:
+                 faults: Mapping[str, FaultSpec], dc_bus: DcBusSpec | None = None) -> None:
         self.spec = spec
         self._profiles = HomeProfiles(spec, world_seed=world_seed)
         self.state: HomeState = home_initial(spec, t_ms=t_ms)
@@ -97,8 +142,9 @@ class Home:
         self.hal_meter = FakeMeterIC()
         self.hal_pv = FakePvStage()
         self.hal_battery = FakeBatteryStage()
+        roles = ROLES + ("dcdc",) if spec.dcdc is not None else ROLES
         self.devices = {role: Device(role=role, home=spec.name, faults=faults.get(role))
-                        for role in ROLES}
+                        for role in roles}
         self._write_hal()
         self.meter_role = MeterRole(self.devices["meter"].points, front_end=self.hal_meter,
                                     serial=f"{spec.name}-meter")
@@ -109,6 +155,22 @@ class Home:
             serial=f"{spec.name}-battery", capacity_wh=spec.battery_wh,
             max_charge_w=spec.battery_max_w, max_discharge_w=spec.battery_max_w,
             soc_min_pct=spec.soc_min_pct, soc_max_pct=spec.soc_max_pct)
+        self.hal_dcdc: FakeDcStage | None = None
+        self.dcdc_role: DcdcRole | None = None
+        self.dc_flow = ConverterFlow()
+        """The converter's flow in the last step (ground truth for tests)."""
+        self.dc_port = DcPortMeter()
+        if spec.dcdc is not None:
+            if dc_bus is None:
+                raise PhysicsError(f"home {spec.name} has a DC-DC converter but the world has "
+                                   "no dc_bus")
+            self.hal_dcdc = FakeDcStage()
+            self.hal_dcdc.bus_v_x10 = dc_bus.nominal_v * 10
+            self.dcdc_role = DcdcRole(
+                self.devices["dcdc"].points, stage=self.hal_dcdc, clock=self.clock,
+                serial=f"{spec.name}-dcdc", rated_a_x100=spec.dcdc.max_a * 100,
+                v_nom_x10=dc_bus.nominal_v * 10, v_min_x10=dc_bus.v_min * 10,
+                v_max_x10=dc_bus.v_max * 10, port=self.dc_port)
 
     @property
     def name(self) -> str:
@@ -129,10 +191,35 @@ class Home:
         m = self.state.meter
         return MeterReading(m.power_w, m.import_wh, m.export_wh)
 
-    def step(self, dt_ms: int) -> None:
+    def dc_command(self) -> ConverterCommand:
+        """What the converter role last commanded its stage; reverts an expired setpoint first."""
+        if self.dcdc_role is None or self.hal_dcdc is None:
+            raise PhysicsError(f"home {self.name} has no DC-DC converter")
+        self.clock.now_ms = self.state.t_ms
+        self.dcdc_role.check_revert()
+        stage = self.hal_dcdc
+        return ConverterCommand(stage.mode, stage.a_set_x100, stage.v_set_x10)
+
+    def dc_publish(self, *, flow: ConverterFlow, bus_v_x10: int, tripped: bool) -> None:
+        """The bus step's result into the converter's HAL, then the role measures and protects."""
+        if self.dcdc_role is None or self.hal_dcdc is None:
+            raise PhysicsError(f"home {self.name} has no DC-DC converter")
+        self.dc_flow = flow
+        stage = self.hal_dcdc
+        stage.w, stage.a_x100 = flow.bus_w, flow.a_x100
+        stage.bus_v_x10, stage.tripped = bus_v_x10, tripped
+        port = self.dc_port
+        port.w, port.v_x10 = flow.port_w, _BATTERY_V_X10
+        port.a_x100 = flow.port_w * 1000 // _BATTERY_V_X10
+        self.dcdc_role.measure()
+
+    def step(self, dt_ms: int, *, dc_flow: ConverterFlow | None = None) -> None:
+        """One step of the home; ``dc_flow`` is what the DC bus decided for its converter."""
         self.clock.now_ms = self.state.t_ms
         self.pv_role.tick()
         self.battery_role.tick()
+        if dc_flow is not None:
+            self.state = home_dc_step(self.spec, self.state, flow=dc_flow)
         self.state = home_step(self.spec, self._profiles, self.state, dt_ms=dt_ms,
                                battery_command_w=self.hal_battery.command_w,
                                pv_limit_w=self.hal_pv.limit_w)
@@ -164,11 +251,13 @@ class World:
     ``start_s`` is the simulated time (seconds since midnight of day 0) the world starts at;
     ``speed`` is simulated seconds per real second while served; ``dt_ms`` the fixed physics step.
     ``faults`` maps ``(home, role)`` to what goes wrong with that device when served.
+    ``dc_bus`` is the DC bus the homes with a converter (``HomeSpec.dcdc``) share.
     """
 
     def __init__(self, *, homes: Iterable[HomeSpec], seed: int = 0, speed: float = 1.0,
                  start_s: float = 0.0, dt_ms: int = 1000,
-                 faults: Mapping[tuple[str, str], FaultSpec] | None = None) -> None:
+                 faults: Mapping[tuple[str, str], FaultSpec] | None = None,
+                 dc_bus: DcBusSpec | None = None) -> None:
         specs = list(homes)
         if not specs:
             raise PhysicsError("a world needs at least one home")
@@ -181,16 +270,23 @@ class World:
             raise PhysicsError(f"dt_ms must be > 0, got {dt_ms}")
         if start_s < 0:
             raise PhysicsError(f"start_s must be >= 0, got {start_s}")
+        if dc_bus is not None and not any(s.dcdc is not None for s in specs):
+            raise PhysicsError("a dc_bus needs at least one home with a DC-DC converter "
+                               "(HomeSpec.dcdc)")
         faults = dict(faults or {})
-        unknown = [key for key in faults if key[0] not in names or key[1] not in ROLES]
+        roles = {s.name: ROLES + (("dcdc",) if s.dcdc is not None else ()) for s in specs}
+        unknown = [key for key in faults if key[0] not in names or key[1] not in roles[key[0]]]
         if unknown:
-            raise PhysicsError(f"faults name unknown devices {unknown}; roles are {ROLES}")
+            raise PhysicsError(f"faults name unknown devices {unknown}; roles are {ROLES} "
+                               "and dcdc for homes with a converter")
         self.seed = seed
         self.speed = speed
         self.dt_ms = dt_ms
         self._now_ms = round(start_s * 1000)
+        self.dc_bus_spec = dc_bus
+        self._bus = bus_initial(dc_bus) if dc_bus is not None else None
         self._homes = {
-            s.name: Home(s, world_seed=seed, t_ms=self._now_ms,
+            s.name: Home(s, world_seed=seed, t_ms=self._now_ms, dc_bus=dc_bus,
                          faults={role: f for (home, role), f in faults.items() if home == s.name})
             for s in specs}
 
@@ -213,10 +309,31 @@ class World:
         except KeyError:
             raise KeyError(f"no home {name!r}; homes are {sorted(self._homes)}") from None
 
+    @property
+    def dc_bus(self) -> BusReading:
+        """The DC bus's voltage, trip and energy counters."""
+        if self._bus is None or self.dc_bus_spec is None:
+            raise PhysicsError("this world has no dc_bus")
+        return BusReading(self.dc_bus_spec.voltage_x10(self._bus.stored_mj) / 10,
+                          self._bus.tripped, self._bus)
+
     def step(self) -> None:
-        """Advance every home by one ``dt_ms``."""
+        """Advance every home by one ``dt_ms``: the DC bus first, then each home."""
+        spec, bus = self.dc_bus_spec, self._bus
+        flows: dict[str, ConverterFlow] = {}
+        if spec is not None and bus is not None:
+            members = {
+                home.name: (home.spec.dcdc, home.dc_command(),
+                            port_bounds(home.spec, home.state, dt_ms=self.dt_ms))
+                for home in self._homes.values() if home.spec.dcdc is not None}
+            self._bus, flows = bus_step(spec, bus, converters=members, dt_ms=self.dt_ms)
         for home in self._homes.values():
-            home.step(self.dt_ms)
+            home.step(self.dt_ms, dc_flow=flows.get(home.name))
+        if spec is not None and self._bus is not None:
+            v_x10 = spec.voltage_x10(self._bus.stored_mj)
+            for name, flow in flows.items():
+                self._homes[name].dc_publish(flow=flow, bus_v_x10=v_x10,
+                                             tripped=self._bus.tripped)
         self._now_ms += self.dt_ms
 
     def advance(self, seconds: float) -> None:

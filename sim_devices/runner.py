@@ -1,0 +1,172 @@
+"""``gridpeer sim run SCENARIO``: serve a scenario's devices for external gateways and HIL rigs.
+
+Every device of every home is served over Modbus TCP (and RTU on a pty with ``--rtu``) while the
+world runs on its simulated clock. The first lines printed are the devices' addresses, one line
+per device in the form a gateway config takes (``tcp://host:port``, ``rtu:///dev/pts/N``), so a
+script can read them off stdout; then the world runs until Ctrl-C (or SIGTERM), which stops it
+cleanly: servers closed, ptys released, exit status 0. With a feeder in the scenario, a line that
+goes above or back below its rating is reported as it happens.
+
+``add_sim_parser`` registers the command on the ``gridpeer`` CLI; ``python -m sim_devices.runner``
+runs the same command on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TextIO
+
+from sim_devices.feeder import FeederFlows, RadialFeeder, bus_net_w
+from sim_devices.scenario import Scenario, ScenarioError, load_scenario
+from sim_devices.world import World
+
+__all__ = ["add_sim_parser", "main", "run_scenario", "serve_until_stopped"]
+
+_FEEDER_CHECK_S = 1.0
+"""Real seconds between feeder checks: often enough for a person watching, cheap for 100 homes."""
+
+
+def _hhmm(seconds: float) -> str:
+    minutes = int(seconds) // 60 % 1440
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+async def run_scenario(scenario: Scenario, *, host: str = "127.0.0.1", rtu: bool = False,
+                       stream: TextIO) -> None:
+    """Serve every device of ``scenario`` and print where; runs until cancelled."""
+    world = scenario.world()
+    async with world.serve(host=host, rtu=rtu) as served:
+        count = 0
+        for home in world.homes:
+            for role in home.devices:
+                bound_host, port = served.address(home.name, role)
+                line = f"{home.name}/{role} tcp://{bound_host}:{port} (unit 1)"
+                if rtu:
+                    line += f" rtu://{served.rtu_path(home.name, role)}"
+                print(line, file=stream, flush=True)
+                count += 1
+        print(f"serving {count} devices of {scenario.name} at {world.speed:g}x simulated time "
+              f"from {_hhmm(world.now_s)}; Ctrl-C stops", file=stream, flush=True)
+        if scenario.feeder is None:
+            await asyncio.Event().wait()
+        else:
+            await _watch_feeder(world, scenario.feeder.radial(), bus_of=scenario.bus_of(),
+                                stream=stream)
+
+
+async def _watch_feeder(world: World, feeder: RadialFeeder, *, bus_of: Mapping[str, str],
+                        stream: TextIO) -> None:
+    """Report each line that goes above its rating, and when it is back within it."""
+    overloaded: set[str] = set()
+    while True:
+        await asyncio.sleep(_FEEDER_CHECK_S)
+        flows = feeder.flows(bus_net_w({h.name: h.meter.power_w for h in world.homes},
+                                       bus_of=bus_of))
+        now = {line.bus for line in flows.overloaded}
+        for message in _feeder_changes(flows, was=overloaded, now=now):
+            print(f"{_hhmm(world.now_s)} feeder: {message}", file=stream, flush=True)
+        overloaded = now
+
+
+def _feeder_changes(flows: FeederFlows, *, was: set[str], now: set[str]) -> list[str]:
+    messages = []
+    for bus in sorted(now - was):
+        line = flows.line(bus)
+        messages.append(f"line {bus} overloaded: {line.peak_w} W of {line.capacity_w} W "
+                        f"({line.loading_pct:.0f} %), losses {line.loss_w} W")
+    for bus in sorted(was - now):
+        messages.append(f"line {bus} back within its rating "
+                        f"({flows.line(bus).loading_pct:.0f} %)")
+    return messages
+
+
+async def serve_until_stopped(scenario: Scenario, *, host: str, rtu: bool, stream: TextIO
+                              ) -> None:
+    """``run_scenario`` until SIGINT or SIGTERM, then stop it and let it clean up.
+
+    The signals only set an event: the serving task is cancelled from here, so its ``async with``
+    blocks close every server and pty before the process exits (no KeyboardInterrupt traceback
+    from the middle of a callback). An error while serving (a port in use) is raised as itself.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    serving = asyncio.create_task(run_scenario(scenario, host=host, rtu=rtu, stream=stream),
+                                  name="sim-run")
+    stopping = asyncio.create_task(stop.wait(), name="sim-stop")
+    try:
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        stopping.cancel()
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+    print("stopped", file=stream, flush=True)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenario", help="a shipped scenario (sunny-street, dc-bus-cluster, "
+                        "feeder-100) or the path of a .toml file")
+    parser.add_argument("--speed", type=_positive_float,
+                        help="simulated seconds per real second (default: the scenario's)")
+    parser.add_argument("--rtu", action="store_true",
+                        help="also serve every device as Modbus RTU unit 1 on its own pty")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to serve Modbus TCP on (default: 127.0.0.1)")
+    parser.set_defaults(func=cmd_sim_run)
+
+
+def add_sim_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``sim run SCENARIO [--speed X] [--rtu] [--host H]`` on a CLI's subcommands."""
+    sim = subparsers.add_parser("sim", help="simulated devices for gateways and test rigs")
+    actions = sim.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
+    run = actions.add_parser("run", help="serve a scenario's devices over Modbus until Ctrl-C")
+    _add_run_arguments(run)
+
+
+def cmd_sim_run(args: argparse.Namespace) -> int:
+    """The ``sim run`` command: 0 after a clean stop; a bad scenario raises ``ScenarioError``."""
+    scenario = load_scenario(args.scenario)
+    if args.speed is not None:
+        scenario = scenario.model_copy(update={"speed": args.speed})
+    asyncio.run(serve_until_stopped(scenario, host=args.host, rtu=args.rtu, stream=sys.stdout))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m sim_devices.runner SCENARIO ...``: the command without the gridpeer CLI."""
+    parser = argparse.ArgumentParser(prog="python -m sim_devices.runner",
+                                     description="Serve a simulated community's devices.")
+    _add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return cmd_sim_run(args)
+    except (ScenarioError, OSError) as exc:
+        print(f"sim run: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C before the servers were up: nothing to clean
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Scenario files shipped with gridpeer (package data: ``load_scenario(name)`` finds them)."""
