@@ -8,6 +8,18 @@ counted reason in :attr:`MarketAgent.rejections`, and the session's actions are 
 
 The clock is injected (a callable returning ms since the epoch), so tests and the demo can run
 intervals of a second or two against real time, and the sessions never read it themselves.
+
+After an interval, :meth:`MarketAgent.settle` publishes this node's signed settlement (retained,
+so a gateway that reconnects can still check it) and the :class:`SettlementBook` checks the
+peers' against the agreed result and keeps each node's reputation. The reputation caps what this
+node offers: :meth:`MarketAgent.submit_bid` *caps* a sell offer at :meth:`offer_cap_wh` rather
+than refusing it, because the excess would only have been exported at feed-in anyway and the
+trader should not lose the whole interval over it; the returned :class:`Bid` says what was
+offered.
+
+A flood is cut before its signatures are checked: once a node has had as many distinct bids
+heard in an interval as the session allows, further live bids on its topic are counted as
+"flood" unread (only verified bids fill the quota, so a forger cannot silence anyone).
 """
 
 from __future__ import annotations
@@ -15,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Literal, Self
 
@@ -37,17 +49,27 @@ from gateway.market.session import (
     State,
     Timing,
 )
+from gateway.market.settlement import MeterKey, MeterReading, SettlementBook, expected_settlement
+from gateway.pki import TlsFiles
 from protocols.clearing import ClearingParams
 from protocols.messages import (
     DEFAULT_MAX_ENVELOPE_BYTES,
+    MAX_ENERGY_WH,
     Bid,
     Commitment,
     MessageError,
+    Settlement,
     SignedEnvelope,
 )
+from protocols.network import Feeder, FeeSchedule
+from protocols.settlement import ReputationRule, offer_cap_wh
 from protocols.signing import Rejected, open_envelope, sign
 
 log = logging.getLogger(__name__)
+
+_KINDS: dict[topics.Kind, Literal["bid", "commit", "settle"]] = {
+    topics.Kind.BIDS: "bid", topics.Kind.COMMIT: "commit", topics.Kind.SETTLE: "settle",
+}
 
 
 class MarketError(RuntimeError):
@@ -74,7 +96,20 @@ class MarketAgent:
         max_payload: int = DEFAULT_MAX_ENVELOPE_BYTES,
         horizon: int = 4,
         tick_s: float = 0.02,
+        tls: TlsFiles | None = None,
+        feeder: Feeder | None = None,
+        fees: FeeSchedule | None = None,
+        meter_keys: Mapping[str, MeterKey] | None = None,
+        reputation_rule: ReputationRule | None = None,
+        energy_interval_ms: int | None = None,
     ) -> None:
+        """``feeder``/``fees``: the community's network (see :mod:`gateway.market.session`).
+        ``meter_keys``: meters whose tags this gateway can check. ``energy_interval_ms``: the
+        physical length of an interval, which turns a certificate's export limit (W) into the Wh
+        a member may offer at full trust; None where intervals are not physical time (tests with
+        home-sized bids in 1 s intervals): the limit is then the protocol's ``MAX_ENERGY_WH``."""
+        if fees is not None and feeder is None:
+            raise MarketError("a fee schedule needs a feeder: fees grow with feeder distance")
         self.community = topics.check_id("community", community)
         self.node = topics.check_id("node", node)
         self._identity = identity
@@ -88,7 +123,7 @@ class MarketAgent:
         self._horizon = horizon
         self._tick_s = tick_s
         self._roster = Roster(community=community, authority_key_hex=authority_key_hex)
-        self._link = PeerLink(broker_url=broker_url, community=community, node=node)
+        self._link = PeerLink(broker_url=broker_url, community=community, node=node, tls=tls)
         self._online: set[str] = set()
         self._sessions: dict[int, IntervalSession] = {}
         self._outcomes: dict[int, asyncio.Future[Outcome]] = {}
@@ -97,6 +132,11 @@ class MarketAgent:
         self._tasks: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._fetched: set[str] = set()
+        self._feeder = feeder
+        self._fees = fees
+        self._energy_interval_ms = energy_interval_ms
+        self._book = SettlementBook(community=community, tariffs=params.tariffs,
+                                    rule=reputation_rule, meter_keys=meter_keys)
         #: Rejected peer messages by reason ("bad-signature", "unknown-key", "equivocation", ...).
         self.rejections: Counter[str] = Counter()
         #: Misbehaviour with its signed proof, for the ledger and the operator.
@@ -161,6 +201,11 @@ class MarketAgent:
         session = self._session(interval, self._clock())
         if session is None or session.state is not State.OPEN:
             raise MarketError(f"{self.node}: the gate of interval {interval} is closed")
+        if side == "sell":
+            cap = self.offer_cap_wh(self.node)
+            if cap <= 0:
+                raise MarketError(f"{self.node}: its certificate allows no export")
+            energy_wh = min(energy_wh, cap)  # capped, not refused: see the module docstring
         bid = Bid(
             community=self.community, interval=interval, node=self.node,
             seq=self._seq[interval], side=side, energy_wh=energy_wh, limit_price=limit_price,
@@ -173,6 +218,55 @@ class MarketAgent:
             topics.bid(self.community, interval, self.node), envelope.to_bytes(), retain=True
         )
         return bid
+
+    def offer_cap_wh(self, node: str) -> int:
+        """The most ``node`` may offer in one interval: its limit scaled by its reputation."""
+        member = self._roster.member(node, now_ms=self._clock())
+        if isinstance(member, Rejected):
+            raise MarketError(f"{node} is not a member now: {member.reason}")
+        limit = MAX_ENERGY_WH
+        if self._energy_interval_ms is not None:
+            limit = member.export_limit_w * self._energy_interval_ms // 3_600_000
+        return offer_cap_wh(reputation=self._book.reputation(node), limit_wh=limit,
+                            rule=self._book.rule)
+
+    def reputation(self, node: str) -> int:
+        """``node``'s smoothed delivery ratio, per-mille, as this gateway has settled it."""
+        return self._book.reputation(node)
+
+    def settlements(self, interval: int) -> dict[str, Settlement]:
+        """The verified settlements of ``interval`` by node (this node's own included)."""
+        return self._book.settlements(interval)
+
+    async def settle(
+        self, interval: int, *, delivered_wh: int, meter_reading: MeterReading
+    ) -> Settlement:
+        """Sign and publish (retained) this node's settlement of an agreed interval that ended.
+
+        ``delivered_wh`` is the metered net energy over the interval (+ import, − export) and
+        ``meter_reading`` the meter's tagged counters at its end. The settlement goes through
+        the same checks as a peer's, so a reading this gateway itself could not verify is never
+        published.
+        """
+        if self._clock() < self._timing.end_ms(interval):
+            raise MarketError(f"{self.node}: interval {interval} has not ended")
+        agreed = self._book.agreed(interval)
+        if agreed is None:
+            raise MarketError(f"{self.node}: interval {interval} has no agreed result to settle")
+        settlement = expected_settlement(
+            agreed, community=self.community, node=self.node, delivered_wh=delivered_wh,
+            reading=meter_reading, tariffs=self._params.tariffs,
+        )
+        refused = [r for r in self._book.on_settlement(settlement) if isinstance(r, Rejected)]
+        if refused:
+            raise MarketError(f"{self.node}: own settlement of {interval}: {refused[0].reason}")
+        await self._link.publish(topics.settle(self.community, interval, self.node),
+                                 sign("settle", settlement, self._identity).to_bytes(),
+                                 retain=True)
+        session = self._sessions.get(interval)
+        if session is not None and session.state is State.DISPATCHING:
+            session.settled()
+        return settlement
 
     async def outcome(self, interval: int) -> Outcome:
         """Wait for interval ``interval`` to be agreed or abstained."""
@@ -207,6 +301,7 @@ class MarketAgent:
             community=self.community, interval=interval, node=self.node,
             identity=self._identity, timing=self._timing, mechanism=self._mechanism,
             params=self._params, active=self._active, quorum=self._quorum,
+            bus_of=self._roster.bus, feeder=self._feeder, fees=self._fees,
         )
         return session
 
@@ -228,7 +323,17 @@ class MarketAgent:
         if self._seq[interval]:
             await self._link.publish(topics.bid(self.community, interval, self.node), b"",
                                      retain=True)
+        if session.state not in (State.OPEN, State.GATE_CLOSED):
+            await self._link.publish(topics.commit(self.community, interval, self.node), b"",
+                                     retain=True)
         del self._seq[interval]
+        # Settlements come after the interval; they are kept ``horizon`` intervals longer.
+        old = interval - self._horizon
+        own = self._book.settlements(old).get(self.node)
+        await self._carry_out(list(self._book.forget(old)))
+        if own is not None:
+            await self._link.publish(topics.settle(self.community, old, self.node), b"",
+                                     retain=True)
         if session.outcome is None and interval in self._outcomes:
             self._outcomes[interval].cancel()
 
@@ -244,31 +349,45 @@ class MarketAgent:
             return [Rejected("bad-topic")]
         if topic.kind is topics.Kind.PRESENCE:
             return self._presence(topic.node, message.payload)
-        if not message.payload or topic.kind is topics.Kind.SETTLE:
-            # An empty retained payload clears an old message; settlements are read by the
-            # settlement layer, not the market session.
-            return []
+        if not message.payload:
+            return []  # an empty retained payload clears an old message
         now = self._clock()
         if topic.kind is topics.Kind.ROSTER:
             return self._roster_message(topic.node, message.payload, now)
-        kind: Literal["bid", "commit"] = "bid" if topic.kind is topics.Kind.BIDS else "commit"
-        verified = open_envelope(message.payload, expected_kind=kind, max_size=self._max_payload)
+        assert topic.interval is not None  # bids, commit and settle topics carry one
+        if topic.kind is topics.Kind.BIDS and not message.retained:
+            flooded = self._sessions.get(topic.interval)
+            if flooded is not None and flooded.saturated(topic.node):
+                return [Rejected("flood")]  # unread: see the module docstring
+        verified = open_envelope(message.payload, expected_kind=_KINDS[topic.kind],
+                                 max_size=self._max_payload)
         if isinstance(verified, Rejected):
             return [verified]
         body = verified.body
-        assert isinstance(body, Bid | Commitment)  # guaranteed by expected_kind
+        assert isinstance(body, Bid | Commitment | Settlement)  # guaranteed by expected_kind
         if body.node != topic.node:
             return [Rejected("node-mismatch")]
         member = self._roster.check(node=topic.node, signer=verified.public_key_hex, now_ms=now)
         if isinstance(member, Rejected):
             return [member]
-        assert topic.interval is not None  # bids and commit topics carry one
+        if isinstance(body, Settlement):
+            return self._settlement(body, topic.interval, now)
         session = self._session(topic.interval, now)
         if session is None:
             if topic.interval < self._first or message.retained:
                 return []  # history from before we joined, replayed by the broker
             return [Rejected("out-of-horizon")]
         return session.on_bid(body) if isinstance(body, Bid) else session.on_commitment(body)
+
+    def _settlement(self, settlement: Settlement, interval: int, now: int) -> list[Action]:
+        if settlement.interval != interval:
+            return [Rejected("replay")]
+        if interval < self._first:
+            return []  # history from before we joined
+        if interval >= self._timing.open_interval(now):
+            return [Rejected("out-of-horizon")]  # a settlement before its gate even closed
+        results = self._book.on_settlement(settlement)
+        return [r for r in results if isinstance(r, Rejected)]
 
     def _presence(self, node: str, payload: bytes) -> list[Action]:
         if payload == ONLINE:
@@ -306,6 +425,9 @@ class MarketAgent:
                     log.debug("%s: cleared interval %d: %s", self.node, action.interval,
                               action.result_hash)
                 case Agreed() | Abstained():
+                    if isinstance(action, Agreed):
+                        checked = self._book.on_agreed(action)
+                        await self._carry_out([r for r in checked if isinstance(r, Rejected)])
                     future = self._future(action.interval)
                     if not future.done():
                         future.set_result(action)

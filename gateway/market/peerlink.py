@@ -11,6 +11,11 @@ short pause, re-subscribes, and republishes this node's own retained messages (c
 presence, current bid): a broker that restarted without persistence has forgotten them, and the
 peers need them to clear the same bid set. The last will marks the node offline when the
 connection dies without a goodbye; a clean exit publishes the same ``offline`` payload itself.
+
+In the field the URL is ``mqtts://`` and the link presents this node's TLS client certificate
+(:class:`gateway.pki.TlsFiles`): the broker takes its Common Name as the username that its ACL
+matches, so a node can publish only under its own id. The TLS context is built once, in the
+constructor, so a missing or wrong file is an error at start-up, not an endless reconnect loop.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -26,7 +32,9 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
+from gateway.aio import reraise_swallowed_cancel
 from gateway.market import topics
+from gateway.pki import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +56,27 @@ class Incoming:
     retained: bool
 
 
-def _parse_url(url: str) -> tuple[str, int]:
+_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+def _parse_url(url: str) -> tuple[str, str, int]:
+    """``(scheme, host, port)`` of an ``mqtt://`` or ``mqtts://`` URL."""
     parts = urlsplit(url)
-    if parts.scheme != "mqtt" or not parts.hostname:
-        raise ValueError(f"broker_url must look like mqtt://host:port, got {url!r}")
-    return parts.hostname, parts.port or 1883
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(
+            f"broker_url must look like mqtt://host:port or mqtts://host:port, got {url!r}"
+        )
+    return parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme]
+
+
+def _tls_context(scheme: str, tls: TlsFiles | None) -> ssl.SSLContext | None:
+    """Refuse a scheme and TLS files that disagree: silently sending in the clear because the
+    URL said ``mqtt://`` would be the worst way to fail."""
+    if scheme == "mqtts" and tls is None:
+        raise ValueError("an mqtts:// broker needs tls=TlsFiles(ca=..., cert=..., key=...)")
+    if scheme == "mqtt" and tls is not None:
+        raise ValueError("TLS files were given but the broker URL is mqtt://; use mqtts://")
+    return None if tls is None else tls.client_context()
 
 
 class PeerLink:
@@ -72,8 +96,10 @@ class PeerLink:
         reconnect_s: float = 0.2,
         connect_timeout_s: float = 5.0,
         max_queued: int = 100_000,
+        tls: TlsFiles | None = None,
     ) -> None:
-        self._host, self._port = _parse_url(broker_url)
+        self._scheme, self._host, self._port = _parse_url(broker_url)
+        self._tls_context = _tls_context(self._scheme, tls)
         self.community = topics.check_id("community", community)
         self.node = topics.check_id("node", node)
         self._presence_topic = topics.presence(community, node)
@@ -126,9 +152,10 @@ class PeerLink:
         try:
             async with asyncio.timeout(timeout_s):
                 await self._connected.wait()
-        except TimeoutError:
+        except TimeoutError as exc:
+            reraise_swallowed_cancel(exc)
             raise PeerLinkError(
-                f"{self.node}: no connection to mqtt://{self._host}:{self._port} "
+                f"{self.node}: no connection to {self._scheme}://{self._host}:{self._port} "
                 f"within {timeout_s} s"
             ) from None
 
@@ -164,6 +191,7 @@ class PeerLink:
                 await client.publish(topic, payload, qos=_QOS, retain=retain)
                 return
             except aiomqtt.MqttError as exc:
+                reraise_swallowed_cancel(exc)
                 log.info("%s: publish to %s failed (%s); waiting for reconnect", self.node, topic,
                          exc)
                 self._mark_down(client)
@@ -207,6 +235,7 @@ class PeerLink:
             will=will,
             keepalive=self._keepalive_s,
             timeout=self._connect_timeout_s,
+            tls_context=self._tls_context,
         )
         async with client:
             try:

@@ -102,11 +102,27 @@ class Roster:
         assert isinstance(cert, MembershipCertificate)  # check_certificate verified a "cert"
         return _member(cert)
 
+    def member(self, node: str, *, now_ms: int) -> Member | Rejected:
+        """``node`` as a member now, under the key its held certificate names."""
+        envelope = self._certs.get(node)
+        if envelope is None:
+            return Rejected("unknown-key")
+        return self.check(node=node, signer=str(envelope.body["public_key"]), now_ms=now_ms)
+
+    def bus(self, node: str) -> str:
+        """The feeder bus on the certificate held for ``node`` ("" with none).
+
+        No validity check: the caller asks about a node whose message it has just checked with
+        :meth:`check`, and a bid's bus must not cost a second signature verification.
+        """
+        envelope = self._certs.get(node)
+        return "" if envelope is None else str(envelope.body["bus"])
+
     def active(self, now_ms: int) -> dict[str, Member]:
         """Every node whose certificate is valid at ``now_ms``."""
         members: dict[str, Member] = {}
-        for node, envelope in self._certs.items():
-            checked = self.check(node=node, signer=str(envelope.body["public_key"]), now_ms=now_ms)
+        for node in self._certs:
+            checked = self.member(node, now_ms=now_ms)
             if isinstance(checked, Member):
                 members[node] = checked
         return members

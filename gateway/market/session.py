@@ -8,6 +8,20 @@ carries out the returned actions (:class:`Publish`, :class:`Fetch`, ...). A peer
 breaks a rule comes back as a :class:`Rejected` action with a reason to count; a transition that
 the table below does not allow is *our* bug and raises :class:`SessionError`.
 
+Network. With a ``feeder``, every bid's node must sit on one of its buses (its certificate's bus,
+looked up through ``bus_of`` when the bid is first heard), the clearing is curtailed until no line
+is overloaded, and with a ``fees`` schedule every trade's network fee is computed. Fees are part of
+what gateways agree on: the committed ``result_hash`` then covers the result *and* the fees
+(:func:`agreed_hash`), so a gateway with a different fee schedule or feeder cannot count towards
+the same quorum.
+
+Commitments are published *retained*, like bids. A gateway whose link dropped after the
+commitments went out gets them back from the broker when it reconnects and can still reach the
+quorum; with plain publishes it would abstain for an interval it had cleared correctly. The cost
+is one retained message per node and interval on the broker, which the agent clears when it
+retires the interval (as it does for bids). A retained commitment is not a replay risk: it names
+its interval, and an agent ignores retained history for intervals before it started.
+
 Timeline of interval k (``Timing``)::
 
     OPEN (bids)  | gate = start - gate_ms | clear = gate + grace_ms | start        | end
@@ -25,9 +39,11 @@ from enum import StrEnum
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.market import topics
+from protocols.canonical import digest
 from protocols.clearing import ClearingParams, NodeOutcome, Result, clear, orders_from_bids
 from protocols.clearing import result_hash as hash_result
 from protocols.messages import Bid, Commitment, bid_set_digest, message_digest
+from protocols.network import Feeder, FeeSchedule, TradeFee, curtail, network_fees
 from protocols.signing import Rejected, sign
 
 
@@ -127,11 +143,13 @@ class Cleared:
     interval: int
     result: Result
     result_hash: str
+    fees: tuple[TradeFee, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Agreed:
-    """A quorum committed to this result; ``position`` is this node's outcome (None: no bid)."""
+    """A quorum committed to this result; ``position`` is this node's outcome (None: no bid);
+    ``fees`` the network fee of every trade (empty without a fee schedule)."""
 
     interval: int
     result: Result
@@ -139,6 +157,7 @@ class Agreed:
     bid_set_digest: str
     committed_by: frozenset[str]
     position: NodeOutcome | None
+    fees: tuple[TradeFee, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +183,14 @@ Action = Publish | Fetch | Cleared | Agreed | Abstained | Evidence | Rejected
 Outcome = Agreed | Abstained
 
 
+def agreed_hash(result: Result, fees: tuple[TradeFee, ...] | None) -> str:
+    """The hash a commitment carries: the result's own hash, or, where the community charges
+    network fees (``fees`` not None), a hash over the result's hash and every trade's fee."""
+    if fees is None:
+        return hash_result(result)
+    return digest({"result": hash_result(result), "fees": [list(fee) for fee in fees]})
+
+
 def quorum_size(members: int, num: int, den: int) -> int:
     """Smallest count >= members * num / den (and at least 1), in integers."""
     return max(1, (members * num + den - 1) // den)
@@ -186,11 +213,16 @@ class IntervalSession:
         active: Callable[[int], Collection[str]],
         quorum: tuple[int, int] = (2, 3),
         max_bids_per_node: int = 8,
+        bus_of: Callable[[str], str] | None = None,
+        feeder: Feeder | None = None,
+        fees: FeeSchedule | None = None,
     ) -> None:
         num, den = quorum
         if not (0 < den and den < 2 * num <= 2 * den):
             # More than half: two different results can then never both reach a quorum.
             raise SessionError(f"quorum must be in (1/2, 1], got {num}/{den}")
+        if fees is not None and feeder is None:
+            raise SessionError("a fee schedule needs a feeder: fees grow with feeder distance")
         self.community = community
         self.interval = interval
         self.node = node
@@ -201,6 +233,10 @@ class IntervalSession:
         self._active = active
         self._quorum = quorum
         self._max_bids = max_bids_per_node
+        self._bus_of = bus_of
+        self._feeder = feeder
+        self._fee_schedule = fees
+        self._buses: dict[str, str] = {}  # bus per node, fixed when its first bid is heard
         self._state = State.OPEN
         self._known: dict[str, Bid] = {}  # every verified bid of k by digest, late ones too
         self._by_seq: dict[tuple[str, int], str] = {}
@@ -211,6 +247,7 @@ class IntervalSession:
         self._eligible: frozenset[str] = frozenset()
         self._mine: Commitment | None = None
         self._result: Result | None = None
+        self._fees: tuple[TradeFee, ...] = ()
         self._fetched = False
         self._last_join: tuple[tuple[str, str], int] | None = None
         self._dissent_counted: set[str] = set()
@@ -239,8 +276,14 @@ class IntervalSession:
         digest = message_digest(bid)
         if digest in self._known:
             return []  # the same bid again: broker redelivery, our own echo, a fetch
-        if self._per_node[bid.node] >= self._max_bids:
+        if self.saturated(bid.node):
             return [Rejected("flood")]
+        bus = self._buses.get(bid.node)
+        if bus is None:
+            bus = self._bus_of(bid.node) if self._bus_of is not None else ""
+            if self._feeder is not None and bus not in self._feeder.buses:
+                return [Rejected("unknown-bus")]  # its trades could not be routed or charged
+            self._buses[bid.node] = bus
         self._per_node[bid.node] += 1
         self._known[digest] = bid
         first = self._by_seq.setdefault((bid.node, bid.seq), digest)
@@ -257,6 +300,14 @@ class IntervalSession:
             return [Rejected("stale-seq")]
         self._current[bid.node] = bid
         return []
+
+    def saturated(self, node: str) -> bool:
+        """``node`` has sent as many distinct bids as it may: anything more is a flood.
+
+        Only verified bids count, so the caller may ask this *before* checking a signature and
+        drop the rest of a flood unread; a forger cannot use it to silence another node.
+        """
+        return self._per_node[node] >= self._max_bids
 
     def _equivocation(self, bid: Bid, earlier: Bid) -> list[Action]:
         actions: list[Action] = [Rejected("equivocation")]
@@ -311,9 +362,18 @@ class IntervalSession:
 
     # --- clearing and agreement ------------------------------------------------------------------
 
-    def _run(self, bids: Collection[Bid]) -> tuple[Result, Commitment]:
+    def _run(self, bids: Collection[Bid]) -> tuple[Result, tuple[TradeFee, ...], Commitment]:
         with_digests = [(bid, message_digest(bid)) for bid in bids]
-        result = clear(self._mechanism, orders_from_bids(with_digests), self._params)
+        buses = {bid.node: self._buses[bid.node] for bid in bids}
+        orders = orders_from_bids(with_digests, buses=buses)
+        result = clear(self._mechanism, orders, self._params)
+        fees: tuple[TradeFee, ...] | None = None
+        if self._feeder is not None:
+            result = curtail(result, orders=orders, params=self._params, feeder=self._feeder,
+                             bus_of=buses)
+            if self._fee_schedule is not None:
+                fees = network_fees(result.trades, feeder=self._feeder, bus_of=buses,
+                                    schedule=self._fee_schedule)
         digests = tuple(sorted(d for _, d in with_digests))
         commitment = Commitment(
             community=self.community,
@@ -321,25 +381,27 @@ class IntervalSession:
             node=self.node,
             bid_digests=digests,
             bid_set_digest=bid_set_digest(digests),
-            result_hash=hash_result(result),
+            result_hash=agreed_hash(result, fees),
             mechanism=self._mechanism,
         )
-        return result, commitment
+        return result, fees or (), commitment
 
-    def _commit(self, result: Result, commitment: Commitment) -> Publish:
-        self._result, self._mine = result, commitment
+    def _commit(
+        self, result: Result, fees: tuple[TradeFee, ...], commitment: Commitment
+    ) -> Publish:
+        self._result, self._fees, self._mine = result, fees, commitment
         self._commitments[self.node] = commitment
         envelope = sign("commit", commitment, self._identity)
         topic = topics.commit(self.community, self.interval, self.node)
-        return Publish(topic, envelope.to_bytes(), retain=False)
+        return Publish(topic, envelope.to_bytes(), retain=True)  # why: module docstring
 
     def _clear_and_commit(self) -> list[Action]:
         bids = [bid for node, bid in self._current.items() if node not in self._excluded]
-        result, commitment = self._run(bids)
+        result, fees, commitment = self._run(bids)
         self._fire(Event.CLEAR)
-        publish = self._commit(result, commitment)
+        publish = self._commit(result, fees, commitment)
         self._fire(Event.COMMIT)
-        return [Cleared(self.interval, result, commitment.result_hash), publish]
+        return [Cleared(self.interval, result, commitment.result_hash, fees), publish]
 
     def _voters(self) -> frozenset[str]:
         return self._eligible - self._excluded
@@ -373,7 +435,8 @@ class IntervalSession:
             if node in self._voters() and (c.bid_set_digest, c.result_hash) == winner
         )
         position = next((o for o in result.outcomes if o.node == self.node), None)
-        self.outcome = Agreed(self.interval, result, winner[1], winner[0], committed, position)
+        self.outcome = Agreed(self.interval, result, winner[1], winner[0], committed, position,
+                              self._fees)
         actions.append(self.outcome)
         return actions + self._dissent()
 
@@ -392,10 +455,10 @@ class IntervalSession:
         bids = [self._known[d] for d in sample.bid_digests]
         if len({bid.node for bid in bids}) != len(bids):
             return None  # two bids of one node: not a set any honest gateway clears
-        result, commitment = self._run(bids)
+        result, fees, commitment = self._run(bids)
         if (commitment.bid_set_digest, commitment.result_hash) != winner:
             return None
-        publish = self._commit(result, commitment)
+        publish = self._commit(result, fees, commitment)
         self._fire(Event.RECOMMIT)
         return publish
 

@@ -1,0 +1,205 @@
+"""After an interval: this node's signed settlement, the peers' settlements checked, reputation.
+
+Sans-I/O, like the session: the agent has already checked a settlement's signature and its
+signer's certificate, and hands over the parsed :class:`Settlement`; what comes back is the
+settlement accepted or a :class:`Rejected` with the reason to count. Nothing here reads the clock.
+
+A peer's settlement is only as good as what it can be checked against, so each one is held until
+this gateway knows the *agreed* result of its interval, and then accepted only if
+
+* every figure is what :func:`protocols.settlement.settle` gives for the node's agreed position
+  and the metered ``delivered_wh`` it reports, plus the network fees it owes as a buyer
+  ("settle-mismatch": a node cannot settle a position other than the one the quorum agreed, nor
+  price its deviation at anything but the tariffs);
+* where this gateway holds the node's meter key, the meter's HMAC tag covers the counters
+  ("meter-bad-tag", "meter-malformed"), the reading is newer than the node's reading for any
+  earlier interval and older than any later one ("meter-replayed"), and when the node's reading
+  for the interval before is known, ``delivered_wh`` is the counters' net change since
+  ("meter-mismatch");
+* it is the node's only settlement for the interval ("settle-conflict": a second, different one).
+
+Meter keys are symmetric (HMAC): only the gateway of the meter's home and whoever provisioned it
+(the community authority) hold one, so ordinary neighbours check the figures, and an auditor with
+the keys checks the readings too.
+
+Reputation is kept per node as the smoothed delivery ratio (integer per-mille) and moves once per
+accepted settlement, in the order this gateway accepted them. Two gateways can therefore differ
+for a while (one heard interval 7's settlement before 6's), which is why a reputation only caps
+what a node offers *itself* (:meth:`MarketAgent.submit_bid`) and is not a rule peers clear by.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.market.session import Agreed
+from protocols.clearing import NodeOutcome, Tariffs
+from protocols.messages import Settlement
+from protocols.metering import Rejected as MeterRejected
+from protocols.metering import verify_reading
+from protocols.settlement import (
+    FULL_TRUST,
+    ReputationRule,
+    delivery_ratio,
+    settle,
+    update_reputation,
+)
+from protocols.signing import Rejected
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterReading:
+    """The meter's tagged cumulative counters at the end of an interval (vendor model 64210)."""
+
+    seq: int
+    import_wh: int
+    export_wh: int
+    tag: str  # hex HMAC-SHA256 over (device id, seq, import, export)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterKey:
+    """What checking one node's meter tags takes: the meter's device id and its HMAC key."""
+
+    device_id: str
+    key: bytes
+
+
+def _no_position(node: str) -> NodeOutcome:
+    return NodeOutcome(node, 0, 0, 0, 0, 0, 0, 0, 0)
+
+
+def expected_settlement(
+    agreed: Agreed,
+    *,
+    community: str,
+    node: str,
+    delivered_wh: int,
+    reading: MeterReading,
+    tariffs: Tariffs,
+) -> Settlement:
+    """The one settlement ``node`` may publish for ``agreed`` with this metered delivery.
+
+    A node without a bid in the agreed result settles a zero position: everything it metered went
+    through the grid. ``money`` adds the network fees the node owes as a buyer (the agreed result
+    charges them to the buyer of each trade), so one figure is what the home pays.
+    """
+    position = next((o for o in agreed.result.outcomes if o.node == node), _no_position(node))
+    figures = settle(position, delivered_wh=delivered_wh, tariffs=tariffs)
+    fees = sum(fee.fee for fee in agreed.fees if fee.buyer == node)
+    return Settlement(
+        community=community, interval=agreed.interval, node=node,
+        cleared_wh=figures.cleared_wh, delivered_wh=figures.delivered_wh,
+        grid_import_wh=figures.grid_import_wh, grid_export_wh=figures.grid_export_wh,
+        money=figures.money + fees, meter_import_wh=reading.import_wh,
+        meter_export_wh=reading.export_wh, meter_seq=reading.seq, meter_tag=reading.tag,
+    )
+
+
+class SettlementBook:
+    """Agreed results by interval, settlements held and accepted, and reputation per node."""
+
+    def __init__(
+        self,
+        *,
+        community: str,
+        tariffs: Tariffs,
+        rule: ReputationRule | None = None,
+        meter_keys: Mapping[str, MeterKey] | None = None,
+    ) -> None:
+        self.community = community
+        self._tariffs = tariffs
+        self.rule = rule or ReputationRule()
+        self._meter_keys = dict(meter_keys or {})
+        self._agreed: dict[int, Agreed] = {}
+        self._pending: dict[int, dict[str, Settlement]] = {}
+        self._accepted: dict[int, dict[str, Settlement]] = {}
+        self._reputation: dict[str, int] = {}
+        self._floor = 0  # intervals below it are forgotten
+
+    def reputation(self, node: str) -> int:
+        """Per-mille; a node never settled with is trusted fully until it has a record."""
+        return self._reputation.get(node, FULL_TRUST)
+
+    def agreed(self, interval: int) -> Agreed | None:
+        return self._agreed.get(interval)
+
+    def settlements(self, interval: int) -> dict[str, Settlement]:
+        """The accepted settlements of ``interval`` by node."""
+        return dict(self._accepted.get(interval, {}))
+
+    def on_agreed(self, agreed: Agreed) -> list[Settlement | Rejected]:
+        """The quorum's result of an interval: check the settlements held for it."""
+        self._agreed[agreed.interval] = agreed
+        held = self._pending.pop(agreed.interval, {})
+        return [self._check(agreed, s) for _, s in sorted(held.items())]
+
+    def on_settlement(self, settlement: Settlement) -> list[Settlement | Rejected]:
+        """A settlement whose signature and membership the caller verified; [] while held."""
+        if settlement.community != self.community:
+            return [Rejected("wrong-community")]
+        if settlement.interval < self._floor:
+            return [Rejected("settle-late")]  # its interval is closed here for good
+        agreed = self._agreed.get(settlement.interval)
+        if agreed is None:
+            held = self._pending.setdefault(settlement.interval, {})
+            earlier = held.setdefault(settlement.node, settlement)
+            return [] if earlier == settlement else [Rejected("settle-conflict")]
+        return [self._check(agreed, settlement)]
+
+    def forget(self, interval: int) -> list[Rejected]:
+        """Close ``interval`` and every one before it; settlements still held for it could never
+        be checked, and later ones are refused as "settle-late"."""
+        self._floor = max(self._floor, interval + 1)
+        self._agreed.pop(interval, None)
+        self._accepted.pop(interval, None)
+        held = self._pending.pop(interval, {})
+        return [Rejected("settle-unverifiable") for _ in held]
+
+    def _check(self, agreed: Agreed, settlement: Settlement) -> Settlement | Rejected:
+        node, k = settlement.node, settlement.interval
+        accepted = self._accepted.setdefault(k, {})
+        earlier = accepted.get(node)
+        if earlier is not None:
+            return settlement if earlier == settlement else Rejected("settle-conflict")
+        reading = MeterReading(seq=settlement.meter_seq, import_wh=settlement.meter_import_wh,
+                               export_wh=settlement.meter_export_wh, tag=settlement.meter_tag)
+        expected = expected_settlement(
+            agreed, community=self.community, node=node, delivered_wh=settlement.delivered_wh,
+            reading=reading, tariffs=self._tariffs,
+        )
+        if settlement != expected:
+            return Rejected("settle-mismatch")
+        meter = self._check_meter(settlement)
+        if meter is not None:
+            return meter
+        accepted[node] = settlement
+        ratio = delivery_ratio(cleared_wh=settlement.cleared_wh,
+                               delivered_wh=settlement.delivered_wh)
+        self._reputation[node] = update_reputation(self.reputation(node), ratio, rule=self.rule)
+        return settlement
+
+    def _check_meter(self, settlement: Settlement) -> Rejected | None:
+        key = self._meter_keys.get(settlement.node)
+        if key is None:
+            return None
+        node, k, seq = settlement.node, settlement.interval, settlement.meter_seq
+        before = [(j, s) for j, by_node in self._accepted.items() if j < k
+                  and (s := by_node.get(node)) is not None]
+        later = [s.meter_seq for j, by_node in self._accepted.items() if j > k
+                 and (s := by_node.get(node)) is not None]
+        last_seq = max((s.meter_seq for _, s in before), default=None)
+        checked = verify_reading(key.key, key.device_id, seq, settlement.meter_import_wh,
+                                 settlement.meter_export_wh, settlement.meter_tag, last_seq)
+        if isinstance(checked, MeterRejected):
+            return Rejected(f"meter-{checked.reason}")
+        if any(seq >= other for other in later):
+            return Rejected("meter-replayed")
+        previous = next((s for j, s in before if j == k - 1), None)
+        if previous is not None:
+            change = (settlement.meter_import_wh - previous.meter_import_wh
+                      - settlement.meter_export_wh + previous.meter_export_wh)
+            if change != settlement.delivered_wh:
+                return Rejected("meter-mismatch")
+        return None

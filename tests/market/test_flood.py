@@ -1,0 +1,71 @@
+"""A certified member floods 10,000 signed bids for one interval through the real broker: every
+honest gateway hears its first few, counts the rest as "flood" without verifying them, and the
+honest gateways still agree and trade."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+import aiomqtt
+
+from gateway.broker import EmbeddedBroker
+from gateway.market import topics
+from gateway.market.session import Agreed, Timing
+from protocols.messages import Bid
+from protocols.signing import generate_key, sign
+from tests.market.community import COMMUNITY, Community, now_ms
+
+FLOOD = 10_000
+HEARD = 8  # the session's max_bids_per_node default; bid seq s offers 1 + s Wh
+
+
+async def test_a_flood_of_bids_is_counted_and_the_honest_gateways_still_agree() -> None:
+    community = Community(timing=Timing(epoch_ms=now_ms(), length_ms=5000, gate_ms=3500,
+                                        grace_ms=500))
+    mallory_key = generate_key()
+    async with AsyncExitStack() as stack:
+        broker = await stack.enter_async_context(EmbeddedBroker())
+        honest = await community.agents(stack, broker.url, "alice", "bob", "carol")
+        alice, bob, carol = honest
+        host, port = broker.url.removeprefix("mqtt://").split(":")
+        mallory = await stack.enter_async_context(
+            aiomqtt.Client(host, int(port), max_inflight_messages=500))
+        await mallory.publish(topics.roster(COMMUNITY, "mallory"),
+                              community.certificate("mallory", mallory_key).to_bytes(),
+                              qos=1, retain=True)
+        await asyncio.sleep(0.3)  # certificates and presence travel
+        k = community.next_interval(margin_ms=1400)
+        await alice.submit_bid(k, "sell", 2_000, 100)
+        await bob.submit_bid(k, "buy", 1_500, 250)
+        await carol.submit_bid(k, "buy", 1_000, 200)
+        flood = [
+            sign("bid", Bid(community=COMMUNITY, interval=k, node="mallory", seq=seq,
+                            side="sell", energy_wh=1 + seq, limit_price=90,
+                            created_ms=now_ms()), mallory_key).to_bytes()
+            for seq in range(FLOOD)
+        ]
+        topic = topics.bid(COMMUNITY, k, "mallory")
+        # QoS 1 on one topic: every gateway hears the whole flood in the same order, so they all
+        # hear the same first bids (at QoS 0 a loaded broker drops some; see the report).
+        for start in range(0, FLOOD, 500):
+            await asyncio.gather(*(mallory.publish(topic, payload, qos=1)
+                                   for payload in flood[start:start + 500]))
+
+        async with asyncio.timeout(120):  # a bound for a loaded machine, not a speed claim
+            while any(a.rejections["flood"] < FLOOD - HEARD for a in honest):
+                await asyncio.sleep(0.05)
+            outcomes = [await a.outcome(k) for a in honest]
+    assert all(isinstance(o, Agreed) for o in outcomes), outcomes
+    agreed = [o for o in outcomes if isinstance(o, Agreed)]
+    assert len({o.result_hash for o in agreed}) == 1
+    nodes = {o.node for o in agreed[0].result.outcomes}
+    assert {"alice", "bob", "carol"} <= nodes
+    assert sum(t.energy_wh for t in agreed[0].result.trades) > 0
+    for a in honest:
+        # Every flooded bid past the first few is counted; QoS 1 may redeliver some, and a
+        # redelivery is cut unread like the rest, so it counts again.
+        assert set(a.rejections) == {"flood"} and a.rejections["flood"] >= FLOOD - HEARD, a.node
+    # All gateways took the same one of mallory's first bids: the last of them, seq HEARD - 1.
+    flooder = next(o for o in agreed[0].result.outcomes if o.node == "mallory")
+    assert flooder.sold_wh + flooder.grid_export_wh == HEARD

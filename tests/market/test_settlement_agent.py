@@ -1,0 +1,110 @@
+"""Settlement through a real broker: three gateways settle an agreed interval with tagged meter
+readings, every gateway verifies the others', a short delivery lowers the seller's reputation
+everywhere and caps its next offer, and a settlement that contradicts the agreed result is
+rejected."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+
+import pytest
+
+from gateway.broker import EmbeddedBroker
+from gateway.market import topics
+from gateway.market.agent import MarketAgent, MarketError
+from gateway.market.peerlink import PeerLink
+from gateway.market.session import Agreed, State
+from gateway.market.settlement import MeterKey, MeterReading
+from protocols.messages import Settlement
+from protocols.metering import reading_tag
+from protocols.signing import generate_key, sign
+from tests.market.community import COMMUNITY, PARAMS, Community, now_ms
+
+NODES = ("alice", "bob", "carol")
+KEYS = {node: MeterKey(device_id=f"meter-{node}", key=node.encode() * 8) for node in NODES}
+HOUR_MS = 3_600_000
+
+
+def agent(community: Community, url: str, node: str) -> MarketAgent:
+    key = generate_key()
+    return MarketAgent(
+        broker_url=url, community=COMMUNITY, node=node, identity=key,
+        certificate=community.certificate(node, key), authority_key_hex=community.authority_hex,
+        timing=community.timing, params=PARAMS, clock=now_ms,
+        # Every gateway holds every meter key here, as the community's auditor would.
+        meter_keys=KEYS,
+        # One interval counts as an hour of energy: the 10 kW export limit is 10,000 Wh.
+        energy_interval_ms=HOUR_MS,
+    )
+
+
+def reading(node: str, seq: int, import_wh: int, export_wh: int) -> MeterReading:
+    key = KEYS[node]
+    tag = reading_tag(key.key, key.device_id, seq, import_wh, export_wh).hex()
+    return MeterReading(seq=seq, import_wh=import_wh, export_wh=export_wh, tag=tag)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def test_settlements_are_verified_everywhere_and_reputation_caps_the_next_offer() -> None:
+    community = Community()
+    mallory_key = generate_key()
+    async with AsyncExitStack() as stack:
+        broker = await stack.enter_async_context(EmbeddedBroker())
+        agents = [await stack.enter_async_context(agent(community, broker.url, n))
+                  for n in NODES]
+        alice, bob, carol = agents
+        mallory = await stack.enter_async_context(
+            PeerLink(broker_url=broker.url, community=COMMUNITY, node="mallory"))
+        await mallory.publish(topics.roster(COMMUNITY, "mallory"),
+                              community.certificate("mallory", mallory_key).to_bytes(),
+                              retain=True)
+        await asyncio.sleep(0.3)  # certificates and presence travel
+        k = community.next_interval()
+        await alice.submit_bid(k, "sell", 2_000, 100)
+        await bob.submit_bid(k, "buy", 1_500, 250)
+        await carol.submit_bid(k, "buy", 1_000, 200)
+        async with asyncio.timeout(10):
+            outcomes = [await a.outcome(k) for a in agents]
+        assert all(isinstance(o, Agreed) and o.position is not None for o in outcomes)
+        with pytest.raises(MarketError, match="has not ended"):
+            await alice.settle(k, delivered_wh=-2_000, meter_reading=reading("alice", 1, 0, 2000))
+
+        await until(lambda: now_ms() >= community.timing.end_ms(k))
+        bought = {o.position.node: o.position.bought_wh for o in outcomes  # type: ignore[union-attr]
+                  if isinstance(o, Agreed)}
+        # alice sold 2,000 Wh but exported only 1,000; the buyers took what they bought.
+        own = [
+            await alice.settle(k, delivered_wh=-1_000, meter_reading=reading("alice", 1, 0, 1000)),
+            await bob.settle(k, delivered_wh=bought["bob"],
+                             meter_reading=reading("bob", 1, bought["bob"], 0)),
+            await carol.settle(k, delivered_wh=bought["carol"],
+                               meter_reading=reading("carol", 1, bought["carol"], 0)),
+        ]
+        assert all(a.session_state(k) is State.SETTLED for a in agents)
+        # mallory had no bid, yet claims to have sold 500 Wh and been paid for it.
+        lie = Settlement(community=COMMUNITY, interval=k, node="mallory", cleared_wh=-500,
+                         delivered_wh=-500, grid_import_wh=0, grid_export_wh=0, money=-50_000,
+                         meter_import_wh=0, meter_export_wh=500, meter_seq=1,
+                         meter_tag="ab" * 32)
+        await mallory.publish(topics.settle(COMMUNITY, k, "mallory"),
+                              sign("settle", lie, mallory_key).to_bytes())
+
+        expected = {s.node: s for s in own}
+        await until(lambda: all(a.settlements(k) == expected for a in agents))
+        await until(lambda: all(a.rejections["settle-mismatch"] == 1 for a in agents))
+        for a in agents:
+            assert [a.reputation(n) for n in NODES] == [875, 1000, 1000], a.node
+            assert a.offer_cap_wh("alice") == 8_750 and a.offer_cap_wh("bob") == 10_000
+            assert dict(a.rejections) == {"settle-mismatch": 1}, a.node
+        assert own[0].grid_import_wh == 1_000 and own[0].cleared_wh == -2_000
+
+        # alice's next offer is capped at her reduced cap, not refused.
+        offered = await alice.submit_bid(community.next_interval(), "sell", 20_000, 100)
+        assert offered.energy_wh == 8_750

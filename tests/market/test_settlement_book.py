@@ -1,0 +1,132 @@
+"""The settlement book without a broker: figures checked against the agreed result, meter tags,
+conflicts, and reputation moving with the delivery ratio."""
+
+from __future__ import annotations
+
+from gateway.market.session import Agreed, agreed_hash
+from gateway.market.settlement import (
+    MeterKey,
+    MeterReading,
+    SettlementBook,
+    expected_settlement,
+)
+from protocols.clearing import Order, clear
+from protocols.messages import Settlement
+from protocols.metering import reading_tag
+from protocols.network import TradeFee
+from protocols.settlement import FULL_TRUST
+from protocols.signing import Rejected
+from tests.market.community import COMMUNITY, PARAMS
+
+KEY = MeterKey(device_id="meter-alice", key=b"k" * 32)
+ORDERS = (Order("alice", "sell", 2000, 100, "a" * 64), Order("bob", "buy", 2000, 250, "b" * 64))
+
+
+def agreed(k: int, fees: tuple[TradeFee, ...] = ()) -> Agreed:
+    result = clear("uniform", ORDERS, PARAMS)
+    return Agreed(k, result, agreed_hash(result, fees or None), "d" * 64, frozenset(), None, fees)
+
+
+def reading(seq: int, import_wh: int, export_wh: int, key: MeterKey = KEY) -> MeterReading:
+    tag = reading_tag(key.key, key.device_id, seq, import_wh, export_wh).hex()
+    return MeterReading(seq=seq, import_wh=import_wh, export_wh=export_wh, tag=tag)
+
+
+def alice(k: int, delivered_wh: int, meter: MeterReading, fees: tuple[TradeFee, ...] = ()
+          ) -> Settlement:
+    return expected_settlement(agreed(k, fees), community=COMMUNITY, node="alice",
+                               delivered_wh=delivered_wh, reading=meter, tariffs=PARAMS.tariffs)
+
+
+def book(**kwargs: object) -> SettlementBook:
+    return SettlementBook(community=COMMUNITY, tariffs=PARAMS.tariffs, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_short_delivery_is_balanced_by_the_grid_and_lowers_reputation() -> None:
+    settlement = alice(3, -1000, reading(1, 0, 1000))
+    price = agreed(3).result.price
+    assert price is not None
+    # Sold 2000 Wh, exported 1000: the grid made up 1000 Wh at retail (300 µ/Wh).
+    assert (settlement.cleared_wh, settlement.grid_import_wh, settlement.grid_export_wh) == (
+        -2000, 1000, 0)
+    assert settlement.money == -2000 * price + 1000 * 300
+    b = book(meter_keys={"alice": KEY})
+    b.on_agreed(agreed(3))
+    assert b.on_settlement(settlement) == [settlement]
+    assert b.settlements(3) == {"alice": settlement}
+    # Ratio 500 per-mille, a quarter of the way from 1000: 875.
+    assert b.reputation("alice") == 875 and b.reputation("bob") == FULL_TRUST
+
+
+def test_a_settlement_is_held_until_the_interval_is_agreed_here() -> None:
+    b = book()
+    settlement = alice(3, -2000, reading(1, 0, 2000))
+    assert b.on_settlement(settlement) == []
+    assert b.settlements(3) == {}
+    assert b.on_agreed(agreed(3)) == [settlement]
+    assert b.reputation("alice") == FULL_TRUST
+
+
+def test_figures_that_do_not_follow_from_the_agreed_position_are_rejected() -> None:
+    b = book()
+    b.on_agreed(agreed(3))
+    honest = alice(3, -1000, reading(1, 0, 1000))
+    claims_less_sold = honest.model_copy(update={"cleared_wh": -1000, "grid_import_wh": 0})
+    cheaper = honest.model_copy(update={"money": honest.money - 1})
+    for forged in (claims_less_sold, cheaper):
+        assert b.on_settlement(forged) == [Rejected("settle-mismatch")]
+    assert b.settlements(3) == {} and b.reputation("alice") == FULL_TRUST
+
+
+def test_meter_tags_replays_and_counter_jumps_are_caught_with_the_key() -> None:
+    b = book(meter_keys={"alice": KEY})
+    for k in (3, 4, 5):
+        b.on_agreed(agreed(k))
+    first = alice(3, -2000, reading(7, 0, 2000))
+    assert b.on_settlement(first) == [first]
+    other_key = MeterKey(device_id="meter-alice", key=b"x" * 32)
+    assert b.on_settlement(alice(4, -2000, reading(8, 0, 4000, other_key))) == [
+        Rejected("meter-bad-tag")]
+    # Yesterday's genuine reading again, for a new interval.
+    assert b.on_settlement(alice(4, -2000, reading(7, 0, 2000))) == [Rejected("meter-replayed")]
+    # Counters say 500 Wh were exported since interval 3, the settlement claims 2000.
+    assert b.on_settlement(alice(4, -2000, reading(8, 0, 2500))) == [Rejected("meter-mismatch")]
+    good = alice(4, -2000, reading(8, 0, 4000))
+    assert b.on_settlement(good) == [good]
+    # Without the key only the figures can be checked: a neighbour cannot tell this tag is bad.
+    blind = book()
+    blind.on_agreed(agreed(4))
+    wrong_tag = alice(4, -2000, reading(8, 0, 4000, other_key))
+    assert blind.on_settlement(wrong_tag) == [wrong_tag]
+
+
+def test_a_second_different_settlement_is_a_conflict_and_the_same_one_is_idempotent() -> None:
+    b = book()
+    b.on_agreed(agreed(3))
+    settlement = alice(3, -2000, reading(1, 0, 2000))
+    assert b.on_settlement(settlement) == [settlement]
+    assert b.on_settlement(settlement) == [settlement]
+    assert b.on_settlement(alice(3, -1500, reading(2, 0, 1500))) == [Rejected("settle-conflict")]
+    assert b.reputation("alice") == FULL_TRUST  # moved once, by the first
+
+
+def test_settlements_never_checkable_are_counted_when_the_interval_is_forgotten() -> None:
+    b = book()
+    b.on_settlement(alice(3, -2000, reading(1, 0, 2000)))
+    assert b.forget(3) == [Rejected("settle-unverifiable")]
+    assert b.on_settlement(alice(3, -2000, reading(1, 0, 2000))) == [Rejected("settle-late")]
+
+
+def test_the_buyer_pays_the_network_fees_of_its_trades() -> None:
+    fees = (TradeFee("bob", "alice", 250, 12, 2000 * 12),)
+    bob = expected_settlement(agreed(3, fees), community=COMMUNITY, node="bob",
+                              delivered_wh=2000, reading=reading(1, 2000, 0),
+                              tariffs=PARAMS.tariffs)
+    price = agreed(3).result.price
+    assert price is not None
+    assert bob.money == 2000 * price + 24_000
+    b = book()
+    b.on_agreed(agreed(3, fees))
+    assert b.on_settlement(bob.model_copy(update={"money": 2000 * price})) == [
+        Rejected("settle-mismatch")]
+    assert b.on_settlement(bob) == [bob]
