@@ -1,0 +1,288 @@
+"""A community broker's Mosquitto configuration: TLS with client certificates, per-node ACL, bridge.
+
+The broker only relays, but it is the one place that can stop a node from speaking for another:
+every payload is signed, yet presence is not (docs/architecture.md), and a forged retained bid
+would still cost every gateway a verification. So the listener requires a client certificate
+from the community CA, takes its CN as the username (``use_identity_as_username``), and the ACL
+lets user ``X`` publish only on ``roster/X``, ``presence/X`` and ``{bids,commit,settle}/<k>/X``
+while reading the whole community. The ACL is made of ``pattern`` lines with ``%u``, so it names
+no node: admitting a home needs a client certificate, not a broker reload.
+
+A second site runs the same listener and ACL plus a bridge that carries ``gridpeer/<community>/#``
+both ways to the first; the bridge has its own client certificate whose CN
+(``bridge.<community>``) contains a dot, so no node id can ever claim the bridge's rights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.market import topics
+from gateway.pki import CommunityCa, TlsFiles
+
+DEFAULT_PORT = 8883
+_PER_NODE_KINDS = ("roster/%u", "presence/%u", "bids/+/%u", "commit/+/%u", "settle/+/%u")
+
+
+def bridge_identity(community: str) -> str:
+    """The CN of the bridge's client certificate (and its broker username)."""
+    return f"bridge.{topics.check_id('community', community)}"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerFiles:
+    """Where :func:`write_broker_config` puts each file under one folder."""
+
+    root: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        """Needed only to issue certificates: keep it offline once the nodes have theirs."""
+        return self.root / "ca.key"
+
+    @property
+    def server(self) -> TlsFiles:
+        return TlsFiles(ca=self.ca_cert, cert=self.root / "server.crt",
+                        key=self.root / "server.key")
+
+    def node(self, node: str) -> TlsFiles:
+        """What to copy to node ``node``'s gateway for ``mqtts://``."""
+        folder = self.root / "nodes"
+        return TlsFiles(ca=self.ca_cert, cert=folder / f"{node}.crt", key=folder / f"{node}.key")
+
+    @property
+    def bridge(self) -> TlsFiles:
+        return TlsFiles(ca=self.ca_cert, cert=self.root / "bridge.crt",
+                        key=self.root / "bridge.key")
+
+    @property
+    def acl(self) -> Path:
+        return self.root / "acl"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "mosquitto.conf"
+
+    @property
+    def bridged_config(self) -> Path:
+        """The second site's broker: the same listener and ACL, plus the bridge."""
+        return self.root / "mosquitto-bridge.conf"
+
+
+@dataclass(frozen=True, slots=True)
+class Bridge:
+    """A bridge from this broker to the community's main broker at ``host:port``."""
+
+    community: str
+    host: str
+    port: int
+    tls: TlsFiles
+
+
+def render_acl(*, community: str) -> str:
+    """Each user reads the community and writes only under its own id; the bridge user, if one
+    connects, carries everything (it relays other brokers' nodes, already checked there)."""
+    base = f"{topics.ROOT}/{topics.check_id('community', community)}"
+    lines = [
+        f"# gridpeer community {community}: the username is the CN of the client certificate.",
+        "# Patterns apply to every user: read the whole community, write only under one's own id.",
+        f"pattern read {base}/#",
+        *(f"pattern write {base}/{suffix}" for suffix in _PER_NODE_KINDS),
+        "",
+        "# The bridge from a second site relays that site's nodes (its broker checked them).",
+        f"user {bridge_identity(community)}",
+        f"topic readwrite {base}/#",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_config(
+    *,
+    community: str,
+    port: int,
+    server: TlsFiles,
+    acl: Path,
+    data_dir: Path,
+    bind_address: str | None = None,
+    run_as: str | None = None,
+    bridge: Bridge | None = None,
+) -> str:
+    """A complete ``mosquitto.conf``. ``run_as`` is the account Mosquitto drops to when started
+    as root (None keeps its default, ``mosquitto``, which must then be able to read the server
+    key and write ``data_dir``)."""
+    listener = f"listener {port}" + (f" {bind_address}" if bind_address else "")
+    lines = [
+        f"# gridpeer community {community} broker, written by `gridpeer community broker-config`.",
+        "per_listener_settings false",
+        "allow_anonymous false",
+        f"acl_file {acl.resolve()}",
+        "# Retained certificates, presence and bids survive a broker restart.",
+        "persistence true",
+        f"persistence_location {data_dir.resolve()}/",
+        "autosave_interval 60",
+    ]
+    if run_as is not None:
+        lines.append(f"user {run_as}")
+    lines += [
+        "",
+        listener,
+        f"cafile {server.ca.resolve()}",
+        f"certfile {server.cert.resolve()}",
+        f"keyfile {server.key.resolve()}",
+        "tls_version tlsv1.2",
+        "require_certificate true",
+        "use_identity_as_username true",
+    ]
+    if bridge is not None:
+        lines += ["", render_bridge(bridge).rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def render_bridge(bridge: Bridge) -> str:
+    """The bridge section for a second site's ``mosquitto.conf``.
+
+    ``try_private`` tells the main broker that this is a bridge, which keeps retained flags
+    (certificates, presence and bids are retained) and prevents loops; ``cleansession false``
+    keeps the subscription on the main broker across a dropped uplink; a 10 s keepalive notices
+    a dead uplink, or a connection attempt that stalled, in about 15 s rather than the 90 s of
+    Mosquitto's default; the bridge's state notifications stay local because the ACL gives the
+    bridge no ``$SYS`` rights there.
+    """
+    community = topics.check_id("community", bridge.community)
+    lines = [
+        f"connection gridpeer-{community}",
+        f"address {bridge.host}:{bridge.port}",
+        f"topic {topics.ROOT}/{community}/# both 1",
+        "bridge_protocol_version mqttv311",
+        "try_private true",
+        "cleansession false",
+        "notifications_local_only true",
+        "keepalive_interval 10",
+        "restart_timeout 1 30",
+        f"bridge_cafile {bridge.tls.ca.resolve()}",
+        f"bridge_certfile {bridge.tls.cert.resolve()}",
+        f"bridge_keyfile {bridge.tls.key.resolve()}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_broker_config(
+    *,
+    out: Path,
+    community: str,
+    nodes: Sequence[str],
+    now: dt.datetime,
+    hostnames: Sequence[str] = (),
+    port: int = DEFAULT_PORT,
+    data_dir: Path | None = None,
+    bridge_to: tuple[str, int] | None = None,
+    run_as: str | None = None,
+) -> tuple[BrokerFiles, list[Path]]:
+    """Write the CA, certificates, ACL and config under ``out``; return the layout and what was
+    written.
+
+    Re-running is safe: an existing CA is reused (so certificates already handed out stay
+    valid), existing node and bridge certificates are kept, and the server certificate, ACL and
+    configs are rewritten, so adding ``--hostname`` or ``--node`` later is one more run.
+    """
+    topics.check_id("community", community)
+    for node in nodes:
+        topics.check_id("node", node)
+    files = BrokerFiles(root=out)
+    written: list[Path] = []
+    if files.ca_key.exists():
+        ca = CommunityCa.load(cert=files.ca_cert, key=files.ca_key)
+    else:
+        ca = CommunityCa.create(community=community, now=now)
+        ca.write(cert=files.ca_cert, key=files.ca_key)
+        written.append(files.ca_cert)
+    ca.issue_server(hostnames=hostnames, now=now).write(cert=files.server.cert,
+                                                        key=files.server.key)
+    written.append(files.server.cert)
+    clients = [(node, files.node(node)) for node in nodes]
+    if bridge_to is not None:
+        clients.append((bridge_identity(community), files.bridge))
+    for name, tls in clients:
+        if not tls.cert.exists():
+            ca.issue_client(common_name=name, now=now).write(cert=tls.cert, key=tls.key)
+            written.append(tls.cert)
+    files.acl.write_text(render_acl(community=community))
+    written.append(files.acl)
+    data = out / "data" if data_dir is None else data_dir
+    data.mkdir(parents=True, exist_ok=True)
+
+    def config(bridge: Bridge | None) -> str:
+        return render_config(community=community, port=port, server=files.server,
+                             acl=files.acl, data_dir=data, run_as=run_as, bridge=bridge)
+
+    files.config.write_text(config(None))
+    written.append(files.config)
+    if bridge_to is not None:
+        host, remote_port = bridge_to
+        files.bridged_config.write_text(
+            config(Bridge(community=community, host=host, port=remote_port, tls=files.bridge))
+        )
+        written.append(files.bridged_config)
+    return files, written
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 1-65535, got {text!r}")
+    return int(text)
+
+
+def _cmd_broker_config(args: argparse.Namespace) -> int:
+    files, written = write_broker_config(
+        out=args.out, community=args.community, nodes=args.node, hostnames=args.hostname,
+        port=args.port, data_dir=args.data_dir, bridge_to=args.bridge_to, run_as=args.run_as,
+        now=dt.datetime.now(dt.UTC),
+    )
+    for path in written:
+        print(f"wrote {path}")
+    print(f"start the broker: mosquitto -c {files.config}")
+    if args.bridge_to is not None:
+        print(f"second site: copy {files.root} there and run mosquitto -c {files.bridged_config}")
+    print(f"give each node {files.root / 'ca.crt'} and its nodes/<id>.crt and nodes/<id>.key; "
+          f"keep {files.ca_key} offline")
+    return 0
+
+
+def add_broker_config_parser(
+    community_subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Register ``gridpeer community broker-config`` on the ``community`` subparsers."""
+    parser = community_subparsers.add_parser(
+        "broker-config",
+        help="write a Mosquitto config with TLS, client certificates and a per-node ACL",
+    )
+    parser.add_argument("--community", required=True)
+    parser.add_argument("--out", type=Path, required=True, help="folder for certificates, config")
+    parser.add_argument("--node", action="append", required=True,
+                        help="a node to issue a client certificate for (repeat for each)")
+    parser.add_argument("--hostname", action="append", default=[],
+                        help="a name or IP the nodes dial (repeat; localhost is always in)")
+    parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help="TLS listener port")
+    parser.add_argument("--data-dir", type=Path, help="persistence folder (default: OUT/data)")
+    parser.add_argument("--bridge-to", type=_host_port, metavar="HOST:PORT",
+                        help="also write mosquitto-bridge.conf for a second site bridged to "
+                             "the main broker at HOST:PORT")
+    parser.add_argument("--run-as", metavar="USER", default=None,
+                        help="account mosquitto switches to when started as root "
+                             "(default: mosquitto's own, 'mosquitto')")
+    parser.set_defaults(func=_cmd_broker_config)

@@ -1,0 +1,38 @@
+"""A community broker site for the tests: generated certificates and config, agents over TLS."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+from pathlib import Path
+
+from gateway.brokerconfig import BrokerFiles, write_broker_config
+from gateway.market.agent import MarketAgent
+from protocols.signing import generate_key
+from tests.market.community import COMMUNITY, PARAMS, Community, now_ms
+
+NODES = ("alice", "bob", "carol", "dave")
+
+
+def run_as() -> str | None:
+    """Started as root, Mosquitto drops to user ``mosquitto``, which cannot read a test's keys
+    under a private temporary folder; stay the current user instead."""
+    return getpass.getuser() if os.geteuid() == 0 else None
+
+
+def write_site(out: Path, port: int, *, bridge_to: tuple[str, int] | None = None) -> BrokerFiles:
+    files, _ = write_broker_config(
+        out=out, community=COMMUNITY, nodes=NODES, now=dt.datetime.now(dt.UTC), port=port,
+        bridge_to=bridge_to, run_as=run_as(),
+    )
+    return files
+
+
+def tls_agent(community: Community, files: BrokerFiles, port: int, node: str) -> MarketAgent:
+    key = generate_key()
+    return MarketAgent(
+        broker_url=f"mqtts://127.0.0.1:{port}", community=COMMUNITY, node=node, identity=key,
+        certificate=community.certificate(node, key), authority_key_hex=community.authority_hex,
+        timing=community.timing, params=PARAMS, clock=now_ms, tls=files.node(node),
+    )
