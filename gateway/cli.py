@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -46,6 +47,14 @@ feed_in_price = 80                    # what the grid pays (µ/Wh)
 min_sell_price = 120                  # never sell below this
 max_buy_price = 250                   # never buy above this
 reserve_pct = 20                      # keep this much battery for yourself
+# ev_ready_by = "07:30"               # when the EV must be charged
+
+[dashboard]                           # the local web page, JSON API and /metrics
+host = "127.0.0.1"                    # "0.0.0.0" to open it to your home network
+port = 8080
+
+# [homeassistant]                     # optional: sensors appear in Home Assistant
+# broker = "mqtt://homeassistant.local:1883"
 
 [envelope]                            # hard limits, whatever the market says
 soc_min_pct = 10
@@ -183,16 +192,37 @@ async def _run_gateway(config_path: Path) -> int:
         loop.add_signal_handler(sig, stop.set)
     node = GatewayNode(config=config, key=key, certificate=envelope, clock=Clock.wall())
     log.info("starting gateway", extra={"node": config.node, "broker": config.market.broker})
-    async with node:
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(node)
         runner = asyncio.create_task(node.run(), name="gateway")
+        stack.push_async_callback(_cancel, runner)  # stopped and awaited before the node closes
+        if config.dashboard.enabled:
+            from gateway.dashboard import Dashboard
+
+            board = await stack.enter_async_context(Dashboard(
+                node=node, host=config.dashboard.host, port=config.dashboard.port))
+            log.info("dashboard at %s", board.url, extra={"url": board.url})
+        if config.homeassistant is not None:
+            from gateway.dashboard.homeassistant import HomeAssistantBridge
+
+            ha = config.homeassistant
+            bridge = await stack.enter_async_context(HomeAssistantBridge(
+                node=node, broker_url=ha.broker, period_s=ha.period_s, prefix=ha.prefix,
+                username=ha.username, password=ha.password))
+            stack.push_async_callback(_cancel, asyncio.create_task(bridge.run(), name="ha"))
         stopper = asyncio.create_task(stop.wait(), name="stop")
-        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (runner, stopper):
-            task.cancel()
-        if runner in done and not runner.cancelled() and runner.exception() is not None:
-            raise runner.exception()  # type: ignore[misc]
+        stack.push_async_callback(_cancel, stopper)
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if runner.done():
+            runner.result()  # the gateway stopped by itself: raise its error
     log.info("gateway stopped", extra={"node": config.node})
     return 0
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -98,6 +98,7 @@ class PreferencesConfig(_Model):
     min_sell_price: int = Field(default=120, ge=0)
     max_buy_price: int = Field(default=250, ge=0)
     reserve_pct: float = Field(default=20, ge=0, le=100)
+    ev_ready_by: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
 class EnvelopeConfig(_Model):
@@ -117,6 +118,33 @@ class EnvelopeConfig(_Model):
         return self
 
 
+class DashboardConfig(_Model):
+    """The local web page, JSON API and /metrics. Loopback by default: open it to the home
+    network (host = "0.0.0.0") only behind the router, never to the internet."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class HomeAssistantConfig(_Model):
+    """Optional MQTT discovery so the home's sensors appear in Home Assistant by themselves."""
+
+    broker: str
+    username: str | None = None
+    password: str | None = None
+    period_s: float = Field(default=10, gt=0)
+    prefix: str = "homeassistant"
+
+    @field_validator("broker")
+    @classmethod
+    def _broker(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("broker must look like mqtt://homeassistant.local:1883")
+        return v
+
+
 class GatewayConfig(_Model):
     node: NodeId
     key_file: Path
@@ -126,6 +154,8 @@ class GatewayConfig(_Model):
     tariffs: TariffConfig = TariffConfig()
     preferences: PreferencesConfig = PreferencesConfig()
     envelope: EnvelopeConfig = EnvelopeConfig()
+    dashboard: DashboardConfig = DashboardConfig()
+    homeassistant: HomeAssistantConfig | None = None
     devices: tuple[DeviceConfig, ...] = ()
 
     @model_validator(mode="after")

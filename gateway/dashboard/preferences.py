@@ -40,11 +40,7 @@ class OwnerPreferences(BaseModel):
         return cls.model_validate(config.model_dump())
 
     def to_config(self) -> PreferencesConfig:
-        """The part the node's EMS honours today (everything but ``ev_ready_by``)."""
-        return PreferencesConfig(
-            min_sell_price=self.min_sell_price, max_buy_price=self.max_buy_price,
-            reserve_pct=self.reserve_pct,
-        )
+        return PreferencesConfig.model_validate(self.model_dump())
 
 
 class PreferencesStore:
