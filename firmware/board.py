@@ -106,15 +106,19 @@ def _build_role(role, points, hal, serial, unit, tagger, status_addr):
                            max_discharge_w=nameplate["max_discharge_w"],
                            soc_min_pct=nameplate["soc_min_pct"],
                            soc_max_pct=nameplate["soc_max_pct"])
+    if role == "load":
+        from firmware.roles.load import LoadRole
+        return LoadRole(points, stage=hal.load, clock=hal.clock, serial=serial, unit=unit,
+                        kind=nameplate["load_kind"], max_w=nameplate["load_max_w"])
     from firmware.roles.dcdc import DcdcRole
     return DcdcRole(points, stage=hal.dcdc, clock=hal.clock, serial=serial, unit=unit)
 
 
 class Board:
     """One device: ``cfg`` (firmware/config.py) on ``hal`` (an object with ``clock``, the role's
-    front end as ``meter``/``pv``/``battery``/``dcdc``, and ``nameplate``, a dict of the power
-    stage's ratings). Never raises for a role it cannot build: it serves the common model and
-    sets ``ERR_ROLE_CODE`` instead, so the installer can read why over Modbus.
+    front end as ``meter``/``pv``/``battery``/``dcdc``/``load``, and ``nameplate``, a dict of
+    the power stage's ratings). Never raises for a role it cannot build: it serves the common
+    model and sets ``ERR_ROLE_CODE`` instead, so the installer can read why over Modbus.
 
     A meter with a key gets a ``TaggedCounter`` (``tagger``), which the meter role itself updates
     and publishes in model 64210 at the end of each tick, from the sample it just published."""

@@ -17,7 +17,7 @@ import json
 from firmware.compat import const
 
 PATH = "/config.json"
-ROLES = ("meter", "pv", "battery", "dcdc")
+ROLES = ("meter", "pv", "battery", "dcdc", "load")
 BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
 # Bits of ``Config.error`` (CfgErr). Documented in docs/sunspec-vendor-model.md.

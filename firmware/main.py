@@ -28,8 +28,10 @@ class _FakeHal:
         self.pv = fake.FakePvStage()
         self.battery = fake.FakeBatteryStage()
         self.dcdc = fake.FakeDcStage()
+        self.load = fake.FakeLoadStage()
         self.nameplate = {"rating_w": 5000, "capacity_wh": 10000, "max_charge_w": 5000,
-                          "max_discharge_w": 5000, "soc_min_pct": 10, "soc_max_pct": 95}
+                          "max_discharge_w": 5000, "soc_min_pct": 10, "soc_max_pct": 95,
+                          "load_kind": 2, "load_max_w": 7400}
 
 
 class _TicksClock:

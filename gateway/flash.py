@@ -36,7 +36,7 @@ from protocols.sunspec.models import load_model
 from protocols.sunspec.points import decode
 
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
-ROLES = ("meter", "pv", "battery", "dcdc")
+ROLES = ("meter", "pv", "battery", "dcdc", "load")
 BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 VERIFY = ("tcp", "rtu", "repl")
 KEY_BYTES = 32

@@ -88,6 +88,17 @@ class EvState:
         return 100.0 * self.stored_mj / spec.capacity_mj
 
 
+def ev_need_mj(spec: EvSpec, state: EvState) -> int:
+    """AC energy the charger still has to draw to reach the target SoC (0 while the car is away).
+
+    What an EV charger reports as "energy needed" (vendor model 64220 ``WhNeed``): the cells'
+    headroom grossed up by the charger's losses.
+    """
+    if not state.plugged:
+        return 0
+    return math.ceil(max(0, spec.target_mj - state.stored_mj) / spec.charge_efficiency)
+
+
 def ev_initial(spec: EvSpec, *, t_ms: int) -> EvState:
     """The car at ``t_ms``: if it is plugged in already, it arrived with its usual SoC."""
     return EvState(plugged=spec.plugged_at(t_ms), stored_mj=spec.arrival_mj)
@@ -119,4 +130,4 @@ def ev_step(spec: EvSpec, state: EvState, *, t_ms: int, dt_ms: int, limit_w: int
                    state.loss_mj + terminal - into_cells)
 
 
-__all__ = ["EvSpec", "EvState", "ev_initial", "ev_step"]
+__all__ = ["EvSpec", "EvState", "ev_initial", "ev_need_mj", "ev_step"]

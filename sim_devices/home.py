@@ -9,6 +9,11 @@ A home may also have a DC-DC converter between its battery and the community's D
 inverter: ``port_bounds`` says what the battery can take or give this step (the bus physics
 decides the flow within it) and ``home_dc_step`` books that flow into the cells before the AC
 step. ``dc_port_mj`` counts it, so a home on a bus still balances to the millijoule.
+
+A home may have an EV (``HomeSpec.ev``, physics in ``sim_devices/ev.py``). The EV charger and the
+flexible load are controllable loads: ``home_step`` takes a power limit for each (None = the
+device's own default, which is what they do without a gateway), and both count as loads at the
+AC bus, so their energy is in ``load_mj``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import zlib
 from dataclasses import dataclass
 
 from sim_devices.dcbus import ConverterFlow, ConverterSpec, PortBounds
+from sim_devices.ev import EvSpec, EvState, ev_initial, ev_step
 from sim_devices.physics import (
     MJ_PER_WH,
     BatterySpec,
@@ -62,6 +68,8 @@ class HomeSpec:
     seed: int | None = None
     dcdc: ConverterSpec | None = None
     """A DC-DC converter from the battery onto the community's DC bus (``World(dc_bus=...)``)."""
+    ev: EvSpec | None = None
+    """An electric vehicle charging at home, behind an EV charger the gateway can limit."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -114,27 +122,33 @@ class HomeState:
     meter: MeterState
     load_w: int = 0
     load_mj: int = 0
-    """Base plus flexible load energy consumed since the start (for conservation checks)."""
+    """Base, flexible and EV charging energy consumed since the start (for conservation checks)."""
     loss_mj: int = 0
     """Battery conversion losses since the start."""
     dc_port_mj: int = 0
     """Energy the DC-DC converter's port put into the battery since the start (− = took out)."""
+    ev: EvState | None = None
+    """The EV and its charger (None: the home has no EV)."""
+    flex_mj: int = 0
+    """Energy the flexible load drew since the start (its device's energy counter)."""
 
 
 def home_initial(spec: HomeSpec, *, t_ms: int) -> HomeState:
     return HomeState(
         t_ms=t_ms, pv=PvState(), flex=flex_initial(spec.flex_spec(), t_ms=t_ms),
         battery=battery_initial(spec.battery_spec(), soc_pct=spec.soc_start_pct),
-        meter=MeterState())
+        meter=MeterState(), ev=ev_initial(spec.ev, t_ms=t_ms) if spec.ev is not None else None)
 
 
 def home_step(spec: HomeSpec, profiles: HomeProfiles, state: HomeState, *, dt_ms: int,
-              battery_command_w: int, pv_limit_w: int | None) -> HomeState:
+              battery_command_w: int, pv_limit_w: int | None, flex_limit_w: int | None = None,
+              ev_limit_w: int | None = None) -> HomeState:
     """Advance the home by ``dt_ms`` with the devices' current commands.
 
     Order matters and follows the electrics: the sun and the base load are given, the battery
-    follows its command within its limits, the flexible load reacts to what is left over, and the
-    meter sees the remainder: ``grid = load + flex + battery − pv`` (+ = import).
+    follows its command within its limits, the EV charges (up to its charger's limit), the
+    flexible load reacts to what is left over, and the meter sees the remainder:
+    ``grid = load + ev + flex + battery − pv`` (+ = import).
     """
     t = state.t_ms
     pv = pv_step(state.pv, available_w=profiles.pv_available_w(spec, t), limit_w=pv_limit_w,
@@ -142,15 +156,19 @@ def home_step(spec: HomeSpec, profiles: HomeProfiles, state: HomeState, *, dt_ms
     load_w = profiles.base_load_w(spec, t)
     battery = battery_step(spec.battery_spec(), state.battery, command_w=battery_command_w,
                            dt_ms=dt_ms)
+    ev = (ev_step(spec.ev, state.ev, t_ms=t, dt_ms=dt_ms, limit_w=ev_limit_w)
+          if spec.ev is not None and state.ev is not None else None)
+    ev_w = ev.power_w if ev is not None else 0
     flex = flex_step(spec.flex_spec(), state.flex, t_ms=t, dt_ms=dt_ms,
-                     surplus_w=pv.power_w - load_w - battery.power_w)
-    grid_w = load_w + flex.power_w + battery.power_w - pv.power_w
+                     surplus_w=pv.power_w - load_w - battery.power_w - ev_w, limit_w=flex_limit_w)
+    consumed_w = load_w + flex.power_w + ev_w
+    grid_w = consumed_w + battery.power_w - pv.power_w
     return HomeState(
         t_ms=t + dt_ms, pv=pv, battery=battery, flex=flex,
         meter=meter_step(state.meter, grid_w=grid_w, dt_ms=dt_ms),
-        load_w=load_w + flex.power_w,
-        load_mj=state.load_mj + (load_w + flex.power_w) * dt_ms,
-        loss_mj=state.loss_mj + battery.loss_mj, dc_port_mj=state.dc_port_mj)
+        load_w=consumed_w, load_mj=state.load_mj + consumed_w * dt_ms,
+        loss_mj=state.loss_mj + battery.loss_mj, dc_port_mj=state.dc_port_mj, ev=ev,
+        flex_mj=state.flex_mj + flex.power_w * dt_ms)
 
 
 _ANY_W = 10**9
@@ -188,7 +206,8 @@ def home_dc_step(spec: HomeSpec, state: HomeState, *, flow: ConverterFlow) -> Ho
     return HomeState(
         t_ms=state.t_ms, pv=state.pv, battery=battery, flex=state.flex, meter=state.meter,
         load_w=state.load_w, load_mj=state.load_mj, loss_mj=state.loss_mj + battery.loss_mj,
-        dc_port_mj=state.dc_port_mj + flow.port_w * flow.on_ms)
+        dc_port_mj=state.dc_port_mj + flow.port_w * flow.on_ms, ev=state.ev,
+        flex_mj=state.flex_mj)
 
 
 def energy_imbalance_mj(start: HomeState, end: HomeState) -> int:

@@ -179,8 +179,10 @@ def battery_step(spec: BatterySpec, state: BatteryState, *, command_w: int, dt_m
 class FlexSpec:
     """A deferrable job (dishwasher, water heater): ``energy_wh`` per day at ``power_w``.
 
-    It may run between ``earliest_h`` and ``deadline_h``; it starts early when the home has a PV
-    surplus at least its power, and is forced on when waiting longer would miss the deadline.
+    It may run between ``earliest_h`` and ``deadline_h``. On its own it starts early when the home
+    has a PV surplus at least its power, and is forced on when waiting longer would miss the
+    deadline; under a gateway's power limit (vendor model 64220) it draws up to that limit
+    whenever it has energy owed in its window, and nothing more.
     """
 
     power_w: int = 0
@@ -211,16 +213,30 @@ def flex_initial(spec: FlexSpec, *, t_ms: int) -> FlexState:
     return FlexState(t_ms // DAY_MS, spec.energy_wh * MJ_PER_WH)
 
 
-def flex_step(spec: FlexSpec, state: FlexState, *, t_ms: int, dt_ms: int, surplus_w: int
-              ) -> FlexState:
-    """Decide whether the job runs during [t_ms, t_ms + dt_ms) and charge its energy."""
+def flex_in_window(spec: FlexSpec, t_ms: int) -> bool:
+    """Whether the job may run at absolute time ``t_ms``."""
+    hour_ms = t_ms % DAY_MS
+    return spec.earliest_h * 3_600_000 <= hour_ms < spec.deadline_h * 3_600_000
+
+
+def flex_step(spec: FlexSpec, state: FlexState, *, t_ms: int, dt_ms: int, surplus_w: int,
+              limit_w: int | None = None) -> FlexState:
+    """Decide whether the job runs during [t_ms, t_ms + dt_ms) and charge its energy.
+
+    ``limit_w`` None: the appliance's own logic (surplus, or the deadline forces it); a number:
+    the gateway's limit, which it follows within its window.
+    """
+    if limit_w is not None and limit_w < 0:
+        raise PhysicsError(f"flexible load limit_w must be >= 0 or None, got {limit_w}")
     day = t_ms // DAY_MS
     if day != state.day:
         state = FlexState(day, spec.energy_wh * MJ_PER_WH)
     hour_ms = t_ms % DAY_MS
-    in_window = spec.earliest_h * 3_600_000 <= hour_ms < spec.deadline_h * 3_600_000
-    if not in_window or state.remaining_mj <= 0:
+    if not flex_in_window(spec, t_ms) or state.remaining_mj <= 0:
         return replace(state, power_w=0)
+    if limit_w is not None:
+        power = min(spec.power_w, limit_w, math.ceil(state.remaining_mj / dt_ms))
+        return FlexState(day, max(0, state.remaining_mj - power * dt_ms), power)
     needed_ms = state.remaining_mj / spec.power_w
     left_ms = spec.deadline_h * 3_600_000 - hour_ms
     if surplus_w < spec.power_w and needed_ms < left_ms - dt_ms:

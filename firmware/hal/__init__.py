@@ -29,4 +29,8 @@ DC-DC stage
     the port (charging), as in vendor model 64200;
     ``command(mode, a_x100, v_x10)`` with mode 0 wait, 1 CV, 2 CC charge (from bus), 3 CC discharge
     (into bus).
+Controllable load stage (EV charger, deferrable appliance)
+    ``sample()`` -> ``(w, connected, need_wh, deadline_min)``: power drawn (>= 0), whether it can
+    run now, AC energy still needed, minute of the day it is needed by (-1: none);
+    ``energy_wh()`` -> total drawn; ``set_limit_w(w)`` caps the power, ``None`` = its own default.
 """

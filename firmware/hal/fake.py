@@ -137,3 +137,25 @@ class FakeDcStage:
         self.mode = mode
         self.a_set_x100 = a_x100
         self.v_set_x10 = v_x10
+
+
+class FakeLoadStage:
+    """Controllable load (EV charger, appliance): the simulator writes what the load draws and
+    needs; role code writes ``limit_w`` (None = the device's own default)."""
+
+    def __init__(self):
+        self.w = 0
+        self.connected = False
+        self.need_wh = 0
+        self.deadline_min = -1
+        self.total_wh = 0
+        self.limit_w = None
+
+    def sample(self):
+        return self.w, self.connected, self.need_wh, self.deadline_min
+
+    def energy_wh(self):
+        return self.total_wh
+
+    def set_limit_w(self, w):
+        self.limit_w = w

@@ -44,6 +44,8 @@ def role_table(role):
         from firmware.tables import battery as table
     elif role == "dcdc":
         from firmware.tables import dcdc as table
+    elif role == "load":
+        from firmware.tables import load as table
     else:
         raise RoleError("no SunSpec table for role " + repr(role))
     return table

@@ -6,7 +6,7 @@ A point spec is ``offset << 10 | size << 5 | type code``, the code indexing ``TY
 """
 
 BASE = 40000
-ROLES = ('meter', 'pv', 'battery', 'dcdc')
+ROLES = ('meter', 'pv', 'battery', 'dcdc', 'load')
 TYPES = (
     "int16",
     "uint16",

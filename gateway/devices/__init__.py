@@ -24,15 +24,17 @@ from gateway.devices.errors import (
     ModbusException,
     NotSunSpec,
 )
+from gateway.devices.load import ControllableLoad, LoadKind, LoadReading
 from gateway.devices.meter import Meter, MeterReading
 from gateway.devices.model_reader import ModelData, ModelLocation, read_models
 from gateway.devices.poller import DevicePoller, PollerHealth, Readable
 from gateway.devices.pv import PvInverter, PvReading
 
 __all__ = [
-    "BadDeviceData", "Battery", "BatteryReading", "BusStats", "CommonInfo", "ConverterState",
-    "DcDcConverter", "DcDcReading", "DeviceError", "DevicePoller", "DeviceTimeout",
-    "DeviceUnreachable", "DiscoveredDevice", "Meter", "MeterReading", "MissingModel",
+    "BadDeviceData", "Battery", "BatteryReading", "BusStats", "CommonInfo", "ControllableLoad",
+    "ConverterState", "DcDcConverter", "DcDcReading", "DeviceError", "DevicePoller",
+    "DeviceTimeout", "DeviceUnreachable", "DiscoveredDevice", "LoadKind", "LoadReading", "Meter",
+    "MeterReading", "MissingModel",
     "ModbusBus", "ModbusException", "ModbusSerialBus", "ModbusTcpBus", "ModelData",
     "ModelLocation", "NotSunSpec", "PollerHealth", "PvInverter", "PvReading", "Readable",
     "discover", "read_models",

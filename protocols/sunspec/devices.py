@@ -25,6 +25,7 @@ ROLE_MODELS: Mapping[str, tuple[int, ...]] = {
     "pv": (1, 701, 702, 704),
     "battery": (1, 713, 802, 124),
     "dcdc": (1, 714, 64200),
+    "load": (1, 64220),
 }
 
 #: Instances of repeating groups whose count is a point: a converter has two DC ports (the local

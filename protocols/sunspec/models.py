@@ -34,6 +34,7 @@ TYPE_SIZES: Mapping[str, int] = {
 VENDOR_MODELS: Mapping[int, Path] = {
     64200: Path(__file__).with_name("model_64200.json"),  # DC-DC converter control
     64210: Path(__file__).with_name("model_64210.json"),  # device status, tagged energy counters
+    64220: Path(__file__).with_name("model_64220.json"),  # controllable load (EVSE, appliance)
 }
 
 

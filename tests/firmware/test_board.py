@@ -39,9 +39,11 @@ class Hal:
         self.pv = fake.FakePvStage()
         self.battery = fake.FakeBatteryStage()
         self.dcdc = fake.FakeDcStage()
+        self.load = fake.FakeLoadStage()
         self.nameplate = nameplate if nameplate is not None else {
             "rating_w": 4000, "capacity_wh": 10000, "max_charge_w": 3000,
-            "max_discharge_w": 3000, "soc_min_pct": 10, "soc_max_pct": 90}
+            "max_discharge_w": 3000, "soc_min_pct": 10, "soc_max_pct": 90,
+            "load_kind": 2, "load_max_w": 7400}
 
 
 def _cfg(**fields: object) -> config.Config:
@@ -79,7 +81,7 @@ def test_frame_ends_only_at_silence() -> None:
     assert framer.frame(5000) == b"\x01"
 
 
-@pytest.mark.parametrize("role", ["meter", "pv", "battery", "dcdc"])
+@pytest.mark.parametrize("role", ["meter", "pv", "battery", "dcdc", "load"])
 def test_bank_appends_model_64210_and_keeps_every_address(role: str) -> None:
     bank, table, status = board.build_bank(role)
     dmap = DeviceMap.for_role(role)
