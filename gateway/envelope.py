@@ -2,8 +2,10 @@
 
 Whatever the market cleared, the battery is never asked to charge above its SoC window or power
 limit, never asked to discharge below its reserve, and never ramped faster than the installer
-allows. Clamping is explicit: every limit that bit is returned, so the dispatcher can log and count
-why the physical setpoint differs from the cleared one.
+allows; a DC-DC converter never carries more than its current limit, never works the battery past
+the same limits, and never runs on a bus outside its voltage window. Clamping is explicit: every
+limit that bit is returned, so the dispatcher can log and count why the physical setpoint differs
+from the cleared one.
 """
 
 from __future__ import annotations
@@ -70,6 +72,17 @@ class BatteryEnvelope:
             hits.append("soc-min")
         return w, tuple(hits)
 
+    def beside(self, port_w: int) -> BatteryEnvelope:
+        """What is left to the battery inverter while the DC-DC converter's port moves ``port_w``
+        (+ charge) through the same cells: the cells' power limit is shared by both paths, and
+        neither path may exceed it on its own."""
+        return BatteryEnvelope(
+            soc_min_pct=self.soc_min_pct, soc_max_pct=self.soc_max_pct,
+            max_charge_w=max(0, min(self.max_charge_w, self.max_charge_w - port_w)),
+            max_discharge_w=max(0, min(self.max_discharge_w, self.max_discharge_w + port_w)),
+            ramp_w_per_s=self.ramp_w_per_s,
+        )
+
     def contains(self, *, w: int, soc_pct: float) -> bool:
         """Whether a setpoint is inside the static part of the envelope (for tests and audits)."""
         if w > 0 and soc_pct >= self.soc_max_pct:
@@ -77,3 +90,70 @@ class BatteryEnvelope:
         if w < 0 and soc_pct <= self.soc_min_pct:
             return False
         return -self.max_discharge_w <= w <= self.max_charge_w
+
+
+@dataclass(frozen=True, slots=True)
+class ConverterEnvelope:
+    """The DC-DC converter's part of the envelope: its current and the DC bus's voltage window.
+
+    The current limit is at the bus side (64200 ``DCA``). The bus window is where trading on the
+    bus is allowed at all: outside it, or after any trip, every converter waits.
+    """
+
+    max_current_a: float
+    bus_v_min: float
+    bus_v_max: float
+
+    def __post_init__(self) -> None:
+        if self.max_current_a <= 0:
+            raise ValueError(f"converter current limit must be > 0 A, got {self.max_current_a}")
+        if not 0 < self.bus_v_min < self.bus_v_max:
+            raise ValueError(
+                f"bus window must satisfy 0 < min < max, got [{self.bus_v_min}, {self.bus_v_max}]"
+            )
+
+    def within_device(
+        self, *, current_limit_a: float, v_min: float, v_max: float
+    ) -> ConverterEnvelope:
+        """Narrowed by the converter's own ``AMax`` and protection window: the stricter wins.
+
+        Raises ``ValueError`` when nothing is left (a device reporting no current, or a window
+        that does not overlap ours): such a converter must not run at all.
+        """
+        return ConverterEnvelope(
+            max_current_a=min(self.max_current_a, current_limit_a),
+            bus_v_min=max(self.bus_v_min, v_min),
+            bus_v_max=min(self.bus_v_max, v_max),
+        )
+
+    def bus_inside(self, volts: float) -> bool:
+        return self.bus_v_min <= volts <= self.bus_v_max
+
+    def clamp(
+        self, *, requested_a: float, bus_v: float, soc_pct: float, battery: BatteryEnvelope
+    ) -> tuple[float, tuple[str, ...]]:
+        """The nearest safe converter current to ``requested_a`` (+ = from the bus into the
+        battery) and the limits that applied: the current limit, the battery's power limits and
+        its SoC window (the converter's port is the battery's DC side)."""
+        hits: list[str] = []
+        a = requested_a
+        if abs(a) > self.max_current_a:
+            a = self.max_current_a if a > 0 else -self.max_current_a
+            hits.append("max-current")
+        volts = max(bus_v, 1.0)
+        if a * volts > battery.max_charge_w:
+            a = battery.max_charge_w / volts
+            hits.append("max-charge")
+        if -a * volts > battery.max_discharge_w:
+            a = -battery.max_discharge_w / volts
+            hits.append("max-discharge")
+        if a > 0 and soc_pct >= battery.soc_max_pct:
+            a = 0.0
+            hits.append("soc-max")
+        if a < 0 and soc_pct <= battery.soc_min_pct:
+            a = 0.0
+            hits.append("soc-min")
+        return a, tuple(hits)
+
+    def contains(self, *, amps: float) -> bool:
+        return abs(amps) <= self.max_current_a

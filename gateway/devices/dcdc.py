@@ -59,6 +59,7 @@ class DcDcConverter:
         (control,) = device.require(driver="DcDcConverter", model_ids=(_VENDOR_MODEL,))
         self._locations = tuple(loc for loc in (device.location(714), control) if loc)
         self._control: ModelData | None = None
+        self._written_mode: ConverterState | None = None  # Mode written since the last read
 
     async def read(self) -> DcDcReading:
         reading, _ = await self._sample()
@@ -69,6 +70,7 @@ class DcDcConverter:
         c = models[_VENDOR_MODEL]
         ports = models.get(714)
         self._control = c
+        self._written_mode = None
         state = c.optional_int("St")
         if state is None or state not in ConverterState._value2member_map_:
             raise BadDeviceData(f"model 64200 St is {state}, not a converter state")
@@ -102,28 +104,55 @@ class DcDcConverter:
             return
         mode = ConverterState.CC_CHARGE if amps > 0 else ConverterState.CC_DISCHARGE
         raw = to_raw(abs(amps), control.scale_factor("ASet"))
-        await self._command(control, revert_s, {"Mode": mode, "ASet": raw})
+        await self._command(control, revert_s, mode, {"ASet": raw})
 
-    async def hold_voltage(self, *, volts: float, revert_s: int) -> None:
-        """Constant voltage: the converter becomes the DC bus's voltage master at ``volts``."""
+    async def hold_voltage(
+        self, *, volts: float, revert_s: int, limit_a: float | None = None
+    ) -> None:
+        """Constant voltage: the converter becomes the DC bus's voltage master at ``volts``.
+
+        In CV the converter carries whatever the bus needs up to ``AMax``; ``limit_a`` sets
+        ``AMax`` in the same write, so the master never runs with a cap the dispatcher did not
+        choose (None keeps the device's). The device refuses a cap above its rating.
+        """
         control = await self._control_model()
         low, high = control.number("VMin"), control.number("VMax")
         if not low <= volts <= high:
             raise ValueError(f"bus voltage {volts} V outside the device window [{low}, {high}] V")
-        raw = to_raw(volts, control.scale_factor("VSet"))
-        await self._command(control, revert_s, {"Mode": ConverterState.CV, "ASet": 0, "VSet": raw})
+        values = {"ASet": 0, "VSet": to_raw(volts, control.scale_factor("VSet"))}
+        if limit_a is not None:
+            if limit_a <= 0:
+                raise ValueError(f"converter current limit must be > 0 A, got {limit_a}")
+            values["AMax"] = to_raw(limit_a, control.scale_factor("AMax"))
+        await self._command(control, revert_s, ConverterState.CV, values)
 
     async def wait(self, *, revert_s: int) -> None:
         """Idle at 0 A: the converter's safe state."""
         control = await self._control_model()
-        await self._command(control, revert_s, {"Mode": ConverterState.WAIT, "ASet": 0})
+        await self._command(control, revert_s, ConverterState.WAIT, {"ASet": 0})
 
-    async def _command(self, control: ModelData, revert_s: int, values: dict[str, int]) -> None:
+    async def _command(
+        self, control: ModelData, revert_s: int, mode: ConverterState, values: dict[str, int]
+    ) -> None:
+        """Write the setpoints, and ``Mode`` only if the converter is not already in ``mode``.
+
+        A ``Mode`` write clears a trip and re-enables the converter, so it is a deliberate
+        restart; a heartbeat that repeats the running command writes the setpoints alone (which
+        re-arms the revert timer too). Otherwise a trip landing between the dispatcher's reading
+        and its heartbeat would be cleared unseen, and a tripped bus restarted by itself.
+        "Already" is the state as last read (a dispatcher reads right before commanding), or
+        the mode this driver wrote since.
+        """
         if not 1 <= revert_s <= _MAX_REVERT_S:
             raise ValueError(f"revert_s must be 1..{_MAX_REVERT_S} s, got {revert_s}")
+        running = control.optional_int("St") if self._written_mode is None else self._written_mode
+        if running != mode:
+            values = {"Mode": int(mode), **values}
         # Revert time first: writing Mode arms the timer with whatever RvrtTms holds.
         await write_points(self._bus, unit=self._unit, model=control, values={"RvrtTms": revert_s})
         await write_points(self._bus, unit=self._unit, model=control, values=values)
+        if "Mode" in values:
+            self._written_mode = mode
 
     async def _control_model(self) -> ModelData:
         """Model 64200 as last read (limits and scale factors), reading it if never read."""
