@@ -6,7 +6,6 @@ tampered register, a foreign key and a replay."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 
 from firmware import metering
 from gateway.devices import Meter, ModbusTcpBus, discover
@@ -14,26 +13,17 @@ from gateway.devices.meter import TAGGED_MODEL, verify_meter_reading
 from protocols.metering import Rejected, Verified
 from protocols.sunspec.devices import DeviceMap
 from sim_devices.home import HomeSpec
-from sim_devices.world import World
+from sim_devices.world import World, sim_meter_key
 
 SEED = 7
-
-
-def sim_meter_key(world_seed: int, device_id: str) -> bytes:
-    """The deterministic per-meter key of a simulated community: the world seed and the meter's
-    device id, hashed, so a demo gateway can be provisioned with it without a key file.
-    (To move into protocols/metering.py once sim_devices/world.py passes it; see the report.)"""
-    return hashlib.sha256(f"gridpeer/sim-meter-key/1\n{world_seed}\n{device_id}".encode()).digest()
 
 
 def _world() -> tuple[World, str, bytes]:
     # Nearly frozen clock: the test steps the world itself, so nothing ticks between reads.
     world = World(homes=[HomeSpec(name="home-1")], seed=SEED, speed=1e-6, start_s=12 * 3600)
     device_id = "home-1-meter"
-    key = sim_meter_key(SEED, device_id)
-    role = world.home("home-1").meter_role
-    role.tagger = metering.TaggedCounter(key, device_id)
-    role.status_addr = DeviceMap.for_role("meter").block(TAGGED_MODEL).address
+    key = world.home("home-1").meter_key
+    assert key == sim_meter_key(SEED, device_id)
     return world, device_id, key
 
 
@@ -45,6 +35,11 @@ def test_sim_keys_are_deterministic_and_per_device() -> None:
 
 async def test_untagged_sim_meter_serves_64210_without_tags() -> None:
     world = World(homes=[HomeSpec(name="home-1")], seed=SEED, speed=1e-6, start_s=12 * 3600)
+    # A meter flashed without a key: no tagger, model 64210 blanked as the firmware leaves it.
+    home = world.home("home-1")
+    home.meter_role.tagger = None
+    metering.blank(home.devices["meter"].bank,
+                   DeviceMap.for_role("meter").block(TAGGED_MODEL).address, 0)
     async with world.serve() as served:
         host, port = served.address("home-1", "meter")
         async with ModbusTcpBus(host=host, port=port, timeout_s=2) as bus:

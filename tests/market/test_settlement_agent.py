@@ -17,9 +17,9 @@ from gateway.market.agent import MarketAgent, MarketError
 from gateway.market.peerlink import PeerLink
 from gateway.market.session import Agreed, State
 from gateway.market.settlement import MeterKey, MeterReading
-from protocols.messages import Settlement
+from protocols.messages import Settlement, SignedEnvelope
 from protocols.metering import reading_tag
-from protocols.signing import generate_key, sign
+from protocols.signing import Rejected, generate_key, sign, verify
 from tests.market.community import COMMUNITY, PARAMS, Community, now_ms
 
 NODES = ("alice", "bob", "carol")
@@ -44,6 +44,12 @@ def reading(node: str, seq: int, import_wh: int, export_wh: int) -> MeterReading
     key = KEYS[node]
     tag = reading_tag(key.key, key.device_id, seq, import_wh, export_wh).hex()
     return MeterReading(seq=seq, import_wh=import_wh, export_wh=export_wh, tag=tag)
+
+
+def body(envelope: SignedEnvelope) -> Settlement:
+    verified = verify(envelope, expected_kind="settle")
+    assert not isinstance(verified, Rejected) and isinstance(verified.body, Settlement)
+    return verified.body
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -74,19 +80,20 @@ async def test_settlements_are_verified_everywhere_and_reputation_caps_the_next_
             outcomes = [await a.outcome(k) for a in agents]
         assert all(isinstance(o, Agreed) and o.position is not None for o in outcomes)
         with pytest.raises(MarketError, match="has not ended"):
-            await alice.settle(k, delivered_wh=-2_000, meter_reading=reading("alice", 1, 0, 2000))
+            alice.settle(k, delivered_wh=-2_000, meter_reading=reading("alice", 1, 0, 2000))
 
         await until(lambda: now_ms() >= community.timing.end_ms(k))
         bought = {o.position.node: o.position.bought_wh for o in outcomes  # type: ignore[union-attr]
                   if isinstance(o, Agreed)}
         # alice sold 2,000 Wh but exported only 1,000; the buyers took what they bought.
-        own = [
-            await alice.settle(k, delivered_wh=-1_000, meter_reading=reading("alice", 1, 0, 1000)),
-            await bob.settle(k, delivered_wh=bought["bob"],
-                             meter_reading=reading("bob", 1, bought["bob"], 0)),
-            await carol.settle(k, delivered_wh=bought["carol"],
-                               meter_reading=reading("carol", 1, bought["carol"], 0)),
+        signed = [
+            alice.settle(k, delivered_wh=-1_000, meter_reading=reading("alice", 1, 0, 1000)),
+            bob.settle(k, delivered_wh=bought["bob"],
+                       meter_reading=reading("bob", 1, bought["bob"], 0)),
+            carol.settle(k, delivered_wh=bought["carol"],
+                         meter_reading=reading("carol", 1, bought["carol"], 0)),
         ]
+        own = [body(envelope) for envelope in signed]
         assert all(a.session_state(k) is State.SETTLED for a in agents)
         # mallory had no bid, yet claims to have sold 500 Wh and been paid for it.
         lie = Settlement(community=COMMUNITY, interval=k, node="mallory", cleared_wh=-500,
@@ -98,6 +105,9 @@ async def test_settlements_are_verified_everywhere_and_reputation_caps_the_next_
 
         expected = {s.node: s for s in own}
         await until(lambda: all(a.settlements(k) == expected for a in agents))
+        # Each gateway keeps every accepted settlement as its signer sent it.
+        assert all(a.signed_settlements(k) == dict(zip(NODES, signed, strict=True))
+                   for a in agents)
         await until(lambda: all(a.rejections["settle-mismatch"] == 1 for a in agents))
         for a in agents:
             assert [a.reputation(n) for n in NODES] == [875, 1000, 1000], a.node
