@@ -1,0 +1,207 @@
+"""A street of real gateways for the fault campaign, with handles on every part a fault needs.
+
+Three homes (one seller with sun and a full battery, two buyers), each with a real
+:class:`GatewayNode` polling simulated devices over Modbus (TCP, or RTU on a pty for homes named
+in ``rtu``), trading signed bids over the embedded MQTT broker. Unlike ``run_community`` the
+street lets a test stop and restart the broker on its port, route a gateway through a
+:class:`~tests.faults.proxy.TcpProxy` it can sever, and give each gateway its own clock.
+
+Time: the world and the gateways run ``SPEED`` times faster than real time on simulated clocks,
+with the field's proportions (60 s intervals here, gate 20 s, grace 5 s), so a fault lasting a few
+simulated seconds is a fraction of a real second and a test spans a handful of intervals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.broker import EmbeddedBroker
+from gateway.clock import Clock
+from gateway.community import Timing, provision
+from gateway.config import load_config
+from gateway.devices import DeviceError
+from gateway.identity import load_certificate, load_key_file
+from gateway.ledger import Ledger
+from gateway.market.session import Abstained, Agreed
+from gateway.node import BidMade, Event, GatewayNode, IntervalClosed, running
+from sim_devices.faults import FaultSpec
+from sim_devices.home import HomeSpec
+from sim_devices.world import World
+from tests.faults.proxy import TcpProxy
+
+HOMES = (
+    HomeSpec(name="home-1", pv_peak_w=6000, base_load_w=300, soc_start_pct=90),
+    HomeSpec(name="home-2", pv_peak_w=0, base_load_w=3000, soc_start_pct=15),
+    HomeSpec(name="home-3", pv_peak_w=0, base_load_w=2500, soc_start_pct=15),
+)
+NAMES = tuple(h.name for h in HOMES)
+SPEED = 10.0
+TIMING = Timing(interval_s=60, gate_s=20, grace_s=5, poll_s=5, revert_s=30,
+                ramp_w_per_s=100_000, speed=SPEED)
+INTERVAL_MS = int(TIMING.interval_s * 1000)
+ROLES = ("meter", "battery", "pv")
+RTU_TIMEOUT_S = 0.25
+"""A pty answers at once; a short timeout keeps a dropped reply from costing a poll."""
+START_ATTEMPTS = 5
+
+
+@dataclass
+class Street:
+    """A running street: world, broker, gateways and what each gateway reported."""
+
+    world: World
+    out: Path
+    broker_port: int = 0
+    proxies: dict[str, TcpProxy] = field(default_factory=dict)
+    nodes: dict[str, GatewayNode] = field(default_factory=dict)
+    closed: dict[str, dict[int, IntervalClosed]] = field(
+        default_factory=lambda: defaultdict(dict))
+    bids: dict[str, dict[int, BidMade]] = field(default_factory=lambda: defaultdict(dict))
+    restarts: Counter[str] = field(default_factory=Counter)
+    """Start-ups that failed on a device error and were retried, as the service unit does."""
+    _broker: EmbeddedBroker | None = None
+
+    def record(self, event: Event) -> None:
+        if isinstance(event, IntervalClosed) and event.in_market:
+            assert event.interval not in self.closed[event.node], (
+                f"{event.node} closed interval {event.interval} twice")
+            self.closed[event.node][event.interval] = event
+        elif isinstance(event, BidMade):
+            self.bids[event.node][event.interval] = event
+
+    async def start_broker(self, *, port: int) -> None:
+        """Start the embedded broker (on ``port``, or any free one for 0)."""
+        broker = EmbeddedBroker(port=port)
+        await broker.__aenter__()
+        self._broker = broker
+        self.broker_port = broker.port
+
+    async def stop_broker(self) -> None:
+        """Stop the broker as a crash would: every client's connection is cut, nothing kept."""
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            await broker.__aexit__(None, None, None)
+
+    def ledger(self, node: str) -> Path:
+        return self.out / node / "state" / "ledger.db"
+
+    def now_k(self) -> int:
+        """The interval the world is in (simulated clock)."""
+        return self.world.now_ms // INTERVAL_MS
+
+    def outcomes(self, k: int) -> dict[str, Agreed | Abstained | None]:
+        return {n: self.closed[n][k].outcome for n in self.closed if k in self.closed[n]}
+
+    async def until_closed(self, k: int, nodes: tuple[str, ...] = NAMES,
+                           *, timeout_s: float = 60.0) -> None:
+        """Wait (real seconds, generous) until every node in ``nodes`` closed interval ``k``."""
+        async with asyncio.timeout(timeout_s):
+            while not all(k in self.closed[n] for n in nodes):
+                await asyncio.sleep(0.02)
+
+    async def until_sim_s(self, t_s: float, *, timeout_s: float = 60.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            while self.world.now_s < t_s:
+                await asyncio.sleep(0.005)
+
+
+def agreed_hash(outcome: Agreed | Abstained | None) -> str | None:
+    return outcome.result_hash if isinstance(outcome, Agreed) else None
+
+
+def check_consistent(street: Street, intervals: range | list[int]) -> dict[int, set[str]]:
+    """Every gateway that agreed an interval agreed the same result; returns who agreed what.
+
+    A gateway that closed an interval without agreeing abstained (safe mode): that is the
+    protocol's consistent alternative, never a different result.
+    """
+    agreed: dict[int, set[str]] = {}
+    for k in intervals:
+        hashes = {n: agreed_hash(o) for n, o in street.outcomes(k).items()}
+        distinct = {h for h in hashes.values() if h is not None}
+        assert len(distinct) <= 1, f"interval {k}: different agreed results {hashes}"
+        agreed[k] = {n for n, h in hashes.items() if h is not None}
+    return agreed
+
+
+def check_ledgers(street: Street) -> dict[str, dict[int, str]]:
+    """Every ledger verifies, holds each interval once, and its agreed blocks match the events.
+
+    Returns each node's ledger as interval -> status.
+    """
+    ledgers = {}
+    for node in NAMES:
+        with Ledger.open(street.ledger(node)) as ledger:
+            assert ledger.verify() == [], f"{node}: ledger does not verify"
+            blocks = [b for b, _ in ledger.blocks()]
+        intervals = [b.interval for b in blocks]
+        assert len(intervals) == len(set(intervals)), f"{node}: an interval settled twice"
+        ledgers[node] = {b.interval: b.status for b in blocks}
+        for k, event in street.closed[node].items():
+            status = "agreed" if isinstance(event.outcome, Agreed) else "abstained"
+            assert ledgers[node].get(k) == status, f"{node}: interval {k} not in its ledger"
+    return ledgers
+
+
+@contextlib.asynccontextmanager
+async def street(
+    out: Path,
+    *,
+    faults: Mapping[tuple[str, str], FaultSpec] | None = None,
+    rtu: tuple[str, ...] = (),
+    skew_ms: Mapping[str, int] | None = None,
+    proxied: tuple[str, ...] = (),
+    start_s: float = 11 * 3600,
+) -> AsyncIterator[Street]:
+    """Serve the homes, start the broker and one gateway per home (devices of the ``rtu`` homes
+    over RTU on ptys, the ``proxied`` gateways' MQTT through a proxy each, each gateway's clock
+    ``skew_ms`` ahead of the world's)."""
+    world = World(homes=HOMES, seed=5, speed=SPEED, start_s=start_s, faults=faults)
+    async with contextlib.AsyncExitStack() as stack:
+        state = Street(world=world, out=out)
+        await state.start_broker(port=0)
+        stack.push_async_callback(state.stop_broker)
+        port = state.broker_port
+        served = await stack.enter_async_context(world.serve(rtu=bool(rtu)))
+        addresses = {(h, r): served.address(h, r) for h in NAMES for r in ROLES}
+        configs = provision(out, HOMES, addresses, broker_url=f"mqtt://127.0.0.1:{port}",
+                            timing=TIMING)
+        base = Clock(origin_ms=world.now_ms, speed=SPEED)
+        for path in configs:
+            name = path.parent.name
+            text = path.read_text()
+            if name in rtu:
+                for role in ROLES:
+                    host, p = addresses[name, role]
+                    text = text.replace(f'url = "tcp://{host}:{p}"',
+                                        f'url = "rtu://{served.rtu_path(name, role)}'
+                                        f'?baud=115200"\ntimeout_s = {RTU_TIMEOUT_S}')
+            if name in proxied:
+                proxy = await stack.enter_async_context(TcpProxy(target=("127.0.0.1", port)))
+                state.proxies[name] = proxy
+                text = text.replace(f'broker = "mqtt://127.0.0.1:{port}"',
+                                    f'broker = "mqtt://127.0.0.1:{proxy.port}"')
+            path.write_text(text)
+            config = load_config(path)
+            envelope, _ = load_certificate(config.certificate_file)
+            # one time base for all, so the only difference between the clocks is the skew
+            clock = Clock(origin_ms=base.origin_ms + (skew_ms or {}).get(name, 0), speed=SPEED,
+                          _t0=base._t0)
+            for attempt in range(START_ATTEMPTS):
+                node = GatewayNode(config=config, key=load_key_file(config.key_file),
+                                   certificate=envelope, clock=clock, on_event=state.record)
+                try:
+                    await stack.enter_async_context(running(node))
+                    break
+                except DeviceError:
+                    # `gridpeer run` exits with this error and its service restarts it
+                    if attempt == START_ATTEMPTS - 1:
+                        raise
+                    state.restarts[name] += 1
+            state.nodes[name] = node
+        yield state

@@ -1,0 +1,40 @@
+"""One gateway loses its uplink to the broker for two intervals; the others agree without it.
+
+home-3 reaches the broker through a TCP proxy that the test severs (every connection reset, new
+ones refused) and later restores. While it is cut off, the broker fires its last will, so the
+others count two members present and reach the quorum of two; home-3 hears no quorum and runs
+those intervals in safe mode (abstained: no market setpoint), settled with the grid in its
+ledger. Once restored it reconnects by itself and agrees with the others again.
+"""
+
+from gateway.market.session import Abstained
+from tests.faults.street import INTERVAL_MS, NAMES, TIMING, check_consistent, check_ledgers, street
+
+CUT = "home-3"
+OTHERS = tuple(n for n in NAMES if n != CUT)
+
+
+async def test_a_cut_off_gateway_is_left_out_and_rejoins(tmp_path):
+    async with street(tmp_path, proxied=(CUT,)) as s:
+        proxy = s.proxies[CUT]
+        k0 = s.now_k() + 2
+        # cut before k0's bids go out, restore after k0 + 1 has started
+        await s.until_sim_s(k0 * INTERVAL_MS / 1000 - TIMING.gate_s - 20)
+        proxy.sever()
+        cut = range(k0, k0 + 2)
+        await s.until_sim_s(cut[-1] * INTERVAL_MS / 1000 + 5)
+        proxy.restore()
+        rejoined = range(cut[-1] + 2, cut[-1] + 4)
+        await s.until_closed(rejoined[-1], timeout_s=120)
+    assert proxy.refused > 0, "the cut-off gateway never tried to reconnect"
+    agreed = check_consistent(s, range(cut[0], rejoined[-1] + 1))
+    for k in cut:
+        assert agreed[k] == set(OTHERS), (k, agreed[k])
+        assert isinstance(s.closed[CUT][k].outcome, Abstained), s.closed[CUT][k].outcome
+        # the others' result does not count on the absent gateway
+        result = s.closed["home-1"][k].outcome.result
+        assert all(CUT not in (t.buyer, t.seller) for t in result.trades), result.trades
+    for k in rejoined:
+        assert agreed[k] == set(NAMES), (k, agreed[k])
+    ledgers = check_ledgers(s)
+    assert all(ledgers[CUT][k] == "abstained" for k in cut)
