@@ -1,0 +1,192 @@
+"""Gateway-only resident memory and CPU per poll cycle, with the devices in another process.
+
+The simulated devices run in a subprocess (``python -m gateway sim run sunny-street``: every
+device of the scenario served over Modbus TCP on 127.0.0.1 by firmware's server core), so this
+process holds only the gateway side: one ``ModbusTcpBus`` per device, SunSpec discovery, the
+production drivers (``Meter``, ``Battery``, ``PvInverter``) under the gateway's ``DevicePoller``s.
+One *poll cycle* is what the gateway does every poll period: ``poll_once()`` on the meter, the
+battery and the PV inverter of one home, concurrently (each has its own connection and task).
+
+Figures: RSS after discovery and warm-up, after ``CYCLES`` cycles and after as many raw cycles;
+CPU time per cycle (``process_time`` / cycles: on a shared machine this is the honest cost, wall
+time includes waiting for the server process) and wall time per cycle.
+
+Baseline, same run, same server, interleaved rounds: raw pymodbus ``AsyncModbusTcpClient``s
+issuing exactly the ``read_holding_registers`` requests our drivers issued (recorded from the
+bus during the first cycle), with no decoding, also concurrently per device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import re
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psutil  # type: ignore[import-untyped]
+from pymodbus.client import AsyncModbusTcpClient
+
+from bench._report import line, machine
+from gateway.devices import Battery, Meter, ModbusTcpBus, PvInverter, discover
+from gateway.devices.poller import DevicePoller
+
+SCENARIO = "sunny-street"
+CYCLES = 1_000  # per round; a cycle is ~1-3 ms of CPU
+ROUNDS = 3
+WARMUP = 50
+UNIT = 1
+ROLES = ("meter", "battery", "pv")
+_ADDRESS = re.compile(r"^(\S+)/(\S+) tcp://([\d.]+):(\d+) ")
+
+
+class RecordingBus(ModbusTcpBus):
+    """A ``ModbusTcpBus`` that remembers the spans it read while ``recording`` is set, so the
+    baseline can replay the very same requests."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.recording = False
+        self.spans: list[tuple[int, int]] = []
+
+    async def read_registers(self, *, unit: int, address: int, count: int) -> tuple[int, ...]:
+        if self.recording:
+            self.spans.append((address, count))
+        return await super().read_registers(unit=unit, address=address, count=count)
+
+
+def rss_mib() -> float:
+    return float(psutil.Process().memory_info().rss) / 2**20
+
+
+def start_server() -> tuple[subprocess.Popen[str], dict[str, tuple[str, int]]]:
+    """Start the scenario's device server; the addresses of the first home with all ROLES."""
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "sim", "run", SCENARIO],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    homes: dict[str, dict[str, tuple[str, int]]] = {}
+    for text in proc.stdout:
+        if text.startswith("serving "):
+            break
+        match = _ADDRESS.match(text)
+        if match:
+            home, role, host, port = match.groups()
+            homes.setdefault(home, {})[role] = (host, int(port))
+    else:
+        raise RuntimeError(f"device server exited {proc.wait()} before serving")
+    for home, roles in homes.items():
+        if all(role in roles for role in ROLES):
+            print(f"devices: home {home} of {SCENARIO}, served by pid {proc.pid}")
+            return proc, roles
+    proc.terminate()
+    raise RuntimeError(f"no home in {SCENARIO} has all of {ROLES}")
+
+
+async def timed(cycle: Callable[[], Awaitable[object]], n: int) -> tuple[float, float]:
+    """(CPU s, wall s) per awaited ``cycle()`` over ``n`` cycles."""
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for _ in range(n):
+        await cycle()
+    return (time.process_time() - cpu0) / n, (time.perf_counter() - t0) / n
+
+
+async def run() -> None:
+    print(f"# bench_gateway — {machine()}")
+    proc, addresses = start_server()
+    try:
+        await measure(addresses)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def measure(addresses: dict[str, tuple[str, int]]) -> None:
+    rss_start = rss_mib()
+    buses = {role: RecordingBus(host=host, port=port, timeout_s=2.0)
+             for role, (host, port) in addresses.items() if role in ROLES}
+    for bus in buses.values():
+        await bus.__aenter__()
+    try:
+        found = {role: await discover(bus, unit=UNIT) for role, bus in buses.items()}
+        pollers: list[DevicePoller[Any]] = [
+            DevicePoller(name="meter", driver=Meter(bus=buses["meter"], device=found["meter"]),
+                         period_s=1.0),
+            DevicePoller(name="battery",
+                         driver=Battery(bus=buses["battery"], device=found["battery"]),
+                         period_s=1.0),
+            DevicePoller(name="pv", driver=PvInverter(bus=buses["pv"], device=found["pv"]),
+                         period_s=1.0),
+        ]
+
+        async def ours() -> None:
+            readings = await asyncio.gather(*(p.poll_once() for p in pollers))
+            if any(r is None for r in readings):
+                raise RuntimeError(f"a poll failed: {[p.health for p in pollers]}")
+
+        for bus in buses.values():
+            bus.recording = True
+        await ours()
+        for bus in buses.values():
+            bus.recording = False
+        spans = {role: list(bus.spans) for role, bus in buses.items()}
+        raws = {role: AsyncModbusTcpClient(addresses[role][0], port=addresses[role][1], timeout=2.0)
+                for role in ROLES}
+        for client in raws.values():
+            await client.connect()
+
+        async def raw_device(role: str) -> None:
+            client = raws[role]
+            for start, count in spans[role]:
+                response = await client.read_holding_registers(start, count=count,
+                                                               device_id=UNIT)
+                if response.isError() or len(response.registers) != count:
+                    raise RuntimeError(f"raw read {role} {start}+{count} failed: {response}")
+
+        async def raw() -> None:
+            await asyncio.gather(*(raw_device(role) for role in ROLES))
+
+        for _ in range(WARMUP):
+            await ours()
+            await raw()
+        gc.collect()
+        rss_warm = rss_mib()
+        best_ours = best_raw = (float("inf"), float("inf"))
+        rss_ours = rss_raw = 0.0
+        for _ in range(ROUNDS):  # interleaved; the best CPU per cycle of each
+            best_ours = min(best_ours, await timed(ours, CYCLES))
+            rss_ours = max(rss_ours, rss_mib())
+            best_raw = min(best_raw, await timed(raw, CYCLES))
+            rss_raw = max(rss_raw, rss_mib())
+        for client in raws.values():
+            client.close()
+    finally:
+        for bus in buses.values():
+            await bus.__aexit__(None, None, None)
+    requests = ", ".join(f"{role} {'+'.join(f'{s}:{c}' for s, c in spans[role])}"
+                         for role in ROLES)
+    print(f"poll cycle = meter + battery + pv poll_once() concurrently; requests ({requests})")
+    print(line("gateway CPU per poll cycle", best_ours[0] * 1e6, "µs",
+               "raw pymodbus reads of the same registers", best_raw[0] * 1e6,
+               lower_is_better=True))
+    print(line("gateway wall time per poll cycle", best_ours[1] * 1e6, "µs",
+               "raw pymodbus reads of the same registers", best_raw[1] * 1e6,
+               lower_is_better=True))
+    total = ROUNDS * CYCLES + WARMUP + 1
+    print(f"gateway-only resident memory (psutil RSS): {rss_start:.1f} MiB at start (imports), "
+          f"{rss_warm:.1f} MiB after discovery + {WARMUP + 1} cycles, "
+          f"{rss_ours:.1f} MiB peak after our cycles (total {total:,}), {rss_raw:.1f} MiB peak "
+          f"after raw cycles; ru_maxrss "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB "
+          "(devices served by another process)")
+
+
+def main() -> None:
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
