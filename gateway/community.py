@@ -1,11 +1,18 @@
 """Run a simulated community: one real gateway per simulated home, over real sockets and a broker.
 
-This is what ``gridpeer demo``, the simulated-day tests and the no-market baseline share. The
+This is what ``gridpeer demo``, the simulated-day tests and the no-market baseline share. A
+scenario (``sim_devices/scenario.py``) says who lives on the street and how their market runs; the
 community is provisioned the way an installer would do it (authority key, a key and a signed
-certificate per home, a TOML config per gateway read back through the same validation as
-``gridpeer run``); devices are served over Modbus TCP; bids and commitments travel signed over
-MQTT, on the embedded broker or an external one (``broker_url``). Only the clock is shared, so a
-simulated quarter hour can pass in a fraction of a second.
+certificate per home carrying its feeder bus, a TOML config per gateway with the scenario's
+tariffs and market rules, read back through the same validation as ``gridpeer run``); devices are
+served over Modbus TCP; bids and commitments travel signed over MQTT, on the embedded broker or an
+external one (``broker_url``). Only the clock is shared, so a simulated quarter hour can pass in a
+fraction of a second.
+
+A run covers a fixed *window* of intervals, the first starting at least ``warmup_s`` after the
+world does: gateways need a moment of real time to discover their devices and join the broker,
+and at a high ``speed`` that moment is many simulated minutes. A fixed window lets two runs of the
+same scenario (the market and its no-market baseline) be compared interval by interval.
 """
 
 from __future__ import annotations
@@ -13,24 +20,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import shutil
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
 from gateway.config import load_config
+from gateway.flash import save_key
 from gateway.identity import create_key_file, load_certificate, load_key_file, save_envelope
 from gateway.node import BidMade, Event, GatewayNode, IntervalClosed, running
 from protocols.messages import MembershipCertificate
 from protocols.signing import public_key_hex, sign
+from sim_devices.dcbus import DcBusSpec
 from sim_devices.home import HomeSpec
-from sim_devices.world import World
+from sim_devices.physics import MJ_PER_WH
+from sim_devices.scenario import Scenario
+from sim_devices.world import LOADS, World
 
-COMMUNITY = "demo-street"
-ROLES = ("meter", "battery", "pv")
+DEVICE_ROLES = ("meter", "battery", "pv", "dcdc", *LOADS)
+"""Every device a gateway can be given, by its name in the world (the controllable loads "ev" and
+"flex" are of kind "load"); a home gets those the world serves for it."""
+DEFAULT_BUS = "bus-1"
+"""The feeder bus of a home whose scenario has no feeder: one bus for the whole street."""
+_MIN_WARMUP_S = 1800.0
+_STALL_INTERVALS = 10
+"""A run in which no interval completes for this many intervals' real time (and 30 s) has
+fallen behind its clock for good: it stops with an error instead of hanging."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,25 +66,72 @@ class Timing:
     speed: float = 300.0
     physics_step_ms: int = 1000
     """The world's physics step; coarser steps let a fast run keep up with its clock."""
+    warmup_s: float = _MIN_WARMUP_S
+    """Simulated seconds between the world's start and the run's first interval (at least)."""
+
+    @classmethod
+    def of(cls, scenario: Scenario, *, speed: float, physics_step_ms: int, poll_s: float = 60,
+           warmup_real_s: float = 3.0) -> Timing:
+        """The scenario's market timing, run at ``speed`` with ``warmup_real_s`` to start up."""
+        market = scenario.market
+        return cls(interval_s=market.interval_s, gate_s=market.gate_s, grace_s=market.grace_s,
+                   poll_s=poll_s, speed=speed, physics_step_ms=physics_step_ms,
+                   warmup_s=max(_MIN_WARMUP_S, warmup_real_s * speed))
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What every member of a community must configure alike, besides the market timing."""
+
+    community: str = "demo-street"
+    mechanism: str = "uniform"
+    retail_price: int = 300
+    feed_in_price: int = 80
+
+    @classmethod
+    def of(cls, scenario: Scenario) -> Rules:
+        return cls(community=scenario.market.community, mechanism=scenario.market.mechanism,
+                   retail_price=scenario.tariffs.retail_price,
+                   feed_in_price=scenario.tariffs.feed_in_price)
 
 
 @dataclass(slots=True)
 class CommunityLog:
-    """Every gateway's events, grouped by interval; an interval is complete once every home closed
-    it as a market interval (the one in progress at start-up was not traded and is left out). An
-    interval without an outcome at some gateway (it never heard a quorum) still completes: the
-    run must not wait for an outcome that will not come."""
+    """Every gateway's events over the run's window of intervals, grouped by interval.
+
+    An interval is complete once every home closed it. An interval without an outcome at some
+    gateway (it never heard a quorum) still completes: the run must not wait for an outcome that
+    will not come. ``consumed_wh`` is ground truth from the world: each home's load (base plus
+    flexible) over the complete intervals, read when its gateway closed them, so it spans the same
+    meter readings as the settlement.
+    """
 
     homes: tuple[str, ...]
+    window: range
     bids: dict[int, dict[str, BidMade]] = field(default_factory=lambda: defaultdict(dict))
     closed: dict[int, dict[str, IntervalClosed]] = field(default_factory=lambda: defaultdict(dict))
     complete: list[int] = field(default_factory=list)
+    consumed_wh: dict[str, float] = field(default_factory=dict)
+    _load_mark_wh: dict[str, float] = field(default_factory=dict)
 
-    def add(self, event: Event) -> int | None:
+    def add(self, event: Event, world: World) -> int | None:
         """Record an event; returns the interval it completed, if any."""
-        if isinstance(event, BidMade):
+        if isinstance(event, BidMade) and event.interval in self.window:
             self.bids[event.interval][event.node] = event
-        elif isinstance(event, IntervalClosed) and event.in_market:
+        elif isinstance(event, IntervalClosed):
+            load_wh = world.home(event.node).state.load_mj / MJ_PER_WH
+            mark = self._load_mark_wh.get(event.node)
+            self._load_mark_wh[event.node] = load_wh
+            if event.interval not in self.window:
+                return None
+            if not event.in_market:
+                raise CommunityError(
+                    f"{event.node}'s gateway was not trading yet in interval {event.interval} of "
+                    "the run: its start-up took longer than the warm-up (a slow host: try a "
+                    "lower --speed)")
+            if mark is not None:
+                self.consumed_wh[event.node] = (self.consumed_wh.get(event.node, 0.0)
+                                                + load_wh - mark)
             self.closed[event.interval][event.node] = event
             if len(self.closed[event.interval]) == len(self.homes):
                 self.complete.append(event.interval)
@@ -72,13 +139,25 @@ class CommunityLog:
         return None
 
 
+class CommunityError(RuntimeError):
+    """The simulated community could not run as asked (a gateway stopped, start-up too slow)."""
+
+
 def provision(
-    out: Path, homes: Sequence[HomeSpec], served_addresses: dict[tuple[str, str], tuple[str, int]],
-    *, broker_url: str, timing: Timing, epoch_ms: int = 0,
+    out: Path, homes: Sequence[HomeSpec],
+    served_addresses: Mapping[tuple[str, str], tuple[str, int]],
+    *, broker_url: str, timing: Timing, rules: Rules = Rules(),
+    bus_of: Mapping[str, str] | None = None, epoch_ms: int = 0,
+    meter_keys: Mapping[str, bytes] | None = None, dc_bus: DcBusSpec | None = None,
 ) -> list[Path]:
     """Write authority key, node keys, certificates and configs as an installer would.
 
-    Keys already in ``out`` are reused, so running the demo twice keeps the same identities.
+    Each home's config lists every device the world serves for it (``served_addresses``), its
+    certificate names its feeder bus (``bus_of``, one bus for all by default). Keys already in
+    ``out`` are reused, so running the demo twice keeps the same identities. ``meter_keys``
+    (home -> its meter's HMAC key) are saved as ``gridpeer flash`` saves them, one file per meter
+    named for its device id, and each gateway's config points at its own. Homes with a converter
+    on ``dc_bus`` get its window and all name the same master (``dc_bus_master``).
     """
     out.mkdir(parents=True, exist_ok=True)
     authority_path = out / "authority.key"
@@ -91,30 +170,57 @@ def provision(
         key_path = folder / "node.key"
         key = load_key_file(key_path) if key_path.exists() else create_key_file(key_path)
         cert = MembershipCertificate(
-            community=COMMUNITY, node=spec.name, public_key=public_key_hex(key), bus="bus-1",
+            community=rules.community, node=spec.name, public_key=public_key_hex(key),
+            bus=(bus_of or {}).get(spec.name, DEFAULT_BUS),
             import_limit_w=20_000, export_limit_w=20_000,
             valid_from_ms=0, valid_until_ms=now_ms + 86_400_000 * 365,
         )
         save_envelope(folder / "node.cert", sign("cert", cert, authority))
         devices = "\n".join(
-            f'[[devices]]\nname = "{role}"\nkind = "{role}"\n'
+            f'[[devices]]\nname = "{role}"\nkind = "{"load" if role in LOADS else role}"\n'
             f'url = "tcp://{host}:{port}"\npoll_s = {timing.poll_s}\n'
-            for role in ROLES
+            for role in DEVICE_ROLES if (spec.name, role) in served_addresses
             for host, port in [served_addresses[spec.name, role]]
         )
+        meter_key = ""
+        if meter_keys is not None and spec.name in meter_keys:
+            meter_id = f"{spec.name}-meter"  # the simulated meter's serial (model 1 SN)
+            key_file = save_key(folder, meter_id, meter_keys[spec.name])
+            meter_key = f'meter_key_file = "{key_file.name}"\n'
         config = folder / "gridpeer.toml"
         config.write_text(
             f'node = "{spec.name}"\nkey_file = "node.key"\ncertificate_file = "node.cert"\n'
-            f'state_dir = "state"\n\n'
-            f'[market]\ncommunity = "{COMMUNITY}"\nbroker = "{broker_url}"\n'
+            f'state_dir = "state"\n{meter_key}\n'
+            f'[market]\ncommunity = "{rules.community}"\nbroker = "{broker_url}"\n'
             f'authority_key = "{public_key_hex(authority)}"\n'
+            f'mechanism = "{rules.mechanism}"\n'
             f"interval_s = {timing.interval_s}\ngate_s = {timing.gate_s}\n"
             f"grace_s = {timing.grace_s}\nepoch_ms = {epoch_ms}\n\n"
-            f"[envelope]\nrevert_s = {timing.revert_s}\nramp_w_per_s = {timing.ramp_w_per_s}\n\n"
+            f"[tariffs]\nretail_price = {rules.retail_price}\n"
+            f"feed_in_price = {rules.feed_in_price}\n\n"
+            f"[envelope]\nrevert_s = {timing.revert_s}\nramp_w_per_s = {timing.ramp_w_per_s}\n"
+            f"{_dc_bus_config(spec, homes, dc_bus)}\n"
             f"{devices}"
         )
         configs.append(config)
     return configs
+
+
+def dc_bus_master(homes: Sequence[HomeSpec], bus: DcBusSpec) -> str:
+    """The home an installer makes the DC bus's voltage master: the one whose converter and
+    battery can carry the most (it absorbs every mismatch on the bus), the first by name on a
+    tie. Every member's config names it, so no gateway has to ask."""
+    carry = {h.name: min(h.dcdc.max_a * bus.nominal_v, h.battery_max_w)
+             for h in homes if h.dcdc is not None}
+    return min(carry, key=lambda name: (-carry[name], name))
+
+
+def _dc_bus_config(spec: HomeSpec, homes: Sequence[HomeSpec], bus: DcBusSpec | None) -> str:
+    """The envelope's bus window and the ``[dc_bus]`` table of a home with a converter."""
+    if spec.dcdc is None or bus is None:
+        return ""
+    return (f"bus_v_min = {bus.v_min}\nbus_v_max = {bus.v_max}\n\n"
+            f'[dc_bus]\nmaster = "{dc_bus_master(homes, bus)}"\nvoltage_v = {bus.nominal_v}\n')
 
 
 @contextlib.asynccontextmanager
@@ -143,32 +249,89 @@ async def _log_to(path: Path) -> AsyncIterator[None]:
         handler.close()
 
 
+async def _start_all(stack: contextlib.AsyncExitStack,
+                     nodes: Sequence[GatewayNode]) -> list[asyncio.Task[None]]:
+    """Start every gateway at once: the world's clock is running, so start-up time is sim time.
+
+    A gateway that cannot start (device not found, broker unreachable) stops the others and its
+    own error is raised, not a group of them.
+    """
+    try:
+        async with asyncio.TaskGroup() as tg:
+            entering = [tg.create_task(stack.enter_async_context(running(node)))
+                        for node in nodes]
+    except BaseExceptionGroup as group:
+        raise _first_leaf(group) from None
+    return [task.result() for task in entering]
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+async def _until(finished: asyncio.Event, log: CommunityLog, *, stall_s: float,
+                 out: Path) -> None:
+    """Wait for the run to finish; raise if ``stall_s`` real seconds pass without progress."""
+    seen = -1
+    while not finished.is_set():
+        if len(log.complete) == seen:
+            raise CommunityError(
+                f"no interval was closed by every gateway for {stall_s:.0f} s: this host cannot "
+                f"keep up with the simulated clock (try a lower --speed; gateway logs in "
+                f"{out / 'gateways.log'})")
+        seen = len(log.complete)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(stall_s):
+                await finished.wait()
+
+
+def run_window(scenario: Scenario, timing: Timing, intervals: int) -> range:
+    """The intervals a run of ``scenario`` covers: the first starts ``warmup_s`` after the world."""
+    length_s = timing.interval_s
+    first = math.ceil((scenario.start_s + timing.warmup_s) / length_s)
+    return range(first, first + intervals)
+
+
 async def run_community(
     *,
     out: Path,
-    homes: Sequence[HomeSpec],
+    scenario: Scenario,
     intervals: int,
-    seed: int,
-    start_s: float,
-    timing: Timing = Timing(),
+    timing: Timing,
+    seed: int | None = None,
     trade: bool = True,
     broker_url: str | None = None,
     on_event: Callable[[Event, World, CommunityLog], None] | None = None,
-    on_start: Callable[[str], None] | None = None,
+    on_start: Callable[[str, World], None] | None = None,
 ) -> tuple[CommunityLog, World]:
-    """Run until ``intervals`` traded intervals are closed by every home.
+    """Run the scenario's community until every home closed ``intervals`` intervals.
 
-    ``trade=False`` runs the same homes in self-consumption only (the no-market baseline).
-    ``on_event`` sees every gateway event with the world (ground truth) and the log so far.
+    ``timing`` carries the scenario's market timing (:meth:`Timing.of`) and the run's pace;
+    ``seed`` replaces the scenario's world seed. ``trade=False`` runs the same homes in
+    self-consumption only (the no-market baseline), still settled into every ledger.
+    ``on_start`` sees the broker's URL and the world once the devices are served; ``on_event``
+    sees every gateway event with the world (ground truth) and the log so far.
     """
     out.mkdir(parents=True, exist_ok=True)
-    world = World(homes=homes, seed=seed, speed=timing.speed, start_s=start_s,
-                  dt_ms=timing.physics_step_ms)
-    log = CommunityLog(homes=tuple(h.name for h in homes))
+    if seed is not None:
+        scenario = scenario.model_copy(update={"seed": seed})
+    world = scenario.world(speed=timing.speed, dt_ms=timing.physics_step_ms)
+    homes = [home.spec for home in world.homes]
+    for home in homes:  # a run is a fresh start: ledgers and forecasts of an earlier one go
+        shutil.rmtree(out / home.name / "state", ignore_errors=True)
+    log = CommunityLog(homes=tuple(h.name for h in homes),
+                       window=run_window(scenario, timing, intervals))
     finished = asyncio.Event()
+    failures: list[BaseException] = []
 
     def collect(event: Event) -> None:
-        k = log.add(event)
+        try:
+            k = log.add(event, world)
+        except CommunityError as exc:
+            failures.append(exc)
+            finished.set()
+            return
         if on_event is not None:
             on_event(event, world, log)
         if k is not None and len(log.complete) >= intervals:
@@ -176,28 +339,38 @@ async def run_community(
 
     async with _log_to(out / "gateways.log"), _broker(broker_url) as url, world.serve() as served:
         clock = Clock(origin_ms=world.now_ms, speed=timing.speed)
-        addresses = {(h.name, role): served.address(h.name, role) for h in homes for role in ROLES}
-        configs = provision(out, homes, addresses, broker_url=url, timing=timing)
+        addresses = {(home.name, role): served.address(home.name, role)
+                     for home in world.homes for role in home.devices}
+        configs = provision(out, homes, addresses, broker_url=url, timing=timing,
+                            rules=Rules.of(scenario), bus_of=scenario.bus_of(),
+                            meter_keys={home.name: home.meter_key for home in world.homes},
+                            dc_bus=world.dc_bus_spec)
         if on_start is not None:
-            on_start(url)
+            on_start(url, world)
+        nodes = []
+        for path in configs:
+            config = load_config(path)
+            envelope, _ = load_certificate(config.certificate_file)
+            nodes.append(GatewayNode(config=config, key=load_key_file(config.key_file),
+                                     certificate=envelope, clock=clock, on_event=collect,
+                                     trade=trade))
         async with contextlib.AsyncExitStack() as stack:
-            tasks = []
-            for path in configs:
-                config = load_config(path)
-                envelope, _ = load_certificate(config.certificate_file)
-                node = GatewayNode(config=config, key=load_key_file(config.key_file),
-                                   certificate=envelope, clock=clock, on_event=collect,
-                                   trade=trade)
-                tasks.append(await stack.enter_async_context(running(node)))
-            done_waiter = asyncio.create_task(finished.wait(), name="community-finished")
+            tasks = await _start_all(stack, nodes)
+            stall_s = max(30.0, _STALL_INTERVALS * timing.interval_s / timing.speed)
+            done_waiter = asyncio.create_task(_until(finished, log, stall_s=stall_s, out=out),
+                                              name="community-finished")
             try:
                 done, _ = await asyncio.wait({done_waiter, *tasks},
                                              return_when=asyncio.FIRST_COMPLETED)
             finally:
                 done_waiter.cancel()
+            if done_waiter in done:
+                done_waiter.result()  # the stall error, if it stalled
             for task in done:
                 if task is not done_waiter:
                     # a gateway stopped by itself: surface its error instead of waiting forever
                     task.result()
-                    raise RuntimeError(f"{task.get_name()} stopped before the run finished")
+                    raise CommunityError(f"{task.get_name()} stopped before the run finished")
+    if failures:
+        raise failures[0]
     return log, world

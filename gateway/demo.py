@@ -1,117 +1,243 @@
-"""``gridpeer demo``: a small community on one machine, through every real part.
+"""``gridpeer demo``: a simulated day of a scenario's community, through every real part.
 
-Presentation only: :func:`gateway.community.run_community` provisions the homes, serves their
-devices over Modbus TCP, runs the broker and one real gateway per home; this module prints what
-happens per interval and the summary at the end.
+:func:`gateway.community.run_community` provisions the homes, serves their devices over Modbus
+TCP, runs the broker and one real gateway per home; this module shows the day as it passes (one
+line per interval, or one updating line on a terminal), runs the no-market baseline of the same
+day, and ends with the summary table and ``OUT/report.html``.
+
+The baseline runs *alongside* the market, in a second process with its own embedded broker (it
+trades nothing, so it needs no community broker): the two worlds then each have a core of a
+2-core machine and the whole demo takes about as long as one simulated day. Its files go to
+``OUT/no_market/`` (an underscore, which no home name can have).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import multiprocessing
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit
 
 from gateway.community import CommunityLog, Timing, run_community
 from gateway.market.session import Agreed
-from gateway.node import Event
-from gateway.summary import format_summary, summarise
-from protocols.clearing import Tariffs
+from gateway.node import Event, IntervalClosed
+from gateway.report import render
+from gateway.summary import (
+    CommunitySummary,
+    agreed_everywhere,
+    agreed_result,
+    format_summary,
+    series,
+    summarise,
+)
 from sim_devices.home import HomeSpec
+from sim_devices.scenario import Scenario, load_scenario
 from sim_devices.world import World
 
-TIMING = Timing(speed=300.0)  # a 15-minute interval passes in 3 s
-TARIFFS = Tariffs(retail_price=300, feed_in_price=80)  # the config defaults
-
-DEMO_HOMES = (
-    # a sunny roof with a small battery that fills early: the seller
-    HomeSpec(name="home-1", pv_peak_w=7000, base_load_w=400, battery_wh=5000, battery_max_w=2500,
-             soc_start_pct=80),
-    # a shaded house with a heavy load and its battery down at the reserve: the buyer
-    HomeSpec(name="home-2", pv_peak_w=500, base_load_w=3000, battery_wh=10_000,
-             battery_max_w=3000, soc_start_pct=20),
-    # in between: covers itself with its battery
-    HomeSpec(name="home-3", pv_peak_w=3000, base_load_w=900, battery_wh=8000, battery_max_w=3000,
-             soc_start_pct=50),
-)
+DEFAULT_SCENARIO = "sunny-street"
+DEFAULT_SPEED = 720.0
+"""Simulated seconds per real second: a day in two minutes. At 1440x (a day a minute) a 60 s
+gate is 42 ms of real time, and on a busy 2-core host the commitments then miss it."""
+PHYSICS_STEP_MS = 30_000
+"""The world's physics step at demo speed: fine next to a 15-minute interval and a 2-minute
+control period, and cheap enough for the world to keep up with its clock."""
+POLL_S = 120.0
+"""Simulated seconds between device polls, which is also each gateway's control period."""
+BASELINE_FOLDER = "no_market"
+DEMO_HOMES: tuple[HomeSpec, ...] = tuple(load_scenario(DEFAULT_SCENARIO).home_specs())
+"""The default scenario's homes, for tools and tests that start a few gateways by hand."""
 
 
-def _hhmm(ms: int) -> str:
-    minutes = ms // 60_000 % 1440
+def timing(scenario: Scenario, *, speed: float) -> Timing:
+    """The demo's pace for ``scenario``; the market run and its baseline must share it."""
+    return Timing.of(scenario, speed=speed, physics_step_ms=PHYSICS_STEP_MS, poll_s=POLL_S)
+
+
+def day_intervals(scenario: Scenario) -> int:
+    """How many market intervals make one day of ``scenario``."""
+    return max(1, round(86_400 / scenario.market.interval_s))
+
+
+def _hhmm(seconds: float) -> str:
+    minutes = int(seconds) // 60 % 1440
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def format_interval(table: CommunityLog, k: int, *, interval_ms: int) -> str:
-    """The demo's per-interval report: bids, price, trades, setpoints and SoC."""
-    lines = [f"interval {k}  ({_hhmm(k * interval_ms)}-{_hhmm((k + 1) * interval_ms)})"]
-    for home in table.homes:
-        made = table.bids[k].get(home)
-        plan = made.plan if made else None
-        if plan is None:
-            lines.append(f"  bid    {home}: none (devices not ready)")
-        elif plan.side is None:
-            lines.append(f"  bid    {home}: nothing to trade (pv {plan.pv_wh} Wh, "
-                         f"load {plan.load_wh} Wh, battery {plan.battery_wh:+} Wh)")
-        else:
-            lines.append(
-                f"  bid    {home}: {plan.side:4} {plan.energy_wh:5d} Wh  "
-                f"limit {plan.limit_price} µ/Wh   (pv {plan.pv_wh} Wh, load {plan.load_wh} Wh, "
-                f"battery {plan.battery_wh:+} Wh)"
-            )
-    closed = table.closed[k]
-    agreed = [c.outcome for c in closed.values() if isinstance(c.outcome, Agreed)]
-    hashes = {a.result_hash for a in agreed}
-    if agreed:
-        result = agreed[0].result
-        price = "none" if result.price is None else f"{result.price} µ/Wh"
-        mismatch = "" if len(hashes) == 1 else " (MISMATCH)"
-        lines.append(f"  clear  price {price}; agreed by {len(agreed)}/{len(closed)} gateways, "
-                     f"result {sorted(hashes)[0][:12]}{mismatch}")
-        for t in result.trades:
-            lines.append(f"  trade  {t.seller} -> {t.buyer}: {t.energy_wh} Wh at {t.price} µ/Wh "
-                         f"= {t.money / 1e6:.4f}")
-        if not result.trades:
-            lines.append("  trade  none (no buyer and seller overlap)")
-    else:
-        reasons = sorted({getattr(c.outcome, "reason", "no outcome") for c in closed.values()})
-        lines.append(f"  clear  abstained: {', '.join(reasons)}")
-    for home in table.homes:
-        c = closed[home]
-        lines.append(f"  device {home}: battery setpoint {c.setpoint_w:+6d} W, "
-                     f"SoC {c.soc_pct:5.1f} %, meter {c.metered_wh:+.0f} Wh")
-    return "\n".join(lines)
+def progress_line(log: CommunityLog, k: int, *, interval_s: float) -> str:
+    """One interval as it closed: time of day, price, energy traded, agreement so far."""
+    closed = log.closed[k]
+    result = agreed_result(log, k)
+    agreed_here = sum(isinstance(c.outcome, Agreed) for c in closed.values())
+    price = ("no trade" if result is None or not result.trades
+             else f"{result.price:3d} µ/Wh")
+    traded = sum(t.energy_wh for t in result.trades) if result is not None else 0
+    agreed = sum(agreed_everywhere(log, j) for j in log.complete)
+    return (f"{_hhmm(k * interval_s)}  interval {len(log.complete):3d}/{len(log.window)}  "
+            f"price {price:>10}  traded {traded:6d} Wh  "
+            f"agreed by {agreed_here}/{len(closed)}  ({agreed} intervals agreed by all so far)")
 
 
-async def run_demo(*, out: Path, intervals: int, seed: int, stream: TextIO = sys.stdout,
-                   homes: Sequence[HomeSpec] = DEMO_HOMES, start_s: float = 10 * 3600,
-                   broker_url: str | None = None,
-                   observe: Callable[[Event, World], None] | None = None) -> int:
-    """Run the demo community for ``intervals`` traded intervals; returns the exit status.
+def _baseline_in_process(conn: Connection, scenario: Scenario, out: Path, intervals: int,
+                         seed: int | None, speed: float) -> None:
+    """The body of the baseline's process: the no-market run of the same day, its summary sent
+    back (or its error, as text: the parent shows it as one line). Ctrl-C is the parent's to
+    handle: it terminates this process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        log, _ = asyncio.run(run_community(
+            out=out, scenario=scenario, intervals=intervals,
+            timing=timing(scenario, speed=speed), seed=seed, trade=False))
+        conn.send(summarise(log))
+    except Exception as exc:  # noqa: BLE001 - crosses a process boundary as one line
+        conn.send(BaselineError(f"no-market baseline: {exc}"))
+    finally:
+        conn.close()
 
-    ``observe`` sees every gateway event together with the simulated world (its ground truth),
-    which is how the end-to-end test checks that setpoints really reached the devices.
+
+class BaselineError(RuntimeError):
+    """The no-market baseline run failed (its own message says why)."""
+
+
+async def run_baseline(*, scenario: Scenario, out: Path, intervals: int, seed: int | None,
+                       speed: float) -> CommunitySummary:
+    """Run the no-market baseline in a second process (a fresh interpreter: ``spawn``).
+
+    Cancelled (the market run failed, Ctrl-C), it terminates that process rather than wait for
+    its day to end.
     """
-    interval_ms = int(TIMING.interval_s * 1000)
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_baseline_in_process, name="gridpeer-baseline",
+                              args=(sender, scenario, out, intervals, seed, speed), daemon=True)
+    process.start()
+    sender.close()
+    try:
+        answer = await asyncio.to_thread(_receive, receiver)
+    finally:
+        if process.is_alive():
+            process.terminate()
+        await asyncio.to_thread(process.join)
+        receiver.close()
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
+
+
+def _receive(conn: Connection) -> CommunitySummary | BaseException:
+    try:
+        answer: CommunitySummary | BaseException = conn.recv()
+    except (EOFError, OSError):
+        return BaselineError("no-market baseline: its process ended without an answer")
+    return answer
+
+
+async def check_broker(url: str, *, timeout_s: float = 5.0) -> None:
+    """Fail early, in one line, when an external broker cannot even be reached over TCP."""
+    parts = urlsplit(url)
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise ValueError(f"--broker must look like mqtt://host:1883, got {url!r}")
+    try:
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(parts.hostname, parts.port or 1883)
+    except (OSError, TimeoutError) as exc:
+        raise BrokerUnreachable(f"cannot reach the broker at {url}: "
+                                f"{exc or f'no answer within {timeout_s:g} s'}") from None
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+class BrokerUnreachable(ConnectionError):
+    """``--broker`` names a broker nobody answers at."""
+
+
+async def run_demo(
+    *,
+    scenario: Scenario,
+    out: Path,
+    intervals: int | None = None,
+    seed: int | None = None,
+    speed: float = DEFAULT_SPEED,
+    broker_url: str | None = None,
+    baseline: bool = True,
+    stream: TextIO | None = None,
+    observe: Callable[[Event, World], None] | None = None,
+) -> int:
+    """Run the demo; returns the exit status.
+
+    ``intervals`` defaults to one day. ``observe`` sees every gateway event of the market run
+    together with the simulated world (its ground truth), which is how the end-to-end test checks
+    that setpoints really reached the devices.
+    """
+    if stream is None:  # looked up now, not at import: whoever redirected stdout meant it
+        stream = sys.stdout
+    if broker_url is not None:
+        await check_broker(broker_url)
+    count = intervals if intervals is not None else day_intervals(scenario)
+    pace = timing(scenario, speed=speed)
+    interval_s = pace.interval_s
+    live = stream.isatty()
+    shown: set[int] = set()
+
+    baseline_task: list[asyncio.Task[CommunitySummary]] = []
 
     def on_event(event: Event, world: World, log: CommunityLog) -> None:
         if observe is not None:
             observe(event, world)
-        if log.complete and log.complete[-1] not in printed and len(printed) < intervals:
+        if isinstance(event, IntervalClosed) and log.complete and log.complete[-1] not in shown:
+            if baseline and not baseline_task:
+                # Every gateway is up: the baseline's start-up no longer competes with theirs.
+                baseline_task.append(asyncio.create_task(run_baseline(
+                    scenario=scenario, out=out / BASELINE_FOLDER, intervals=count, seed=seed,
+                    speed=speed)))
             k = log.complete[-1]
-            printed.add(k)
-            print(format_interval(log, k, interval_ms=interval_ms), file=stream, flush=True)
+            shown.add(k)
+            line = progress_line(log, k, interval_s=interval_s)
+            stream.write(f"\r\x1b[K{line}" if live else f"{line}\n")
+            stream.flush()
 
-    def on_start(url: str) -> None:
-        print(f"gridpeer demo: {len(homes)} homes, broker {url}, "
-              f"{TIMING.interval_s / 60:g}-minute intervals at {TIMING.speed:g}x, "
-              f"output in {out}/", file=stream, flush=True)
+    def on_start(url: str, world: World) -> None:
+        print(f"gridpeer demo: {scenario.name}, {len(world.homes)} homes, broker {url}, "
+              f"{count} intervals of {interval_s / 60:g} min at {speed:g}x "
+              f"(about {count * interval_s / speed:.0f} s)", file=stream, flush=True)
+        if baseline:
+            print("the same day without the market (self-consumption only) runs alongside in a "
+                  f"second process: {out / BASELINE_FOLDER}/", file=stream, flush=True)
 
-    printed: set[int] = set()
-    log, _ = await run_community(
-        out=out, homes=homes, intervals=intervals, seed=seed, start_s=start_s, timing=TIMING,
-        broker_url=broker_url, on_event=on_event, on_start=on_start,
-    )
-    print("\n" + format_summary(summarise(log, tariffs=TARIFFS)), file=stream)
-    print(f"\nledgers in {out}/<home>/state/ledger.db "
-          f"(check one with `gridpeer ledger verify {out}/home-1/state/ledger.db`)", file=stream)
+    try:
+        log, _ = await run_community(
+            out=out, scenario=scenario, intervals=count, timing=pace, seed=seed,
+            broker_url=broker_url, on_event=on_event, on_start=on_start)
+        if live:
+            stream.write("\n")
+        without = None
+        if baseline_task:
+            print("waiting for the no-market baseline to finish the day ...", file=stream,
+                  flush=True)
+            without = await baseline_task[0]
+    finally:
+        for task in baseline_task:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    market = summarise(log)
+    print("\n" + format_summary(market, without), file=stream)
+    report = out / "report.html"
+    report.write_text(render(
+        title=f"gridpeer demo: {scenario.name}", market=market, baseline=without,
+        series=series(log, interval_s=interval_s),
+        notes=[*([f"{scenario.description}."] if scenario.description else []),
+               f"{len(log.complete)} intervals of {interval_s / 60:g} min from "
+               f"{_hhmm(log.window[0] * interval_s)}, simulated at {speed:g}x; world seed "
+               f"{scenario.seed if seed is None else seed}."]), encoding="utf-8")
+    first = log.homes[0]
+    print(f"\nreport: {report}\nledgers: {out}/<home>/state/ledger.db (check one with "
+          f"`gridpeer ledger verify {out}/{first}/state/ledger.db`)", file=stream)
     return 0

@@ -1,27 +1,27 @@
-"""What a community's run amounted to: bills, local energy, prices, self-sufficiency.
+"""What a community's run amounted to: bills, local energy, prices, self-sufficiency, and the
+per-interval series the report plots.
 
-Pure: the closed intervals of every gateway in, figures out. Two comparisons are offered:
+Pure: the closed intervals of every gateway in, figures out. The comparison that matters is a
+**real baseline run** (``trade=False`` in :func:`gateway.community.run_community`): the same homes,
+weather and day with every gateway in self-consumption only, settled the same way. Comparing two
+summaries shows what the market did for each home's bill, and also catches a market dispatch that
+is worse than plain self-consumption (pricing the market run's own meter flows at grid tariffs
+would not: it assumes the batteries would have done the same without the market).
 
-* **same flows, grid prices** (``no_market_bill``): the energy each meter actually measured,
-  priced at the retail and feed-in tariffs as if there were no market. It isolates what the
-  market's prices did for each home.
-* **a real baseline run** (``trade=False`` in :func:`gateway.community.run_community`): the same
-  homes and weather with every gateway in self-consumption only; compare two summaries. It also
-  catches a dispatch that is worse than plain self-consumption.
-
-Self-sufficiency is the share of the homes' consumption not bought from the retail grid. Without a
-market each home is on its own: everything its meter imports comes from the grid. With the market,
-energy bought from a neighbour is local, so only the settled grid import counts.
+Self-sufficiency is the share of the homes' consumption not bought from the retail grid. Energy
+bought from a neighbour is local, so only the settled grid import counts; in a baseline run
+nothing is traded and the settled grid import is everything the meters imported.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.community import CommunityLog
 from gateway.market.session import Agreed
-from protocols.clearing import Tariffs
+from protocols.clearing import Result
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,14 +29,14 @@ class HomeSummary:
     name: str
     bill: int
     """µ, + = paid: P2P trades as settled plus every deviation at the grid tariffs."""
-    no_market_bill: int
-    """µ: the same metered energy at retail (import) and feed-in (export)."""
     bought_wh: int
     sold_wh: int
     imported_wh: int
     exported_wh: int
     grid_import_wh: int
     """What the grid supplied after the trades (settled)."""
+    consumed_wh: int
+    """The home's load over the run (ground truth from the simulated world)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,86 +44,157 @@ class CommunitySummary:
     homes: tuple[HomeSummary, ...]
     intervals: int
     agreed: int
+    """Intervals every gateway agreed on."""
     abstained: int
+    """Intervals some or all gateways ran in safe mode (no quorum heard, or a minority)."""
     traded_wh: int
     min_price: int | None
     max_price: int | None
 
-    def self_sufficiency(self, consumption_wh: int, *, market: bool = True) -> float:
-        """Share of ``consumption_wh`` not bought from the retail grid."""
-        if consumption_wh <= 0:
+    @property
+    def self_sufficiency(self) -> float:
+        """Share of the community's consumption not bought from the retail grid."""
+        consumed = sum(h.consumed_wh for h in self.homes)
+        if consumed <= 0:
             return 0.0
-        grid = sum(h.grid_import_wh if market else h.imported_wh for h in self.homes)
-        return max(0.0, 1.0 - grid / consumption_wh)
+        return max(0.0, 1.0 - sum(h.grid_import_wh for h in self.homes) / consumed)
+
+    def home(self, name: str) -> HomeSummary:
+        return next(h for h in self.homes if h.name == name)
 
 
-def summarise(log: CommunityLog, *, tariffs: Tariffs) -> CommunitySummary:
+@dataclass(frozen=True, slots=True)
+class Series:
+    """Per complete interval, what the report plots: when it started (s since midnight of day
+    0), the clearing price (None: no agreement or no trade), the energy traded, and per home the
+    average grid power over the interval (W, + import) and the battery SoC at its end."""
+
+    start_s: tuple[int, ...]
+    price: tuple[int | None, ...]
+    traded_wh: tuple[int, ...]
+    grid_w: Mapping[str, tuple[int, ...]]
+    soc_pct: Mapping[str, tuple[float | None, ...]]
+    """None where the battery's reading was stale when the interval closed."""
+
+
+def agreed_result(log: CommunityLog, k: int) -> Result | None:
+    """The result a quorum agreed for interval ``k``, if any gateway heard one (those that did
+    agree on it: that is what the commitments are for); None if the interval ran in safe mode."""
+    for closed in log.closed[k].values():
+        if isinstance(closed.outcome, Agreed):
+            return closed.outcome.result
+    return None
+
+
+def agreed_everywhere(log: CommunityLog, k: int) -> bool:
+    """Whether every gateway agreed on interval ``k`` (none abstained as a minority)."""
+    return all(isinstance(c.outcome, Agreed) for c in log.closed[k].values())
+
+
+def summarise(log: CommunityLog) -> CommunitySummary:
     homes = []
-    agreed = abstained = 0
-    prices: list[int] = []
-    counted: set[int] = set()
+    agreed = sum(agreed_everywhere(log, k) for k in log.complete)
+    prices = [trade.price for k in log.complete
+              for trade in getattr(agreed_result(log, k), "trades", ())]
     for name in log.homes:
-        bill = no_market = bought = sold = imported = exported = grid_import = 0
+        bill = bought = sold = imported = exported = grid_import = 0
         for k in log.complete:
             closed = log.closed[k][name]
             figures = closed.settlement
             if figures is None:
                 continue
             bill += figures.money
-            delivered = figures.delivered_wh
-            imported += max(delivered, 0)
-            exported += max(-delivered, 0)
-            no_market += (max(delivered, 0) * tariffs.retail_price
-                          - max(-delivered, 0) * tariffs.feed_in_price)
+            imported += max(figures.delivered_wh, 0)
+            exported += max(-figures.delivered_wh, 0)
             grid_import += figures.grid_import_wh
             outcome = closed.outcome
             if isinstance(outcome, Agreed) and outcome.position is not None:
                 bought += outcome.position.bought_wh
                 sold += outcome.position.sold_wh
-            if k not in counted:
-                counted.add(k)
-                if isinstance(outcome, Agreed):
-                    agreed += 1
-                    for trade in outcome.result.trades:
-                        prices.append(trade.price)
-                else:
-                    abstained += 1
         homes.append(HomeSummary(
-            name=name, bill=bill, no_market_bill=no_market, bought_wh=bought, sold_wh=sold,
-            imported_wh=imported, exported_wh=exported, grid_import_wh=grid_import,
+            name=name, bill=bill, bought_wh=bought, sold_wh=sold, imported_wh=imported,
+            exported_wh=exported, grid_import_wh=grid_import,
+            consumed_wh=round(log.consumed_wh.get(name, 0.0)),
         ))
     return CommunitySummary(
-        homes=tuple(homes), intervals=len(log.complete), agreed=agreed, abstained=abstained,
+        homes=tuple(homes), intervals=len(log.complete), agreed=agreed,
+        abstained=len(log.complete) - agreed,
         traded_wh=sum(h.bought_wh for h in homes),
         min_price=min(prices, default=None), max_price=max(prices, default=None),
     )
 
 
-def format_summary(
-    summary: CommunitySummary, *, consumption_wh: Mapping[str, int] | None = None
-) -> str:
-    lines = [
-        f"{summary.intervals} intervals: {summary.agreed} agreed, {summary.abstained} abstained",
-        f"energy traded locally: {summary.traded_wh / 1000:.2f} kWh",
-        "P2P price range: " + (
-            "no trades" if summary.min_price is None
-            else f"{summary.min_price}-{summary.max_price} µ/Wh "
-                 f"({summary.min_price / 1000:.3f}-{summary.max_price / 1000:.3f} per kWh)"
-        ),
-    ]
-    if consumption_wh:
-        total = sum(consumption_wh.values())
-        lines.append(
-            f"community self-sufficiency: {summary.self_sufficiency(total):.1%} with the market, "
-            f"{summary.self_sufficiency(total, market=False):.1%} without"
-        )
-    lines.append(
-        f"{'home':10} {'bought':>9} {'sold':>9} {'bill':>10} {'no market':>10} {'saved':>8}"
+def series(log: CommunityLog, *, interval_s: float) -> Series:
+    ks = sorted(log.complete)
+    prices: list[int | None] = []
+    traded: list[int] = []
+    for k in ks:
+        result = agreed_result(log, k)
+        prices.append(result.price if result is not None and result.trades else None)
+        traded.append(sum(t.energy_wh for t in result.trades) if result is not None else 0)
+    per_hour = 3600 / interval_s
+    return Series(
+        start_s=tuple(round(k * interval_s) for k in ks), price=tuple(prices),
+        traded_wh=tuple(traded),
+        grid_w={h: tuple(round(log.closed[k][h].metered_wh * per_hour) for k in ks)
+                for h in log.homes},
+        soc_pct={h: tuple(None if math.isnan(soc := log.closed[k][h].soc_pct) else soc
+                          for k in ks) for h in log.homes},
     )
-    for h in summary.homes:
-        lines.append(
-            f"{h.name:10} {h.bought_wh / 1000:7.2f} kWh {h.sold_wh / 1000:6.2f} kWh "
-            f"{h.bill / 1e6:10.3f} {h.no_market_bill / 1e6:10.3f} "
-            f"{(h.no_market_bill - h.bill) / 1e6:8.3f}"
-        )
-    return "\n".join(lines)
+
+
+def _kwh(wh: int) -> str:
+    return f"{wh / 1000:.2f}"
+
+
+def _money(micro: int) -> str:
+    return f"{micro / 1e6:.2f}"
+
+
+def summary_rows(market: CommunitySummary, baseline: CommunitySummary | None
+                 ) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The per-home table, as text cells, for the terminal and the report alike."""
+    header: tuple[str, ...] = ("home", "bought kWh", "sold kWh", "bill", "no-market bill",
+                               "saved")
+    rows: list[tuple[str, ...]] = []
+    for h in market.homes:
+        without = baseline.home(h.name).bill if baseline is not None else None
+        rows.append((
+            h.name, _kwh(h.bought_wh), _kwh(h.sold_wh), _money(h.bill),
+            "-" if without is None else _money(without),
+            "-" if without is None else _money(without - h.bill),
+        ))
+    return header, rows
+
+
+def headline(market: CommunitySummary, baseline: CommunitySummary | None) -> list[str]:
+    """The figures above the table: agreement, local energy, prices, self-sufficiency."""
+    lines = [
+        f"{market.intervals} intervals: {market.agreed} agreed, {market.abstained} abstained",
+        f"energy traded locally: {_kwh(market.traded_wh)} kWh",
+        "P2P price range: " + (
+            "no trades" if market.min_price is None or market.max_price is None
+            else f"{market.min_price}-{market.max_price} µ/Wh "
+                 f"({market.min_price / 1000:.3f}-{market.max_price / 1000:.3f} per kWh)"),
+        f"community self-sufficiency: {market.self_sufficiency:.1%} with the market"
+        + ("" if baseline is None else f", {baseline.self_sufficiency:.1%} without"),
+    ]
+    if baseline is not None:
+        saved = sum(b.bill for b in baseline.homes) - sum(h.bill for h in market.homes)
+        lines.append(f"community bill: {_money(sum(h.bill for h in market.homes))} with the "
+                     f"market, {_money(sum(b.bill for b in baseline.homes))} without "
+                     f"(saved {_money(saved)})")
+    return lines
+
+
+def format_summary(market: CommunitySummary, baseline: CommunitySummary | None = None) -> str:
+    header, rows = summary_rows(market, baseline)
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    table = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in (header, *rows)]
+    return "\n".join([*headline(market, baseline), "", *table])
+
+
+__all__ = ["CommunitySummary", "HomeSummary", "Series", "agreed_everywhere", "agreed_result",
+           "format_summary", "headline", "series", "summarise", "summary_rows"]
