@@ -5,7 +5,8 @@ every payload is signed, yet presence is not (docs/architecture.md), and a forge
 would still cost every gateway a verification. So the listener requires a client certificate
 from the community CA, takes its CN as the username (``use_identity_as_username``), and the ACL
 lets user ``X`` publish only on ``roster/X``, ``presence/X`` and ``{bids,commit,settle}/<k>/X``
-while reading the whole community. The ACL is made of ``pattern`` lines with ``%u``, so it names
+while reading the whole community; only the authority's user (``authority.<community>``) writes
+``revoked/<node>``. The ACL is made of ``pattern`` lines with ``%u``, so it names
 no node: admitting a home needs a client certificate, not a broker reload.
 
 A second site runs the same listener and ACL plus a bridge that carries ``gridpeer/<community>/#``
@@ -31,6 +32,12 @@ _PER_NODE_KINDS = ("roster/%u", "presence/%u", "bids/+/%u", "commit/+/%u", "sett
 def bridge_identity(community: str) -> str:
     """The CN of the bridge's client certificate (and its broker username)."""
     return f"bridge.{topics.check_id('community', community)}"
+
+
+def authority_identity(community: str) -> str:
+    """The CN the installer publishes revocations under (``gridpeer community
+    publish-revocation``); like the bridge's, it has a dot, so no node id can claim it."""
+    return f"authority.{topics.check_id('community', community)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,13 @@ class BrokerFiles:
     def bridge(self) -> TlsFiles:
         return TlsFiles(ca=self.ca_cert, cert=self.root / "bridge.crt",
                         key=self.root / "bridge.key")
+
+    @property
+    def authority(self) -> TlsFiles:
+        """The installer's client files for publishing revocations: keep them with the
+        authority key, not on any gateway."""
+        return TlsFiles(ca=self.ca_cert, cert=self.root / "authority.crt",
+                        key=self.root / "authority.key")
 
     @property
     def acl(self) -> Path:
@@ -96,6 +110,10 @@ def render_acl(*, community: str) -> str:
         "# Patterns apply to every user: read the whole community, write only under one's own id.",
         f"pattern read {base}/#",
         *(f"pattern write {base}/{suffix}" for suffix in _PER_NODE_KINDS),
+        "",
+        "# The community authority alone publishes revocations (retained, under revoked/).",
+        f"user {authority_identity(community)}",
+        f"topic write {base}/{topics.Kind.REVOKED}/+",
         "",
         "# The bridge from a second site relays that site's nodes (its broker checked them).",
         f"user {bridge_identity(community)}",
@@ -208,6 +226,7 @@ def write_broker_config(
                                                         key=files.server.key)
     written.append(files.server.cert)
     clients = [(node, files.node(node)) for node in nodes]
+    clients.append((authority_identity(community), files.authority))
     if bridge_to is not None:
         clients.append((bridge_identity(community), files.bridge))
     for name, tls in clients:

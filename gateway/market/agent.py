@@ -9,9 +9,12 @@ counted reason in :attr:`MarketAgent.rejections`, and the session's actions are 
 The clock is injected (a callable returning ms since the epoch), so tests and the demo can run
 intervals of a second or two against real time, and the sessions never read it themselves.
 
-After an interval, :meth:`MarketAgent.settle` publishes this node's signed settlement (retained,
-so a gateway that reconnects can still check it) and the :class:`SettlementBook` checks the
-peers' against the agreed result and keeps each node's reputation. The reputation caps what this
+After an interval, :meth:`MarketAgent.settle` signs this node's settlement and publishes it in the
+background (retained, so a gateway that reconnects can still check it): the caller gets the signed
+envelope at once, to record it, and a broker that is away never holds up its control loop. The
+:class:`SettlementBook` checks the peers' against the agreed result and keeps each node's
+reputation; :meth:`MarketAgent.signed_settlements` hands out the accepted ones as their signers
+sent them, so a ledger can keep evidence anyone can re-verify. The reputation caps what this
 node offers: :meth:`MarketAgent.submit_bid` *caps* a sell offer at :meth:`offer_cap_wh` rather
 than refusing it, because the excess would only have been exported at feed-in anyway and the
 trader should not lose the whole interval over it; the returned :class:`Bid` says what was
@@ -34,7 +37,7 @@ from typing import Literal, Self
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.market import topics
-from gateway.market.peerlink import OFFLINE, ONLINE, Incoming, PeerLink
+from gateway.market.peerlink import OFFLINE, ONLINE, Incoming, PeerLink, PeerLinkError
 from gateway.market.roster import Member, Roster
 from gateway.market.session import (
     Abstained,
@@ -63,13 +66,21 @@ from protocols.messages import (
 )
 from protocols.network import Feeder, FeeSchedule
 from protocols.settlement import ReputationRule, offer_cap_wh
-from protocols.signing import Rejected, open_envelope, sign
+from protocols.signing import Rejected, sign, verify
 
 log = logging.getLogger(__name__)
 
 _KINDS: dict[topics.Kind, Literal["bid", "commit", "settle"]] = {
     topics.Kind.BIDS: "bid", topics.Kind.COMMIT: "commit", topics.Kind.SETTLE: "settle",
 }
+
+
+def _worth_logging(count: int) -> bool:
+    """Log a rejection reason's 1st, 10th, 100th ... occurrence: every one is counted, but a peer
+    flooding 10,000 bad messages must not also write 10,000 log lines on the Pi's SD card."""
+    while count % 10 == 0:
+        count //= 10
+    return count == 1
 
 
 class MarketError(RuntimeError):
@@ -102,12 +113,14 @@ class MarketAgent:
         meter_keys: Mapping[str, MeterKey] | None = None,
         reputation_rule: ReputationRule | None = None,
         energy_interval_ms: int | None = None,
+        connect_timeout_s: float = 5.0,
     ) -> None:
         """``feeder``/``fees``: the community's network (see :mod:`gateway.market.session`).
         ``meter_keys``: meters whose tags this gateway can check. ``energy_interval_ms``: the
         physical length of an interval, which turns a certificate's export limit (W) into the Wh
         a member may offer at full trust; None where intervals are not physical time (tests with
-        home-sized bids in 1 s intervals): the limit is then the protocol's ``MAX_ENERGY_WH``."""
+        home-sized bids in 1 s intervals): the limit is then the protocol's ``MAX_ENERGY_WH``.
+        ``connect_timeout_s``: how long joining (and a live publish) waits for the broker."""
         if fees is not None and feeder is None:
             raise MarketError("a fee schedule needs a feeder: fees grow with feeder distance")
         self.community = topics.check_id("community", community)
@@ -123,7 +136,8 @@ class MarketAgent:
         self._horizon = horizon
         self._tick_s = tick_s
         self._roster = Roster(community=community, authority_key_hex=authority_key_hex)
-        self._link = PeerLink(broker_url=broker_url, community=community, node=node, tls=tls)
+        self._link = PeerLink(broker_url=broker_url, community=community, node=node, tls=tls,
+                              connect_timeout_s=connect_timeout_s)
         self._online: set[str] = set()
         self._sessions: dict[int, IntervalSession] = {}
         self._outcomes: dict[int, asyncio.Future[Outcome]] = {}
@@ -137,6 +151,8 @@ class MarketAgent:
         self._energy_interval_ms = energy_interval_ms
         self._book = SettlementBook(community=community, tariffs=params.tariffs,
                                     rule=reputation_rule, meter_keys=meter_keys)
+        # Every verified settlement envelope by interval and body, until its interval is forgotten.
+        self._signed: dict[int, dict[Settlement, SignedEnvelope]] = {}
         #: Rejected peer messages by reason ("bad-signature", "unknown-key", "equivocation", ...).
         self.rejections: Counter[str] = Counter()
         #: Misbehaviour with its signed proof, for the ledger and the operator.
@@ -238,16 +254,25 @@ class MarketAgent:
         """The verified settlements of ``interval`` by node (this node's own included)."""
         return self._book.settlements(interval)
 
-    async def settle(
+    def signed_settlements(self, interval: int) -> dict[str, SignedEnvelope]:
+        """The accepted settlements of ``interval`` by node, each as its signer's envelope."""
+        signed = self._signed.get(interval, {})
+        return {node: signed[s] for node, s in self._book.settlements(interval).items()
+                if s in signed}
+
+    def settle(
         self, interval: int, *, delivered_wh: int, meter_reading: MeterReading
-    ) -> Settlement:
-        """Sign and publish (retained) this node's settlement of an agreed interval that ended.
+    ) -> SignedEnvelope:
+        """Sign this node's settlement of an agreed interval that ended, and publish it (retained)
+        in the background; :meth:`signed_settlements` lists it from now on.
 
         ``delivered_wh`` is the metered net energy over the interval (+ import, − export) and
         ``meter_reading`` the meter's tagged counters at its end. The settlement goes through
         the same checks as a peer's, so a reading this gateway itself could not verify is never
         published.
         """
+        if self._tasks is None:
+            raise MarketError(f"{self.node}: settle outside 'async with'")
         if self._clock() < self._timing.end_ms(interval):
             raise MarketError(f"{self.node}: interval {interval} has not ended")
         agreed = self._book.agreed(interval)
@@ -260,13 +285,24 @@ class MarketAgent:
         refused = [r for r in self._book.on_settlement(settlement) if isinstance(r, Rejected)]
         if refused:
             raise MarketError(f"{self.node}: own settlement of {interval}: {refused[0].reason}")
-        await self._link.publish(topics.settle(self.community, interval, self.node),
-                                 sign("settle", settlement, self._identity).to_bytes(),
-                                 retain=True)
+        envelope = sign("settle", settlement, self._identity)
+        self._signed.setdefault(interval, {})[settlement] = envelope
+        self._tasks.create_task(self._publish_settlement(interval, envelope),
+                                name=f"market-settle-{self.node}-{interval}")
         session = self._sessions.get(interval)
         if session is not None and session.state is State.DISPATCHING:
             session.settled()
-        return settlement
+        return envelope
+
+    async def _publish_settlement(self, interval: int, envelope: SignedEnvelope) -> None:
+        """Retained, so a broker that is away gets it on reconnect; a failure is logged, never
+        raised into the agent's task group (the settlement is already recorded)."""
+        try:
+            await self._link.publish(topics.settle(self.community, interval, self.node),
+                                     envelope.to_bytes(), retain=True)
+        except PeerLinkError as exc:
+            log.warning("%s: settlement of interval %d not published: %s", self.node, interval,
+                        exc)
 
     async def outcome(self, interval: int) -> Outcome:
         """Wait for interval ``interval`` to be agreed or abstained."""
@@ -315,6 +351,11 @@ class MarketAgent:
                 await self._carry_out(session.tick(now))
                 if now > self._timing.end_ms(interval) + self._timing.length_ms:
                     await self._retire(interval)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A publish above returned normally through a cancel (3.11's wait_for can
+                # swallow one): stop anyway, or the agent's shutdown waits for this loop forever.
+                raise asyncio.CancelledError
             await asyncio.sleep(self._tick_s)
 
     async def _retire(self, interval: int) -> None:
@@ -331,6 +372,7 @@ class MarketAgent:
         old = interval - self._horizon
         own = self._book.settlements(old).get(self.node)
         await self._carry_out(list(self._book.forget(old)))
+        self._signed.pop(old, None)  # as the book forgets it
         if own is not None:
             await self._link.publish(topics.settle(self.community, old, self.node), b"",
                                      retain=True)
@@ -339,7 +381,7 @@ class MarketAgent:
 
     async def _receive(self) -> None:
         async for message in self._link.messages():
-            await self._carry_out(self._handle(message))
+            await self._carry_out(self._handle(message), origin=message.topic)
 
     def _handle(self, message: Incoming) -> list[Action]:
         """Run one payload through the checks; the first that fails names the rejection."""
@@ -352,15 +394,19 @@ class MarketAgent:
         if not message.payload:
             return []  # an empty retained payload clears an old message
         now = self._clock()
-        if topic.kind is topics.Kind.ROSTER:
-            return self._roster_message(topic.node, message.payload, now)
+        if topic.kind in (topics.Kind.ROSTER, topics.Kind.REVOKED):
+            return self._roster_message(topic.node, message.payload, now,
+                                        revocation_only=topic.kind is topics.Kind.REVOKED)
         assert topic.interval is not None  # bids, commit and settle topics carry one
         if topic.kind is topics.Kind.BIDS and not message.retained:
             flooded = self._sessions.get(topic.interval)
             if flooded is not None and flooded.saturated(topic.node):
                 return [Rejected("flood")]  # unread: see the module docstring
-        verified = open_envelope(message.payload, expected_kind=_KINDS[topic.kind],
-                                 max_size=self._max_payload)
+        try:
+            envelope = SignedEnvelope.from_bytes(message.payload, max_size=self._max_payload)
+        except MessageError as exc:
+            return [Rejected(exc.reason)]
+        verified = verify(envelope, expected_kind=_KINDS[topic.kind])
         if isinstance(verified, Rejected):
             return [verified]
         body = verified.body
@@ -371,7 +417,7 @@ class MarketAgent:
         if isinstance(member, Rejected):
             return [member]
         if isinstance(body, Settlement):
-            return self._settlement(body, topic.interval, now)
+            return self._settlement(body, envelope, topic.interval, now)
         session = self._session(topic.interval, now)
         if session is None:
             if topic.interval < self._first or message.retained:
@@ -379,7 +425,8 @@ class MarketAgent:
             return [Rejected("out-of-horizon")]
         return session.on_bid(body) if isinstance(body, Bid) else session.on_commitment(body)
 
-    def _settlement(self, settlement: Settlement, interval: int, now: int) -> list[Action]:
+    def _settlement(self, settlement: Settlement, envelope: SignedEnvelope, interval: int,
+                    now: int) -> list[Action]:
         if settlement.interval != interval:
             return [Rejected("replay")]
         if interval < self._first:
@@ -387,7 +434,10 @@ class MarketAgent:
         if interval >= self._timing.open_interval(now):
             return [Rejected("out-of-horizon")]  # a settlement before its gate even closed
         results = self._book.on_settlement(settlement)
-        return [r for r in results if isinstance(r, Rejected)]
+        refused: list[Action] = [r for r in results if isinstance(r, Rejected)]
+        if not refused:  # accepted, or held for the agreed result: at most one per node
+            self._signed.setdefault(interval, {}).setdefault(settlement, envelope)
+        return refused
 
     def _presence(self, node: str, payload: bytes) -> list[Action]:
         if payload == ONLINE:
@@ -398,20 +448,26 @@ class MarketAgent:
             return [Rejected("bad-presence")]
         return []
 
-    def _roster_message(self, node: str, payload: bytes, now: int) -> list[Action]:
+    def _roster_message(self, node: str, payload: bytes, now: int, *,
+                        revocation_only: bool) -> list[Action]:
         try:
             envelope = SignedEnvelope.from_bytes(payload, max_size=self._max_payload)
         except MessageError as exc:
             return [Rejected(exc.reason)]
+        if revocation_only and envelope.kind != "revoke":
+            return [Rejected("wrong-kind")]
         taken = self._roster.offer(envelope, node=node, now_ms=now)
         return [taken] if isinstance(taken, Rejected) else []
 
-    async def _carry_out(self, actions: list[Action]) -> None:
+    async def _carry_out(self, actions: list[Action], *, origin: str = "") -> None:
         for action in actions:
             match action:
                 case Rejected(reason=reason):
                     self.rejections[reason] += 1
-                    log.info("%s: rejected peer message: %s", self.node, reason)
+                    count = self.rejections[reason]
+                    if _worth_logging(count):
+                        log.info("%s: rejected peer message%s: %s (%d so far)", self.node,
+                                 f" on {origin}" if origin else "", reason, count)
                 case Publish(topic=topic, payload=payload, retain=retain):
                     await self._link.publish(topic, payload, retain=retain)
                 case Fetch(topic_filter=topic_filter):

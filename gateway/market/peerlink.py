@@ -59,7 +59,7 @@ class Incoming:
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
 
-def _parse_url(url: str) -> tuple[str, str, int]:
+def parse_broker_url(url: str) -> tuple[str, str, int]:
     """``(scheme, host, port)`` of an ``mqtt://`` or ``mqtts://`` URL."""
     parts = urlsplit(url)
     if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
@@ -69,7 +69,7 @@ def _parse_url(url: str) -> tuple[str, str, int]:
     return parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme]
 
 
-def _tls_context(scheme: str, tls: TlsFiles | None) -> ssl.SSLContext | None:
+def broker_tls_context(scheme: str, tls: TlsFiles | None) -> ssl.SSLContext | None:
     """Refuse a scheme and TLS files that disagree: silently sending in the clear because the
     URL said ``mqtt://`` would be the worst way to fail."""
     if scheme == "mqtts" and tls is None:
@@ -98,8 +98,8 @@ class PeerLink:
         max_queued: int = 100_000,
         tls: TlsFiles | None = None,
     ) -> None:
-        self._scheme, self._host, self._port = _parse_url(broker_url)
-        self._tls_context = _tls_context(self._scheme, tls)
+        self._scheme, self._host, self._port = parse_broker_url(broker_url)
+        self._tls_context = broker_tls_context(self._scheme, tls)
         self.community = topics.check_id("community", community)
         self.node = topics.check_id("node", node)
         self._presence_topic = topics.presence(community, node)
@@ -180,12 +180,11 @@ class PeerLink:
         while True:
             client = self._client
             if client is None:
-                try:
-                    await self.wait_connected(self._connect_timeout_s)
-                except PeerLinkError:
-                    if retain:
-                        return  # remembered; the reconnect will publish it
-                    raise
+                if retain:
+                    # Remembered; the reconnect publishes it. Waiting here would stall the
+                    # caller (the market's tick loop) past its gate and start deadlines.
+                    return
+                await self.wait_connected(self._connect_timeout_s)
                 continue
             try:
                 await client.publish(topic, payload, qos=_QOS, retain=retain)
@@ -242,11 +241,13 @@ class PeerLink:
                 for topic_filter in (*topics.subscriptions(self.community), *self._extra_filters):
                     await client.subscribe(topic_filter, qos=_QOS)
                 await client.publish(self._presence_topic, ONLINE, qos=_QOS, retain=True)
-                for topic, payload in list(self._own_retained.items()):
-                    await client.publish(topic, payload, qos=_QOS, retain=True)
+                # Connected before the republish: a retained message added from now on is
+                # published by its own publish(), one added before is in this snapshot.
                 self._client = client
                 self.connects += 1
                 self._connected.set()
+                for topic, payload in list(self._own_retained.items()):
+                    await client.publish(topic, payload, qos=_QOS, retain=True)
                 async for message in client.messages:
                     self._deliver(message)
             finally:

@@ -1,7 +1,10 @@
 """Topic names of the peer protocol: the only place a topic string is built or taken apart.
 
-``gridpeer/<community>/roster/<node>``, ``presence/<node>``, ``bids/<k>/<node>``,
-``commit/<k>/<node>``, ``settle/<k>/<node>`` (docs/architecture.md, "Peer protocol topics").
+``gridpeer/<community>/roster/<node>``, ``revoked/<node>``, ``presence/<node>``,
+``bids/<k>/<node>``, ``commit/<k>/<node>``, ``settle/<k>/<node>`` (docs/architecture.md, "Peer
+protocol topics"). ``revoked/<node>`` is written by the community authority only (the broker's
+ACL): a revoked node's gateway republishes its own certificate on ``roster/<node>`` whenever it
+reconnects, so a retained revocation there would not survive it.
 
 Community and node ids are restricted to a topic-safe alphabet so that no id can contain ``/``,
 ``+`` or ``#`` and smuggle a wildcard or an extra level into a topic; a topic from the broker that
@@ -22,6 +25,7 @@ _INTERVAL = re.compile(r"0|[1-9][0-9]{0,17}")
 
 class Kind(StrEnum):
     ROSTER = "roster"
+    REVOKED = "revoked"
     PRESENCE = "presence"
     BIDS = "bids"
     COMMIT = "commit"
@@ -69,6 +73,10 @@ def check_id(what: str, value: str) -> str:
 
 def roster(community: str, node: str) -> str:
     return str(Topic(community, Kind.ROSTER, node))
+
+
+def revoked(community: str, node: str) -> str:
+    return str(Topic(community, Kind.REVOKED, node))
 
 
 def presence(community: str, node: str) -> str:

@@ -14,8 +14,12 @@ import aiomqtt
 import pytest
 
 from gateway.brokerconfig import BrokerFiles
+from gateway.clock import Clock
+from gateway.config import load_config
+from gateway.identity import create_key_file, load_certificate, save_envelope
 from gateway.market import topics
 from gateway.market.session import Agreed
+from gateway.node import GatewayNode
 from gateway.pki import CommunityCa, TlsFiles
 from tests.deploy.mosquitto import Brokers, free_port
 from tests.deploy.site import tls_agent, write_site
@@ -72,6 +76,51 @@ async def test_agents_trade_over_tls(site: tuple[BrokerFiles, int]) -> None:
     assert sold is not None and sold.sold_wh == 2_000
     for agent in (alice, bob, carol):
         assert not agent.rejections, agent.rejections
+
+
+async def test_a_gateway_configured_for_mqtts_trades_over_tls(
+    site: tuple[BrokerFiles, int], tmp_path: Path,
+) -> None:
+    """The homeowner's path: ``gridpeer.toml`` names the broker as mqtts:// and the TLS files
+    (relative to the config), and the gateway's market link comes up over TLS from that alone."""
+    files, port = site
+    community = Community()
+    home = tmp_path / "dave"
+    home.mkdir()
+    key = create_key_file(home / "node.key")
+    save_envelope(home / "node.cert", community.certificate("dave", key))
+    for name, src in (("ca.crt", files.ca_cert), ("dave.crt", files.node("dave").cert),
+                      ("dave.key", files.node("dave").key)):
+        (home / name).write_bytes(src.read_bytes())
+    start_ms = community.timing.epoch_ms
+    (home / "gridpeer.toml").write_text(
+        'node = "dave"\nkey_file = "node.key"\ncertificate_file = "node.cert"\n'
+        f'state_dir = "state"\n[market]\ncommunity = "{COMMUNITY}"\n'
+        f'broker = "mqtts://127.0.0.1:{port}"\nauthority_key = "{community.authority_hex}"\n'
+        f"interval_s = 1\ngate_s = 0.6\ngrace_s = 0.15\nepoch_ms = {start_ms}\n"
+        'tls_ca = "ca.crt"\ntls_cert = "dave.crt"\ntls_key = "dave.key"\n'
+        "[dashboard]\nenabled = false\n"
+    )
+    config = load_config(home / "gridpeer.toml")
+    gateway = GatewayNode(config=config, key=key, certificate=load_certificate(
+        config.certificate_file)[0], clock=Clock.wall())
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(gateway)
+        alice, bob = [await stack.enter_async_context(tls_agent(community, files, port, node))
+                      for node in ("alice", "bob")]
+        await asyncio.sleep(0.2)
+        assert gateway.agent is not None
+        k = community.next_interval()
+        await gateway.agent.submit_bid(k, "sell", 1_000, 100)
+        await alice.submit_bid(k, "buy", 1_000, 250)
+        await bob.submit_bid(k, "buy", 500, 200)
+        async with asyncio.timeout(10):
+            outcomes = [await agent.outcome(k) for agent in (gateway.agent, alice, bob)]
+    assert all(isinstance(o, Agreed) for o in outcomes), outcomes
+    assert len({o.result_hash for o in outcomes if isinstance(o, Agreed)}) == 1
+    dave = outcomes[0]
+    assert isinstance(dave, Agreed) and dave.position is not None
+    assert dave.position.sold_wh == 1_000
 
 
 async def test_a_node_cannot_publish_under_another_id(site: tuple[BrokerFiles, int]) -> None:

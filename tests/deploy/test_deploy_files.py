@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests._require import require
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SCRIPT = DEPLOY / "install-pi.sh"
@@ -61,8 +61,8 @@ def test_install_script_is_valid_bash_and_strict() -> None:
 
 def test_install_script_passes_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck")
-    if shellcheck is None:
-        pytest.skip("shellcheck not installed (apt-get install shellcheck)")
+    require(shellcheck is not None, "shellcheck not installed (apt-get install shellcheck)")
+    assert shellcheck is not None
     subprocess.run([shellcheck, str(SCRIPT)], check=True)
 
 
@@ -88,8 +88,8 @@ def test_unit_has_the_hardening_keys() -> None:
 
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze not installed")
+    require(analyze is not None, "systemd-analyze not installed (apt-get install systemd)")
+    assert analyze is not None
     gridpeer = shutil.which("gridpeer")
     assert gridpeer is not None, "the gridpeer entry point is installed with the package"
     # verify checks that ExecStart exists: point it at this machine's gridpeer, nothing else.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import stat
 from pathlib import Path
@@ -11,7 +10,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.brokerconfig import add_broker_config_parser, write_broker_config
+from gateway.brokerconfig import write_broker_config
+from gateway.cli import main
 from gateway.market.peerlink import PeerLink
 from gateway.pki import CommunityCa, PkiError, TlsFiles
 
@@ -96,19 +96,19 @@ def test_acl_and_config_say_what_the_broker_enforces(tmp_path: Path) -> None:
     assert cn(load(files.bridge.cert)) == "bridge.oak-street"
 
 
-def test_cli_parser_writes_the_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser()
-    add_broker_config_parser(parser.add_subparsers())
-    args = parser.parse_args(["broker-config", "--community", "oak-street", "--out",
-                              str(tmp_path), "--node", "alice", "--node", "bob",
-                              "--hostname", "broker.local", "--port", "8884"])
-    assert args.func(args) == 0
+def test_gridpeer_community_broker_config_writes_the_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["community", "broker-config", "--community", "oak-street", "--out",
+                 str(tmp_path), "--node", "alice", "--node", "bob",
+                 "--hostname", "broker.local", "--port", "8884"]) == 0
     assert "mosquitto -c" in capsys.readouterr().out
     assert load(tmp_path / "nodes" / "bob.crt")
     assert "listener 8884" in (tmp_path / "mosquitto.conf").read_text()
     with pytest.raises(SystemExit):
-        parser.parse_args(["broker-config", "--community", "c", "--out", "x", "--node", "a",
-                           "--port", "99999"])
+        main(["community", "broker-config", "--community", "c", "--out", "x", "--node", "a",
+              "--port", "99999"])
+    assert "99999" in capsys.readouterr().err
 
 
 def test_peerlink_refuses_a_scheme_that_disagrees_with_tls(tmp_path: Path) -> None:

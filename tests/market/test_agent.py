@@ -1,19 +1,19 @@
-"""Three real agents on a real embedded broker agree on one result and get their positions."""
+"""Three real agents on a real broker (embedded amqtt and Mosquitto) agree on one result and get
+their positions."""
 
 from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
 
-from gateway.broker import EmbeddedBroker
 from gateway.market.session import Agreed, State
 from tests.market.community import Community
 
 
-async def test_three_agents_agree_and_trade() -> None:
+async def test_three_agents_agree_and_trade(any_broker: str) -> None:
     community = Community()
-    async with EmbeddedBroker() as broker, AsyncExitStack() as stack:
-        alice, bob, carol = await community.agents(stack, broker.url, "alice", "bob", "carol")
+    async with AsyncExitStack() as stack:
+        alice, bob, carol = await community.agents(stack, any_broker, "alice", "bob", "carol")
         await asyncio.sleep(0.2)  # presence and certificates travel
         k = community.next_interval()
         await alice.submit_bid(k, "sell", 2_000, 100)

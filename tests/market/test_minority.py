@@ -16,7 +16,6 @@ from unittest.mock import patch
 
 import aiomqtt
 
-from gateway.broker import EmbeddedBroker
 from gateway.market import topics
 from gateway.market.agent import MarketAgent
 from gateway.market.session import Abstained, Agreed, Outcome, Timing
@@ -51,10 +50,10 @@ async def bid_and_wait(c: Community, agents: list[MarketAgent], k: int) -> list[
         return [await a.outcome(k) for a in agents]
 
 
-async def test_a_gateway_that_missed_a_bid_fetches_it_and_joins() -> None:
+async def test_a_gateway_that_missed_a_bid_fetches_it_and_joins(any_broker: str) -> None:
     c = community()
-    async with EmbeddedBroker() as broker, AsyncExitStack() as stack:
-        agents = await c.agents(stack, broker.url, *NODES)
+    async with AsyncExitStack() as stack:
+        agents = await c.agents(stack, any_broker, *NODES)
         dave = agents[3]
         await asyncio.sleep(0.3)
         k = c.next_interval()
@@ -78,10 +77,12 @@ async def test_a_gateway_that_missed_a_bid_fetches_it_and_joins() -> None:
     assert not dave.rejections
 
 
-async def test_a_gateway_that_cannot_get_the_bid_abstains_and_the_rest_agree() -> None:
+async def test_a_gateway_that_cannot_get_the_bid_abstains_and_the_rest_agree(
+    any_broker: str,
+) -> None:
     c = community()
-    async with EmbeddedBroker() as broker, AsyncExitStack() as stack:
-        agents = await c.agents(stack, broker.url, *NODES)
+    async with AsyncExitStack() as stack:
+        agents = await c.agents(stack, any_broker, *NODES)
         await asyncio.sleep(0.3)
         k = c.next_interval()
         alices_bid = topics.bid(COMMUNITY, k, "alice")
@@ -96,10 +97,10 @@ async def test_a_gateway_that_cannot_get_the_bid_abstains_and_the_rest_agree() -
         assert dict(a.rejections) == {"wrong-commitment": 1}
 
 
-async def test_a_gateway_reconnecting_after_the_commitments_still_agrees() -> None:
+async def test_a_gateway_reconnecting_after_the_commitments_still_agrees(any_broker: str) -> None:
     c = community()
-    async with EmbeddedBroker() as broker, AsyncExitStack() as stack:
-        agents = await c.agents(stack, broker.url, *NODES)
+    async with AsyncExitStack() as stack:
+        agents = await c.agents(stack, any_broker, *NODES)
         dave = agents[3]
         await asyncio.sleep(0.3)
         k = c.next_interval()

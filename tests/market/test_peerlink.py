@@ -38,9 +38,9 @@ async def test_broker_url_names_a_listening_port() -> None:
         _ = broker.url
 
 
-async def test_presence_online_then_offline_on_clean_exit() -> None:
-    async with EmbeddedBroker() as broker, link(broker.url, "watcher") as watcher:
-        async with link(broker.url, "a"):
+async def test_presence_online_then_offline_on_clean_exit(any_broker: str) -> None:
+    async with link(any_broker, "watcher") as watcher:
+        async with link(any_broker, "a"):
             await next_on(watcher, topics.presence(COMMUNITY, "a"), ONLINE)
         await next_on(watcher, topics.presence(COMMUNITY, "a"), OFFLINE)
 
@@ -92,9 +92,9 @@ class CuttableProxy:
         self._writers.clear()
 
 
-async def test_last_will_marks_a_vanished_node_offline() -> None:
-    async with EmbeddedBroker() as broker, link(broker.url, "watcher") as watcher:
-        async with CuttableProxy(broker.port) as proxy:
+async def test_last_will_marks_a_vanished_node_offline(any_broker: str) -> None:
+    async with link(any_broker, "watcher") as watcher:
+        async with CuttableProxy(int(any_broker.rsplit(":", 1)[1])) as proxy:
             a = link(proxy.url, "a", connect_timeout_s=1)
             await a.__aenter__()
             try:
@@ -103,23 +103,27 @@ async def test_last_will_marks_a_vanished_node_offline() -> None:
                 await next_on(watcher, topics.presence(COMMUNITY, "a"), OFFLINE)
                 # ...and the link comes back by itself through the same proxy.
                 await next_on(watcher, topics.presence(COMMUNITY, "a"), ONLINE)
+                async with asyncio.timeout(5):  # presence goes out before the count moves
+                    while a.connects < 2:
+                        await asyncio.sleep(0.01)
                 assert a.connects == 2
             finally:
                 await a.__aexit__(None, None, None)
 
 
-async def test_retained_bid_reaches_a_late_subscriber_and_fetch_replays_it() -> None:
+async def test_retained_bid_reaches_a_late_subscriber_and_fetch_replays_it(
+    any_broker: str,
+) -> None:
     bid_topic = topics.bid(COMMUNITY, 7, "a")
-    async with EmbeddedBroker() as broker:
-        async with link(broker.url, "a") as a:
-            await a.publish(bid_topic, b"bid-7", retain=True)
-            async with link(broker.url, "late") as late:
-                first = await next_on(late, bid_topic)
-                assert (first.payload, first.retained) == (b"bid-7", True)
-                await late.fetch(topics.bids_of(COMMUNITY, 7))
-                again = await next_on(late, bid_topic)
-                assert (again.payload, again.retained) == (b"bid-7", True)
-                await late.forget(topics.bids_of(COMMUNITY, 7))
+    async with link(any_broker, "a") as a:
+        await a.publish(bid_topic, b"bid-7", retain=True)
+        async with link(any_broker, "late") as late:
+            first = await next_on(late, bid_topic)
+            assert (first.payload, first.retained) == (b"bid-7", True)
+            await late.fetch(topics.bids_of(COMMUNITY, 7))
+            again = await next_on(late, bid_topic)
+            assert (again.payload, again.retained) == (b"bid-7", True)
+            await late.forget(topics.bids_of(COMMUNITY, 7))
 
 
 async def test_reconnects_and_republishes_own_retained_after_broker_restart() -> None:

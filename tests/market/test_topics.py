@@ -15,12 +15,14 @@ ids = st.from_regex(r"[a-z0-9][a-z0-9-]{0,31}", fullmatch=True)
 def test_golden_strings() -> None:
     assert topics.roster("c1", "n1") == "gridpeer/c1/roster/n1"
     assert topics.presence("c1", "n1") == "gridpeer/c1/presence/n1"
+    assert topics.revoked("c1", "n1") == "gridpeer/c1/revoked/n1"
     assert topics.bid("c1", 42, "n1") == "gridpeer/c1/bids/42/n1"
     assert topics.commit("c1", 0, "n1") == "gridpeer/c1/commit/0/n1"
     assert topics.settle("c1", 5, "n1") == "gridpeer/c1/settle/5/n1"
     assert topics.bids_of("c1", 5) == "gridpeer/c1/bids/5/+"
     assert topics.subscriptions("c1") == (
-        "gridpeer/c1/roster/+", "gridpeer/c1/presence/+", "gridpeer/c1/bids/+/+",
+        "gridpeer/c1/roster/+", "gridpeer/c1/revoked/+", "gridpeer/c1/presence/+",
+        "gridpeer/c1/bids/+/+",
         "gridpeer/c1/commit/+/+", "gridpeer/c1/settle/+/+",
     )
 
