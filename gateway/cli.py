@@ -38,6 +38,10 @@ mechanism = "uniform"                 # uniform, trade-reduction, mmr, sdr, bill
 interval_s = 900                      # trading interval
 gate_s = 60                           # bids close this long before the interval starts
 grace_s = 10                          # wait for late bids before clearing
+# With an mqtts:// broker: the files `gridpeer community broker-config` issued for this node.
+# tls_ca = "tls/ca.crt"                # the community CA
+# tls_cert = "tls/{node}.crt"          # this node's client certificate (CN = node id)
+# tls_key = "tls/{node}.key"
 
 [tariffs]
 retail_price = 300                    # what the grid charges (µ/Wh)
@@ -140,7 +144,8 @@ def _cmd_community_revoke(args: argparse.Namespace) -> int:
         revoked_at_ms=time.time_ns() // 1_000_000,
     )
     save_envelope(args.out, sign("revoke", revocation, authority))
-    print(f"revocation of {args.node} written to {args.out}; publish it with the roster")
+    print(f"revocation of {args.node} written to {args.out}; publish it with "
+          f"`gridpeer community publish-revocation {args.out} --broker URL ...`")
     return 0
 
 
@@ -274,9 +279,27 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    from gateway.community import CommunityError
+    from gateway.demo import DEFAULT_SPEED, BaselineError, run_demo
+    from sim_devices.scenario import load_scenario
 
-    return asyncio.run(run_demo(out=args.out, intervals=args.intervals, seed=args.seed))
+    scenario = load_scenario(args.scenario)
+    try:
+        return asyncio.run(run_demo(
+            scenario=scenario, out=args.out, intervals=args.intervals, seed=args.seed,
+            speed=DEFAULT_SPEED if args.speed is None else args.speed, broker_url=args.broker))
+    except (CommunityError, BaselineError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -302,19 +325,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="run a simulated community on an embedded broker")
+    demo = sub.add_parser("demo", help="a simulated day of a community, with a report")
+    demo.add_argument("--scenario", default="sunny-street",
+                      help="a shipped scenario's name or a scenario .toml file "
+                           "(default: sunny-street)")
+    demo.add_argument("--broker", metavar="mqtt://host:port",
+                      help="an external MQTT broker (default: an embedded one)")
     demo.add_argument("--out", type=Path, default=Path("gridpeer-demo"),
-                      help="folder for keys, ledgers and logs (default: ./gridpeer-demo)")
-    demo.add_argument("--intervals", type=_positive_int, default=5, help="intervals to trade")
-    demo.add_argument("--seed", type=int, default=1, help="seed of the simulated world")
+                      help="folder for keys, ledgers, logs and report.html "
+                           "(default: ./gridpeer-demo)")
+    demo.add_argument("--intervals", type=_positive_int,
+                      help="intervals to run (default: one day)")
+    demo.add_argument("--seed", type=int, help="seed of the simulated world "
+                                               "(default: the scenario's)")
+    demo.add_argument("--speed", type=_positive_float,
+                      help="simulated seconds per real second (default: 1440, a day a minute)")
     demo.set_defaults(func=_cmd_demo, configures_logging=True)
 
     run = sub.add_parser("run", help="run the gateway service")
-    run.add_argument("--config", type=Path, default=Path("gridpeer.toml"))
+    run.add_argument("--config", type=Path, default=Path("gridpeer.toml"),
+                     help="the gateway's config (default: ./gridpeer.toml; make one with init)")
     run.set_defaults(func=_cmd_run, configures_logging=True)
 
     status = sub.add_parser("status", help="devices, SoC, current bid, last clearing, money")
-    status.add_argument("--config", type=Path, default=Path("gridpeer.toml"))
+    status.add_argument("--config", type=Path, default=Path("gridpeer.toml"),
+                        help="the running gateway's config (default: ./gridpeer.toml)")
     status.add_argument("--json", action="store_true", help="print the raw status")
     status.set_defaults(func=_cmd_status)
 
@@ -328,18 +363,21 @@ def build_parser() -> argparse.ArgumentParser:
     community = sub.add_parser("community", help="community authority (installer) commands")
     csub = community.add_subparsers(dest="community_command", required=True, metavar="ACTION")
     cinit = csub.add_parser("init", help="make the community authority key")
-    cinit.add_argument("--key", type=Path, default=Path("authority.key"))
+    cinit.add_argument("--key", type=Path, default=Path("authority.key"),
+                       help="where to write the authority's private key (default: ./authority.key)")
     cinit.set_defaults(func=_cmd_community_init)
     for name, func, helptext in (
         ("admit", _cmd_community_admit, "sign a membership certificate for a node's key"),
         ("revoke", _cmd_community_revoke, "sign a revocation of a node's key"),
     ):
         p = csub.add_parser(name, help=helptext)
-        p.add_argument("--key", type=Path, default=Path("authority.key"))
-        p.add_argument("--community", required=True)
-        p.add_argument("--node", required=True)
-        p.add_argument("--public-key", type=_public_key, required=True)
-        p.add_argument("--out", type=Path, required=True)
+        p.add_argument("--key", type=Path, default=Path("authority.key"),
+                       help="the authority's private key (default: ./authority.key)")
+        p.add_argument("--community", required=True, help="the community id")
+        p.add_argument("--node", required=True, help="the home's node id")
+        p.add_argument("--public-key", type=_public_key, required=True,
+                       help="the node's public key, hex (printed by `gridpeer init`)")
+        p.add_argument("--out", type=Path, required=True, help="file to write")
         if name == "admit":
             p.add_argument("--bus", default="bus-1", help="the node's bus on the feeder")
             p.add_argument("--import-limit-w", type=_positive_int, default=10_000)
@@ -347,18 +385,25 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--days", type=float, default=365, help="validity in days")
         p.set_defaults(func=func)
 
+    from gateway.brokerconfig import add_broker_config_parser
     from gateway.flash import add_flash_parser
+    from gateway.revocation import add_publish_revocation_parser
+    from sim_devices.runner import add_sim_parser
 
+    add_broker_config_parser(csub)
+    add_publish_revocation_parser(csub)
     add_flash_parser(sub)
+    add_sim_parser(sub)
 
     ledger = sub.add_parser("ledger", help="inspect a gateway's ledger")
     lsub = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
     verify = lsub.add_parser("verify", help="check the hash chain")
-    verify.add_argument("ledger", type=Path)
+    verify.add_argument("ledger", type=Path, help="a ledger file (STATE_DIR/ledger.db)")
     verify.set_defaults(func=_cmd_ledger_verify)
     export = lsub.add_parser("export", help="print the ledger (JSON, or CSV for billing)")
-    export.add_argument("ledger", type=Path)
-    export.add_argument("--csv", action="store_true")
+    export.add_argument("ledger", type=Path, help="a ledger file (STATE_DIR/ledger.db)")
+    export.add_argument("--csv", action="store_true",
+                        help="one row per interval for billing, instead of JSON")
     export.set_defaults(func=_cmd_ledger_export)
     return parser
 

@@ -7,6 +7,7 @@ reading it is a homeowner or installer looking at their own file, not a Python d
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -24,7 +25,8 @@ class DeviceConfig(_Model):
     """One Modbus device. ``url`` is ``tcp://host:port`` or ``rtu:///dev/ttyUSB0?baud=9600``."""
 
     name: NodeId
-    kind: Literal["meter", "pv", "battery", "dcdc"]
+    kind: Literal["meter", "pv", "battery", "dcdc", "load"]
+    """``load``: a controllable load (EV charger, appliance; vendor model 64220), any number."""
     url: str
     unit: int = Field(default=1, ge=1, le=247)
     poll_s: float = Field(default=1.0, gt=0, le=3600)
@@ -61,6 +63,12 @@ class MarketConfig(_Model):
     epoch_ms: int = Field(default=0, ge=0)
     quorum_num: int = Field(default=2, ge=1)
     quorum_den: int = Field(default=3, ge=1)
+    tls_ca: Path | None = None
+    """The community CA (PEM) that signed the broker's certificate; with ``mqtts://`` only."""
+    tls_cert: Path | None = None
+    """This node's client certificate (PEM): its Common Name is the node id the broker's ACL
+    lets it publish under (``gridpeer community broker-config`` issues it)."""
+    tls_key: Path | None = None
 
     @field_validator("broker")
     @classmethod
@@ -76,6 +84,12 @@ class MarketConfig(_Model):
             raise ValueError("gate_s + grace_s must be shorter than interval_s")
         if self.quorum_num > self.quorum_den:
             raise ValueError("quorum_num must not exceed quorum_den")
+        tls = (self.tls_ca, self.tls_cert, self.tls_key)
+        if self.broker.startswith("mqtts://") and None in tls:
+            raise ValueError("an mqtts:// broker needs tls_ca, tls_cert and tls_key")
+        if self.broker.startswith("mqtt://") and tls != (None, None, None):
+            raise ValueError("tls_ca/tls_cert/tls_key are set but the broker is mqtt://: "
+                             "use mqtts:// so the link is encrypted")
         return self
 
 
@@ -110,12 +124,32 @@ class EnvelopeConfig(_Model):
     max_discharge_w: int = Field(default=5000, ge=0)
     ramp_w_per_s: float = Field(default=1000, gt=0)
     revert_s: int = Field(default=60, ge=5, le=3600)
+    converter_max_a: float = Field(default=20, gt=0)
+    """DC-DC converter current at the bus side, either direction (with a ``dcdc`` device)."""
+    bus_v_min: float = Field(default=320, gt=0)
+    bus_v_max: float = Field(default=380, gt=0)
+    """The DC bus window: outside it no converter runs (except the master restoring the bus)."""
+    master_headroom_pct: float = Field(default=5, ge=0, le=25)
+    """The bus master keeps its battery this far inside the SoC window on the AC side, so its
+    converter can always absorb the bus's residual both ways."""
 
     @model_validator(mode="after")
     def _window(self) -> EnvelopeConfig:
         if self.soc_min_pct >= self.soc_max_pct:
             raise ValueError("soc_min_pct must be below soc_max_pct")
+        if self.bus_v_min >= self.bus_v_max:
+            raise ValueError("bus_v_min must be below bus_v_max")
+        if self.soc_min_pct + 2 * self.master_headroom_pct >= self.soc_max_pct:
+            raise ValueError("master_headroom_pct leaves the bus master no SoC window")
         return self
+
+
+class DcBusConfig(_Model):
+    """The community's DC bus. Every member's gateway names the same ``master``: the one whose
+    converter holds the bus voltage (CV) while the others inject or draw their traded energy."""
+
+    master: NodeId
+    voltage_v: float = Field(default=350, gt=0)
 
 
 class DashboardConfig(_Model):
@@ -150,12 +184,16 @@ class GatewayConfig(_Model):
     key_file: Path
     certificate_file: Path
     state_dir: Path
+    meter_key_file: Path | None = None
+    """The HMAC key the meter tags its readings with (``gridpeer flash`` writes it, hex, mode
+    600): the gateway checks its own meter's readings with it before settling on them."""
     market: MarketConfig
     tariffs: TariffConfig = TariffConfig()
     preferences: PreferencesConfig = PreferencesConfig()
     envelope: EnvelopeConfig = EnvelopeConfig()
     dashboard: DashboardConfig = DashboardConfig()
     homeassistant: HomeAssistantConfig | None = None
+    dc_bus: DcBusConfig | None = None
     devices: tuple[DeviceConfig, ...] = ()
 
     @model_validator(mode="after")
@@ -167,7 +205,27 @@ class GatewayConfig(_Model):
         for kind in ("meter",):
             if kinds.count(kind) > 1:
                 raise ValueError(f"at most one {kind} per gateway")
+        if self.meter_key_file is not None and "meter" not in kinds:
+            raise ValueError("meter_key_file is set but there is no meter device to check")
+        self._dc_bus(kinds)
         return self
+
+    def _dc_bus(self, kinds: Sequence[str]) -> None:
+        """A converter trades over the bus only with a battery behind it and a named master."""
+        if "dcdc" not in kinds:
+            if self.dc_bus is not None:
+                raise ValueError("dc_bus is set but there is no dcdc device")
+            return
+        if kinds.count("dcdc") > 1:
+            raise ValueError("at most one dcdc per gateway")
+        if "battery" not in kinds:
+            raise ValueError("a dcdc device needs a battery device: its port is the battery")
+        if self.dc_bus is None:
+            raise ValueError("a dcdc device needs [dc_bus] with the bus master's node id")
+        env = self.envelope
+        if not env.bus_v_min < self.dc_bus.voltage_v < env.bus_v_max:
+            raise ValueError(f"dc_bus.voltage_v {self.dc_bus.voltage_v:g} V must be inside the "
+                             f"envelope's bus window ({env.bus_v_min:g}, {env.bus_v_max:g}) V")
 
 
 class ConfigError(Exception):
@@ -190,10 +248,16 @@ def parse_config(raw: dict[str, object], *, source: str, base: Path) -> GatewayC
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc, source=source)) from None
+    market = config.market
+    tls = {name: (base / path).resolve() for name in ("tls_ca", "tls_cert", "tls_key")
+           if (path := getattr(market, name)) is not None}
     return config.model_copy(
         update={
-            name: (base / getattr(config, name)).resolve()
-            for name in ("key_file", "certificate_file", "state_dir")
+            **{name: (base / getattr(config, name)).resolve()
+               for name in ("key_file", "certificate_file", "state_dir")},
+            **({} if config.meter_key_file is None
+               else {"meter_key_file": (base / config.meter_key_file).resolve()}),
+            "market": market.model_copy(update=tls),
         }
     )
 

@@ -13,20 +13,28 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.clock import Clock
-from gateway.config import DeviceConfig, GatewayConfig, PreferencesConfig
+from gateway.config import DeviceConfig, GatewayConfig, MarketConfig, PreferencesConfig
+from gateway.dc_dispatch import ConverterCommand, DcTarget, command_converter
 from gateway.devices import (
     Battery,
     BatteryReading,
+    ControllableLoad,
+    DcDcConverter,
+    DcDcReading,
     DevicePoller,
+    LoadKind,
+    LoadReading,
     Meter,
     MeterReading,
     ModbusBus,
@@ -37,16 +45,24 @@ from gateway.devices import (
     discover,
 )
 from gateway.devices.errors import DeviceError
+from gateway.devices.meter import verify_meter_reading
 from gateway.dispatch import Decision, IntervalTarget, decide
 from gateway.ems import BatteryState, Plan, Preferences, plan_interval
-from gateway.envelope import BatteryEnvelope
+from gateway.envelope import BatteryEnvelope, ConverterEnvelope
+from gateway.flex_plan import load_job, parse_hhmm, plan_flex, rest_limit_w
 from gateway.forecast import DAY_S, HomeForecaster
 from gateway.ledger import Ledger
 from gateway.market.agent import MarketAgent, MarketError
 from gateway.market.session import Abstained, Agreed, Timing
+from gateway.market.settlement import MeterKey
+from gateway.market.settlement import MeterReading as TaggedReading
+from gateway.meterkey import load_meter_key
+from gateway.pki import TlsFiles
 from protocols.clearing import ClearingParams, NodeOutcome, Tariffs
-from protocols.messages import SignedEnvelope
+from protocols.messages import Settlement, SignedEnvelope
+from protocols.metering import Rejected as MeterRejected
 from protocols.settlement import SettlementFigures, settle
+from protocols.signing import Rejected, verify
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +103,11 @@ class _IntervalRecord:
     plan: Plan | None = None
     outcome: Agreed | Abstained | None = None
     meter_start_wh: float | None = None
+    meter_start_checked: bool = False
+    """The opening reading is the previous interval's closing one and its tag verified."""
     last_decision: Decision | None = None
+    dc_start_wh: float | None = None
+    """The converter's bus-side energy counter (+ into the home) when the interval opened."""
 
 
 @dataclass(slots=True)
@@ -97,6 +117,15 @@ class NodeState:
     records: dict[int, _IntervalRecord] = field(default_factory=dict)
     setpoint_w: int = 0
     safe_reason: str = ""
+    converter: ConverterCommand | None = None
+    """The DC-DC converter's last command written (None without a converter)."""
+
+
+def tls_files(market: MarketConfig) -> TlsFiles | None:
+    """The broker TLS files of an ``mqtts://`` config (the config validated they come as three)."""
+    if market.tls_ca is None or market.tls_cert is None or market.tls_key is None:
+        return None
+    return TlsFiles(ca=market.tls_ca, cert=market.tls_cert, key=market.tls_key)
 
 
 def open_bus(device: DeviceConfig) -> ModbusBus:
@@ -147,6 +176,8 @@ class GatewayNode:
             max_charge_w=env.max_charge_w, max_discharge_w=env.max_discharge_w,
             ramp_w_per_s=env.ramp_w_per_s,
         )
+        self.converter_envelope = ConverterEnvelope(
+            max_current_a=env.converter_max_a, bus_v_min=env.bus_v_min, bus_v_max=env.bus_v_max)
         self.update_preferences(config.preferences)
         self.state = NodeState()
         self._forecast_path = config.state_dir / "forecast.json"
@@ -156,9 +187,24 @@ class GatewayNode:
         self.battery: DevicePoller[BatteryReading] | None = None
         self.pv: DevicePoller[PvReading] | None = None
         self._battery_driver: Battery | None = None
+        self.dcdc: DevicePoller[DcDcReading] | None = None
+        """Polled by the controller itself, right before each command: the bus-side energy
+        between two commands is then the measured current the previous one set."""
+        self._dcdc_driver: DcDcConverter | None = None
+        self._dc_wh = 0.0  # the converter's bus-side energy (+ into the home), integrated
+        self._dc_last_ms: int | None = None
+        self._dc_trip: tuple[int, str] | None = None  # (interval, why): WAIT until it ends
+        self.loads: dict[str, DevicePoller[LoadReading]] = {}
+        """Controllable loads (EV chargers, appliances) by device name."""
+        self._load_drivers: dict[str, ControllableLoad] = {}
         self.agent: MarketAgent | None = None
         self.ledger: Ledger | None = None
         self._first_traded = 2**62  # set by the trader: no outcome is awaited before it
+        self._meter_key: MeterKey | None = None
+        self._meter_seq: int | None = None  # of the last reading whose tag verified
+        #: Own meter readings refused for settlement, by reason ("meter-bad-tag", ...).
+        self.meter_rejections: Counter[str] = Counter()
+        self._ledgered: dict[int, set[str]] = {}  # peers' settlements already in a block
 
     @property
     def name(self) -> str:
@@ -202,6 +248,9 @@ class GatewayNode:
                     name=device.name, driver=Meter(bus=bus, device=found), period_s=period,
                     stale_after=device.stale_after,
                 )
+                if self.config.meter_key_file is not None:
+                    self._meter_key = MeterKey(device_id=found.common.serial,
+                                               key=load_meter_key(self.config.meter_key_file))
             elif device.kind == "battery":
                 self._battery_driver = Battery(bus=bus, device=found)
                 self.battery = DevicePoller(
@@ -213,6 +262,18 @@ class GatewayNode:
                     name=device.name, driver=PvInverter(bus=bus, device=found), period_s=period,
                     stale_after=device.stale_after,
                 )
+            elif device.kind == "dcdc":
+                self._dcdc_driver = DcDcConverter(bus=bus, device=found)
+                self.dcdc = DevicePoller(
+                    name=device.name, driver=self._dcdc_driver, period_s=period,
+                    stale_after=device.stale_after,
+                )
+            elif device.kind == "load":
+                load = self._load_drivers[device.name] = ControllableLoad(bus=bus, device=found)
+                self.loads[device.name] = DevicePoller(
+                    name=device.name, driver=load, period_s=period,
+                    stale_after=device.stale_after,
+                )
         market = self.config.market
         self.agent = await self._stack.enter_async_context(MarketAgent(
             broker_url=market.broker, community=market.community, node=self.name,
@@ -220,12 +281,14 @@ class GatewayNode:
             authority_key_hex=market.authority_key, timing=self.timing,
             params=ClearingParams(tariffs=self.tariffs), clock=self.clock.now_ms,
             mechanism=market.mechanism, quorum=(market.quorum_num, market.quorum_den),
+            tls=tls_files(market),
+            meter_keys=None if self._meter_key is None else {self.name: self._meter_key},
         ))
 
     async def run(self) -> None:
         assert self.agent is not None, "use `async with GatewayNode(...)` first"
         async with asyncio.TaskGroup() as tg:
-            for poller in (self.meter, self.battery, self.pv):
+            for poller in (self.meter, self.battery, self.pv, *self.loads.values()):
                 if poller is not None:
                     tg.create_task(poller.run(), name=f"{self.name}-poll-{poller.name}")
             if self._trade_enabled:
@@ -283,8 +346,35 @@ class GatewayNode:
         )
         return plan_interval(
             pv_wh=pv_wh, load_wh=load_wh, battery=state, prefs=self.prefs, tariffs=self.tariffs,
-            interval_s=length_s,
+            interval_s=length_s, flex=self._plan_loads(k, surplus_wh=pv_wh - load_wh),
         )
+
+    def _plan_loads(self, k: int, *, surplus_wh: int) -> dict[str, int]:
+        """Energy each fresh, connected load runs in interval ``k`` (``gateway/flex_plan.py``).
+
+        A load's need is taken as of the start of ``k``: what it owes now less what it draws
+        until then at its present power.
+        """
+        start_ms = self.timing.start_ms(k)
+        ahead_h = max(0, start_ms - self.clock.now_ms()) / 3_600_000
+        jobs = []
+        for name, poller in self.loads.items():
+            reading: LoadReading | None = self._fresh(poller)
+            if reading is None or not reading.connected:
+                continue
+            job = load_job(
+                name, need_wh=reading.need_wh - math.floor(reading.power_w * ahead_h),
+                max_w=reading.max_w, deadline_min=reading.deadline_min,
+                ready_by_min=self._ready_by(reading), time_of_day_s=start_ms / 1000 % DAY_S)
+            if job is not None:
+                jobs.append(job)
+        length_s = self.timing.length_ms / 1000
+        return plan_flex(jobs, slot_s=length_s, surplus_wh=surplus_wh, period_s=length_s,
+                         margin_s=length_s * _FLEX_MARGIN_INTERVALS)
+
+    def _ready_by(self, reading: LoadReading) -> int | None:
+        """The owner's ready-by applies to EV chargers."""
+        return self.prefs.ev_ready_by_min if reading.kind == LoadKind.EVSE else None
 
     @staticmethod
     def _fresh(poller: DevicePoller[Any] | None) -> Any:
@@ -301,13 +391,14 @@ class GatewayNode:
         while True:
             now = self.clock.now_ms()
             k = self._interval_at(now)
-            if k != current:
+            while current < k:  # a stalled loop (a busy host) must not skip closing one
                 self._close_interval(current)
-                current = k
+                current += 1
             for j in (k, k + 1):
                 if j not in watchers and j >= self._first_traded:
                     watchers[j] = asyncio.create_task(self._watch_outcome(j))
             await self._control_step(k, now, period_ms)
+            await self._control_loads(k, now)
             self.write_status()
             await self.clock.sleep_until(now + period_ms)
 
@@ -325,20 +416,21 @@ class GatewayNode:
         meter = self._fresh(self.meter)
         battery = self._fresh(self.battery)
         pv = self._fresh(self.pv)
+        record = self._record(k)
+        dc = await self._control_converter(k, period_ms, record, meter, battery)
         if battery is None:
             self.state.safe_reason = "battery stale: its revert timer returns it to idle"
             return
-        record = self._record(k)
         if meter is not None:
             pv_w = -pv.power_w if pv is not None else 0
             self.forecaster.observe(
                 time_of_day_s=now_ms / 1000 % DAY_S, pv_w=pv_w,
-                load_w=meter.power_w - battery.power_w + pv_w,
+                load_w=meter.power_w - battery.power_w + pv_w - self._shifted_w(),
             )
             net_wh = meter.import_wh - meter.export_wh
             if record.meter_start_wh is None:
                 record.meter_start_wh = net_wh
-        target, reason = self._target(record, meter)
+        target, reason = self._over_dc_bus(*self._target(record, meter), record, dc)
         elapsed_s = (now_ms - self.timing.start_ms(k)) / 1000
         decision = decide(
             target=target, elapsed_s=elapsed_s,
@@ -347,10 +439,7 @@ class GatewayNode:
             meter_w=meter.power_w if meter is not None else battery.power_w,
             battery_w=battery.power_w, soc_pct=battery.soc_pct,
             previous_w=self.state.setpoint_w, dt_s=period_ms / 1000,
-            envelope=self.envelope.within_device(
-                max_charge_w=battery.max_charge_w, max_discharge_w=battery.max_discharge_w,
-                soc_min_pct=battery.soc_min_pct, soc_max_pct=battery.soc_max_pct,
-            ),
+            envelope=self._ac_envelope(battery),
             safe_reason=reason,
         )
         try:
@@ -378,16 +467,214 @@ class GatewayNode:
         if not isinstance(record.outcome, Agreed):
             reason = record.outcome.reason if isinstance(record.outcome, Abstained) else "pending"
             return None, f"no agreement ({reason})"
-        return IntervalTarget(
-            meter_wh=-record.plan.residual_wh, length_s=self.timing.length_ms / 1000
-        ), ""
+        # The meter follows the *cleared* position, not the plan's residual: what was not sold
+        # stays home (the battery stores it for the evening rather than exporting it at feed-in),
+        # and the battery never drains to export more than a neighbour bought.
+        position = record.outcome.position
+        cleared = 0 if position is None else position.bought_wh - position.sold_wh
+        return IntervalTarget(meter_wh=cleared, length_s=self.timing.length_ms / 1000), ""
+
+    # -- the DC-DC converter: the bus side of the cleared position (gateway/dc_dispatch.py) ----
+
+    @property
+    def dc_master(self) -> bool:
+        """Whether this node's converter holds the DC bus (every member's config names it)."""
+        return self.config.dc_bus is not None and self.config.dc_bus.master == self.name
+
+    async def _control_converter(
+        self, k: int, period_ms: int, record: _IntervalRecord, meter: MeterReading | None,
+        battery: BatteryReading | None,
+    ) -> ConverterCommand | None:
+        """Poll and command the converter for this control period (None without one).
+
+        Polled here, right before the command, rather than by a free-running poller: the energy
+        measured since the last command is then the current that command set, which is what the
+        loop integrates (``delivered``) and what settles the interval's delivery over the bus.
+        Every command, WAIT included, carries the revert time: the heartbeat.
+        """
+        driver, poller, bus = self._dcdc_driver, self.dcdc, self.config.dc_bus
+        if driver is None or poller is None or bus is None:
+            return None
+        reading = await poller.poll_once()
+        # The step's own clock may be a while ago on a busy host: the sample's time is now.
+        sampled_ms = self.clock.now_ms()
+        if record.dc_start_wh is None:
+            record.dc_start_wh = self._dc_wh
+        if reading is not None:
+            if self._dc_last_ms is not None:
+                self._dc_wh += reading.power_w * (sampled_ms - self._dc_last_ms) / 3_600_000
+            self._dc_last_ms = sampled_ms
+        latched = self._dc_trip[1] if self._dc_trip and self._dc_trip[0] == k else ""
+        target, delivered_wh, remaining_s, reason = self._dc_aim(k, sampled_ms, period_ms, meter)
+        command = command_converter(
+            master=self.dc_master, target=target, remaining_s=remaining_s,
+            delivered_wh=delivered_wh, reading=reading,
+            soc_pct=None if battery is None else battery.soc_pct,
+            envelope=self.converter_envelope,
+            battery=self.envelope if battery is None else self._battery_envelope(battery),
+            bus_setpoint_v=bus.voltage_v, dt_s=period_ms / 1000, latched_trip=latched,
+            safe_reason=reason,
+        )
+        if command.trip and not latched:
+            self._dc_trip = (k, command.trip)
+            log.warning("%s: %s; every converter waits until interval %d ends", self.name,
+                        command.safe_reason, k)
+        revert_s = self.config.envelope.revert_s
+        try:
+            if command.mode == "cc":
+                await driver.set_current(amps=command.current_a, revert_s=revert_s)
+            elif command.mode == "cv":
+                await driver.hold_voltage(volts=command.voltage_v, revert_s=revert_s,
+                                          limit_a=command.limit_a)
+            else:
+                await driver.wait(revert_s=revert_s)
+        except (DeviceError, ValueError) as exc:
+            log.warning("%s: converter %s not written: %s", self.name, command.mode, exc)
+            command = ConverterCommand(mode="wait", reason=f"command not written: {exc}",
+                                       safe_reason=f"converter command not written: {exc}")
+        previous = self.state.converter
+        if previous is None or (previous.mode, previous.reason) != (command.mode, command.reason):
+            log.info("%s: converter %s (%s)", self.name, command.mode.upper(), command.reason)
+        self.state.converter = command
+        return command
+
+    def _dc_aim(
+        self, k: int, now_ms: int, period_ms: int, meter: MeterReading | None
+    ) -> tuple[DcTarget | None, float, float, str]:
+        """The position the current commanded now counts towards, the energy already counted
+        towards it, the time left to count, and why there is no position (if so).
+
+        The energy a command moves is measured at the next control step and counted in that
+        step's interval, as the meter reading of an interval's first step closes the interval
+        before. So a command counts towards ``k`` only while a later step still falls in ``k``;
+        the last step of ``k`` already carries ``k + 1``'s position.
+        """
+        record = self._record(k)
+        later_steps = math.ceil((self.timing.start_ms(k + 1) - now_ms) / period_ms) - 1
+        if later_steps >= 1 and record.dc_start_wh is not None:
+            j, delivered, left_ms = k, self._dc_wh - record.dc_start_wh, later_steps * period_ms
+        else:
+            j, delivered, left_ms = k + 1, 0.0, self.timing.length_ms
+        aimed = self._record(j)
+        target, reason = self._target(aimed, meter)
+        position = None if target is None else self._dc_target(aimed)
+        return position, delivered, left_ms / 1000, reason
+
+    def _dc_target(self, record: _IntervalRecord) -> DcTarget:
+        """An agreed position's P2P energy, which on a DC-bus community flows over the bus."""
+        assert isinstance(record.outcome, Agreed)
+        position = record.outcome.position
+        return DcTarget(energy_wh=0 if position is None else position.bought_wh - position.sold_wh)
+
+    def _over_dc_bus(
+        self, target: IntervalTarget | None, reason: str, record: _IntervalRecord,
+        dc: ConverterCommand | None,
+    ) -> tuple[IntervalTarget | None, str]:
+        """The meter's target when the P2P energy goes over the DC bus: only what the grid
+        balances passes the meter (the cleared position less what was traded: nothing). A
+        converter waiting on a doubt puts the home into safe mode too: self-consumption, nothing
+        promised to anyone."""
+        if dc is None:
+            return target, reason
+        if dc.safe_reason:
+            return None, dc.safe_reason
+        if target is None:
+            return None, reason
+        traded = self._dc_target(record).energy_wh
+        return IntervalTarget(meter_wh=target.meter_wh - traded, length_s=target.length_s), reason
+
+    def _battery_envelope(self, battery: BatteryReading) -> BatteryEnvelope:
+        return self.envelope.within_device(
+            max_charge_w=battery.max_charge_w, max_discharge_w=battery.max_discharge_w,
+            soc_min_pct=battery.soc_min_pct, soc_max_pct=battery.soc_max_pct,
+        )
+
+    def _ac_envelope(self, battery: BatteryReading) -> BatteryEnvelope:
+        """The battery inverter's envelope: the device's, less what the converter's port takes
+        of the same cells; the bus master also keeps its SoC off the window's edges, so its
+        converter can always absorb the bus's residual both ways."""
+        env = self._battery_envelope(battery)
+        headroom = self._master_headroom_pct
+        if env.soc_max_pct - env.soc_min_pct > 2 * headroom + 1:
+            env = replace(env, soc_min_pct=env.soc_min_pct + headroom,
+                          soc_max_pct=env.soc_max_pct - headroom)
+        # The owner's reserve holds in every mode, safe mode included: kept for a power cut, it
+        # is not there for everyday self-consumption either (and a no-market baseline that
+        # could use it while the market could not would not be a fair comparison).
+        if env.soc_min_pct < self.prefs.reserve_pct < env.soc_max_pct:
+            env = replace(env, soc_min_pct=self.prefs.reserve_pct)
+        command, reading = self.state.converter, self._fresh(self.dcdc)
+        if command is None or reading is None:
+            return env
+        port_w = {"cc": round(command.current_a * reading.bus_voltage_v),
+                  "cv": reading.power_w}.get(command.mode, 0)
+        return env.beside(port_w)
+
+    @property
+    def _master_headroom_pct(self) -> float:
+        """How far inside the SoC window the bus master plans and charges its battery itself."""
+        return self.config.envelope.master_headroom_pct if self.dc_master else 0.0
+
+    def dc_delivered_wh(self, record: _IntervalRecord) -> int:
+        """Energy the converter moved over the bus in ``record``'s interval so far, at the bus
+        side (+ drawn into the home): the DC part of the delivery to settle, beside the meter's.
+        Up to the last control step, like the meter's reading that closes the interval."""
+        if record.dc_start_wh is None:
+            return 0
+        return round(self._dc_wh - record.dc_start_wh)
+
+    def _shifted_w(self) -> int:
+        """What the controllable loads draw now: load the forecaster must not learn as base load
+        (it is shifted by the plan, not repeated at the same time tomorrow)."""
+        readings = (self._fresh(poller) for poller in self.loads.values())
+        return sum(r.power_w for r in readings if r is not None)
+
+    async def _control_loads(self, k: int, now_ms: int) -> None:
+        """Write each fresh load's power limit for the rest of interval ``k``, with a revert time.
+
+        The plan's share of the rest of the interval, raised to what the load's deadline forces
+        on this reading (so a plan made ahead on an estimate cannot miss it). Without a bid for
+        ``k`` (not trading, or started within it) the loads are planned now, the same way. A
+        stale load gets nothing: its revert timer returns it to its own default.
+        """
+        if not self._load_drivers:
+            return
+        record = self.state.records.get(k)
+        length_s = self.timing.length_ms / 1000
+        rest_s = (self.timing.start_ms(k + 1) - now_ms) / 1000
+        if record is not None and record.plan is not None:
+            runs = dict(record.plan.flex)
+        else:
+            pv_wh, load_wh = self.forecaster.forecast_wh(
+                start_s=self.timing.start_ms(k) / 1000 % DAY_S, length_s=length_s)
+            runs = self._plan_loads(k, surplus_wh=pv_wh - load_wh)
+        for name, driver in self._load_drivers.items():
+            reading: LoadReading | None = self._fresh(self.loads[name])
+            if reading is None:
+                continue
+            limit = 0
+            job = load_job(name, need_wh=reading.need_wh, max_w=reading.max_w,
+                           deadline_min=reading.deadline_min,
+                           ready_by_min=self._ready_by(reading),
+                           time_of_day_s=now_ms / 1000 % DAY_S) if reading.connected else None
+            if job is not None:
+                planned = runs.get(name, 0)
+                limit = rest_limit_w(job, planned_wh=round(planned * rest_s / length_s),
+                                     rest_s=rest_s, interval_s=length_s,
+                                     margin_s=length_s * _FLEX_MARGIN_INTERVALS)
+            try:
+                await driver.set_limit(watts=limit, revert_s=self.config.envelope.revert_s)
+            except (DeviceError, ValueError) as exc:
+                log.warning("%s: load %s limit not written: %s", self.name, name, exc)
 
     def update_preferences(self, prefs: PreferencesConfig) -> None:
         """Apply the owner's new preferences from the next bid on (already validated)."""
         self.prefs = Preferences(
             min_sell_price=prefs.min_sell_price, max_buy_price=prefs.max_buy_price,
-            reserve_pct=max(prefs.reserve_pct, self.config.envelope.soc_min_pct),
-            soc_max_pct=self.config.envelope.soc_max_pct,
+            reserve_pct=max(prefs.reserve_pct,
+                            self.config.envelope.soc_min_pct + self._master_headroom_pct),
+            soc_max_pct=self.config.envelope.soc_max_pct - self._master_headroom_pct,
+            ev_ready_by_min=None if prefs.ev_ready_by is None else parse_hhmm(prefs.ev_ready_by),
         )
         log.info("%s: preferences updated: %s", self.name, prefs.model_dump())
 
@@ -396,7 +683,7 @@ class GatewayNode:
         now = self.clock.now_ms()
         k = self._interval_at(now)
         devices = {}
-        for poller in (self.meter, self.battery, self.pv):
+        for poller in (self.meter, self.battery, self.pv, self.dcdc, *self.loads.values()):
             if poller is not None:
                 health = poller.health
                 devices[poller.name] = {
@@ -424,7 +711,7 @@ class GatewayNode:
             },
             "bid": None if next_plan is None or next_plan.side is None else {
                 "interval": k + 1, "side": next_plan.side, "energy_wh": next_plan.energy_wh,
-                "limit_price": next_plan.limit_price,
+                "limit_price": next_plan.limit_price, "shifted_load_wh": next_plan.flex_wh,
             },
             "last_clearing": None if last is None else {
                 "interval": last.interval, "status": last.status,
@@ -433,6 +720,21 @@ class GatewayNode:
             },
             "money_today": self._money_since(now - now % 86_400_000),
             "rejections": dict(self.agent.rejections) if self.agent is not None else {},
+            "reputation": None if self.agent is None else self.agent.reputation(self.name),
+            "meter_rejections": dict(self.meter_rejections),
+            "converter": self._converter_status(),
+        }
+
+    def _converter_status(self) -> dict[str, Any] | None:
+        command, reading = self.state.converter, self._fresh(self.dcdc)
+        if command is None:
+            return None
+        return {
+            "role": "master" if self.dc_master else "member", "mode": command.mode,
+            "current_a": command.current_a, "voltage_v": command.voltage_v,
+            "reason": command.reason, "limits": list(command.limits),
+            "bus_v": None if reading is None else reading.bus_voltage_v,
+            "measured_a": None if reading is None else reading.current_a,
         }
 
     def _money_since(self, start_ms: int) -> int:
@@ -456,30 +758,60 @@ class GatewayNode:
         """Settle interval ``k`` into the ledger and hand its closing meter reading to ``k + 1``.
 
         The reading that closes one interval opens the next, so no metered Wh falls between two.
+        With a meter key, a delivery counts only if both readings' tags verified; otherwise the
+        interval is settled with the grid as undelivered (``delivered_wh`` 0) and, having no
+        reading to back it, publishes no settlement.
+
+        The block of ``k`` is written now, with this node's signed settlement, so a crash never
+        loses a settled interval. The peers settle ``k`` at the same moment, so theirs arrive
+        after it: each block carries the peers' verified settlements accepted since the block
+        before (each names its interval), and every one is written exactly once.
         """
         record = self.state.records.pop(k, None)
         meter = self._fresh(self.meter)
         metered = 0
+        end_checked = False
         if meter is not None:
             net_wh = meter.import_wh - meter.export_wh
             if record is not None and record.meter_start_wh is not None:
                 metered = round(net_wh - record.meter_start_wh)
-            self._record(k + 1).meter_start_wh = net_wh
+            end_checked = self._meter_checked(k, meter)
+            following = self._record(k + 1)
+            following.meter_start_wh = net_wh
+            following.meter_start_checked = end_checked
         outcome = record.outcome if record is not None else None
         if outcome is None and k >= self._first_traded:
             # No quorum was ever heard (broker away, outcome pending): the interval ran in safe
             # mode and its metered energy is still settled, with the grid, and recorded.
             outcome = Abstained(interval=k, reason="no-outcome")
+        trusted = self._meter_key is None or (
+            end_checked and record is not None and record.meter_start_checked)
+        delivered = metered if trusted else 0
         figures = None
         if outcome is not None:
-            position = outcome.position if isinstance(outcome, Agreed) else None
-            figures = settle(position or _NO_POSITION, delivered_wh=metered, tariffs=self.tariffs)
+            signed = None
+            if isinstance(outcome, Agreed) and trusted and meter is not None:
+                signed = self._sign_settlement(k, delivered, meter)
+            if signed is None:
+                position = outcome.position if isinstance(outcome, Agreed) else None
+                figures = settle(position or _NO_POSITION, delivered_wh=delivered,
+                                 tariffs=self.tariffs)
+            else:
+                figures = SettlementFigures(*(getattr(signed[1], name)
+                                              for name in SettlementFigures._fields))
             if self.ledger is not None:
-                self.ledger.append(
+                peers = self._unledgered_peers(k)
+                block = self.ledger.append(
                     interval=k,
                     status="agreed" if isinstance(outcome, Agreed) else "abstained",
-                    content=ledger_content(outcome, figures),
+                    content=ledger_content(
+                        outcome, figures, settlement=None if signed is None else signed[0],
+                        peers=[envelope for _, _, envelope in peers],
+                        meter_problem="" if trusted else "meter reading not verified"),
                 )
+                if block is not None:
+                    for j, node, _ in peers:
+                        self._ledgered.setdefault(j, set()).add(node)
         self._save_forecaster()
         battery = self._fresh(self.battery)
         self._on_event(IntervalClosed(
@@ -489,20 +821,94 @@ class GatewayNode:
             settlement=figures, in_market=k >= self._first_traded,
         ))
 
+    def _meter_checked(self, k: int, meter: MeterReading) -> bool:
+        """Whether the meter's tag on ``meter`` verifies (True when no key is held to check it);
+        a refused reading is counted and logged, never raised."""
+        key = self._meter_key
+        if key is None:
+            return True
+        checked = verify_meter_reading(meter, device_id=key.device_id, key=key.key,
+                                       last_seq=self._meter_seq)
+        if isinstance(checked, MeterRejected):
+            self.meter_rejections[f"meter-{checked.reason}"] += 1
+            log.warning("%s: meter reading closing interval %d refused (%s): the interval "
+                        "settles with the grid as undelivered", self.name, k, checked.reason)
+            return False
+        self._meter_seq = checked.seq
+        return True
+
+    def _sign_settlement(
+        self, k: int, metered: int, meter: MeterReading
+    ) -> tuple[SignedEnvelope, Settlement] | None:
+        """This node's signed settlement of an agreed interval, published by the agent; None
+        (settled locally only, with the reason logged) when it cannot be made."""
+        if self.agent is None:
+            return None
+        if meter.seq is None or meter.tag is None:
+            log.warning("%s: the meter publishes no tagged counters: interval %d settled "
+                        "locally only", self.name, k)
+            return None
+        reading = TaggedReading(seq=meter.seq, import_wh=meter.import_wh,
+                                export_wh=meter.export_wh, tag=meter.tag)
+        try:
+            envelope = self.agent.settle(k, delivered_wh=metered, meter_reading=reading)
+        except MarketError as exc:
+            log.warning("%s: interval %d settled locally only: %s", self.name, k, exc)
+            return None
+        verified = verify(envelope, expected_kind="settle")
+        assert not isinstance(verified, Rejected) and isinstance(verified.body, Settlement)
+        return envelope, verified.body
+
+    def _unledgered_peers(self, k: int) -> list[tuple[int, str, SignedEnvelope]]:
+        """The peers' accepted settlements of intervals up to ``k`` not yet in a block."""
+        if self.agent is None:
+            return []
+        for old in [j for j in self._ledgered if j < k - _PEER_LOOKBACK]:
+            del self._ledgered[old]
+        return [
+            (j, node, envelope)
+            for j in range(k - _PEER_LOOKBACK, k + 1)
+            for node, envelope in sorted(self.agent.signed_settlements(j).items())
+            if node != self.name and node not in self._ledgered.get(j, set())
+        ]
+
 
 _NO_POSITION = NodeOutcome("", 0, 0, 0, 0, 0, 0, 0, 0)
+_PEER_LOOKBACK = 8
+"""Intervals back a block looks for peers' settlements: longer than the agent keeps them."""
+_FLEX_MARGIN_INTERVALS = 1
+"""A shifted load is planned to be done this many intervals before it is due: room for a
+forecast that was wrong, a device that missed a poll, a plan made before the car was plugged in."""
 
 
-def ledger_content(outcome: Agreed | Abstained, figures: SettlementFigures) -> dict[str, Any]:
+def ledger_content(
+    outcome: Agreed | Abstained,
+    figures: SettlementFigures,
+    *,
+    settlement: SignedEnvelope | None = None,
+    peers: list[SignedEnvelope] | None = None,
+    meter_problem: str = "",
+) -> dict[str, Any]:
     """The ledger block content of one interval for this node.
 
     ``outcome`` holds the settled figures (metered delivery against the cleared position, every
     deviation at the grid tariffs): that is what the owner pays or is paid, so billing exports
-    and "money today" read it directly.
+    and "money today" read it directly. ``settlement`` is this node's signed settlement as
+    published, ``peer_settlements`` the peers' verified ones accepted since the block before, as
+    their signers sent them, so anyone can check the ledger against the signatures (and, holding
+    the meter keys, the tags) without trusting this gateway; ``meter`` says why a reading was not
+    used.
     """
     own = figures._asdict()
+    extra: dict[str, Any] = {}
+    if settlement is not None:
+        extra["settlement"] = settlement.model_dump()
+    if peers:
+        extra["peer_settlements"] = [envelope.model_dump() for envelope in peers]
+    if meter_problem:
+        extra["meter"] = meter_problem
     if isinstance(outcome, Abstained):
-        return {"reason": outcome.reason, "outcome": own}
+        return {"reason": outcome.reason, "outcome": own, **extra}
     mine = outcome.position or _NO_POSITION
     own.update(bought_wh=mine.bought_wh, sold_wh=mine.sold_wh)
     return {
@@ -511,6 +917,7 @@ def ledger_content(outcome: Agreed | Abstained, figures: SettlementFigures) -> d
         "price": outcome.result.price,
         "committed_by": sorted(outcome.committed_by),
         "outcome": own,
+        **extra,
     }
 
 

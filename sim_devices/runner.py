@@ -7,8 +7,7 @@ script can read them off stdout; then the world runs until Ctrl-C (or SIGTERM), 
 cleanly: servers closed, ptys released, exit status 0. With a feeder in the scenario, a line that
 goes above or back below its rating is reported as it happens.
 
-``add_sim_parser`` registers the command on the ``gridpeer`` CLI; ``python -m sim_devices.runner``
-runs the same command on its own.
+``add_sim_parser`` registers the command on the ``gridpeer`` CLI, the one way to run it.
 """
 
 from __future__ import annotations
@@ -18,14 +17,14 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TextIO
 
 from sim_devices.feeder import FeederFlows, RadialFeeder, bus_net_w
-from sim_devices.scenario import Scenario, ScenarioError, load_scenario
+from sim_devices.scenario import Scenario, load_scenario
 from sim_devices.world import World
 
-__all__ = ["add_sim_parser", "main", "run_scenario", "serve_until_stopped"]
+__all__ = ["add_sim_parser", "run_scenario", "serve_until_stopped"]
 
 _FEEDER_CHECK_S = 1.0
 """Real seconds between feeder checks: often enough for a person watching, cheap for 100 homes."""
@@ -150,23 +149,3 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
         scenario = scenario.model_copy(update={"speed": args.speed})
     asyncio.run(serve_until_stopped(scenario, host=args.host, rtu=args.rtu, stream=sys.stdout))
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sim_devices.runner SCENARIO ...``: the command without the gridpeer CLI."""
-    parser = argparse.ArgumentParser(prog="python -m sim_devices.runner",
-                                     description="Serve a simulated community's devices.")
-    _add_run_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return cmd_sim_run(args)
-    except (ScenarioError, OSError) as exc:
-        print(f"sim run: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # Ctrl-C before the servers were up: nothing to clean
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -33,7 +33,7 @@ __all__ = ["Scenario", "ScenarioError", "load_scenario", "parse_scenario", "ship
 
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
 """Home, bus and scenario names: the gateway's node id rules, so a home can be a gateway's node."""
-Role = Literal["meter", "pv", "battery", "dcdc"]
+Role = Literal["meter", "pv", "battery", "dcdc", "ev", "flex"]
 
 _SHIPPED = "scenarios"
 
@@ -179,6 +179,10 @@ class HomeModel(_Model):
             raise ValueError("give no seed with count > 1: each home derives its own")
         if "dcdc" in self.faults and self.dcdc is None:
             raise ValueError("faults.dcdc given but the home has no dcdc converter")
+        if "ev" in self.faults and self.ev is None:
+            raise ValueError("faults.ev given but the home has no ev")
+        if "flex" in self.faults and not self.flex_wh:
+            raise ValueError("faults.flex given but the home has no flexible load (flex_wh)")
         if len(self.names[-1]) > 32:
             raise ValueError(f"home names must be at most 32 characters, {self.names[-1]!r} "
                              "is longer")
@@ -196,7 +200,8 @@ class HomeModel(_Model):
         fields: dict[str, Any] = self.model_dump(include=set(_HOME_SPEC_FIELDS),
                                                  exclude_unset=True)
         dcdc = self.dcdc.spec() if self.dcdc is not None else None
-        return HomeSpec(name=name, dcdc=dcdc, **fields)
+        ev = self.ev.spec() if self.ev is not None else None
+        return HomeSpec(name=name, dcdc=dcdc, ev=ev, **fields)
 
 
 class LineModel(_Model):
@@ -289,7 +294,6 @@ class Scenario(_Model):
 
     def home_specs(self) -> list[HomeSpec]:
         """Every home of the scenario, ``count`` groups expanded, in file order."""
-        _require_supported(self)
         return [home.spec_for(name) for home in self.homes for name in home.names]
 
     def faults(self) -> dict[tuple[str, str], FaultSpec]:
@@ -312,18 +316,6 @@ class Scenario(_Model):
                          dc_bus=self.dc_bus.spec() if self.dc_bus is not None else None)
         except ValueError as exc:  # PhysicsError, or a role refusing a nameplate (RoleError)
             raise ScenarioError(f"{self.name}: {exc}") from None
-
-
-def _require_supported(scenario: Scenario) -> None:
-    """Refuse, by key path, what the file may say but this build's world cannot simulate yet.
-
-    The scenario format runs ahead of the home model: an EV needs ``HomeSpec.ev`` (the physics is
-    in ``sim_devices/ev.py``). A silently dropped car would make a run that looks right and is not.
-    """
-    for i, home in enumerate(scenario.homes):
-        if home.ev is not None:
-            raise ScenarioError(f"{scenario.name}: homes.{i}.ev: this build's homes have no EV "
-                                "hook (HomeSpec.ev); sim_devices/ev.py has the physics")
 
 
 def shipped_scenarios() -> list[str]:

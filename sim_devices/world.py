@@ -2,11 +2,18 @@
 
 Each home's meter, PV inverter and battery is a real device as far as a gateway can tell: a
 ``RegisterBank`` with the role's SunSpec map, filled by the firmware's own role code, which reads
-the physics through the fake HAL. One world step is:
+the physics through the fake HAL. Each meter tags its readings (vendor model 64210) with a key
+derived from the world's seed and its device id (``sim_meter_key``), as a flashed meter would
+with the key ``gridpeer flash`` gave it. One world step is:
 
 1. set every device clock to the new time; role code reverts expired setpoints (``tick``);
-2. physics follows what the role code commanded through the HAL (battery power, PV limit);
+2. physics follows what the role code commanded through the HAL (battery power, PV limit,
+   the controllable loads' power limits);
 3. the physics results go back into the HAL; role code publishes them into registers.
+
+A home with an EV (``HomeSpec.ev``) serves its charger as device "ev", a home with a flexible load
+serves that appliance as device "flex": both are role "load" (vendor model 64220), which say what
+they still need by when and follow a gateway's power limit until it reverts.
 
 Homes with a DC-DC converter share one DC bus (``World(dc_bus=DcBusSpec(...))``). Their
 converters are served as role "dcdc" and run the firmware's converter role; each step, after the
@@ -23,14 +30,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 
-from firmware.hal.fake import FakeBatteryStage, FakeClock, FakeDcStage, FakeMeterIC, FakePvStage
+from firmware.hal.fake import (
+    FakeBatteryStage,
+    FakeClock,
+    FakeDcStage,
+    FakeLoadStage,
+    FakeMeterIC,
+    FakePvStage,
+)
+from firmware.metering import TaggedCounter
 from firmware.modbus.bank import RegisterBank
 from firmware.roles.battery import BatteryRole
 from firmware.roles.common import Points
 from firmware.roles.dcdc import DcdcRole
+from firmware.roles.load import APPLIANCE, EVSE, LoadRole
 from firmware.roles.meter import MeterRole
 from firmware.roles.pv import PvRole
 from protocols.sunspec.devices import DeviceMap
@@ -42,6 +59,7 @@ from sim_devices.dcbus import (
     bus_initial,
     bus_step,
 )
+from sim_devices.ev import ev_need_mj
 from sim_devices.faults import FaultSpec
 from sim_devices.home import (
     HomeProfiles,
@@ -52,10 +70,23 @@ from sim_devices.home import (
     home_step,
     port_bounds,
 )
-from sim_devices.physics import MJ_PER_WH, PhysicsError
+from sim_devices.physics import MJ_PER_WH, PhysicsError, flex_in_window
 
 ROLES = ("meter", "pv", "battery")
 """The devices every home has; a home with ``HomeSpec.dcdc`` also has a "dcdc" converter."""
+LOADS = ("ev", "flex")
+"""Controllable loads (role "load", vendor model 64220): "ev", the charger of a home with
+``HomeSpec.ev``; "flex", the appliance of a home with a flexible load (``flex_wh`` > 0)."""
+
+
+def device_keys(spec: HomeSpec) -> tuple[str, ...]:
+    """The names of a home's devices: its roles, and its loads by what they are."""
+    return (ROLES + (("dcdc",) if spec.dcdc is not None else ())
+            + (("ev",) if spec.ev is not None else ()) + (("flex",) if spec.flex_wh else ()))
+
+
+def _minute_of_day(hour: float) -> int:
+    return round(hour * 60) % 1440
 _NOMINAL_V_X10 = 2300
 _BATTERY_V_X10 = 500
 
@@ -69,12 +100,21 @@ def point_table(device_map: DeviceMap) -> dict[int, tuple[int, dict[str, tuple[i
     }
 
 
+def sim_meter_key(world_seed: int, device_id: str) -> bytes:
+    """The HMAC key a simulated meter tags its readings with, as ``gridpeer flash`` would have
+    provisioned one: per device, and reproducible from the world's seed so a run's provisioning
+    can hand each gateway its meter's key without a flash step (``Home.meter_key``)."""
+    seed_text = f"gridpeer/sim-meter-key/1\n{world_seed}\n{device_id}"
+    return hashlib.sha256(seed_text.encode()).digest()
+
+
 class Device:
     """One simulated device: its register bank (what is served), role code and fake HAL."""
 
-    def __init__(self, *, role: str, home: str, faults: FaultSpec | None) -> None:
+    def __init__(self, *, role: str, home: str, faults: FaultSpec | None,
+                 key: str | None = None) -> None:
         self.role = role
-        self.name = f"{home}/{role}"
+        self.name = f"{home}/{key or role}"
         self.map = DeviceMap.for_role(role)
         self.bank = RegisterBank(self.map.base, self.map.size)
         for addr, value in self.map.fixed_registers().items():
@@ -107,6 +147,9 @@ class BusReading:
     voltage_v: float
     tripped: bool
     state: BusState
+    low_v: float
+    high_v: float
+    """The lowest and highest voltage the bus ended any step at since the world started."""
 
 
 class DcPortMeter:
@@ -142,12 +185,17 @@ class Home:
         self.hal_meter = FakeMeterIC()
         self.hal_pv = FakePvStage()
         self.hal_battery = FakeBatteryStage()
-        roles = ROLES + ("dcdc",) if spec.dcdc is not None else ROLES
-        self.devices = {role: Device(role=role, home=spec.name, faults=faults.get(role))
-                        for role in roles}
+        self.devices = {key: Device(role="load" if key in LOADS else key, key=key,
+                                    home=spec.name, faults=faults.get(key))
+                        for key in device_keys(spec)}
+        self.hal_loads = {key: FakeLoadStage() for key in LOADS if key in self.devices}
+        """The controllable loads' stages: ``limit_w`` is what the gateway last allowed."""
         self._write_hal()
+        meter_id = f"{spec.name}-meter"
+        self.meter_key = sim_meter_key(world_seed, meter_id)
         self.meter_role = MeterRole(self.devices["meter"].points, front_end=self.hal_meter,
-                                    serial=f"{spec.name}-meter")
+                                    serial=meter_id,
+                                    tagger=TaggedCounter(self.meter_key, meter_id))
         self.pv_role = PvRole(self.devices["pv"].points, stage=self.hal_pv, clock=self.clock,
                               serial=f"{spec.name}-pv", rating_w=max(1, spec.pv_peak_w))
         self.battery_role = BatteryRole(
@@ -159,6 +207,11 @@ class Home:
         self.dcdc_role: DcdcRole | None = None
         self.dc_flow = ConverterFlow()
         """The converter's flow in the last step (ground truth for tests)."""
+        self.dc_bus_mj = 0
+        """Energy the converter drew from the bus since the start (− = put onto it): what this
+        home exchanged over the bus, at the bus side (ground truth for tests)."""
+        self.dc_peak_a = 0.0
+        """The largest bus-side current the converter carried in any step, either direction."""
         self.dc_port = DcPortMeter()
         if spec.dcdc is not None:
             if dc_bus is None:
@@ -171,6 +224,11 @@ class Home:
                 serial=f"{spec.name}-dcdc", rated_a_x100=spec.dcdc.max_a * 100,
                 v_nom_x10=dc_bus.nominal_v * 10, v_min_x10=dc_bus.v_min * 10,
                 v_max_x10=dc_bus.v_max * 10, port=self.dc_port)
+        self.load_roles = {
+            key: LoadRole(self.devices[key].points, stage=stage, clock=self.clock,
+                          serial=f"{spec.name}-{key}", kind=EVSE if key == "ev" else APPLIANCE,
+                          max_w=spec.ev.max_charge_w if key == "ev" and spec.ev else spec.flex_w)
+            for key, stage in self.hal_loads.items()}
 
     @property
     def name(self) -> str:
@@ -205,6 +263,8 @@ class Home:
         if self.dcdc_role is None or self.hal_dcdc is None:
             raise PhysicsError(f"home {self.name} has no DC-DC converter")
         self.dc_flow = flow
+        self.dc_bus_mj += flow.bus_w * flow.on_ms
+        self.dc_peak_a = max(self.dc_peak_a, abs(flow.a_x100) / 100)
         stage = self.hal_dcdc
         stage.w, stage.a_x100 = flow.bus_w, flow.a_x100
         stage.bus_v_x10, stage.tripped = bus_v_x10, tripped
@@ -218,16 +278,23 @@ class Home:
         self.clock.now_ms = self.state.t_ms
         self.pv_role.tick()
         self.battery_role.tick()
+        for load in self.load_roles.values():
+            load.tick()
         if dc_flow is not None:
             self.state = home_dc_step(self.spec, self.state, flow=dc_flow)
+        loads = self.hal_loads
         self.state = home_step(self.spec, self._profiles, self.state, dt_ms=dt_ms,
                                battery_command_w=self.hal_battery.command_w,
-                               pv_limit_w=self.hal_pv.limit_w)
+                               pv_limit_w=self.hal_pv.limit_w,
+                               ev_limit_w=loads["ev"].limit_w if "ev" in loads else None,
+                               flex_limit_w=loads["flex"].limit_w if "flex" in loads else None)
         self.clock.now_ms = self.state.t_ms
         self._write_hal()
         self.meter_role.tick()
         self.pv_role.tick()
         self.battery_role.tick()
+        for load in self.load_roles.values():
+            load.tick()
 
     def _write_hal(self) -> None:
         s = self.state
@@ -243,6 +310,20 @@ class Home:
         b.w, b.v_x10 = s.battery.power_w, _BATTERY_V_X10
         b.a_x100 = s.battery.power_w * 1000 // _BATTERY_V_X10
         b.soc_pct_x100 = s.battery.stored_mj * 10000 // self.spec.battery_spec().capacity_mj
+        ev_spec = self.spec.ev
+        if "ev" in self.hal_loads and ev_spec is not None and s.ev is not None:
+            ev = self.hal_loads["ev"]
+            ev.w, ev.connected = s.ev.power_w, s.ev.plugged
+            ev.need_wh = -(-ev_need_mj(ev_spec, s.ev) // MJ_PER_WH)
+            ev.deadline_min = _minute_of_day(ev_spec.departure_h)
+            ev.total_wh = s.ev.energy_mj // MJ_PER_WH
+        if "flex" in self.hal_loads:
+            flex, flex_spec = self.hal_loads["flex"], self.spec.flex_spec()
+            flex.w = s.flex.power_w
+            flex.connected = s.flex.remaining_mj > 0 and flex_in_window(flex_spec, s.t_ms)
+            flex.need_wh = -(-s.flex.remaining_mj // MJ_PER_WH)
+            flex.deadline_min = _minute_of_day(flex_spec.deadline_h)
+            flex.total_wh = s.flex_mj // MJ_PER_WH
 
 
 class World:
@@ -274,17 +355,19 @@ class World:
             raise PhysicsError("a dc_bus needs at least one home with a DC-DC converter "
                                "(HomeSpec.dcdc)")
         faults = dict(faults or {})
-        roles = {s.name: ROLES + (("dcdc",) if s.dcdc is not None else ()) for s in specs}
-        unknown = [key for key in faults if key[0] not in names or key[1] not in roles[key[0]]]
+        devices = {s.name: device_keys(s) for s in specs}
+        unknown = [key for key in faults if key[0] not in names or key[1] not in devices[key[0]]]
         if unknown:
-            raise PhysicsError(f"faults name unknown devices {unknown}; roles are {ROLES} "
-                               "and dcdc for homes with a converter")
+            raise PhysicsError(f"faults name unknown devices {unknown}; roles are {ROLES}, "
+                               f"dcdc for homes with a converter and {LOADS} for their loads")
         self.seed = seed
         self.speed = speed
         self.dt_ms = dt_ms
         self._now_ms = round(start_s * 1000)
         self.dc_bus_spec = dc_bus
         self._bus = bus_initial(dc_bus) if dc_bus is not None else None
+        nominal_x10 = dc_bus.nominal_v * 10 if dc_bus is not None else 0
+        self._bus_range_x10 = (nominal_x10, nominal_x10)
         self._homes = {
             s.name: Home(s, world_seed=seed, t_ms=self._now_ms, dc_bus=dc_bus,
                          faults={role: f for (home, role), f in faults.items() if home == s.name})
@@ -314,8 +397,9 @@ class World:
         """The DC bus's voltage, trip and energy counters."""
         if self._bus is None or self.dc_bus_spec is None:
             raise PhysicsError("this world has no dc_bus")
+        low, high = self._bus_range_x10
         return BusReading(self.dc_bus_spec.voltage_x10(self._bus.stored_mj) / 10,
-                          self._bus.tripped, self._bus)
+                          self._bus.tripped, self._bus, low / 10, high / 10)
 
     def step(self) -> None:
         """Advance every home by one ``dt_ms``: the DC bus first, then each home."""
@@ -331,6 +415,8 @@ class World:
             home.step(self.dt_ms, dc_flow=flows.get(home.name))
         if spec is not None and self._bus is not None:
             v_x10 = spec.voltage_x10(self._bus.stored_mj)
+            low, high = self._bus_range_x10
+            self._bus_range_x10 = min(low, v_x10), max(high, v_x10)
             for name, flow in flows.items():
                 self._homes[name].dc_publish(flow=flow, bus_v_x10=v_x10,
                                              tripped=self._bus.tripped)

@@ -1,7 +1,9 @@
 """The owner's preferences as the dashboard edits them, and where they are kept between restarts.
 
-``gateway.config.PreferencesConfig`` has no EV ready-by time yet, so the dashboard carries its own
-model with it; the node is given the fields it already understands. The file is written atomically
+The dashboard's model is stricter than the config's (``strict``: a JSON ``"120"`` is refused
+rather than coerced, and prices have a sanity ceiling), because it faces a browser form rather
+than a file the owner edited; it converts to ``PreferencesConfig`` for the node. The file is
+written atomically
 (temporary file, then rename) so a power cut during a save leaves the old preferences, never half a
 JSON document that would silently fall back to the defaults.
 """

@@ -48,6 +48,10 @@ def test_good_config_loads_with_defaults_and_resolved_paths(tmp_path):
         (("interval_s = 900", "interval_s = 900\nintervall = 3"), "market.intervall: unknown key"),
         (('node = "home-1"', 'node = "Home 1!"'), "node: String should match pattern"),
         (("interval_s = 900", "interval_s = 30\ngate_s = 30"), "market: gate_s + grace_s must be"),
+        (("interval_s = 900", 'broker = "mqtts://broker.lan:8883"'),
+         "market: an mqtts:// broker needs tls_ca, tls_cert and tls_key"),
+        (("interval_s = 900", 'tls_ca = "ca.crt"\ntls_cert = "n.crt"\ntls_key = "n.key"'),
+         "market: tls_ca/tls_cert/tls_key are set but the broker is mqtt://"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, change, expected):
@@ -55,6 +59,15 @@ def test_bad_config_names_the_key(tmp_path, change, expected):
         load_config(_write(tmp_path, GOOD.replace(*change)))
     assert expected in str(err.value)
     assert str(err.value).startswith(str(tmp_path / "gridpeer.toml"))
+
+
+def test_tls_files_are_taken_from_the_config_folder(tmp_path):
+    text = GOOD.replace("interval_s = 900", 'broker = "mqtts://broker.lan:8883"\n'
+                        'tls_ca = "tls/ca.crt"\ntls_cert = "tls/home-1.crt"\n'
+                        'tls_key = "tls/home-1.key"')
+    market = load_config(_write(tmp_path, text)).market
+    assert market.tls_ca == (tmp_path / "tls" / "ca.crt").resolve()
+    assert market.tls_key == (tmp_path / "tls" / "home-1.key").resolve()
 
 
 def test_broken_toml_and_missing_file(tmp_path):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
-from gateway.config import load_config
 from gateway.community import Timing, provision
+from gateway.config import load_config
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
 from gateway.node import GatewayNode, running

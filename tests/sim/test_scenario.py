@@ -57,7 +57,10 @@ def test_sunny_street_is_six_homes_on_ac_with_its_feeder_and_faults():
     assert world.now_s == 8 * 3600 and world.speed == 60.0 and world.dt_ms == 1000
     assert world.home("home-6").devices["pv"].faults == FaultSpec(drop_p=0.05, delay_s=0.02)
     assert world.home("home-1").devices["pv"].faults is None
-    assert all(tuple(h.devices) == ROLES for h in world.homes)
+    # The homes with a flexible load also serve it as a controllable load ("flex", model 64220).
+    assert {h.name: tuple(h.devices) for h in world.homes} == {
+        h.name: ROLES + (("flex",) if h.flex_wh else ()) for h in specs}
+    assert world.home("home-2").devices["flex"].role == "load"
 
 
 def test_dc_bus_cluster_puts_four_converters_on_one_bus():
@@ -110,7 +113,8 @@ def test_a_scenario_file_by_path_and_overrides(tmp_path):
      "homes.0.faults.meter.offline: window 0 [100.0, 50.0] must have start < end"),
     ({"homes__0__faults__meter__drop_p": "1.5"}, "homes.0.faults.meter.drop_p: must be <= 1"),
     ({"homes__0__faults__inverter__drop_p": "0.1"},
-     "homes.0.faults.inverter: must be 'meter', 'pv', 'battery' or 'dcdc'"),
+     "homes.0.faults.inverter: must be 'meter', 'pv', 'battery', 'dcdc', 'ev' or 'flex'"),
+    ({"homes__0__faults__ev__drop_p": "0.1"}, "homes.0: faults.ev given but the home has no ev"),
     ({"homes__0__faults__dcdc__drop_p": "0.1"},
      "homes.0: faults.dcdc given but the home has no dcdc converter"),
     ({"homes__1__name": '"home-1"'}, "homes.1.name: home 'home-1' is also homes.0"),
@@ -173,12 +177,15 @@ def test_missing_unknown_and_broken_files(tmp_path):
         load_scenario(broken)
 
 
-def test_an_ev_is_validated_but_refused_until_homes_have_the_ev_hook():
+def test_an_ev_becomes_the_homes_car_behind_a_charger_device():
     s = parse_scenario(_with(homes__1__ev="{battery_wh = 40000, max_charge_w = 7400}"),
                        source="s.toml")
     assert s.homes[1].ev is not None and s.homes[1].ev.spec().battery_wh == 40_000
-    with pytest.raises(ScenarioError, match=r"homes\.1\.ev: this build's homes have no EV hook"):
-        s.world()
+    spec = s.home_specs()[1]
+    assert spec.ev == s.homes[1].ev.spec()
+    home = s.world().home(spec.name)
+    assert home.devices["ev"].role == "load" and home.state.ev is not None
+    assert home.load_roles["ev"].state == 0  # DEFAULT: charges on its own until told otherwise
 
 
 def test_what_the_devices_cannot_serve_is_refused_when_the_world_is_built():

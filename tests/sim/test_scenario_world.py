@@ -88,13 +88,14 @@ async def test_every_device_of_sunny_street_is_served_and_read_by_pymodbus():
     world = scenario.world(speed=300.0)
     async with world.serve() as served:
         for home in world.homes:
-            for role in home.devices:
-                host, port = served.address(home.name, role)
+            for key, device in home.devices.items():
+                role = device.role
+                host, port = served.address(home.name, key)
                 # home-6's PV inverter drops 5 % of its replies: pymodbus retries them.
                 async with AsyncModbusTcpClient(host, port=port, timeout=0.3,
                                                 retries=5) as client:
                     assert tuple(await _read(client, 40000, 2)) == SUNS_MARKER
-                    assert await _point(client, role, 1, "SN") == f"{home.name}-{role}"
+                    assert await _point(client, role, 1, "SN") == f"{home.name}-{key}"
         host, port = served.address("home-1", "pv")
         async with AsyncModbusTcpClient(host, port=port) as client:
             assert await _point(client, "pv", 702, "WMaxRtg") == 8000

@@ -21,9 +21,9 @@ LINE = re.compile(r"^(?P<device>[a-z0-9-]+/[a-z]+) tcp://(?P<host>[\d.]+):(?P<po
 
 
 async def _start(*args: str) -> tuple[asyncio.subprocess.Process, dict[str, re.Match[str]]]:
-    """Start ``python -m sim_devices.runner`` and read device lines up to the "serving" line."""
+    """Start ``gridpeer sim run`` and read device lines up to the "serving" line."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sim_devices.runner", *args,
+        sys.executable, "-m", "gateway", "sim", "run", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
     devices = {}
@@ -50,8 +50,8 @@ async def _stop(proc: asyncio.subprocess.Process, sig: int) -> tuple[str, str]:
 async def test_sim_run_serves_sunny_street_and_stops_cleanly_on_ctrl_c():
     proc, devices = await _start("sunny-street", "--speed", "120")
     try:
-        assert len(devices) == 18
-        assert {d.split("/")[1] for d in devices} == {"meter", "pv", "battery"}
+        assert len(devices) == 21  # 6 homes × meter, PV, battery; 3 flexible loads
+        assert {d.split("/")[1] for d in devices} == {"meter", "pv", "battery", "flex"}
         meter = devices["home-1/meter"]
         async with AsyncModbusTcpClient(meter["host"], port=int(meter["port"])) as client:
             rr = await client.read_holding_registers(40000, count=2, device_id=1)
@@ -85,12 +85,12 @@ async def test_sim_run_with_a_bad_scenario_says_why_in_one_line(tmp_path):
     bad.write_text('name = "bad"\n[market]\ncommunity = "bad"\n[[homes]]\nname = "h"\n'
                    "battery_wh = -1\n")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sim_devices.runner", str(bad),
+        sys.executable, "-m", "gateway", "sim", "run", str(bad),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     async with asyncio.timeout(30):
         _, err = await proc.communicate()
     assert proc.returncode == 1
-    assert err.decode().strip() == f"sim run: {bad}: homes.0.battery_wh: must be > 0"
+    assert err.decode().strip() == f"gridpeer: {bad}: homes.0.battery_wh: must be > 0"
 
 
 async def test_an_overloaded_feeder_line_is_reported_while_serving():
