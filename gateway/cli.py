@@ -292,16 +292,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-    return value
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -319,6 +309,8 @@ def _public_key(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sim_devices.runner import add_sim_parser, positive_float
+
     parser = argparse.ArgumentParser(
         prog="gridpeer", description="Peer-to-peer energy trading for neighbourhood microgrids."
     )
@@ -338,8 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="intervals to run (default: one day)")
     demo.add_argument("--seed", type=int, help="seed of the simulated world "
                                                "(default: the scenario's)")
-    demo.add_argument("--speed", type=_positive_float,
-                      help="simulated seconds per real second (default: 1440, a day a minute)")
+    demo.add_argument("--speed", type=positive_float,
+                      help="simulated seconds per real second (default: 720, a day in about "
+                           "two minutes)")
     demo.set_defaults(func=_cmd_demo, configures_logging=True)
 
     run = sub.add_parser("run", help="run the gateway service")
@@ -388,7 +381,6 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.brokerconfig import add_broker_config_parser
     from gateway.flash import add_flash_parser
     from gateway.revocation import add_publish_revocation_parser
-    from sim_devices.runner import add_sim_parser
 
     add_broker_config_parser(csub)
     add_publish_revocation_parser(csub)

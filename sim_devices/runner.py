@@ -24,7 +24,7 @@ from sim_devices.feeder import FeederFlows, RadialFeeder, bus_net_w
 from sim_devices.scenario import Scenario, load_scenario
 from sim_devices.world import World
 
-__all__ = ["add_sim_parser", "run_scenario", "serve_until_stopped"]
+__all__ = ["add_sim_parser", "positive_float", "run_scenario", "serve_until_stopped"]
 
 _FEEDER_CHECK_S = 1.0
 """Real seconds between feeder checks: often enough for a person watching, cheap for 100 homes."""
@@ -112,7 +112,8 @@ async def serve_until_stopped(scenario: Scenario, *, host: str, rtu: bool, strea
     print("stopped", file=stream, flush=True)
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
+    """An argparse type for speeds and other strictly positive numbers (this CLI and gridpeer's)."""
     try:
         value = float(text)
     except ValueError:
@@ -125,7 +126,7 @@ def _positive_float(text: str) -> float:
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", help="a shipped scenario (sunny-street, dc-bus-cluster, "
                         "feeder-100) or the path of a .toml file")
-    parser.add_argument("--speed", type=_positive_float,
+    parser.add_argument("--speed", type=positive_float,
                         help="simulated seconds per real second (default: the scenario's)")
     parser.add_argument("--rtu", action="store_true",
                         help="also serve every device as Modbus RTU unit 1 on its own pty")

@@ -7,11 +7,10 @@ import pytest
 from tests.brokers import any_broker, mosquitto  # noqa: F401  (fixtures for every test)
 from tests.hil.options import add_hil_options
 
-
 _REAL_TIME = (
     "tests/faults/", "tests/test_day_", "tests/test_end_to_end.py",
     "tests/test_settlement_community.py", "tests/gateway/test_ev_night.py",
-    "tests/gateway/test_sigkill.py", "tests/market/test_feeder_100.py",
+    "tests/market/test_feeder_100.py",
     "tests/market/test_flood.py",
 )
 """Whole communities on a scaled clock: with ``-n 2 --dist loadgroup`` they all run on one
@@ -19,6 +18,7 @@ worker, one at a time, so two of them never compete for the same cores and miss 
 deadlines; the rest of the suite shares the other worker."""
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.nodeid.startswith(_REAL_TIME):
