@@ -171,8 +171,9 @@ def render_bridge(bridge: Bridge) -> str:
     (certificates, presence and bids are retained) and prevents loops; ``cleansession false``
     keeps the subscription on the main broker across a dropped uplink; a 10 s keepalive notices
     a dead uplink, or a connection attempt that stalled, in about 15 s rather than the 90 s of
-    Mosquitto's default; the bridge's state notifications stay local because the ACL gives the
-    bridge no ``$SYS`` rights there.
+    Mosquitto's default, and retries back off only to 10 s (a site without the other is a split
+    community, so reconnecting fast matters more than sparing the uplink); the bridge's state
+    notifications stay local because the ACL gives the bridge no ``$SYS`` rights there.
     """
     community = topics.check_id("community", bridge.community)
     lines = [
@@ -184,7 +185,7 @@ def render_bridge(bridge: Bridge) -> str:
         "cleansession false",
         "notifications_local_only true",
         "keepalive_interval 10",
-        "restart_timeout 1 30",
+        "restart_timeout 1 10",
         f"bridge_cafile {bridge.tls.ca.resolve()}",
         f"bridge_certfile {bridge.tls.cert.resolve()}",
         f"bridge_keyfile {bridge.tls.key.resolve()}",

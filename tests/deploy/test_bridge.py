@@ -43,7 +43,7 @@ async def wait_for_bridge(files: BrokerFiles, port_a: int, port_b: int) -> None:
                 await b.publish(probe, b"ping", qos=1)
                 await asyncio.sleep(0.1)
 
-        async with asyncio.timeout(30), asyncio.TaskGroup() as group:
+        async with asyncio.timeout(90), asyncio.TaskGroup() as group:
             pinger = group.create_task(ping())
             async for _ in a.messages:
                 pinger.cancel()
