@@ -36,8 +36,7 @@ from gateway.summary import (
     series,
     summarise,
 )
-from sim_devices.home import HomeSpec
-from sim_devices.scenario import Scenario, load_scenario
+from sim_devices.scenario import Scenario
 from sim_devices.world import World
 
 DEFAULT_SCENARIO = "sunny-street"
@@ -50,8 +49,6 @@ control period, and cheap enough for the world to keep up with its clock."""
 POLL_S = 120.0
 """Simulated seconds between device polls, which is also each gateway's control period."""
 BASELINE_FOLDER = "no_market"
-DEMO_HOMES: tuple[HomeSpec, ...] = tuple(load_scenario(DEFAULT_SCENARIO).home_specs())
-"""The default scenario's homes, for tools and tests that start a few gateways by hand."""
 
 
 def timing(scenario: Scenario, *, speed: float) -> Timing:

@@ -13,11 +13,14 @@ from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
 from gateway.community import Timing, provision
 from gateway.config import load_config
-from gateway.demo import DEMO_HOMES
 from gateway.identity import load_certificate, load_key_file
 from gateway.node import Event, GatewayNode, running
 from sim_devices.home import HomeSpec
+from sim_devices.scenario import load_scenario
 from sim_devices.world import World
+
+DEMO_HOMES: tuple[HomeSpec, ...] = tuple(load_scenario("sunny-street").home_specs())
+"""The demo scenario's homes; the dashboard tests start one or a few of them by hand."""
 
 
 def make_node(config_path: Path, clock: Clock,

@@ -9,8 +9,7 @@ import aiomqtt
 
 from gateway.broker import EmbeddedBroker
 from gateway.dashboard.homeassistant import HomeAssistantBridge
-from gateway.demo import DEMO_HOMES
-from tests.dashboard.community import community
+from tests.dashboard.community import DEMO_HOMES, community
 
 KEYS = {"soc", "pv_power", "home_power", "grid_power", "battery_power", "battery_setpoint",
         "earnings_today", "earnings_month", "stale_devices"}

@@ -10,8 +10,14 @@ import json
 import pytest
 
 from gateway.dashboard import Dashboard, Limits
-from gateway.demo import DEMO_HOMES
-from tests.dashboard.community import community, exchange, http, make_node, parse_response
+from tests.dashboard.community import (
+    DEMO_HOMES,
+    community,
+    exchange,
+    http,
+    make_node,
+    parse_response,
+)
 
 GOOD = {"min_sell_price": 150, "max_buy_price": 260, "reserve_pct": 35.0, "ev_ready_by": "07:30"}
 

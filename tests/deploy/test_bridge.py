@@ -51,7 +51,7 @@ async def wait_for_bridge(files: BrokerFiles, port_a: int, port_b: int) -> None:
 
 
 @pytest.fixture
-def two_sites(brokers: Brokers, tmp_path: Path) -> tuple[Brokers, BrokerFiles, int, int]:
+def two_sites(mosquitto: Brokers, tmp_path: Path) -> tuple[Brokers, BrokerFiles, int, int]:
     port_a, port_b = free_port(), free_port()
     files = write_site(tmp_path / "site", port_a, bridge_to=("127.0.0.1", port_a))
     site_b = tmp_path / "site-b.conf"
@@ -60,9 +60,9 @@ def two_sites(brokers: Brokers, tmp_path: Path) -> tuple[Brokers, BrokerFiles, i
         data_dir=tmp_path, run_as=run_as(),
         bridge=Bridge(community=COMMUNITY, host="127.0.0.1", port=port_a, tls=files.bridge),
     ))
-    brokers.start(files.config, port_a, tmp_path / "site-a.log")
-    brokers.start(site_b, port_b, tmp_path / "site-b.log")
-    return brokers, files, port_a, port_b
+    mosquitto.start(files.config, port_a, tmp_path / "site-a.log")
+    mosquitto.start(site_b, port_b, tmp_path / "site-b.log")
+    return mosquitto, files, port_a, port_b
 
 
 async def test_gateways_on_two_bridged_brokers_agree_and_trade(

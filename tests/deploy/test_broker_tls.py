@@ -29,10 +29,10 @@ pytestmark = pytest.mark.mosquitto
 
 
 @pytest.fixture
-def site(brokers: Brokers, tmp_path: Path) -> tuple[BrokerFiles, int]:
+def site(mosquitto: Brokers, tmp_path: Path) -> tuple[BrokerFiles, int]:
     port = free_port()
     files = write_site(tmp_path / "site", port)
-    brokers.start(files.config, port, tmp_path / "mosquitto.log")
+    mosquitto.start(files.config, port, tmp_path / "mosquitto.log")
     return files, port
 
 

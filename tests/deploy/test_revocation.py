@@ -55,11 +55,11 @@ async def retained(port: int, files: BrokerFiles, topic: str) -> bytes:
 
 
 async def test_a_published_revocation_drops_the_node_everywhere(
-    brokers: Brokers, tmp_path: Path,
+    mosquitto: Brokers, tmp_path: Path,
 ) -> None:
     port = free_port()
     files = write_site(tmp_path / "site", port)
-    brokers.start(files.config, port, tmp_path / "mosquitto.log")
+    mosquitto.start(files.config, port, tmp_path / "mosquitto.log")
     url = f"mqtts://127.0.0.1:{port}"
     community = Community()
     carol_key = generate_key()

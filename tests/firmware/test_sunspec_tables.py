@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware import board, config, metering, sunspec_tables
+from firmware import board, config, metering
 from firmware.modbus.bank import RegisterBank
 from firmware.roles.common import Points, RoleError, role_table
 from firmware.tables import BASE, TYPES
@@ -98,7 +98,3 @@ def test_board_bank_equals_the_full_layout_bank(role: str, tmp_path: Path) -> No
 def test_a_role_table_is_loaded_alone_and_unknown_roles_are_errors() -> None:
     with pytest.raises(RoleError, match="toaster"):
         role_table("toaster")
-    with pytest.raises(ValueError, match="unknown role: toaster"):
-        sunspec_tables.layout("toaster")
-    size, fixed, table, _ = sunspec_tables.layout("dcdc")
-    assert size == role_table("dcdc").SIZE and len(fixed) == size and 64200 in table
