@@ -1,14 +1,17 @@
 """The dashboard page in headless Chromium against a real gateway of the demo community.
 
 The page polls the API every second while the community runs at 300x, so the node the dashboard
-reads is held still between the test's ``freeze()`` calls (``Frozen``: the real node's snapshot,
-PV reading and ledger, taken at one moment). That makes "the page shows what the API returns" an
-exact comparison, and "the page updates" a visible change after the next ``freeze()``.
+reads is held still between the test's ``freeze()`` calls (``Frozen``: the real node's snapshot
+and PV reading, taken at one moment). The ledger stays live, so the API is read again at every
+check. That makes "the page shows what the API returns" an exact comparison, and "the page
+updates" a visible change after the next ``freeze()``. ``GRIDPEER_UPDATE_SCREENSHOT=1`` copies the
+screenshot to ``docs/dashboard.png``; otherwise the test leaves the source tree alone.
 """
 
 import asyncio
 import importlib.util
 import json
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -130,13 +133,15 @@ async def test_page_shows_the_api_values_and_updates(tmp_path):
 
                 async def page_matches_api() -> dict[str, str]:
                     """Wait until every value on the page is the API's; returns field texts."""
-                    api = dashboard.app.handle(Request(method="GET", target="/api/status",
-                                                       headers={}))
-                    status = json.loads(api.body)
                     async with asyncio.timeout(10):
                         while True:
                             now_ms, fields, rows, link = await call(browser.execute_script,
                                                                     _READ_DOM)
+                            # read after the page: earnings come from the live ledger, which
+                            # may gain a block between two page polls
+                            api = dashboard.app.handle(Request(method="GET",
+                                                               target="/api/status", headers={}))
+                            status = json.loads(api.body)
                             want = {f: expected_text(k, pick(status, f)) for f, k, _ in fields}
                             got = {f: text for f, _, text in fields}
                             if now_ms == str(status["now_ms"]) and got == want:
@@ -172,4 +177,5 @@ async def test_page_shows_the_api_values_and_updates(tmp_path):
                 await call(browser.quit)
                 pool.shutdown(wait=True)
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
-    DOCS_SCREENSHOT.write_bytes((tmp_path / "dashboard.png").read_bytes())
+    if os.environ.get("GRIDPEER_UPDATE_SCREENSHOT") == "1":
+        DOCS_SCREENSHOT.write_bytes((tmp_path / "dashboard.png").read_bytes())
