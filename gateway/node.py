@@ -405,9 +405,13 @@ class GatewayNode:
     async def _watch_outcome(self, k: int) -> None:
         assert self.agent is not None
         try:
-            self._record(k).outcome = await self.agent.outcome(k)
+            outcome = await self.agent.outcome(k)
         except MarketError as exc:
             log.warning("%s: no outcome for interval %d: %s", self.name, k, exc)
+            return
+        record = self._record(k)
+        if not isinstance(record.outcome, Agreed):  # adopted late already: keep that
+            record.outcome = outcome
 
     async def _control_step(self, k: int, now_ms: int, period_ms: int) -> None:
         if self._battery_driver is None:
@@ -417,6 +421,7 @@ class GatewayNode:
         battery = self._fresh(self.battery)
         pv = self._fresh(self.pv)
         record = self._record(k)
+        self._adopt_late(k, record)
         dc = await self._control_converter(k, period_ms, record, meter, battery)
         if battery is None:
             self.state.safe_reason = "battery stale: its revert timer returns it to idle"
@@ -768,6 +773,8 @@ class GatewayNode:
         before (each names its interval), and every one is written exactly once.
         """
         record = self.state.records.pop(k, None)
+        if record is not None:
+            self._adopt_late(k, record)
         meter = self._fresh(self.meter)
         metered = 0
         end_checked = False
@@ -820,6 +827,15 @@ class GatewayNode:
             soc_pct=battery.soc_pct if battery is not None else float("nan"),
             settlement=figures, in_market=k >= self._first_traded,
         ))
+
+    def _adopt_late(self, k: int, record: _IntervalRecord) -> None:
+        """Follow, and settle against, a quorum result the agent adopted after abstaining: the
+        peers pay for this node's position whether or not it heard the quorum in time."""
+        if self.agent is None or isinstance(record.outcome, Agreed):
+            return
+        agreed = self.agent.agreed(k)
+        if agreed is not None:
+            record.outcome = agreed
 
     def _meter_checked(self, k: int, meter: MeterReading) -> bool:
         """Whether the meter's tag on ``meter`` verifies (True when no key is held to check it);
@@ -911,6 +927,8 @@ def ledger_content(
         return {"reason": outcome.reason, "outcome": own, **extra}
     mine = outcome.position or _NO_POSITION
     own.update(bought_wh=mine.bought_wh, sold_wh=mine.sold_wh)
+    if outcome.late:
+        extra["adopted_late"] = True  # dispatched in safe mode, settled against the quorum
     return {
         "result_hash": outcome.result_hash,
         "bid_set_digest": outcome.bid_set_digest,

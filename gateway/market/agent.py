@@ -290,7 +290,7 @@ class MarketAgent:
         self._tasks.create_task(self._publish_settlement(interval, envelope),
                                 name=f"market-settle-{self.node}-{interval}")
         session = self._sessions.get(interval)
-        if session is not None and session.state is State.DISPATCHING:
+        if session is not None and session.state in (State.DISPATCHING, State.ADOPTED):
             session.settled()
         return envelope
 
@@ -309,6 +309,11 @@ class MarketAgent:
         if interval < self._first:
             raise MarketError(f"{self.node}: interval {interval} is before this agent started")
         return await asyncio.shield(self._future(interval))
+
+    def agreed(self, interval: int) -> Agreed | None:
+        """The result the community agreed for ``interval``, whether this node heard the quorum
+        in time or adopted it after abstaining (``Agreed.late``); None if it knows of none."""
+        return self._book.agreed(interval)
 
     def session_state(self, interval: int) -> State | None:
         session = self._sessions.get(interval)
@@ -336,7 +341,8 @@ class MarketAgent:
         session = self._sessions[interval] = IntervalSession(
             community=self.community, interval=interval, node=self.node,
             identity=self._identity, timing=self._timing, mechanism=self._mechanism,
-            params=self._params, active=self._active, quorum=self._quorum,
+            params=self._params, active=self._active,
+            certified=lambda now_ms: len(self._roster.active(now_ms)), quorum=self._quorum,
             bus_of=self._roster.bus, feeder=self._feeder, fees=self._fees,
         )
         return session
@@ -368,6 +374,7 @@ class MarketAgent:
             await self._link.publish(topics.commit(self.community, interval, self.node), b"",
                                      retain=True)
         del self._seq[interval]
+        await self._forget_fetch(interval)  # asked for after abstaining, never adopted
         # Settlements come after the interval; they are kept ``horizon`` intervals longer.
         old = interval - self._horizon
         own = self._book.settlements(old).get(self.node)
@@ -487,7 +494,13 @@ class MarketAgent:
                     future = self._future(action.interval)
                     if not future.done():
                         future.set_result(action)
-                    fetched = topics.bids_of(self.community, action.interval)
-                    if fetched in self._fetched:
-                        self._fetched.discard(fetched)
-                        await self._link.forget(fetched)
+                    elif isinstance(action, Agreed):
+                        log.info("%s: adopted the quorum's result of interval %d after "
+                                 "abstaining: settling against it", self.node, action.interval)
+                    await self._forget_fetch(action.interval)
+
+    async def _forget_fetch(self, interval: int) -> None:
+        fetched = topics.bids_of(self.community, interval)
+        if fetched in self._fetched:
+            self._fetched.discard(fetched)
+            await self._link.forget(fetched)

@@ -26,7 +26,13 @@ Timeline of interval k (``Timing``)::
 
     OPEN (bids)  | gate = start - gate_ms | clear = gate + grace_ms | start        | end
                    GATE_CLOSED              CLEARED -> COMMITTED       AGREED -> DISPATCHING
-                                                                      (or ABSTAINED)
+                                                                      (or ABSTAINED -> ADOPTED)
+
+Halfway from clearing to the start (``Timing.union_ms``), a member whose commitments have no
+quorum yet clears the union of the bids the eligible commitments list and commits again, so
+members that each missed a different bid still converge. A node that abstained keeps listening
+until the interval ends: once it holds a quorum's
+commitments and their bids, it reproduces that result and adopts it for settlement (``_adopt``).
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class State(StrEnum):
     COMMITTED = "committed"
     AGREED = "agreed"
     ABSTAINED = "abstained"
+    ADOPTED = "adopted"
     DISPATCHING = "dispatching"
     SETTLED = "settled"
 
@@ -62,9 +69,10 @@ class Event(StrEnum):
     GATE = "gate"  # now >= gate closure
     CLEAR = "clear"  # now >= gate closure + grace: the local clearing ran
     COMMIT = "commit"  # our signed commitment went out
-    RECOMMIT = "recommit"  # we recomputed with the majority's bids and now match it
+    RECOMMIT = "recommit"  # we recomputed with the majority's bids, or with every bid committed
     QUORUM = "quorum"  # a quorum of commitments matches ours
     ABSTAIN = "abstain"  # interval start came without a quorum we could join
+    ADOPT = "adopt"  # after abstaining: we reproduced the quorum's result, and settle against it
     START = "start"  # interval start after agreement
     SETTLE = "settle"  # the settlement layer finished the interval
 
@@ -77,8 +85,10 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.COMMITTED, Event.RECOMMIT): State.COMMITTED,
     (State.COMMITTED, Event.QUORUM): State.AGREED,
     (State.COMMITTED, Event.ABSTAIN): State.ABSTAINED,
+    (State.ABSTAINED, Event.ADOPT): State.ADOPTED,
     (State.AGREED, Event.START): State.DISPATCHING,
     (State.DISPATCHING, Event.SETTLE): State.SETTLED,
+    (State.ADOPTED, Event.SETTLE): State.SETTLED,
 }
 
 
@@ -116,6 +126,11 @@ class Timing:
     def clear_ms(self, k: int) -> int:
         return self.gate_close_ms(k) + self.grace_ms
 
+    def union_ms(self, k: int) -> int:
+        """Halfway from clearing to the start: with no quorum by then, every member clears the
+        union of the bids the commitments list (:meth:`IntervalSession._union_round`)."""
+        return self.clear_ms(k) + (self.start_ms(k) - self.clear_ms(k)) // 2
+
     def open_interval(self, now_ms: int) -> int:
         """The earliest interval whose gate is still open at ``now_ms``."""
         return (now_ms + self.gate_ms - self.epoch_ms) // self.length_ms + 1
@@ -149,7 +164,8 @@ class Cleared:
 @dataclass(frozen=True, slots=True)
 class Agreed:
     """A quorum committed to this result; ``position`` is this node's outcome (None: no bid);
-    ``fees`` the network fee of every trade (empty without a fee schedule)."""
+    ``fees`` the network fee of every trade (empty without a fee schedule); ``late``: learnt only
+    after this node had abstained (it dispatched in safe mode, and settles against it)."""
 
     interval: int
     result: Result
@@ -158,6 +174,7 @@ class Agreed:
     committed_by: frozenset[str]
     position: NodeOutcome | None
     fees: tuple[TradeFee, ...] = ()
+    late: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +228,7 @@ class IntervalSession:
         mechanism: str,
         params: ClearingParams,
         active: Callable[[int], Collection[str]],
+        certified: Callable[[int], int] | None = None,
         quorum: tuple[int, int] = (2, 3),
         max_bids_per_node: int = 8,
         bus_of: Callable[[str], str] | None = None,
@@ -231,6 +249,7 @@ class IntervalSession:
         self._mechanism = mechanism
         self._params = params
         self._active = active
+        self._certified = certified
         self._quorum = quorum
         self._max_bids = max_bids_per_node
         self._bus_of = bus_of
@@ -245,10 +264,12 @@ class IntervalSession:
         self._excluded: set[str] = set()
         self._commitments: dict[str, Commitment] = {}
         self._eligible: frozenset[str] = frozenset()
+        self._floor = 1  # a majority of the certified roster, fixed with the eligible set
         self._mine: Commitment | None = None
         self._result: Result | None = None
         self._fees: tuple[TradeFee, ...] = ()
         self._fetched = False
+        self._union_done = False
         self._last_join: tuple[tuple[str, str], int] | None = None
         self._dissent_counted: set[str] = set()
         self.outcome: Outcome | None = None
@@ -342,16 +363,24 @@ class IntervalSession:
         if self._state is State.OPEN and now_ms >= timing.gate_close_ms(k):
             # Who counts towards the quorum is fixed at gate closure, the same instant for all.
             self._eligible = frozenset(self._active(now_ms)) | {self.node}
+            if self._certified is not None:
+                self._floor = self._certified(now_ms) // 2 + 1
             self._fire(Event.GATE)
         if self._state is State.GATE_CLOSED and now_ms >= timing.clear_ms(k):
             actions += self._clear_and_commit()
         if self._state is State.COMMITTED:
             actions += self._try_agree()
+            if (self._state is State.COMMITTED and not self._union_done
+                    and now_ms >= timing.union_ms(k) and self._winner() is None):
+                actions += self._union_round()
             if self._state is State.COMMITTED and now_ms >= timing.start_ms(k):
                 reason = "minority" if self._winner() is not None else "no-quorum"
                 self._fire(Event.ABSTAIN)
                 self.outcome = Abstained(k, reason)
+                self._fetched = False  # the agent dropped that fetch with the outcome
                 actions.append(self.outcome)
+        if self._state is State.ABSTAINED and now_ms < timing.end_ms(k):
+            actions += self._adopt()
         if self._state is State.AGREED and now_ms >= timing.start_ms(k):
             self._fire(Event.START)
         return actions
@@ -407,13 +436,21 @@ class IntervalSession:
         return self._eligible - self._excluded
 
     def _winner(self) -> tuple[str, str] | None:
-        """The (bid-set digest, result hash) a quorum of eligible members committed to, if any."""
+        """The (bid-set digest, result hash) a quorum of eligible members committed to, if any.
+
+        A quorum is two thirds (``quorum``) of the members this node saw present at the gate,
+        and never less than a majority of the certified roster (``certified``). The first part
+        keeps a street with some gateways switched off trading; the floor keeps two agents
+        whose presence views differ (one that lost its presence subscription sees a handful of
+        members) from reaching quorums that share no member: two majorities of one roster
+        always overlap, so two different results cannot both be agreed.
+        """
         voters = self._voters()
         tally: defaultdict[tuple[str, str], int] = defaultdict(int)
         for node, c in self._commitments.items():
             if node in voters:
                 tally[(c.bid_set_digest, c.result_hash)] += 1
-        need = quorum_size(len(voters), *self._quorum)
+        need = max(quorum_size(len(voters), *self._quorum), self._floor)
         return next((key for key, count in tally.items() if count >= need), None)
 
     def _try_agree(self) -> list[Action]:
@@ -427,21 +464,89 @@ class IntervalSession:
             if joined is None:
                 return self._fetch_once()
             actions.append(joined)
-        result = self._result
-        assert result is not None  # set with self._mine
         self._fire(Event.QUORUM)
+        self.outcome = self._agreed(winner, late=False)
+        actions.append(self.outcome)
+        return actions + self._dissent()
+
+    def _union_round(self) -> list[Action]:
+        """No quorum halfway to the start: clear every bid some voter committed to, and commit
+        again.
+
+        Bids reach members unevenly (a starved process, a lost packet); when the first
+        commitments are spread over several bid sets, none has a quorum and the minority rule
+        moves no one. Every bid listed by an eligible commitment was seen by a member before its
+        gate; fetched from the broker's retained copies, their union (a node's highest sequence
+        number where it has several) is the same at every member that holds the same
+        commitments, so they converge on it. One round only: a second could chase a moving set.
+        """
+        voters = self._voters()
+        listed = sorted({d for node, c in self._commitments.items() if node in voters
+                         for d in c.bid_digests})
+        if any(d not in self._known for d in listed):
+            return self._fetch_once()  # tried again at the next tick, with what it brought
+        self._union_done = True
+        latest: dict[str, Bid] = {}
+        for d in listed:
+            bid = self._known[d]
+            if bid.node not in self._excluded and (
+                    bid.node not in latest or bid.seq > latest[bid.node].seq):
+                latest[bid.node] = bid
+        result, fees, commitment = self._run(list(latest.values()))
+        mine = self._mine
+        if mine is not None and (mine.bid_set_digest, mine.result_hash) == (
+                commitment.bid_set_digest, commitment.result_hash):
+            return []  # we already hold the union
+        publish = self._commit(result, fees, commitment)
+        self._fire(Event.RECOMMIT)
+        return [Cleared(self.interval, result, commitment.result_hash, fees), publish,
+                *self._try_agree()]
+
+    def _adopt(self) -> list[Action]:
+        """After abstaining, take the quorum's result as ours once we can reproduce it.
+
+        The agreement is the community's, not this node's: the peers trade against its bid and
+        pay for its position whether or not it heard the quorum before the interval started. So
+        a node that abstained (commitments late, bids missed) still settles against the agreed
+        position, its shortfall balanced by the grid like anyone's; otherwise its counterparties
+        pay for energy that no settlement accounts for. It publishes no commitment this late.
+        """
+        winner = self._winner()
+        if winner is None:
+            return []
+        recomputed = self._recompute(winner)
+        if recomputed is None:
+            return self._fetch_once()
+        self._result, self._fees, _ = recomputed
+        self._fire(Event.ADOPT)
+        self.outcome = self._agreed(winner, late=True)
+        return [self.outcome, *self._dissent()]
+
+    def _agreed(self, winner: tuple[str, str], *, late: bool) -> Agreed:
+        result = self._result
+        assert result is not None  # set with self._mine, or by _adopt
         committed = frozenset(
             node for node, c in self._commitments.items()
             if node in self._voters() and (c.bid_set_digest, c.result_hash) == winner
         )
         position = next((o for o in result.outcomes if o.node == self.node), None)
-        self.outcome = Agreed(self.interval, result, winner[1], winner[0], committed, position,
-                              self._fees)
-        actions.append(self.outcome)
-        return actions + self._dissent()
+        return Agreed(self.interval, result, winner[1], winner[0], committed, position,
+                      self._fees, late)
 
     def _join(self, winner: tuple[str, str]) -> Publish | None:
         """Recompute with the majority's bid set; the commitment to publish if we now match."""
+        recomputed = self._recompute(winner)
+        if recomputed is None:
+            return None
+        publish = self._commit(*recomputed)
+        self._fire(Event.RECOMMIT)
+        return publish
+
+    def _recompute(
+        self, winner: tuple[str, str]
+    ) -> tuple[Result, tuple[TradeFee, ...], Commitment] | None:
+        """Clear the majority's bid set ourselves; None while we lack one of its bids or our
+        result differs from the majority's."""
         sample = next(
             c for c in self._commitments.values()
             if (c.bid_set_digest, c.result_hash) == winner
@@ -458,9 +563,7 @@ class IntervalSession:
         result, fees, commitment = self._run(bids)
         if (commitment.bid_set_digest, commitment.result_hash) != winner:
             return None
-        publish = self._commit(result, fees, commitment)
-        self._fire(Event.RECOMMIT)
-        return publish
+        return result, fees, commitment
 
     def _fetch_once(self) -> list[Action]:
         if self._fetched:
@@ -474,7 +577,7 @@ class IntervalSession:
         assert isinstance(agreed, Agreed)
         actions: list[Action] = []
         for node, c in self._commitments.items():
-            if node in self._dissent_counted:
+            if node in self._dissent_counted or node == self.node:
                 continue
             if (c.bid_set_digest, c.result_hash) != (agreed.bid_set_digest, agreed.result_hash):
                 self._dissent_counted.add(node)

@@ -7,8 +7,12 @@ intervals; nothing asserts how fast anything happens.
 from __future__ import annotations
 
 import time
-from contextlib import AsyncExitStack
+from collections.abc import Callable
+from contextlib import AbstractContextManager, AsyncExitStack
 from dataclasses import dataclass, field
+from unittest.mock import patch
+
+import aiomqtt
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -67,3 +71,14 @@ class Community:
     def next_interval(self, margin_ms: int = 250) -> int:
         """An interval whose gate is still at least ``margin_ms`` away: time to publish bids."""
         return self.timing.open_interval(now_ms() + margin_ms)
+
+
+def faulty(agent: MarketAgent, fault: Callable[[str], bool]) -> AbstractContextManager[object]:
+    """Patch ``agent``'s link so that a delivered message whose topic ``fault`` flags is lost."""
+    deliver = agent._link._deliver
+
+    def lossy(message: aiomqtt.Message) -> None:
+        if not fault(message.topic.value):
+            deliver(message)
+
+    return patch.object(agent._link, "_deliver", lossy)

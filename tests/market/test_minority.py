@@ -4,22 +4,24 @@
   and joins;
 * it cannot get the bid at all: it abstains ("minority") while the others agree;
 * its connection died after the commitments went out: the broker hands it the retained
-  commitments when it reconnects, and it agrees.
+  commitments when it reconnects, and it agrees;
+* every gateway missed a different bid, so no first commitment has a quorum: halfway to the
+  start they all clear the union of the committed bids and agree on it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
-from contextlib import AbstractContextManager, AsyncExitStack
-from unittest.mock import patch
+from contextlib import AsyncExitStack
 
 import aiomqtt
 
 from gateway.market import topics
 from gateway.market.agent import MarketAgent
 from gateway.market.session import Abstained, Agreed, Outcome, Timing
-from tests.market.community import COMMUNITY, Community, now_ms
+from tests.market.community import COMMUNITY, Community, faulty, now_ms
 
 NODES = ("alice", "bob", "carol", "dave")  # quorum: 3 of 4
 
@@ -27,17 +29,6 @@ NODES = ("alice", "bob", "carol", "dave")  # quorum: 3 of 4
 def community() -> Community:
     return Community(timing=Timing(epoch_ms=now_ms(), length_ms=2000, gate_ms=1200,
                                    grace_ms=200))
-
-
-def faulty(agent: MarketAgent, fault: Callable[[str], bool]) -> AbstractContextManager[object]:
-    """Patch ``agent``'s link so that a delivered message whose topic ``fault`` flags is lost."""
-    deliver = agent._link._deliver
-
-    def lossy(message: aiomqtt.Message) -> None:
-        if not fault(message.topic.value):
-            deliver(message)
-
-    return patch.object(agent._link, "_deliver", lossy)
 
 
 async def bid_and_wait(c: Community, agents: list[MarketAgent], k: int) -> list[Outcome]:
@@ -121,3 +112,33 @@ async def test_a_gateway_reconnecting_after_the_commitments_still_agrees(any_bro
     assert lost == others and dave._link.connects == connects + 1
     assert all(isinstance(o, Agreed) for o in outcomes), outcomes
     assert len({o.result_hash for o in outcomes if isinstance(o, Agreed)}) == 1
+
+
+async def test_gateways_that_each_missed_a_different_bid_agree_on_the_union(
+    any_broker: str,
+) -> None:
+    c = community()
+    async with AsyncExitStack() as stack:
+        agents = await c.agents(stack, any_broker, *NODES)
+        await asyncio.sleep(0.3)
+        k = c.next_interval()
+        missed: dict[str, list[str]] = {}
+
+        def first_copy_of(node: str, victim: str) -> Callable[[str], bool]:
+            def fault(topic: str) -> bool:
+                if topic == topics.bid(COMMUNITY, k, node) and victim not in missed:
+                    missed[victim] = [topic]
+                    return True
+                return False
+            return fault
+
+        with contextlib.ExitStack() as faults:
+            for victim, node in zip(NODES, NODES[1:] + NODES[:1], strict=True):
+                agent = next(a for a in agents if a.node == victim)
+                faults.enter_context(faulty(agent, first_copy_of(node, victim)))
+            outcomes = await bid_and_wait(c, agents, k)
+    assert sorted(missed) == sorted(NODES), "a fault never fired"
+    assert all(isinstance(o, Agreed) for o in outcomes), outcomes
+    agreed = [o for o in outcomes if isinstance(o, Agreed)]
+    assert len({(o.result_hash, o.bid_set_digest) for o in agreed}) == 1
+    assert {o.node for o in agreed[0].result.outcomes} == set(NODES)  # every bid counted

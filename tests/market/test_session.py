@@ -111,13 +111,58 @@ def test_minority_that_cannot_reproduce_abstains_at_start() -> None:
     c.on_commitment(ca)
     c.on_commitment(cb)
     assert c.tick(START - 1) == []
-    assert c.tick(START) == [Abstained(K, "minority")] and c.state is State.ABSTAINED
+    # abstains, and asks the broker once more for the bids it lacks to reproduce the quorum's
+    assert c.tick(START) == [Abstained(K, "minority"), Fetch(topics.bids_of(COMMUNITY, K))]
+    assert c.state is State.ABSTAINED
 
 
 def test_no_quorum_abstains() -> None:
     a = session("alice")
     cleared(a)
     assert a.tick(START) == [Abstained(K, "no-quorum")]
+
+
+def test_abstained_node_adopts_the_quorum_result_for_settlement() -> None:
+    """The peers pay for carol's position whether or not she heard the quorum in time."""
+    a, b, c = session("alice"), session("bob"), session("carol")
+    ca, cb = cleared(a), cleared(b)
+    cleared(c, BIDS[1:])  # carol missed alice's bid, and the retained copy comes too late
+    c.on_commitment(ca)
+    c.on_commitment(cb)
+    c.tick(START)
+    assert c.state is State.ABSTAINED
+    assert c.on_bid(BIDS[0]) == []  # kept; the next tick reproduces the majority's result
+    [adopted] = c.tick(START + 100)
+    [agreed] = a.on_commitment(cb)
+    assert isinstance(adopted, Agreed) and isinstance(agreed, Agreed)
+    assert adopted.late and not agreed.late
+    assert (adopted.result_hash, adopted.bid_set_digest) == (agreed.result_hash,
+                                                            agreed.bid_set_digest)
+    assert adopted.position is not None and adopted.position.bought_wh > 0
+    assert adopted.position in agreed.result.outcomes
+    assert c.state is State.ADOPTED and c.tick(START + 200) == []
+    c.settled()
+    assert c.state is State.SETTLED
+
+
+def test_late_commitments_are_adopted_after_a_no_quorum_abstention() -> None:
+    a, b = session("alice"), session("bob")
+    cleared(a)
+    cb = cleared(b)
+    assert a.tick(START) == [Abstained(K, "no-quorum")]
+    a.on_commitment(cb)  # bob's commitment reaches alice only after the interval started
+    [adopted] = a.tick(START + 1)
+    assert isinstance(adopted, Agreed) and adopted.late
+    assert adopted.committed_by == {"alice", "bob"} and adopted.position is not None
+
+
+def test_nothing_is_adopted_once_the_interval_has_ended() -> None:
+    a, b = session("alice"), session("bob")
+    cleared(a)
+    cb = cleared(b)
+    a.tick(START)
+    a.on_commitment(cb)
+    assert a.tick(TIMING.end_ms(K)) == [] and a.state is State.ABSTAINED
 
 
 def test_bid_rules() -> None:
@@ -152,3 +197,45 @@ def test_illegal_transitions_raise() -> None:
     with pytest.raises(SessionError, match="settle"):
         s.settled()
     assert (State.OPEN, "settle") not in TRANSITIONS
+
+
+def test_a_quorum_is_never_less_than_a_majority_of_the_roster() -> None:
+    """An agent that sees only two of six certified members present cannot agree on its own."""
+    def lonely(node: str) -> IntervalSession:
+        return IntervalSession(community=COMMUNITY, interval=K, node=node,
+                               identity=generate_key(), timing=TIMING, mechanism="uniform",
+                               params=PARAMS, active=lambda now_ms: ("alice", "bob"),
+                               certified=lambda now_ms: 6)
+    a, b = lonely("alice"), lonely("bob")
+    cleared(a)
+    assert a.on_commitment(cleared(b)) == []  # 2 of its 2 present: short of 4 of 6
+    assert a.tick(START) == [Abstained(K, "no-quorum")]
+
+
+def test_commitments_spread_over_bid_sets_converge_on_their_union() -> None:
+    """Each member missed a different bid: no first commitment has a quorum, the union does."""
+    sessions = {n: session(n) for n in NODES}
+    first = {n: cleared(s, tuple(b for b in BIDS if b.node != missed))
+             for (n, s), missed in zip(sessions.items(), ("carol", "alice", "bob"), strict=True)}
+    assert len({c.bid_set_digest for c in first.values()}) == 3
+    for n, s in sessions.items():
+        assert all(s.on_commitment(c) == [] for m, c in first.items() if m != n)
+    union_at = TIMING.union_ms(K)
+    assert CLEAR < union_at < START
+    assert all(s.tick(union_at - 1) == [] for s in sessions.values())
+    # each fetches the bids it lacks; the broker resends them
+    for n, s in sessions.items():
+        assert s.tick(union_at) == [Fetch(topics.bids_of(COMMUNITY, K))]
+        for b in BIDS:
+            s.on_bid(b)
+    second = {}
+    for n, s in sessions.items():
+        actions = s.tick(union_at + 1)
+        second[n] = commitment_of(actions)
+        assert len(second[n].bid_digests) == len(BIDS)
+    for n, s in sessions.items():
+        for m, c in second.items():
+            if m != n:
+                s.on_commitment(c)
+        assert isinstance(s.outcome, Agreed) and s.state is State.AGREED
+    assert len({s.outcome.result_hash for s in sessions.values()}) == 1  # type: ignore[union-attr]

@@ -1,7 +1,8 @@
 """Settlement through a real broker: three gateways settle an agreed interval with tagged meter
 readings, every gateway verifies the others', a short delivery lowers the seller's reputation
 everywhere and caps its next offer, and a settlement that contradicts the agreed result is
-rejected."""
+rejected; a gateway that abstained but learnt the quorum's result during the interval settles
+against it, so the community's money still balances."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ from gateway.broker import EmbeddedBroker
 from gateway.market import topics
 from gateway.market.agent import MarketAgent, MarketError
 from gateway.market.peerlink import PeerLink
-from gateway.market.session import Agreed, State
+from gateway.market.session import Abstained, Agreed, State
 from gateway.market.settlement import MeterKey, MeterReading
 from protocols.messages import Settlement, SignedEnvelope
 from protocols.metering import reading_tag
 from protocols.signing import Rejected, generate_key, sign, verify
-from tests.market.community import COMMUNITY, PARAMS, Community, now_ms
+from tests.market.community import COMMUNITY, PARAMS, Community, faulty, now_ms
 
 NODES = ("alice", "bob", "carol")
 KEYS = {node: MeterKey(device_id=f"meter-{node}", key=node.encode() * 8) for node in NODES}
@@ -118,3 +119,51 @@ async def test_settlements_are_verified_everywhere_and_reputation_caps_the_next_
         # alice's next offer is capped at her reduced cap, not refused.
         offered = await alice.submit_bid(community.next_interval(), "sell", 20_000, 100)
         assert offered.energy_wh == 8_750
+
+
+async def test_a_gateway_that_abstained_settles_against_the_quorum_it_learnt_late() -> None:
+    community = Community()
+    async with AsyncExitStack() as stack:
+        broker = await stack.enter_async_context(EmbeddedBroker())
+        agents = [await stack.enter_async_context(agent(community, broker.url, n))
+                  for n in NODES]
+        alice, bob, carol = agents
+        await asyncio.sleep(0.3)
+        k = community.next_interval()
+        alices_bid = topics.bid(COMMUNITY, k, "alice")
+        # carol hears alice's bid only once the interval has started: too late to commit
+        late = faulty(carol, lambda topic: topic == alices_bid
+                      and now_ms() < community.timing.start_ms(k))
+        with late:
+            await alice.submit_bid(k, "sell", 2_000, 100)
+            await bob.submit_bid(k, "buy", 1_500, 250)
+            await carol.submit_bid(k, "buy", 1_000, 200)
+            async with asyncio.timeout(10):
+                outcomes = [await a.outcome(k) for a in agents]
+            assert outcomes[2] == Abstained(k, "minority")
+            assert all(isinstance(o, Agreed) for o in outcomes[:2])
+            # the retained bid comes back with carol's fetch, and she adopts the result
+            await until(lambda: carol.agreed(k) is not None)
+        adopted = carol.agreed(k)
+        assert adopted is not None and adopted.late and adopted.position is not None
+        assert adopted.result_hash == outcomes[0].result_hash  # type: ignore[union-attr]
+        assert adopted.position.bought_wh > 0  # the peers counted her bid
+
+        await until(lambda: now_ms() >= community.timing.end_ms(k))
+        bought = {o.node: o.bought_wh for o in adopted.result.outcomes}
+        # carol ran in safe mode: she imported only 300 Wh of the 1,000 she bought
+        signed = [
+            alice.settle(k, delivered_wh=-2_000, meter_reading=reading("alice", 1, 0, 2000)),
+            bob.settle(k, delivered_wh=bought["bob"],
+                       meter_reading=reading("bob", 1, bought["bob"], 0)),
+            carol.settle(k, delivered_wh=300, meter_reading=reading("carol", 1, 300, 0)),
+        ]
+        own = {s.node: s for s in map(body, signed)}
+        assert carol.session_state(k) is State.SETTLED
+        await until(lambda: all(a.settlements(k) == own for a in agents))
+    tariffs = PARAMS.tariffs
+    grid_money = sum(s.grid_import_wh * tariffs.retail_price
+                     - s.grid_export_wh * tariffs.feed_in_price for s in own.values())
+    assert sum(s.money for s in own.values()) == grid_money  # P2P money nets to zero
+    assert own["carol"].cleared_wh == adopted.position.bought_wh
+    assert own["carol"].grid_export_wh == adopted.position.bought_wh - 300
