@@ -13,12 +13,16 @@ homes in real time; on the 2-core machine this was written on that cannot keep a
 interval to a few real seconds, so a day would take hours. The agents are the part a day of
 trading stresses (signatures, broker fan-out, clearing, session memory); the gateway's device
 side has its own fault tests (tests/faults). What agents do not do: dispatch. Each home bids
-what its meter measured over the last finished interval (a persistence forecast), and is
-settled on what its meter measures over the traded one, so every deviation is real.
+what its meter measured over the last finished interval (a persistence forecast); the homes on
+the south bus also ask for a fifth of their battery from 10:00 to 15:00, as they would to charge
+it from their neighbours' midday surplus (their batteries stay idle here, so that energy is never
+drawn: a real deviation). Each home is settled on what its meter measures over the traded
+interval, against the result it agreed, in time or adopted late, so every deviation is real.
 
 Checked every interval, and the run fails loudly at the first violation:
 
-* consistency: every agent ends the interval agreed on one result hash, or abstained;
+* consistency: every agent ends the interval agreed on one result hash (in time or adopted
+  after abstaining), or abstained;
 * energy: P2P sold == bought == Σ trades, to the Wh; every home's metered energy == its cleared
   position + grid import − grid export (``protocols.settlement.settle``); community metered net ==
   grid import − grid export;
@@ -49,6 +53,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
@@ -66,6 +71,8 @@ _HOUR_MS = 3_600_000
 _YEAR_MS = 365 * 86_400_000
 _CONNECT_TRIES = 5
 _TICK_S = 0.2
+_CHARGING_BUS = "south"
+_CHARGING_HOURS = (10, 15)
 """Real seconds between session ticks: 100 agents ticking at the default 20 ms cost a core."""
 
 
@@ -111,6 +118,14 @@ async def broker(kind: str) -> AsyncIterator[str]:
         yield embedded.url
 
 
+def settled_outcomes(agents: dict[str, MarketAgent], k: int,
+                     outcomes: dict[str, Agreed | Abstained | BaseException]
+                     ) -> dict[str, Agreed | Abstained | BaseException]:
+    """What each agent settles interval ``k`` against once it ended: the result it adopted after
+    abstaining, if it did, else its outcome."""
+    return {n: agents[n].agreed(k) or o for n, o in outcomes.items()}
+
+
 def check_interval(k: int, outcomes: dict[str, Agreed | Abstained | BaseException],
                    delivered: dict[str, int], tariffs: Tariffs) -> dict[str, int]:
     """Every check of one interval; returns its totals. Raises :class:`SoakFailure`."""
@@ -121,7 +136,8 @@ def check_interval(k: int, outcomes: dict[str, Agreed | Abstained | BaseExceptio
     hashes = {o.result_hash for o in agreed.values()}
     if len(hashes) > 1:
         raise SoakFailure(f"interval {k}: agents agreed different results {hashes}")
-    totals = Counter(agreed=len(agreed), abstained=len(outcomes) - len(agreed))
+    totals = Counter(agreed=len(agreed), abstained=len(outcomes) - len(agreed),
+                     adopted=sum(o.late for o in agreed.values()))
     if agreed:
         result = next(iter(agreed.values())).result
         sold = sum(o.sold_wh for o in result.outcomes)
@@ -217,6 +233,9 @@ async def soak(*, hours: float, speed: float, gate_s: int, grace_s: int, broker_
         world.advance((timing.start_ms(first - 1) - world.now_ms) / 1000)
         marks = {n: _net(world, n) for n in homes}
         forecast = {n: 0 for n in homes}  # Wh, + import; persistence of the last interval
+        bus_of = scenario.bus_of()
+        charge_wh = {spec.name: spec.battery_wh // 5 for spec in scenario.home_specs()
+                     if bus_of.get(spec.name) == _CHARGING_BUS}
         hour: Counter[str] = Counter()
         started = time.monotonic()
         rss0 = rss_mb()
@@ -226,7 +245,11 @@ async def soak(*, hours: float, speed: float, gate_s: int, grace_s: int, broker_
             if nxt < last:
                 bid_at = timing.gate_close_ms(nxt) - length_ms // 4
                 await clock.sleep_until(bid_at)
-                bids = await asyncio.gather(*(_bid(agents[n], nxt, forecast[n]) for n in homes))
+                hour_of_day = timing.start_ms(nxt) // _HOUR_MS % 24
+                charging = _CHARGING_HOURS[0] <= hour_of_day < _CHARGING_HOURS[1]
+                bids = await asyncio.gather(*(
+                    _bid(agents[n], nxt, forecast[n] + (charge_wh.get(n, 0) if charging else 0))
+                    for n in homes))
                 hour["late_bids"] += bids.count(False)
             if k < first:
                 world.advance((timing.end_ms(k) - world.now_ms) / 1000)
@@ -240,15 +263,16 @@ async def soak(*, hours: float, speed: float, gate_s: int, grace_s: int, broker_
             outcomes = await asyncio.gather(
                 *(asyncio.wait_for(agents[n].outcome(k), timeout=30) for n in homes),
                 return_exceptions=True)
-            hour.update(check_interval(k, dict(zip(homes, outcomes, strict=True)), delivered,
-                                       tariffs))
+            settled = settled_outcomes(agents, k, dict(zip(homes, outcomes, strict=True)))
+            hour.update(check_interval(k, settled, delivered, tariffs))
             hour["intervals"] += 1
             if (k + 1 - first) % (_HOUR_MS // length_ms) == 0:
                 rejected = sum((a.rejections for a in agents.values()), Counter())
                 sim_h = (k + 1 - first) * length_ms / _HOUR_MS
                 print(f"hour {sim_h:4.1f} (t={world.now_s / 3600 % 24:05.2f}h): "
-                      f"{hour['intervals']} intervals, agent outcomes {hour['agreed']} agreed / "
-                      f"{hour['abstained']} abstained, traded {hour['traded_wh']} Wh for "
+                      f"{hour['intervals']} intervals, agent outcomes {hour['agreed']} agreed "
+                      f"({hour['adopted']} adopted late) / {hour['abstained']} abstained, "
+                      f"traded {hour['traded_wh']} Wh for "
                       f"{hour['p2p_money']} µ, metered net {hour['metered_net_wh']} Wh = grid "
                       f"{hour['grid_import_wh']} - {hour['grid_export_wh']} Wh, bills "
                       f"{hour['bills']} µ, residuals 0 Wh / 0 µ, late bids {hour['late_bids']}, "
@@ -273,7 +297,7 @@ async def _bid(agent: MarketAgent, k: int, forecast_wh: int) -> bool:
     """
     if forecast_wh == 0:
         return True
-    side = "buy" if forecast_wh > 0 else "sell"
+    side: Literal["buy", "sell"] = "buy" if forecast_wh > 0 else "sell"
     limit = 290 if side == "buy" else 90
     try:
         await agent.submit_bid(interval=k, side=side, energy_wh=abs(forecast_wh),

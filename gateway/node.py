@@ -620,7 +620,7 @@ class GatewayNode:
         """How far inside the SoC window the bus master plans and charges its battery itself."""
         return self.config.envelope.master_headroom_pct if self.dc_master else 0.0
 
-    def dc_delivered_wh(self, record: _IntervalRecord) -> int:
+    def _bus_delivered_wh(self, record: _IntervalRecord) -> int:
         """Energy the converter moved over the bus in ``record``'s interval so far, at the bus
         side (+ drawn into the home): the DC part of the delivery to settle, beside the meter's.
         Up to the last control step, like the meter's reading that closes the interval."""
@@ -765,7 +765,9 @@ class GatewayNode:
         The reading that closes one interval opens the next, so no metered Wh falls between two.
         With a meter key, a delivery counts only if both readings' tags verified; otherwise the
         interval is settled with the grid as undelivered (``delivered_wh`` 0) and, having no
-        reading to back it, publishes no settlement.
+        reading to back it, publishes no settlement. On a DC bus the delivery also counts what
+        the converter moved over the bus (``bus_wh``): the trade flows there, not through the
+        meter.
 
         The block of ``k`` is written now, with this node's signed settlement, so a crash never
         loses a settled interval. The peers settle ``k`` at the same moment, so theirs arrive
@@ -793,12 +795,13 @@ class GatewayNode:
             outcome = Abstained(interval=k, reason="no-outcome")
         trusted = self._meter_key is None or (
             end_checked and record is not None and record.meter_start_checked)
-        delivered = metered if trusted else 0
+        bus = self._bus_delivered_wh(record) if record is not None else 0
+        delivered = metered + bus if trusted else 0
         figures = None
         if outcome is not None:
             signed = None
             if isinstance(outcome, Agreed) and trusted and meter is not None:
-                signed = self._sign_settlement(k, delivered, meter)
+                signed = self._sign_settlement(k, delivered, meter, bus_wh=bus)
             if signed is None:
                 position = outcome.position if isinstance(outcome, Agreed) else None
                 figures = settle(position or _NO_POSITION, delivered_wh=delivered,
@@ -854,7 +857,7 @@ class GatewayNode:
         return True
 
     def _sign_settlement(
-        self, k: int, metered: int, meter: MeterReading
+        self, k: int, metered: int, meter: MeterReading, *, bus_wh: int
     ) -> tuple[SignedEnvelope, Settlement] | None:
         """This node's signed settlement of an agreed interval, published by the agent; None
         (settled locally only, with the reason logged) when it cannot be made."""
@@ -867,7 +870,8 @@ class GatewayNode:
         reading = TaggedReading(seq=meter.seq, import_wh=meter.import_wh,
                                 export_wh=meter.export_wh, tag=meter.tag)
         try:
-            envelope = self.agent.settle(k, delivered_wh=metered, meter_reading=reading)
+            envelope = self.agent.settle(k, delivered_wh=metered, meter_reading=reading,
+                                         bus_wh=bus_wh)
         except MarketError as exc:
             log.warning("%s: interval %d settled locally only: %s", self.name, k, exc)
             return None

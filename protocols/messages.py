@@ -164,6 +164,8 @@ class Settlement(_Frozen):
     - ``cleared_wh``: the node's net cleared P2P position (+ bought, − sold).
     - ``delivered_wh``: the node's metered net energy over the interval, same sign convention; a
       seller that delivered everything it sold has ``delivered_wh == cleared_wh``.
+    - ``bus_wh``: the part of ``delivered_wh`` that went over the community's DC bus (its DC-DC
+      converter's bus-side energy), 0 for a home on AC only; the rest went through the meter.
     - ``grid_import_wh`` / ``grid_export_wh`` (>= 0): what the grid balanced for this node (unfilled
       demand, shortfall, excess), priced at the retail and feed-in tariffs.
     - ``money``: net money for the interval, µ, + = the node paid.
@@ -177,6 +179,7 @@ class Settlement(_Frozen):
     node: NodeId
     cleared_wh: SignedEnergyWh
     delivered_wh: SignedEnergyWh
+    bus_wh: SignedEnergyWh = 0
     grid_import_wh: EnergyWh
     grid_export_wh: EnergyWh
     money: SignedInt

@@ -261,13 +261,14 @@ class MarketAgent:
                 if s in signed}
 
     def settle(
-        self, interval: int, *, delivered_wh: int, meter_reading: MeterReading
+        self, interval: int, *, delivered_wh: int, meter_reading: MeterReading, bus_wh: int = 0
     ) -> SignedEnvelope:
         """Sign this node's settlement of an agreed interval that ended, and publish it (retained)
         in the background; :meth:`signed_settlements` lists it from now on.
 
-        ``delivered_wh`` is the metered net energy over the interval (+ import, − export) and
-        ``meter_reading`` the meter's tagged counters at its end. The settlement goes through
+        ``delivered_wh`` is the metered net energy over the interval (+ import, − export), of
+        which ``bus_wh`` went over the DC bus, and ``meter_reading`` the meter's tagged counters
+        at its end. The settlement goes through
         the same checks as a peer's, so a reading this gateway itself could not verify is never
         published.
         """
@@ -280,7 +281,7 @@ class MarketAgent:
             raise MarketError(f"{self.node}: interval {interval} has no agreed result to settle")
         settlement = expected_settlement(
             agreed, community=self.community, node=self.node, delivered_wh=delivered_wh,
-            reading=meter_reading, tariffs=self._params.tariffs,
+            reading=meter_reading, tariffs=self._params.tariffs, bus_wh=bus_wh,
         )
         refused = [r for r in self._book.on_settlement(settlement) if isinstance(r, Rejected)]
         if refused:

@@ -14,8 +14,8 @@ this gateway knows the *agreed* result of its interval, and then accepted only i
 * where this gateway holds the node's meter key, the meter's HMAC tag covers the counters
   ("meter-bad-tag", "meter-malformed"), the reading is newer than the node's reading for any
   earlier interval and older than any later one ("meter-replayed"), and when the node's reading
-  for the interval before is known, ``delivered_wh`` is the counters' net change since
-  ("meter-mismatch");
+  for the interval before is known, ``delivered_wh`` less what went over the DC bus (``bus_wh``)
+  is the counters' net change since ("meter-mismatch");
 * it is the node's only settlement for the interval ("settle-conflict": a second, different one).
 
 Meter keys are symmetric (HMAC): only the gateway of the meter's home and whoever provisioned it
@@ -78,6 +78,7 @@ def expected_settlement(
     delivered_wh: int,
     reading: MeterReading,
     tariffs: Tariffs,
+    bus_wh: int = 0,
 ) -> Settlement:
     """The one settlement ``node`` may publish for ``agreed`` with this metered delivery.
 
@@ -90,7 +91,7 @@ def expected_settlement(
     fees = sum(fee.fee for fee in agreed.fees if fee.buyer == node)
     return Settlement(
         community=community, interval=agreed.interval, node=node,
-        cleared_wh=figures.cleared_wh, delivered_wh=figures.delivered_wh,
+        cleared_wh=figures.cleared_wh, delivered_wh=figures.delivered_wh, bus_wh=bus_wh,
         grid_import_wh=figures.grid_import_wh, grid_export_wh=figures.grid_export_wh,
         money=figures.money + fees, meter_import_wh=reading.import_wh,
         meter_export_wh=reading.export_wh, meter_seq=reading.seq, meter_tag=reading.tag,
@@ -167,7 +168,7 @@ class SettlementBook:
                                export_wh=settlement.meter_export_wh, tag=settlement.meter_tag)
         expected = expected_settlement(
             agreed, community=self.community, node=node, delivered_wh=settlement.delivered_wh,
-            reading=reading, tariffs=self._tariffs,
+            reading=reading, tariffs=self._tariffs, bus_wh=settlement.bus_wh,
         )
         if settlement != expected:
             return Rejected("settle-mismatch")
@@ -200,6 +201,6 @@ class SettlementBook:
         if previous is not None:
             change = (settlement.meter_import_wh - previous.meter_import_wh
                       - settlement.meter_export_wh + previous.meter_export_wh)
-            if change != settlement.delivered_wh:
+            if change != settlement.delivered_wh - settlement.bus_wh:
                 return Rejected("meter-mismatch")
         return None

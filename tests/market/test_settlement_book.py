@@ -32,10 +32,11 @@ def reading(seq: int, import_wh: int, export_wh: int, key: MeterKey = KEY) -> Me
     return MeterReading(seq=seq, import_wh=import_wh, export_wh=export_wh, tag=tag)
 
 
-def alice(k: int, delivered_wh: int, meter: MeterReading, fees: tuple[TradeFee, ...] = ()
-          ) -> Settlement:
+def alice(k: int, delivered_wh: int, meter: MeterReading, fees: tuple[TradeFee, ...] = (),
+          bus_wh: int = 0) -> Settlement:
     return expected_settlement(agreed(k, fees), community=COMMUNITY, node="alice",
-                               delivered_wh=delivered_wh, reading=meter, tariffs=PARAMS.tariffs)
+                               delivered_wh=delivered_wh, reading=meter, tariffs=PARAMS.tariffs,
+                               bus_wh=bus_wh)
 
 
 def book(**kwargs: object) -> SettlementBook:
@@ -98,6 +99,24 @@ def test_meter_tags_replays_and_counter_jumps_are_caught_with_the_key() -> None:
     blind.on_agreed(agreed(4))
     wrong_tag = alice(4, -2000, reading(8, 0, 4000, other_key))
     assert blind.on_settlement(wrong_tag) == [wrong_tag]
+
+
+def test_energy_over_the_dc_bus_counts_beside_the_meter() -> None:
+    """A home on the DC bus sells over its converter: the meter sees only the home's own
+    residual, and only that part must match the meter's counters."""
+    b = book(meter_keys={"alice": KEY})
+    for k in (3, 4):
+        b.on_agreed(agreed(k))
+    first = alice(3, -2000, reading(7, 0, 100), bus_wh=-1900)
+    assert b.on_settlement(first) == [first]
+    assert (first.grid_import_wh, first.grid_export_wh) == (0, 0)  # delivered what it sold
+    # interval 4: 1,800 Wh over the bus and 150 Wh through the meter, all of it honest
+    over_bus = alice(4, -1950, reading(8, 0, 250), bus_wh=-1800)
+    assert over_bus.grid_import_wh == 50
+    claims_more_over_the_bus = alice(4, -2000, reading(8, 0, 250), bus_wh=-1800)
+    assert b.on_settlement(claims_more_over_the_bus) == [Rejected("meter-mismatch")]
+    assert b.on_settlement(over_bus) == [over_bus]
+    assert b.reputation("alice") == 993  # 975 per-mille delivered: 7 of the 25 down
 
 
 def test_a_second_different_settlement_is_a_conflict_and_the_same_one_is_idempotent() -> None:
