@@ -421,7 +421,6 @@ class GatewayNode:
         battery = self._fresh(self.battery)
         pv = self._fresh(self.pv)
         record = self._record(k)
-        self._adopt_late(k, record)
         dc = await self._control_converter(k, period_ms, record, meter, battery)
         if battery is None:
             self.state.safe_reason = "battery stale: its revert timer returns it to idle"
@@ -832,8 +831,14 @@ class GatewayNode:
         ))
 
     def _adopt_late(self, k: int, record: _IntervalRecord) -> None:
-        """Follow, and settle against, a quorum result the agent adopted after abstaining: the
-        peers pay for this node's position whether or not it heard the quorum in time."""
+        """Settle against a quorum result the agent adopted after abstaining: the peers pay for
+        this node's position whether or not it heard the quorum in time.
+
+        Settle only: the interval keeps running in safe mode. Dispatching a position from the
+        middle of its interval would squeeze all of it into the time left, and on a DC bus the
+        members that adopted it at once push more current than the master can absorb (the
+        all-day dc-bus-cluster test tripped the bus at 380.1 V that way).
+        """
         if self.agent is None or isinstance(record.outcome, Agreed):
             return
         agreed = self.agent.agreed(k)
