@@ -270,6 +270,11 @@ class IntervalSession:
         self._fees: tuple[TradeFee, ...] = ()
         self._fetched = False
         self._union_done = False
+        # Bumped by every new bid or commitment: the union round and adoption, tried at every
+        # tick, rescan the commitments only when something came in since their last try.
+        self._version = 0
+        self._union_tried = -1
+        self._adopt_tried = -1
         self._last_join: tuple[tuple[str, str], int] | None = None
         self._dissent_counted: set[str] = set()
         self.outcome: Outcome | None = None
@@ -307,6 +312,7 @@ class IntervalSession:
             self._buses[bid.node] = bus
         self._per_node[bid.node] += 1
         self._known[digest] = bid
+        self._version += 1
         first = self._by_seq.setdefault((bid.node, bid.seq), digest)
         if first != digest:
             return self._equivocation(bid, self._known[first])
@@ -350,6 +356,7 @@ class IntervalSession:
         if self._commitments.get(commitment.node) == commitment:
             return []
         self._commitments[commitment.node] = commitment
+        self._version += 1
         if self._state is State.COMMITTED:
             return self._try_agree()
         if isinstance(self.outcome, Agreed):
@@ -371,7 +378,9 @@ class IntervalSession:
         if self._state is State.COMMITTED:
             actions += self._try_agree()
             if (self._state is State.COMMITTED and not self._union_done
-                    and now_ms >= timing.union_ms(k) and self._winner() is None):
+                    and now_ms >= timing.union_ms(k) and self._union_tried != self._version
+                    and self._winner() is None):
+                self._union_tried = self._version
                 actions += self._union_round()
             if self._state is State.COMMITTED and now_ms >= timing.start_ms(k):
                 reason = "minority" if self._winner() is not None else "no-quorum"
@@ -379,7 +388,9 @@ class IntervalSession:
                 self.outcome = Abstained(k, reason)
                 self._fetched = False  # the agent dropped that fetch with the outcome
                 actions.append(self.outcome)
-        if self._state is State.ABSTAINED and now_ms < timing.end_ms(k):
+        if (self._state is State.ABSTAINED and now_ms < timing.end_ms(k)
+                and self._adopt_tried != self._version):
+            self._adopt_tried = self._version
             actions += self._adopt()
         if self._state is State.AGREED and now_ms >= timing.start_ms(k):
             self._fire(Event.START)
