@@ -138,6 +138,7 @@ def check_interval(k: int, outcomes: dict[str, Agreed | Abstained | BaseExceptio
         raise SoakFailure(f"interval {k}: agents agreed different results {hashes}")
     totals = Counter(agreed=len(agreed), abstained=len(outcomes) - len(agreed),
                      adopted=sum(o.late for o in agreed.values()))
+    totals.update(f"abstained-{o.reason}" for o in outcomes.values() if isinstance(o, Abstained))
     if agreed:
         result = next(iter(agreed.values())).result
         sold = sum(o.sold_wh for o in result.outcomes)
@@ -276,7 +277,8 @@ async def soak(*, hours: float, speed: float, gate_s: int, grace_s: int, broker_
                       f"{hour['p2p_money']} µ, metered net {hour['metered_net_wh']} Wh = grid "
                       f"{hour['grid_import_wh']} - {hour['grid_export_wh']} Wh, bills "
                       f"{hour['bills']} µ, residuals 0 Wh / 0 µ, late bids {hour['late_bids']}, "
-                      f"rejected {dict(rejected.most_common(4))}, "
+                      f"rejected {dict(rejected.most_common(4))}, abstained for "
+                      f"{ {r[10:]: n for r, n in hour.items() if r.startswith('abstained-')} }, "
                       f"RSS {rss_mb():.1f} MB", flush=True)
                 hour = Counter()
         print(f"soak passed: {last - first} intervals in {time.monotonic() - started:.0f} s "
