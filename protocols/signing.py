@@ -37,6 +37,7 @@ __all__ = [
     "KeyMaterialError",
     "Rejected",
     "Verified",
+    "certificate_standing",
     "check_certificate",
     "generate_key",
     "open_envelope",
@@ -206,6 +207,21 @@ def check_certificate(
         return checked
     cert = checked.body
     assert isinstance(cert, MembershipCertificate)  # guaranteed by expected_kind="cert"
+    refused = certificate_standing(cert, community=community, now_ms=now_ms,
+                                   revocations=revocations)
+    return checked if refused is None else refused
+
+
+def certificate_standing(
+    cert: MembershipCertificate,
+    *,
+    community: str,
+    now_ms: int,
+    revocations: Iterable[Revocation] = (),
+) -> Rejected | None:
+    """Whether a certificate whose signature :func:`check_certificate` verified still admits its
+    node at ``now_ms`` (None) or why not. Split out so a roster verifies each certificate's
+    signature once, when it arrives, and only this at every message."""
     if cert.community != community:
         return Rejected("wrong-community")
     if now_ms < cert.valid_from_ms:
@@ -220,4 +236,4 @@ def check_certificate(
             and revocation.revoked_at_ms <= now_ms
         ):
             return Rejected("revoked")
-    return checked
+    return None
