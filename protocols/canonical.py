@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from itertools import chain
 
 __all__ = ["CanonicalError", "canonical_bytes", "digest"]
 
@@ -31,24 +32,49 @@ class CanonicalError(ValueError):
         self.problem = problem
 
 
+_SCALARS = frozenset((str, int, bool, type(None)))
+
+
 def _check(obj: object, path: str) -> None:
-    """Walk ``obj`` and raise at the first value outside the canonical subset."""
+    """Walk ``obj`` and raise at the first value outside the canonical subset.
+
+    The path is only spelled out once a bad value is found: formatting one for every value
+    visited cost more than the walk itself (a clearing result of 100,000 orders has over a million).
+    """
+    found = _problem(obj)
+    if found is not None:
+        where, problem = found
+        raise CanonicalError(path + where, problem)
+
+
+def _problem(obj: object) -> tuple[str, str] | None:
+    """Where (relative to ``obj``) the first value outside the subset sits and what is wrong."""
     kind = type(obj)
-    if kind is str or kind is int or kind is bool or obj is None:
-        return
+    if kind in _SCALARS:
+        return None
     if kind is list and isinstance(obj, list):
+        kinds = set(map(type, obj))
+        # Flat lists and lists of flat lists (result rows) are checked whole, at C speed.
+        if kinds <= _SCALARS or (
+            kinds == {list} and set(map(type, chain.from_iterable(obj))) <= _SCALARS
+        ):
+            return None
         for index, item in enumerate(obj):
-            _check(item, f"{path}[{index}]")
-        return
+            found = _problem(item)
+            if found is not None:
+                return f"[{index}]{found[0]}", found[1]
+        return None
     if kind is dict and isinstance(obj, dict):
         for key, value in obj.items():
             if type(key) is not str:
-                raise CanonicalError(path, f"object key {key!r} is not a str")
-            _check(value, f"{path}.{key}")
-        return
+                return "", f"object key {key!r} is not a str"
+            found = _problem(value)
+            if found is not None:
+                return f".{key}{found[0]}", found[1]
+        return None
     if kind is float:
-        raise CanonicalError(path, "floats are not allowed (use integer units)")
-    raise CanonicalError(path, f"type {kind.__name__} has no canonical encoding")
+        return "", "floats are not allowed (use integer units)"
+    return "", f"type {kind.__name__} has no canonical encoding"
 
 
 def canonical_bytes(obj: object) -> bytes:

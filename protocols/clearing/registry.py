@@ -6,11 +6,11 @@ gateways configured differently can never agree on a result by accident.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Sequence
 
 from protocols.clearing.bill_sharing import clear_bill_sharing
 from protocols.clearing.cda import clear_cda
+from protocols.clearing.collector import collector_paused
 from protocols.clearing.mmr import clear_mmr
 from protocols.clearing.sdr import clear_sdr
 from protocols.clearing.trade_reduction import clear_trade_reduction
@@ -38,15 +38,6 @@ def clear(mechanism: str, orders: Sequence[Order], params: ClearingParams) -> Re
     except KeyError:
         known = ", ".join(sorted(MECHANISMS))
         raise ClearingError(f"unknown mechanism {mechanism!r} (known: {known})") from None
-    # A clearing allocates one or two tuples per order (outcomes, trades, columns), none of them
-    # in a reference cycle. CPython's cyclic collector still tracks NamedTuple instances, so at
-    # 100,000 orders it would run hundreds of young and a few full collections *during* the
-    # clearing, scanning the whole heap for cycles that cannot be there (~+50 % time). It is
-    # paused for the clearing only and resumed as the caller had it; the result is untouched.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    # Paused for the clearing only (see protocols/clearing/collector.py); the result is untouched.
+    with collector_paused():
         return run(orders, params)
-    finally:
-        if enabled:
-            gc.enable()

@@ -33,6 +33,8 @@ def test_digest_is_sha256_of_the_canonical_bytes() -> None:
         (1.5, "$"),
         ({"a": [1, 0.0]}, "$.a[1]"),
         ({"a": {"b": float("nan")}}, "$.a.b"),
+        ({"rows": [[1, "x"], [2, 0.5]]}, "$.rows[1][1]"),
+        ([[1], [[2, 1.0]]], "$[1][0][1]"),
     ],
 )
 def test_floats_are_refused_with_their_path(value: object, path: str) -> None:
@@ -49,6 +51,17 @@ class Colour(enum.IntEnum):
 def test_other_types_are_refused(value: object) -> None:
     with pytest.raises(CanonicalError):
         canonical_bytes(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [([[1, "a"], (2, "b")], "$[1]"), ({"rows": [[1], [2, b"x"]]}, "$.rows[1][1]")],
+)
+def test_foreign_types_in_rows_are_refused_with_their_path(value: object, path: str) -> None:
+    # Lists of flat lists (result rows) are checked whole; a bad value must still be named.
+    with pytest.raises(CanonicalError, match="no canonical encoding") as caught:
+        canonical_bytes(value)
+    assert caught.value.path == path
 
 
 def test_bools_stay_bools() -> None:
