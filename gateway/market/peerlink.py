@@ -112,6 +112,7 @@ class PeerLink:
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._session_task: asyncio.Task[None] | None = None
         self.connects = 0
         self.dropped = 0
 
@@ -213,16 +214,33 @@ class PeerLink:
                 await client.unsubscribe(topic_filter)
 
     def _mark_down(self, client: aiomqtt.Client) -> None:
+        """Stop using ``client``, and end its session so that the supervisor reconnects.
+
+        A publish that failed (a PUBACK that timed out on a loaded host) leaves a connection that
+        may still deliver messages but is no longer trusted to send: without ending it, retained
+        publishes would only be remembered for a reconnect that never comes, and the node would
+        go on hearing its peers while none of its bids or commitments left (seen in the soak).
+        """
         if self._client is client:
             self._client = None
             self._connected.clear()
+            session = self._session_task
+            if session is not None and session is not asyncio.current_task():
+                session.cancel()
 
     async def _supervise(self) -> None:
         while True:
+            self._session_task = asyncio.create_task(self._session(),
+                                                     name=f"peerlink-session-{self.node}")
             try:
-                await self._session()
+                await self._session_task
             except aiomqtt.MqttError as exc:
                 log.info("%s: broker connection lost (%s); reconnecting", self.node, exc)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the link is closing
+                log.info("%s: a publish failed; reconnecting", self.node)
             await asyncio.sleep(self._reconnect_s)
 
     async def _session(self) -> None:

@@ -1,5 +1,5 @@
 """PeerLink and the embedded broker, through real sockets: presence, last will, retained replay,
-fetch of retained messages, reconnect after the broker goes away."""
+fetch of retained messages, reconnect after the broker goes away or a publish fails."""
 
 from __future__ import annotations
 
@@ -145,6 +145,24 @@ async def test_reconnects_and_republishes_own_retained_after_broker_restart() ->
                 await next_on(b, topics.commit(COMMUNITY, 3, "a"), b"c")
     finally:
         await a.__aexit__(None, None, None)
+
+
+async def test_a_failed_publish_ends_the_session_and_the_link_reconnects(any_broker: str) -> None:
+    """A PUBACK that times out leaves a connection that still delivers but is not trusted to
+    send: the link drops it and reconnects, and what it published meanwhile goes out."""
+    bid_topic = topics.bid(COMMUNITY, 4, "a")
+    async with link(any_broker, "a", reconnect_s=0.05) as a, link(any_broker, "b") as b:
+        client = a._client
+        assert client is not None
+
+        async def times_out(*args: object, **kwargs: object) -> None:
+            raise aiomqtt.MqttError("Operation timed out")
+
+        client.publish = times_out  # type: ignore[method-assign]
+        await a.publish(bid_topic, b"bid-4", retain=True)  # remembered for the reconnect
+        await a.wait_connected(5)
+        assert a.connects == 2 and a._client is not client
+        assert (await next_on(b, bid_topic)).payload == b"bid-4"
 
 
 async def test_unreachable_broker_is_a_clear_error() -> None:
