@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from unittest.mock import patch
 
 import aiomqtt
-
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.market.agent import MarketAgent

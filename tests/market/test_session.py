@@ -224,7 +224,7 @@ def test_commitments_spread_over_bid_sets_converge_on_their_union() -> None:
     assert CLEAR < union_at < START
     assert all(s.tick(union_at - 1) == [] for s in sessions.values())
     # each fetches the bids it lacks; the broker resends them
-    for n, s in sessions.items():
+    for s in sessions.values():
         assert s.tick(union_at) == [Fetch(topics.bids_of(COMMUNITY, K))]
         for b in BIDS:
             s.on_bid(b)
