@@ -43,6 +43,10 @@ class Profile:
         self.values[i] = value if old is None else old + self.alpha * (value - old)
         self.last = value
 
+    def learned(self, time_of_day_s: float) -> bool:
+        """Whether this time of day's slot has been observed (its forecast is not a fallback)."""
+        return self.values[self._slot(time_of_day_s)] is not None
+
     def predict(self, time_of_day_s: float) -> float:
         v = self.values[self._slot(time_of_day_s)]
         if v is not None:
@@ -66,6 +70,24 @@ class HomeForecaster:
         mid = start_s + length_s / 2
         hours = length_s / 3600
         return round(self.pv.predict(mid) * hours), round(self.load.predict(mid) * hours)
+
+    def learned_ahead(
+        self, *, start_s: float, block_s: float, count: int
+    ) -> tuple[tuple[int, int], ...]:
+        """(pv_wh, load_wh) of up to ``count`` consecutive blocks of ``block_s`` from ``start_s``.
+
+        Stops before the first block whose time of day has not been learned yet: the look-ahead
+        plans on what this home has seen, never on the persistence fallback, which would carry
+        midday's surplus into a night it knows nothing about.
+        """
+        blocks = []
+        for i in range(count):
+            start = start_s + i * block_s
+            mid = start + block_s / 2
+            if not (self.pv.learned(mid) and self.load.learned(mid)):
+                break
+            blocks.append(self.forecast_wh(start_s=start, length_s=block_s))
+        return tuple(blocks)
 
     def to_json(self) -> str:
         return json.dumps(

@@ -52,6 +52,7 @@ from gateway.envelope import BatteryEnvelope, ConverterEnvelope
 from gateway.flex_plan import load_job, parse_hhmm, plan_flex, rest_limit_w
 from gateway.forecast import DAY_S, HomeForecaster
 from gateway.ledger import Ledger
+from gateway.lookahead import Ahead, horizon
 from gateway.market.agent import MarketAgent, MarketError
 from gateway.market.session import Abstained, Agreed, Timing
 from gateway.market.settlement import MeterKey
@@ -239,37 +240,44 @@ class GatewayNode:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger.open(self.config.state_dir / "ledger.db")
         self._stack.callback(self.ledger.close)
+
+        def now_s() -> float:
+            """The devices' physics runs on this clock (simulated time in a simulated world):
+            the drivers' plausibility checks bound how fast a counter may rise with it."""
+            return self.clock.now_ms() / 1000
+
         for device in self.config.devices:
             bus = await self._stack.enter_async_context(open_bus(device))
             found = await discover(bus, unit=device.unit)
             period = self.clock.real_seconds(device.poll_s * 1000)
             if device.kind == "meter":
                 self.meter = DevicePoller(
-                    name=device.name, driver=Meter(bus=bus, device=found), period_s=period,
-                    stale_after=device.stale_after,
+                    name=device.name, driver=Meter(bus=bus, device=found, now_s=now_s),
+                    period_s=period, stale_after=device.stale_after,
                 )
                 if self.config.meter_key_file is not None:
                     self._meter_key = MeterKey(device_id=found.common.serial,
                                                key=load_meter_key(self.config.meter_key_file))
             elif device.kind == "battery":
-                self._battery_driver = Battery(bus=bus, device=found)
+                self._battery_driver = Battery(bus=bus, device=found, now_s=now_s)
                 self.battery = DevicePoller(
                     name=device.name, driver=self._battery_driver, period_s=period,
                     stale_after=device.stale_after,
                 )
             elif device.kind == "pv":
                 self.pv = DevicePoller(
-                    name=device.name, driver=PvInverter(bus=bus, device=found), period_s=period,
-                    stale_after=device.stale_after,
+                    name=device.name, driver=PvInverter(bus=bus, device=found, now_s=now_s),
+                    period_s=period, stale_after=device.stale_after,
                 )
             elif device.kind == "dcdc":
-                self._dcdc_driver = DcDcConverter(bus=bus, device=found)
+                self._dcdc_driver = DcDcConverter(bus=bus, device=found, now_s=now_s)
                 self.dcdc = DevicePoller(
                     name=device.name, driver=self._dcdc_driver, period_s=period,
                     stale_after=device.stale_after,
                 )
             elif device.kind == "load":
-                load = self._load_drivers[device.name] = ControllableLoad(bus=bus, device=found)
+                load = self._load_drivers[device.name] = ControllableLoad(bus=bus, device=found,
+                                                                         now_s=now_s)
                 self.loads[device.name] = DevicePoller(
                     name=device.name, driver=load, period_s=period,
                     stale_after=device.stale_after,
@@ -319,7 +327,60 @@ class GatewayNode:
                 )
             if plan is not None:
                 self._on_event(BidMade(node=self.name, interval=k, plan=plan))
+            if plan is not None and plan.side is not None:
+                await self._keep_offer(k, plan)
             k += 1
+
+    async def _keep_offer(self, k: int, offered: Plan) -> None:
+        """Until interval ``k``'s gate, cut the offer down to what the devices can still keep.
+
+        A bid stands until the gate closes, so a device lost after it was made (battery, meter,
+        PV) would leave an offer out that the home cannot deliver: each time one more of them goes
+        stale the interval is planned again, as a bid made now would be, and the offer replaced
+        (a higher ``seq``) by the smaller of the two, or withdrawn when the new plan offers
+        nothing on its side. Never raised: a larger offer is a new bid, not one kept. The last
+        replacement is made ``grace`` before the gate, so a peer whose clock runs that much ahead
+        still counts it.
+        """
+        assert self.agent is not None
+        period_ms = int(min((d.poll_s for d in self.config.devices), default=1.0) * 1000)
+        last_ms = self.timing.gate_close_ms(k) - self.timing.grace_ms
+        lost = self._lost_devices()
+        while (now := self.clock.now_ms()) < last_ms:
+            await self.clock.sleep_until(min(now + period_ms, last_ms))
+            gone = self._lost_devices()
+            if gone <= lost:
+                lost = gone  # one back again: the offer stays as cut
+                continue
+            lost = gone
+            plan = self._plan(k)
+            side = offered.side
+            assert side is not None
+            kept = plan.energy_wh if plan is not None and plan.side == side else 0
+            if kept >= offered.energy_wh:
+                continue
+            try:  # 0 Wh withdraws the offer
+                await self.agent.submit_bid(interval=k, side=side, energy_wh=kept,
+                                            limit_price=offered.limit_price)
+            except MarketError as exc:
+                log.warning("%s: offer for interval %d not replaced: %s", self.name, k, exc)
+                return
+            log.warning("%s: %s stale: %s offer for interval %d cut from %d to %d Wh", self.name,
+                        ", ".join(sorted(gone)), side, k, offered.energy_wh, kept)
+            if plan is not None and kept:
+                offered = replace(plan, limit_price=offered.limit_price)
+            else:
+                offered = replace(plan or offered, side=None, energy_wh=0, limit_price=0)
+            self._record(k).plan = None if plan is None else offered
+            self._on_event(BidMade(node=self.name, interval=k, plan=offered))
+            if not kept:
+                return
+
+    def _lost_devices(self) -> frozenset[str]:
+        """The devices an offer counts on that are stale now, by kind."""
+        pollers = {"meter": self.meter, "battery": self.battery, "pv": self.pv}
+        return frozenset(kind for kind, poller in pollers.items()
+                         if poller is not None and poller.stale)
 
     def _interval_at(self, now_ms: int) -> int:
         return (now_ms - self.timing.epoch_ms) // self.timing.length_ms
@@ -344,9 +405,15 @@ class GatewayNode:
         pv_wh, load_wh = self.forecaster.forecast_wh(
             start_s=self.timing.start_ms(k) / 1000 % DAY_S, length_s=length_s
         )
+        if self.pv is not None and self._fresh(self.pv) is None:
+            pv_wh = 0  # a silent inverter may have tripped: its output is not ours to offer
+        block_s, count = horizon(length_s)
+        ahead = Ahead(block_s=block_s, blocks=self.forecaster.learned_ahead(
+            start_s=self.timing.start_ms(k + 1) / 1000 % DAY_S, block_s=block_s, count=count))
         return plan_interval(
             pv_wh=pv_wh, load_wh=load_wh, battery=state, prefs=self.prefs, tariffs=self.tariffs,
             interval_s=length_s, flex=self._plan_loads(k, surplus_wh=pv_wh - load_wh),
+            ahead=ahead,
         )
 
     def _plan_loads(self, k: int, *, surplus_wh: int) -> dict[str, int]:

@@ -101,7 +101,8 @@ class Bid(_Frozen):
 
     ``seq`` orders a node's bids for the same interval: a higher ``seq`` replaces a lower one,
     and two *different* bids with the same ``seq`` are equivocation (the session keeps both as
-    evidence).
+    evidence). ``energy_wh`` 0 withdraws the node's offer: a bid a node can no longer keep is
+    replaced by one that clears to nothing (a retained bid, once heard, cannot be unsent).
     ``created_ms`` is the signer's own clock; it is only used to order bids in the continuous double
     auction replay, never trusted as a deadline.
     """
@@ -111,7 +112,7 @@ class Bid(_Frozen):
     node: NodeId
     seq: Annotated[int, Field(ge=0, le=_MAX_JSON_INT)]
     side: Literal["buy", "sell"]
-    energy_wh: Annotated[int, Field(gt=0, le=MAX_ENERGY_WH)]
+    energy_wh: Annotated[int, Field(ge=0, le=MAX_ENERGY_WH)]
     limit_price: Annotated[int, Field(ge=0, le=MAX_PRICE)]
     created_ms: TimeMs
 

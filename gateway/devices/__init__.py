@@ -8,7 +8,10 @@ Usage::
         reading = await battery.read()
         await battery.set_power(watts=-1500, revert_s=60)
 
-Every failure is a ``DeviceError`` subclass; nothing from pymodbus escapes.
+Every failure is a ``DeviceError`` subclass; nothing from pymodbus escapes. A reading no healthy
+device can give (Modbus TCP has no checksum) is one too: ``ImplausibleReading``, from the checks
+each driver runs on every sample (``gateway/devices/plausibility.py``); give the drivers
+``now_s``, the clock the device's physics runs on, to bound how fast its counters may move.
 """
 
 from gateway.devices.battery import Battery, BatteryReading
@@ -27,14 +30,15 @@ from gateway.devices.errors import (
 from gateway.devices.load import ControllableLoad, LoadKind, LoadReading
 from gateway.devices.meter import Meter, MeterReading
 from gateway.devices.model_reader import ModelData, ModelLocation, read_models
+from gateway.devices.plausibility import ImplausibleReading
 from gateway.devices.poller import DevicePoller, PollerHealth, Readable
 from gateway.devices.pv import PvInverter, PvReading
 
 __all__ = [
     "BadDeviceData", "Battery", "BatteryReading", "BusStats", "CommonInfo", "ControllableLoad",
     "ConverterState", "DcDcConverter", "DcDcReading", "DeviceError", "DevicePoller",
-    "DeviceTimeout", "DeviceUnreachable", "DiscoveredDevice", "LoadKind", "LoadReading", "Meter",
-    "MeterReading", "MissingModel",
+    "DeviceTimeout", "DeviceUnreachable", "DiscoveredDevice", "ImplausibleReading", "LoadKind",
+    "LoadReading", "Meter", "MeterReading", "MissingModel",
     "ModbusBus", "ModbusException", "ModbusSerialBus", "ModbusTcpBus", "ModelData",
     "ModelLocation", "NotSunSpec", "PollerHealth", "PvInverter", "PvReading", "Readable",
     "discover", "read_models",

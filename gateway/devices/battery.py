@@ -13,6 +13,7 @@ here is a bug upstream, so it raises ``ValueError`` instead of being quietly cut
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from math import ceil, trunc
@@ -21,6 +22,7 @@ from gateway.devices.bus import ModbusBus
 from gateway.devices.discovery import DiscoveredDevice
 from gateway.devices.model_reader import ModelData, read_models
 from gateway.devices.model_writer import write_points
+from gateway.devices.plausibility import PlausibilityGuard
 
 _CHARGE = 1
 _DISCHARGE = 2
@@ -50,9 +52,11 @@ class BatteryReading:
 class Battery:
     """Reads and commands a battery found by ``discover`` (needs 124 and one of 802/713)."""
 
-    def __init__(self, *, bus: ModbusBus, device: DiscoveredDevice) -> None:
+    def __init__(self, *, bus: ModbusBus, device: DiscoveredDevice,
+                 now_s: Callable[[], float] | None = None) -> None:
         self._bus = bus
         self._unit = device.unit
+        self._guard = PlausibilityGuard(now_s=now_s)
         (self._controls,) = device.require(driver="Battery", model_ids=(124,))
         self._soc_source = device.require_one_of(driver="Battery", model_ids=(802, 713))
         self._locations = tuple(
@@ -66,7 +70,9 @@ class Battery:
         return reading
 
     async def _sample(self) -> tuple[BatteryReading, ModelData]:
+        started = self._guard.begin()
         models = await read_models(self._bus, unit=self._unit, locations=self._locations)
+        self._guard.check(models, started_s=started)
         c = models[124]
         battery = models.get(802)
         capacity = models.get(713)

@@ -10,6 +10,7 @@ dispatcher speaks one sign convention for every device.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.devices.bus import ModbusBus
@@ -17,6 +18,7 @@ from gateway.devices.discovery import DiscoveredDevice
 from gateway.devices.errors import BadDeviceData
 from gateway.devices.model_reader import ModelData, read_models
 from gateway.devices.model_writer import write_points
+from gateway.devices.plausibility import PlausibilityGuard
 from protocols.sunspec.points import to_raw
 
 _VENDOR_MODEL = 64200
@@ -53,9 +55,11 @@ class DcDcReading:
 class DcDcConverter:
     """Reads and commands a DC-DC converter found by ``discover`` (needs model 64200)."""
 
-    def __init__(self, *, bus: ModbusBus, device: DiscoveredDevice) -> None:
+    def __init__(self, *, bus: ModbusBus, device: DiscoveredDevice,
+                 now_s: Callable[[], float] | None = None) -> None:
         self._bus = bus
         self._unit = device.unit
+        self._guard = PlausibilityGuard(now_s=now_s)
         (control,) = device.require(driver="DcDcConverter", model_ids=(_VENDOR_MODEL,))
         self._locations = tuple(loc for loc in (device.location(714), control) if loc)
         self._control: ModelData | None = None
@@ -66,7 +70,9 @@ class DcDcConverter:
         return reading
 
     async def _sample(self) -> tuple[DcDcReading, ModelData]:
+        started = self._guard.begin()
         models = await read_models(self._bus, unit=self._unit, locations=self._locations)
+        self._guard.check(models, started_s=started)
         c = models[_VENDOR_MODEL]
         ports = models.get(714)
         self._control = c

@@ -5,12 +5,19 @@ same way as our own firmware. SunSpec allows the map at 40000, 0 or 50000 (tried
 most common first); an address the device does not have is answered with a Modbus exception, which
 here only means "not at this base". A timeout is not taken as "not SunSpec": the device is silent,
 and saying it is not SunSpec would send an installer looking in the wrong place.
+
+Every read of the scan is confirmed: repeated until two answers agree. Modbus TCP carries no
+checksum, and one corrupted reply would otherwise make the marker vanish or put a model at the
+wrong address for as long as the gateway runs (readings are checked each poll instead, see
+``gateway/devices/plausibility.py``). A device that gives the same answer twice is taken at its
+word, exceptions included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from gateway.devices.bus import ModbusBus
 from gateway.devices.errors import BadDeviceData, MissingModel, ModbusException, NotSunSpec
@@ -22,6 +29,9 @@ _END_ID = 0xFFFF
 _COMMON_MODEL = 1
 _MAX_MODELS = 256
 """More models than any real device carries: a chain this long is a loop in garbage data."""
+_READS = 6
+"""Attempts at most for two agreeing answers to one read of the scan."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +100,8 @@ async def discover(bus: ModbusBus, *, unit: int) -> DiscoveredDevice:
             f"unit {unit}: first model at {chain[0].address} is {chain[0].model_id}; "
             "SunSpec requires the common model 1 first"
         )
-    common = (await read_models(bus, unit=unit, locations=(chain[0],)))[_COMMON_MODEL]
+    common = (await _confirmed(lambda: read_models(bus, unit=unit, locations=(chain[0],))))[
+        _COMMON_MODEL]
     info = CommonInfo(
         manufacturer=common.text("Mn"),
         model=common.text("Md"),
@@ -105,7 +116,7 @@ async def discover(bus: ModbusBus, *, unit: int) -> DiscoveredDevice:
 async def _find_base(bus: ModbusBus, unit: int) -> int:
     for base in SUNSPEC_BASES:
         try:
-            marker = await bus.read_registers(unit=unit, address=base, count=2)
+            marker = await _registers(bus, unit, base)
         except ModbusException as exc:
             if exc.code in (2, 3):  # no such register / count not allowed there
                 continue
@@ -123,7 +134,7 @@ async def _walk_chain(bus: ModbusBus, unit: int, base: int) -> tuple[ModelLocati
     while len(chain) <= _MAX_MODELS:
         if address + 2 > 0x10000:
             raise BadDeviceData(f"unit {unit}: model chain runs past register 65535")
-        model_id, length = await bus.read_registers(unit=unit, address=address, count=2)
+        model_id, length = await _registers(bus, unit, address)
         if model_id == _END_ID:
             if not chain:
                 raise BadDeviceData(f"unit {unit}: SunSpec map at {base} holds no models")
@@ -133,3 +144,33 @@ async def _walk_chain(bus: ModbusBus, unit: int, base: int) -> tuple[ModelLocati
         chain.append(ModelLocation(model_id=model_id, address=address, length=length))
         address += 2 + length
     raise BadDeviceData(f"unit {unit}: more than {_MAX_MODELS} models; no 0xFFFF end marker")
+
+
+async def _registers(bus: ModbusBus, unit: int, address: int) -> tuple[int, ...]:
+    """Two registers of the scan (the marker, a model's ID and L), confirmed."""
+    return await _confirmed(lambda: bus.read_registers(unit=unit, address=address, count=2))
+
+
+async def _confirmed(read: Callable[[], Awaitable[T]]) -> T:
+    """The answer of ``read`` once two attempts agree; an exception or garbage the device says
+    twice is its answer. A timeout is not an answer: it is raised at once, as the bus gives up."""
+    seen: list[T | ModbusException | BadDeviceData] = []
+    for _ in range(_READS):
+        answer: T | ModbusException | BadDeviceData
+        try:
+            answer = await read()
+        except (ModbusException, BadDeviceData) as exc:
+            answer = exc
+        if any(_same(answer, earlier) for earlier in seen):
+            if isinstance(answer, ModbusException | BadDeviceData):
+                raise answer
+            return answer
+        seen.append(answer)
+    raise BadDeviceData(f"{_READS} answers to one read of the SunSpec map and no two alike: "
+                        "the link corrupts replies")
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, Exception) or isinstance(b, Exception):
+        return type(a) is type(b) and str(a) == str(b)
+    return a == b

@@ -10,6 +10,7 @@ alive and never strands it when it is not.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.devices.bus import ModbusBus
@@ -17,6 +18,7 @@ from gateway.devices.discovery import DiscoveredDevice
 from gateway.devices.errors import BadDeviceData
 from gateway.devices.model_reader import ModelData, read_models
 from gateway.devices.model_writer import write_points
+from gateway.devices.plausibility import PlausibilityGuard
 
 _VENDOR_MODEL = 64220
 _MAX_REVERT_S = 0xFFFE  # uint16 seconds; 0xFFFF is "not implemented"
@@ -53,9 +55,11 @@ class LoadReading:
 class ControllableLoad:
     """Reads and limits a load found by ``discover`` (needs model 64220)."""
 
-    def __init__(self, *, bus: ModbusBus, device: DiscoveredDevice) -> None:
+    def __init__(self, *, bus: ModbusBus, device: DiscoveredDevice,
+                 now_s: Callable[[], float] | None = None) -> None:
         self._bus = bus
         self._unit = device.unit
+        self._guard = PlausibilityGuard(now_s=now_s)
         (self._location,) = device.require(driver="ControllableLoad", model_ids=(_VENDOR_MODEL,))
         self._last: tuple[LoadReading, ModelData] | None = None
 
@@ -64,8 +68,10 @@ class ControllableLoad:
         return reading
 
     async def _sample(self) -> tuple[LoadReading, ModelData]:
-        m = (await read_models(self._bus, unit=self._unit, locations=(self._location,)))[
-            _VENDOR_MODEL]
+        started = self._guard.begin()
+        models = await read_models(self._bus, unit=self._unit, locations=(self._location,))
+        self._guard.check(models, started_s=started)
+        m = models[_VENDOR_MODEL]
         kind, conn, state = m.optional_int("Kind"), m.optional_int("Conn"), m.optional_int("St")
         if kind is None or kind not in LoadKind._value2member_map_:
             raise BadDeviceData(f"model 64220 Kind is {kind}, not a load kind")

@@ -14,12 +14,14 @@ counters, so ``verify_meter_reading`` checks exactly what settlement will use.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.devices.bus import ModbusBus
 from gateway.devices.discovery import DiscoveredDevice
 from gateway.devices.errors import BadDeviceData
 from gateway.devices.model_reader import ModelData, read_models
+from gateway.devices.plausibility import PlausibilityGuard
 from protocols.metering import Rejected, Verified, verify_reading
 
 METER_MODELS = (203, 201, 204, 202)
@@ -52,11 +54,13 @@ class MeterReading:
 class Meter:
     """Reads an energy meter found by ``discover``."""
 
-    def __init__(self, *, bus: ModbusBus, device: DiscoveredDevice) -> None:
+    def __init__(self, *, bus: ModbusBus, device: DiscoveredDevice,
+                 now_s: Callable[[], float] | None = None) -> None:
         self._bus = bus
         self._unit = device.unit
         self._location = device.require_one_of(driver="Meter", model_ids=METER_MODELS)
         self._tagged = device.location(TAGGED_MODEL)
+        self._guard = PlausibilityGuard(now_s=now_s)
 
     @property
     def model_id(self) -> int:
@@ -69,14 +73,19 @@ class Meter:
         return self._tagged is not None
 
     async def read(self) -> MeterReading:
-        """One sample: the meter model in one request, then model 64210 in one more if present."""
+        """One sample: the meter model in one request, then model 64210 in one more if present.
+
+        Both are checked for plausibility together (``gateway/devices/plausibility.py``)."""
+        started = self._guard.begin()
         models = await read_models(self._bus, unit=self._unit, locations=(self._location,))
+        if self._tagged is not None:
+            models |= await read_models(self._bus, unit=self._unit, locations=(self._tagged,))
+        self._guard.check(models, started_s=started)
         m = models[self._location.model_id]
         import_wh, export_wh = _counter(m, "TotWhImp"), _counter(m, "TotWhExp")
         seq = tag = None
         if self._tagged is not None:
-            status = (await read_models(self._bus, unit=self._unit,
-                                        locations=(self._tagged,)))[TAGGED_MODEL]
+            status = models[TAGGED_MODEL]
             seq = status.optional_int("Seq")
             if seq is not None:
                 import_wh = _tagged_counter(status, "TotWhImp")

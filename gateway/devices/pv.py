@@ -7,12 +7,14 @@ inverter returns to the safe default of the architecture: unlimited, no export t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.devices.bus import ModbusBus
 from gateway.devices.discovery import DiscoveredDevice
 from gateway.devices.model_reader import ModelData, read_models
 from gateway.devices.model_writer import write_points
+from gateway.devices.plausibility import PlausibilityGuard
 from protocols.sunspec.points import to_raw
 
 _ENABLED = 1
@@ -38,9 +40,11 @@ class PvReading:
 class PvInverter:
     """Reads a PV inverter found by ``discover`` (needs 701; 702 and 704 are used when present)."""
 
-    def __init__(self, *, bus: ModbusBus, device: DiscoveredDevice) -> None:
+    def __init__(self, *, bus: ModbusBus, device: DiscoveredDevice,
+                 now_s: Callable[[], float] | None = None) -> None:
         self._bus = bus
         self._unit = device.unit
+        self._guard = PlausibilityGuard(now_s=now_s)
         (measure,) = device.require(driver="PvInverter", model_ids=(701,))
         self._locations = tuple(
             loc for loc in (measure, device.location(702), device.location(704)) if loc
@@ -50,7 +54,9 @@ class PvInverter:
 
     async def read(self) -> PvReading:
         """One sample of 701 (+ 702 and 704 when present; adjacent models share requests)."""
+        started = self._guard.begin()
         models = await read_models(self._bus, unit=self._unit, locations=self._locations)
+        self._guard.check(models, started_s=started)
         measure, capacity, controls = models[701], models.get(702), models.get(704)
         limited = controls is not None and controls.optional_int("WMaxLimPctEna") == _ENABLED
         rated = capacity.optional_number("WMaxRtg") if capacity else None

@@ -213,7 +213,8 @@ class MarketAgent:
         limit_price: int,
     ) -> Bid:
         """Sign and publish (retained) this node's bid for ``interval``; a later call replaces
-        it (higher ``seq``)."""
+        it (higher ``seq``), and ``energy_wh`` 0 withdraws it. Clearing the retained copy would
+        not withdraw anything: every peer that heard the bid keeps it."""
         session = self._session(interval, self._clock())
         if session is None or session.state is not State.OPEN:
             raise MarketError(f"{self.node}: the gate of interval {interval} is closed")
@@ -234,6 +235,7 @@ class MarketAgent:
             topics.bid(self.community, interval, self.node), envelope.to_bytes(), retain=True
         )
         return bid
+
 
     def offer_cap_wh(self, node: str) -> int:
         """The most ``node`` may offer in one interval: its limit scaled by its reputation."""

@@ -164,7 +164,8 @@ def orders_from_bids(
     """Turn verified bids (with their digests) into orders; ``buses`` maps node to feeder bus.
 
     The caller has already kept one bid per node (the session resolves replacements and
-    equivocation); clearing refuses duplicates rather than guess which one counts.
+    equivocation); clearing refuses duplicates rather than guess which one counts. A withdrawal
+    (0 Wh) becomes no order: the node takes no part, as if it had not bid.
     """
     bus_of = buses or {}
     # ``tuple.__new__`` with the fields in order: the NamedTuple's own ``__new__`` is a Python
@@ -185,4 +186,5 @@ def orders_from_bids(
                 ),
             )
             for bid, bid_digest in bids_with_digests
+            if bid.energy_wh
         )

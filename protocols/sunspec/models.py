@@ -59,6 +59,8 @@ class PointDef:
     units: str | None = None
     access: str = "R"
     mandatory: bool = False
+    static: bool = False
+    """SunSpec's ``"static": "S"``: the value never changes while the device runs (nameplate)."""
     symbols: Mapping[str, int] | None = None
     value: int | str | None = None
 
@@ -123,7 +125,8 @@ def _flatten(
         out.append(PointDef(
             name=prefix + name, offset=offset, size=size, type=ptype, sf=sf,
             units=raw.get("units"), access=raw.get("access", "R"),
-            mandatory=raw.get("mandatory") == "M", symbols=symbols, value=raw.get("value"),
+            mandatory=raw.get("mandatory") == "M", static=raw.get("static") == "S",
+            symbols=symbols, value=raw.get("value"),
         ))
         offset += size
     for sub in group.get("groups", ()):

@@ -62,6 +62,9 @@ class Street:
     closed: dict[str, dict[int, IntervalClosed]] = field(
         default_factory=lambda: defaultdict(dict))
     bids: dict[str, dict[int, BidMade]] = field(default_factory=lambda: defaultdict(dict))
+    """Each node's last bid per interval; ``offers`` has every one, replacements included."""
+    offers: dict[str, dict[int, list[BidMade]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list)))
     restarts: Counter[str] = field(default_factory=Counter)
     """Start-ups that failed on a device error and were retried, as the service unit does."""
     _broker: EmbeddedBroker | None = None
@@ -73,6 +76,7 @@ class Street:
             self.closed[event.node][event.interval] = event
         elif isinstance(event, BidMade):
             self.bids[event.node][event.interval] = event
+            self.offers[event.node][event.interval].append(event)
 
     async def start_broker(self, *, port: int) -> None:
         """Start the embedded broker (on ``port``, or any free one for 0)."""
@@ -157,6 +161,7 @@ async def street(
     skew_ms: Mapping[str, int] | None = None,
     proxied: tuple[str, ...] = (),
     start_s: float = 11 * 3600,
+    bid_lead_fraction: float = 0.25,
 ) -> AsyncIterator[Street]:
     """Serve the homes, start the broker and one gateway per home (devices of the ``rtu`` homes
     over RTU on ptys, the ``proxied`` gateways' MQTT through a proxy each, each gateway's clock
@@ -194,7 +199,8 @@ async def street(
                           _t0=base._t0)
             for attempt in range(START_ATTEMPTS):
                 node = GatewayNode(config=config, key=load_key_file(config.key_file),
-                                   certificate=envelope, clock=clock, on_event=state.record)
+                                   certificate=envelope, clock=clock, on_event=state.record,
+                                   bid_lead_fraction=bid_lead_fraction)
                 try:
                     await stack.enter_async_context(running(node))
                     break

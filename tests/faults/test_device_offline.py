@@ -13,6 +13,7 @@ device drops every response, as a dead RS-485 node would). Through the real Modb
 
 import asyncio
 
+from gateway.market.session import Agreed
 from sim_devices.faults import FaultSpec
 from tests.faults.street import (
     INTERVAL_MS,
@@ -66,4 +67,52 @@ async def test_a_silent_device_stops_offers_and_sends_its_gateway_to_safe_mode(t
     for k in recovered:
         assert agreed[k] == set(NAMES), agreed
         assert k in s.bids["home-2"], f"home-2 did not bid again for {k}"
+    check_ledgers(s)
+
+
+LEAD_FRACTION = 0.6
+"""Bids go out 36 simulated s before the gate here, so a device can go stale in between."""
+LATE_LEAD_S = TIMING.gate_s + TIMING.interval_s * LEAD_FRACTION
+K1 = (START_S + 160) // 60 + 1  # the interval whose offers the devices fail under
+
+
+def late_bid_time_s(k: int) -> float:
+    return k * INTERVAL_MS / 1000 - LATE_LEAD_S
+
+
+# Silent from 2 s before the bid: the readings are fresh when the bid is made (stale after 3
+# polls of 5 s) and stale well before the last replacement (the grace, 5 s, before the gate).
+WITHDRAWN = (late_bid_time_s(K1) - 2.0, K1 * 60.0 + 20.0)
+AFTER_BID = {("home-1", "pv"): FaultSpec(offline=(WITHDRAWN,)),
+             ("home-2", "meter"): FaultSpec(offline=(WITHDRAWN,))}
+
+
+async def test_an_offer_out_when_its_device_goes_silent_is_withdrawn_before_the_gate(tmp_path):
+    """home-1 sells and its PV inverter, home-2 buys and its meter, fall silent after their bids
+    are out: each replaces its bid before the gate, and the agreed result trades neither."""
+    async with street(tmp_path, faults=AFTER_BID, start_s=START_S,
+                      bid_lead_fraction=LEAD_FRACTION) as s:
+        assert s.world.now_s < late_bid_time_s(K1 - 1), "start-up took longer than the test allows"
+        await s.until_closed(K1 + 3, timeout_s=180)
+    agreed = check_consistent(s, range(K1 - 1, K1 + 4))
+    before = s.outcomes(K1 - 1)["home-3"]
+    assert agreed[K1 - 1] == set(NAMES) and isinstance(before, Agreed), agreed
+    positions = {o.node: o for o in before.result.outcomes}
+    assert positions["home-1"].sold_wh > 0 and positions["home-2"].bought_wh > 0, positions
+
+    offers = {n: [e.plan for e in s.offers[n][K1]] for n in ("home-1", "home-2")}
+    assert offers["home-1"][0].side == "sell" and offers["home-1"][0].energy_wh > 0, offers
+    assert offers["home-2"][0].side == "buy" and offers["home-2"][0].energy_wh > 0, offers
+    assert all(plans[-1].side is None for plans in offers.values()), offers
+
+    assert agreed[K1] == set(NAMES), agreed
+    result = s.outcomes(K1)["home-3"].result
+    # Both withdrew (0 Wh): neither takes part in the clearing, so neither has a position.
+    assert not {"home-1", "home-2"} & {o.node for o in result.outcomes}, result.outcomes
+    assert not [t for t in result.trades if {"home-1", "home-2"} & {t.buyer, t.seller}], result
+    for node in ("home-1", "home-2"):
+        assert s.outcomes(K1)[node].position is None  # type: ignore[union-attr]
+
+    assert agreed[K1 + 3] == set(NAMES), agreed
+    assert s.offers["home-2"][K1 + 3], "home-2 did not bid again once its meter answered"
     check_ledgers(s)

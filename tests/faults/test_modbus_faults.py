@@ -40,11 +40,12 @@ async def test_dropped_and_corrupted_responses_are_retried_and_never_used(tmp_pa
             elif poller.age_s is not None:
                 reading = poller.latest
                 since = now - poller.age_s - READING_SLACK_S
-                older = [t for t in truth if t[0] <= since] or truth[:1]
-                low = older[-1]
-                assert low[1] <= reading.import_wh <= m.import_wh, (low, reading, m)
-                assert low[2] <= reading.export_wh <= m.export_wh, (low, reading, m)
-                checked += 1
+                older = [t for t in truth if t[0] <= since]
+                if older:  # else it was read before the truth was first recorded
+                    low = older[-1]
+                    assert low[1] <= reading.import_wh <= m.import_wh, (low, reading, m)
+                    assert low[2] <= reading.export_wh <= m.export_wh, (low, reading, m)
+                    checked += 1
             await asyncio.sleep(0.005)
         health = {p.name: p.health for p in (s.nodes["home-1"].meter, s.nodes["home-1"].battery,
                                              s.nodes["home-1"].pv)}
@@ -58,3 +59,65 @@ async def test_dropped_and_corrupted_responses_are_retried_and_never_used(tmp_pa
     assert all(agreed[k] == set(NAMES) for k in window), agreed
     check_ledgers(s)
     print(f"{retries} retried requests, {checked} fresh readings checked, health {health}")
+
+
+CORRUPTING = FaultSpec(drop_p=0.05, corrupt_p=0.15)
+"""Modbus TCP has no CRC: a corrupted reply decodes, and only plausibility stands between it
+and the gateway's readings."""
+TCP_FAULTS = {("home-1", role): CORRUPTING for role in ("meter", "battery", "pv")}
+SOC_SLACK_PCT = 0.1
+"""What the battery's state of charge can move during one poll (its rating for a few simulated
+seconds) plus the register's resolution: a fresh SoC is the device's within that."""
+
+
+async def test_corrupted_tcp_replies_are_refused_as_implausible_and_never_read(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="gateway.devices.poller")
+    async with street(tmp_path, faults=TCP_FAULTS) as s:
+        home = s.world.home("home-1")
+        node = s.nodes["home-1"]
+        spec = home.spec
+        truth: list[tuple[float, int, int, float]] = []
+        checked = 0
+        window = range(s.now_k() + 2, s.now_k() + 2 + INTERVALS)
+        while not all(window[-1] in s.closed[n] for n in NAMES):
+            now = time.monotonic()
+            m, b = home.meter, home.battery
+            truth.append((now, m.import_wh, m.export_wh, b.soc_pct))
+            for poller in (node.meter, node.battery, node.pv):
+                if poller.stale or poller.age_s is None:
+                    continue
+                since = now - poller.age_s - READING_SLACK_S
+                before = [t for t in truth if t[0] <= since]
+                if not before:
+                    continue  # read before the truth was first recorded
+                low, held = before[-1], [t for t in truth if t[0] > since]
+                reading = poller.latest
+                if poller is node.meter:
+                    assert low[1] <= reading.import_wh <= m.import_wh, (low, reading, m)
+                    assert low[2] <= reading.export_wh <= m.export_wh, (low, reading, m)
+                elif poller is node.battery:
+                    socs = [low[3]] + [t[3] for t in held]
+                    assert min(socs) - SOC_SLACK_PCT <= reading.soc_pct <= (
+                        max(socs) + SOC_SLACK_PCT), (socs, reading)
+                    assert (reading.max_charge_w, reading.max_discharge_w, reading.capacity_wh) \
+                        == (spec.battery_max_w, spec.battery_max_w, spec.battery_wh), reading
+                    assert (reading.soc_min_pct, reading.soc_max_pct) == (
+                        spec.soc_min_pct, spec.soc_max_pct), reading
+                    assert abs(reading.power_w) <= spec.battery_max_w, reading
+                else:
+                    assert reading.rated_w == spec.pv_peak_w, reading
+                    assert abs(reading.power_w) <= spec.pv_peak_w, reading
+                checked += 1
+            await asyncio.sleep(0.005)
+        health = {p.name: p.health for p in (node.meter, node.battery, node.pv)}
+    refused = [r.getMessage() for r in caplog.records if "ImplausibleReading" in r.getMessage()]
+    print(f"{len(refused)} polls refused as implausible, {checked} fresh readings checked, "
+          f"health {health}")
+    for line in refused[:20]:
+        print("  ", line)
+    assert len(refused) > 5, "no corrupted reply was ever refused: the faults never hit"
+    assert checked > 300
+    assert all(h.successes > h.failures for h in health.values()), health
+    agreed = check_consistent(s, window)
+    assert all(agreed[k] == set(NAMES) for k in window), agreed
+    check_ledgers(s)

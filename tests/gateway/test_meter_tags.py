@@ -73,7 +73,9 @@ async def test_tags_verify_over_modbus_tcp_and_tampering_is_rejected() -> None:
             # Someone rewrites the served export counter (one register of model 64210).
             exp_lo = status + metering.OFF_EXP + 3
             bank.set(exp_lo, (bank.get(exp_lo) + 100) & 0xFFFF)
-            tampered = await meter.read()
+            # Read by a driver of its own: the tag is what must catch it (a +100 Wh step is
+            # plausible without a clock), and ``meter`` keeps the genuine reading as its baseline.
+            tampered = await Meter(bus=bus, device=device).read()
             assert tampered.seq == first.seq and tampered.export_wh != first.export_wh
             assert verify_meter_reading(tampered, device_id=device_id, key=key,
                                         last_seq=None) == Rejected("bad-tag")

@@ -49,7 +49,7 @@ def test_valid_bid_is_frozen() -> None:
         ("energy_wh", 420.0),
         ("energy_wh", True),
         ("energy_wh", "420"),
-        ("energy_wh", 0),
+        ("energy_wh", -1),
         ("energy_wh", 1_000_001),
         ("limit_price", -1),
         ("interval", -1),

@@ -93,7 +93,7 @@ def test_a_bid_cannot_be_replayed_as_another_kind() -> None:
 
 
 def test_validly_signed_but_invalid_body_is_a_schema_reason() -> None:
-    body: dict[str, Any] = BID.model_dump(mode="json") | {"energy_wh": 0}
+    body: dict[str, Any] = BID.model_dump(mode="json") | {"energy_wh": -1}
     sig = NODE_KEY.sign(signed_bytes("bid", body)).hex()
     envelope = SignedEnvelope(kind="bid", body=body, signer=public_key_hex(NODE_KEY), sig=sig)
     assert verify(envelope) == Rejected("schema:energy_wh")
