@@ -35,7 +35,11 @@ flat once the agents hold their few intervals of history.
 
 The agents' clock is simulated time at ``--speed``; the market's gate and grace are widened from
 the scenario's 60 s / 10 s to ``--gate-s``/``--grace-s`` simulated seconds so that 100 agents on
-one Python process get enough real time to verify 200 signed messages each per interval.
+one Python process get enough real time to verify 200 signed messages each per interval. For the
+same reason each agent's MQTT keep-alive and publish timeout are 30 s, not 5 s: one event loop
+serving a hundred nodes answers a ping or a PUBACK a hundred times later than a gateway's own,
+and with 5 s the broker dropped agents that were only busy, whose reconnects (each replaying
+every retained message) kept the loop busier still.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ _HOUR_MS = 3_600_000
 _YEAR_MS = 365 * 86_400_000
 _CONNECT_TRIES = 5
 _TICK_S = 0.2
+_LINK_TIMEOUT_S = 30
 _CHARGING_BUS = "south"
 _CHARGING_HOURS = (10, 15)
 """Real seconds between session ticks: 100 agents ticking at the default 20 ms cost a core."""
@@ -207,7 +212,7 @@ async def soak(*, hours: float, speed: float, gate_s: int, grace_s: int, broker_
                 authority_key_hex=public_key_hex(authority), timing=timing,
                 params=ClearingParams(tariffs=tariffs), clock=clock.now_ms,
                 mechanism=scenario.market.mechanism, energy_interval_ms=length_ms,
-                tick_s=_TICK_S)
+                tick_s=_TICK_S, keepalive_s=_LINK_TIMEOUT_S, connect_timeout_s=_LINK_TIMEOUT_S)
 
         agents: dict[str, MarketAgent] = {}
         for _ in range(_CONNECT_TRIES):

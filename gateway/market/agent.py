@@ -114,13 +114,16 @@ class MarketAgent:
         reputation_rule: ReputationRule | None = None,
         energy_interval_ms: int | None = None,
         connect_timeout_s: float = 5.0,
+        keepalive_s: int = 5,
     ) -> None:
         """``feeder``/``fees``: the community's network (see :mod:`gateway.market.session`).
         ``meter_keys``: meters whose tags this gateway can check. ``energy_interval_ms``: the
         physical length of an interval, which turns a certificate's export limit (W) into the Wh
         a member may offer at full trust; None where intervals are not physical time (tests with
         home-sized bids in 1 s intervals): the limit is then the protocol's ``MAX_ENERGY_WH``.
-        ``connect_timeout_s``: how long joining (and a live publish) waits for the broker."""
+        ``connect_timeout_s``: how long joining (and a live publish) waits for the broker;
+        ``keepalive_s``: the MQTT keep-alive, after 1.5 times which the broker declares the node
+        gone (its last will): short, so the members present at a gate are the ones alive."""
         if fees is not None and feeder is None:
             raise MarketError("a fee schedule needs a feeder: fees grow with feeder distance")
         self.community = topics.check_id("community", community)
@@ -137,7 +140,7 @@ class MarketAgent:
         self._tick_s = tick_s
         self._roster = Roster(community=community, authority_key_hex=authority_key_hex)
         self._link = PeerLink(broker_url=broker_url, community=community, node=node, tls=tls,
-                              connect_timeout_s=connect_timeout_s)
+                              connect_timeout_s=connect_timeout_s, keepalive_s=keepalive_s)
         self._online: set[str] = set()
         self._sessions: dict[int, IntervalSession] = {}
         self._outcomes: dict[int, asyncio.Future[Outcome]] = {}
