@@ -17,3 +17,16 @@ def reraise_swallowed_cancel(exc: BaseException) -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError from exc
+
+
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation that an awaited call returned normally through.
+
+    The same 3.11 race can also end ``wait_for`` with the awaited result instead of the cancel
+    (aiomqtt waits for a PUBACK that way): the caller then goes on as if nothing happened, and a
+    loop that publishes (a gateway's trader) outlives its TaskGroup's shutdown for good. Call
+    this right after such an await.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -363,11 +363,6 @@ class MarketAgent:
                 await self._carry_out(session.tick(now))
                 if now > self._timing.end_ms(interval) + self._timing.length_ms:
                     await self._retire(interval)
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # A publish above returned normally through a cancel (3.11's wait_for can
-                # swallow one): stop anyway, or the agent's shutdown waits for this loop forever.
-                raise asyncio.CancelledError
             await asyncio.sleep(self._tick_s)
 
     async def _retire(self, interval: int) -> None:

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
-from gateway.aio import reraise_swallowed_cancel
+from gateway.aio import raise_if_cancelling, reraise_swallowed_cancel
 from gateway.market import topics
 from gateway.pki import TlsFiles
 
@@ -189,12 +189,14 @@ class PeerLink:
                 continue
             try:
                 await client.publish(topic, payload, qos=_QOS, retain=retain)
-                return
             except aiomqtt.MqttError as exc:
                 reraise_swallowed_cancel(exc)
                 log.info("%s: publish to %s failed (%s); waiting for reconnect", self.node, topic,
                          exc)
                 self._mark_down(client)
+                continue
+            raise_if_cancelling()
+            return
 
     async def fetch(self, topic_filter: str) -> None:
         """Subscribe to ``topic_filter`` (kept across reconnects) so the broker resends what it
