@@ -41,8 +41,10 @@ from sim_devices.world import World
 
 DEFAULT_SCENARIO = "sunny-street"
 DEFAULT_SPEED = 720.0
-"""Simulated seconds per real second: a day in two minutes. At 1440x (a day a minute) a 60 s
-gate is 42 ms of real time, and on a busy 2-core host the commitments then miss it."""
+"""Simulated seconds per real second: a day in two minutes. At 1440x (a day a minute) each world's
+gateways need about 0.7 of a core; with the baseline alongside, a busy 2-core host falls behind,
+the market's publishes queue past its deadlines and from then on every interval abstains, even
+with a 180 s gate (docs/benchmarks.md, "gridpeer demo")."""
 PHYSICS_STEP_MS = 30_000
 """The world's physics step at demo speed: fine next to a 15-minute interval and a 2-minute
 control period, and cheap enough for the world to keep up with its clock."""
