@@ -270,9 +270,10 @@ class IntervalSession:
         self._fees: tuple[TradeFee, ...] = ()
         self._fetched = False
         self._union_done = False
-        # Bumped by every new bid or commitment: the union round and adoption, tried at every
-        # tick, rescan the commitments only when something came in since their last try.
+        # Bumped by every new bid or commitment: agreement, the union round and adoption, tried
+        # at every tick, rescan the commitments only when something came in since their last try.
         self._version = 0
+        self._agree_tried = -1
         self._union_tried = -1
         self._adopt_tried = -1
         self._last_join: tuple[tuple[str, str], int] | None = None
@@ -376,7 +377,9 @@ class IntervalSession:
         if self._state is State.GATE_CLOSED and now_ms >= timing.clear_ms(k):
             actions += self._clear_and_commit()
         if self._state is State.COMMITTED:
-            actions += self._try_agree()
+            if self._agree_tried != self._version:
+                self._agree_tried = self._version
+                actions += self._try_agree()
             if (self._state is State.COMMITTED and not self._union_done
                     and now_ms >= timing.union_ms(k) and self._union_tried != self._version
                     and self._winner() is None):
@@ -431,6 +434,7 @@ class IntervalSession:
     ) -> Publish:
         self._result, self._fees, self._mine = result, fees, commitment
         self._commitments[self.node] = commitment
+        self._version += 1
         envelope = sign("commit", commitment, self._identity)
         topic = topics.commit(self.community, self.interval, self.node)
         return Publish(topic, envelope.to_bytes(), retain=True)  # why: module docstring
