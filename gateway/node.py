@@ -558,10 +558,13 @@ class GatewayNode:
     ) -> ConverterCommand | None:
         """Poll and command the converter for this control period (None without one).
 
-        Polled here, right before the command, rather than by a free-running poller: the energy
-        measured since the last command is then the current that command set, which is what the
-        loop integrates (``delivered``) and what settles the interval's delivery over the bus.
-        Every command, WAIT included, carries the revert time: the heartbeat.
+        Polled here, right before the command, rather than by a free-running poller: the power
+        read is then the current the last command set, which held from that command's write until
+        this one's, and that is the span it is integrated over (``delivered``, and what settles
+        the interval's delivery over the bus): up to the sample before the command, the rest once
+        the command is written. Counting from sample to sample instead charged the new current
+        for the time the write took, which on a busy host at 600x is most of a control period
+        (20 % off over a day). Every command, WAIT included, carries the revert time.
         """
         driver, poller, bus = self._dcdc_driver, self.dcdc, self.config.dc_bus
         if driver is None or poller is None or bus is None:
@@ -571,10 +574,7 @@ class GatewayNode:
         sampled_ms = self.clock.now_ms()
         if record.dc_start_wh is None:
             record.dc_start_wh = self._dc_wh
-        if reading is not None:
-            if self._dc_last_ms is not None:
-                self._dc_wh += reading.power_w * (sampled_ms - self._dc_last_ms) / 3_600_000
-            self._dc_last_ms = sampled_ms
+        self._integrate_dc(reading, sampled_ms)
         latched = self._dc_trip[1] if self._dc_trip and self._dc_trip[0] == k else ""
         target, delivered_wh, remaining_s, reason = self._dc_aim(k, sampled_ms, period_ms, meter)
         command = command_converter(
@@ -603,11 +603,20 @@ class GatewayNode:
             log.warning("%s: converter %s not written: %s", self.name, command.mode, exc)
             command = ConverterCommand(mode="wait", reason=f"command not written: {exc}",
                                        safe_reason=f"converter command not written: {exc}")
+        self._integrate_dc(reading, self.clock.now_ms())  # the old current ran until now
         previous = self.state.converter
         if previous is None or (previous.mode, previous.reason) != (command.mode, command.reason):
             log.info("%s: converter %s (%s)", self.name, command.mode.upper(), command.reason)
         self.state.converter = command
         return command
+
+    def _integrate_dc(self, reading: DcDcReading | None, now_ms: int) -> None:
+        """Add the bus-side energy of ``reading``'s power since the last integration."""
+        if reading is None:
+            return  # the next reading covers the gap
+        if self._dc_last_ms is not None:
+            self._dc_wh += reading.power_w * (now_ms - self._dc_last_ms) / 3_600_000
+        self._dc_last_ms = now_ms
 
     def _dc_aim(
         self, k: int, now_ms: int, period_ms: int, meter: MeterReading | None

@@ -143,6 +143,7 @@ async def test_traded_energy_flows_over_the_dc_bus_inside_its_window(tmp_path: P
         # over the bus is not billed a shortfall its AC meter never saw.
         moved_all = sum(truth.moved_wh[name].values())
         settled = sum(truth.settled_bus_wh[name].values())
+        print(f"{name}: settled over the bus {settled} Wh, moved {moved_all:.0f} Wh")
         assert abs(settled - moved_all) <= 0.05 * abs(moved_all) + 3500 * 60 / 3600, (
             name, settled, moved_all)
     assert traded_wh >= 1000, truth.cleared_wh
