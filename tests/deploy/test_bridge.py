@@ -8,6 +8,7 @@ need no change: they agree on one result and trade exactly as on one broker.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -24,11 +25,9 @@ from tests.market.community import COMMUNITY, Community
 pytestmark = pytest.mark.mosquitto
 
 
-async def wait_for_bridge(files: BrokerFiles, port_a: int, port_b: int) -> None:
-    """Publish from a node on site B until a node on site A hears it: the bridge is up.
-
-    The limit leaves room for one stalled bridge connection attempt, which the bridge's 10 s
-    keepalive ends, and a retry."""
+async def wait_for_bridge(files: BrokerFiles, port_a: int, port_b: int, *,
+                          timeout_s: float) -> None:
+    """Publish from a node on site B until a node on site A hears it: the bridge is up."""
     probe = topics.settle(COMMUNITY, 0, "dave")
 
     def connect(port: int, node: str) -> aiomqtt.Client:
@@ -43,15 +42,19 @@ async def wait_for_bridge(files: BrokerFiles, port_a: int, port_b: int) -> None:
                 await b.publish(probe, b"ping", qos=1)
                 await asyncio.sleep(0.1)
 
-        async with asyncio.timeout(90), asyncio.TaskGroup() as group:
+        async with asyncio.timeout(timeout_s), asyncio.TaskGroup() as group:
             pinger = group.create_task(ping())
             async for _ in a.messages:
                 pinger.cancel()
                 break
 
 
+Sites = tuple[Brokers, BrokerFiles, int, int, Callable[[], None]]
+
+
 @pytest.fixture
-def two_sites(mosquitto: Brokers, tmp_path: Path) -> tuple[Brokers, BrokerFiles, int, int]:
+def two_sites(mosquitto: Brokers, tmp_path: Path) -> Sites:
+    """Both sites running; the callable restarts site B (and with it the bridge)."""
     port_a, port_b = free_port(), free_port()
     files = write_site(tmp_path / "site", port_a, bridge_to=("127.0.0.1", port_a))
     site_b = tmp_path / "site-b.conf"
@@ -60,19 +63,33 @@ def two_sites(mosquitto: Brokers, tmp_path: Path) -> tuple[Brokers, BrokerFiles,
         data_dir=tmp_path, run_as=run_as(),
         bridge=Bridge(community=COMMUNITY, host="127.0.0.1", port=port_a, tls=files.bridge),
     ))
+    # Site B (the bridge's end) first: its first bridge attempt is refused and the retry meets a
+    # site A that is up. The other way round, Mosquitto 2.0.11 sometimes left a bridge that site
+    # A had accepted silent on site B, for good.
+    b = mosquitto.start(site_b, port_b, tmp_path / "site-b.log")
     mosquitto.start(files.config, port_a, tmp_path / "site-a.log")
-    mosquitto.start(site_b, port_b, tmp_path / "site-b.log")
-    return mosquitto, files, port_a, port_b
+
+    def restart_b() -> None:
+        b.terminate()
+        b.wait(timeout=10)
+        mosquitto.start(site_b, port_b, tmp_path / "site-b-restarted.log")
+
+    return mosquitto, files, port_a, port_b, restart_b
 
 
-async def test_gateways_on_two_bridged_brokers_agree_and_trade(
-    two_sites: tuple[Brokers, BrokerFiles, int, int],
-) -> None:
-    brokers, files, port_a, port_b = two_sites
+async def test_gateways_on_two_bridged_brokers_agree_and_trade(two_sites: Sites) -> None:
+    brokers, files, port_a, port_b, restart_b = two_sites
     try:
-        await wait_for_bridge(files, port_a, port_b)
+        await wait_for_bridge(files, port_a, port_b, timeout_s=45)
     except TimeoutError:
-        pytest.fail(f"the bridge never carried a message:\n{brokers.log_text()}")
+        # Mosquitto 2.0.11 once left a TLS bridge that site A had accepted silent on site B for
+        # the whole 90 s (loaded host, no retry logged): restart site B once, as an installer
+        # would, and let the rest of the test judge the bridged community.
+        restart_b()
+        try:
+            await wait_for_bridge(files, port_a, port_b, timeout_s=45)
+        except TimeoutError:
+            pytest.fail(f"the bridge never carried a message:\n{brokers.log_text()}")
     community = Community()
     placement = {"alice": port_a, "bob": port_b, "carol": port_a, "dave": port_b}
     async with AsyncExitStack() as stack:
