@@ -58,6 +58,12 @@ class BatteryEnvelope:
         w = min(max(requested_w, previous_w - step), previous_w + step)
         if w != requested_w:
             hits.append("ramp")
+        return int(self.limit(w, soc_pct=soc_pct, hits=hits)), tuple(hits)
+
+    def limit(self, w: float, *, soc_pct: float, hits: list[str]) -> float:
+        """``w`` (+ charge) inside the power limits and the SoC window, each limit that applied
+        appended to ``hits``: the battery's rule wherever its cells are driven from (inverter or
+        DC-DC converter)."""
         if w > self.max_charge_w:
             w = self.max_charge_w
             hits.append("max-charge")
@@ -70,7 +76,7 @@ class BatteryEnvelope:
         if w < 0 and soc_pct <= self.soc_min_pct:
             w = 0
             hits.append("soc-min")
-        return w, tuple(hits)
+        return w
 
     def beside(self, port_w: int) -> BatteryEnvelope:
         """What is left to the battery inverter while the DC-DC converter's port moves ``port_w``
@@ -141,18 +147,10 @@ class ConverterEnvelope:
             a = self.max_current_a if a > 0 else -self.max_current_a
             hits.append("max-current")
         volts = max(bus_v, 1.0)
-        if a * volts > battery.max_charge_w:
-            a = battery.max_charge_w / volts
-            hits.append("max-charge")
-        if -a * volts > battery.max_discharge_w:
-            a = -battery.max_discharge_w / volts
-            hits.append("max-discharge")
-        if a > 0 and soc_pct >= battery.soc_max_pct:
-            a = 0.0
-            hits.append("soc-max")
-        if a < 0 and soc_pct <= battery.soc_min_pct:
-            a = 0.0
-            hits.append("soc-min")
+        w = a * volts
+        limited = battery.limit(w, soc_pct=soc_pct, hits=hits)
+        if limited != w:
+            a = limited / volts
         return a, tuple(hits)
 
     def contains(self, *, amps: float) -> bool:

@@ -46,6 +46,7 @@ from gateway.devices import (
 )
 from gateway.devices.errors import DeviceError
 from gateway.devices.meter import verify_meter_reading
+from gateway.devices.poller import R, Readable
 from gateway.dispatch import Decision, IntervalTarget, decide
 from gateway.ems import BatteryState, Plan, Preferences, plan_interval
 from gateway.envelope import BatteryEnvelope, ConverterEnvelope
@@ -127,6 +128,12 @@ def tls_files(market: MarketConfig) -> TlsFiles | None:
     if market.tls_ca is None or market.tls_cert is None or market.tls_key is None:
         return None
     return TlsFiles(ca=market.tls_ca, cert=market.tls_cert, key=market.tls_key)
+
+
+def _polled(device: DeviceConfig, period_s: float, driver: Readable[R]) -> DevicePoller[R]:
+    """``driver`` polled every ``period_s`` real seconds, stale as ``device`` configures."""
+    return DevicePoller(name=device.name, driver=driver, period_s=period_s,
+                        stale_after=device.stale_after)
 
 
 def open_bus(device: DeviceConfig) -> ModbusBus:
@@ -251,37 +258,22 @@ class GatewayNode:
             found = await discover(bus, unit=device.unit)
             period = self.clock.real_seconds(device.poll_s * 1000)
             if device.kind == "meter":
-                self.meter = DevicePoller(
-                    name=device.name, driver=Meter(bus=bus, device=found, now_s=now_s),
-                    period_s=period, stale_after=device.stale_after,
-                )
+                self.meter = _polled(device, period, Meter(bus=bus, device=found, now_s=now_s))
                 if self.config.meter_key_file is not None:
                     self._meter_key = MeterKey(device_id=found.common.serial,
                                                key=load_meter_key(self.config.meter_key_file))
             elif device.kind == "battery":
                 self._battery_driver = Battery(bus=bus, device=found, now_s=now_s)
-                self.battery = DevicePoller(
-                    name=device.name, driver=self._battery_driver, period_s=period,
-                    stale_after=device.stale_after,
-                )
+                self.battery = _polled(device, period, self._battery_driver)
             elif device.kind == "pv":
-                self.pv = DevicePoller(
-                    name=device.name, driver=PvInverter(bus=bus, device=found, now_s=now_s),
-                    period_s=period, stale_after=device.stale_after,
-                )
+                self.pv = _polled(device, period, PvInverter(bus=bus, device=found, now_s=now_s))
             elif device.kind == "dcdc":
                 self._dcdc_driver = DcDcConverter(bus=bus, device=found, now_s=now_s)
-                self.dcdc = DevicePoller(
-                    name=device.name, driver=self._dcdc_driver, period_s=period,
-                    stale_after=device.stale_after,
-                )
+                self.dcdc = _polled(device, period, self._dcdc_driver)
             elif device.kind == "load":
                 load = self._load_drivers[device.name] = ControllableLoad(bus=bus, device=found,
                                                                          now_s=now_s)
-                self.loads[device.name] = DevicePoller(
-                    name=device.name, driver=load, period_s=period,
-                    stale_after=device.stale_after,
-                )
+                self.loads[device.name] = _polled(device, period, load)
         market = self.config.market
         self.agent = await self._stack.enter_async_context(MarketAgent(
             broker_url=market.broker, community=market.community, node=self.name,
