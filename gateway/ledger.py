@@ -63,6 +63,11 @@ class Ledger:
         row = self._db.execute("SELECT block FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
         return None if row is None else Block.model_validate_json(row[0])
 
+    def height(self) -> int:
+        """The last block's height; -1 for an empty ledger."""
+        row = self._db.execute("SELECT MAX(height) FROM blocks").fetchone()
+        return -1 if row[0] is None else int(row[0])
+
     def has_interval(self, interval: int) -> bool:
         row = self._db.execute("SELECT 1 FROM blocks WHERE interval = ?", (interval,)).fetchone()
         return row is not None

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Literal, Self
@@ -69,6 +69,9 @@ from protocols.settlement import ReputationRule, offer_cap_wh
 from protocols.signing import Rejected, sign, verify
 
 log = logging.getLogger(__name__)
+
+EVIDENCE_KEPT = 1000
+"""Evidence records kept in memory; older ones live on in the log."""
 
 _KINDS: dict[topics.Kind, Literal["bid", "commit", "settle"]] = {
     topics.Kind.BIDS: "bid", topics.Kind.COMMIT: "commit", topics.Kind.SETTLE: "settle",
@@ -144,6 +147,7 @@ class MarketAgent:
         self._online: set[str] = set()
         self._sessions: dict[int, IntervalSession] = {}
         self._outcomes: dict[int, asyncio.Future[Outcome]] = {}
+        self._retired = -1  # the latest interval retired: its outcome is no longer kept
         self._seq: Counter[int] = Counter()
         self._first = 0
         self._tasks: asyncio.TaskGroup | None = None
@@ -158,8 +162,9 @@ class MarketAgent:
         self._signed: dict[int, dict[Settlement, SignedEnvelope]] = {}
         #: Rejected peer messages by reason ("bad-signature", "unknown-key", "equivocation", ...).
         self.rejections: Counter[str] = Counter()
-        #: Misbehaviour with its signed proof, for the ledger and the operator.
-        self.evidence: list[Evidence] = []
+        #: Misbehaviour with its signed proof, for the ledger and the operator: the latest
+        #: ``EVIDENCE_KEPT`` (each is also logged), so a flooding peer cannot grow it unbounded.
+        self.evidence: deque[Evidence] = deque(maxlen=EVIDENCE_KEPT)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -314,6 +319,9 @@ class MarketAgent:
         """Wait for interval ``interval`` to be agreed or abstained."""
         if interval < self._first:
             raise MarketError(f"{self.node}: interval {interval} is before this agent started")
+        if interval <= self._retired:
+            raise MarketError(f"{self.node}: interval {interval} is over and forgotten; "
+                              "agreed() keeps its result while it settles")
         return await asyncio.shield(self._future(interval))
 
     def agreed(self, interval: int) -> Agreed | None:
@@ -368,6 +376,12 @@ class MarketAgent:
     async def _retire(self, interval: int) -> None:
         """Forget a finished interval and clear this node's retained bid for it on the broker."""
         session = self._sessions.pop(interval)
+        # The outcome's future goes too: it holds the interval's whole result, and one per
+        # interval kept for the agent's life was the soak's memory growth.
+        self._retired = max(self._retired, interval)
+        future = self._outcomes.pop(interval, None)
+        if future is not None and not future.done():
+            future.cancel()
         if self._seq[interval]:
             await self._link.publish(topics.bid(self.community, interval, self.node), b"",
                                      retain=True)
@@ -384,8 +398,6 @@ class MarketAgent:
         if own is not None:
             await self._link.publish(topics.settle(self.community, old, self.node), b"",
                                      retain=True)
-        if session.outcome is None and interval in self._outcomes:
-            self._outcomes[interval].cancel()
 
     async def _receive(self) -> None:
         async for message in self._link.messages():

@@ -260,7 +260,8 @@ class IntervalSession:
         self._known: dict[str, Bid] = {}  # every verified bid of k by digest, late ones too
         self._by_seq: dict[tuple[str, int], str] = {}
         self._per_node: defaultdict[str, int] = defaultdict(int)
-        self._current: dict[str, Bid] = {}  # the bid that counts, per node (set while OPEN)
+        # The bid that counts, per node (set while OPEN), with its digest.
+        self._current: dict[str, tuple[Bid, str]] = {}
         self._excluded: set[str] = set()
         self._commitments: dict[str, Commitment] = {}
         self._eligible: frozenset[str] = frozenset()
@@ -324,9 +325,9 @@ class IntervalSession:
         if bid.node in self._excluded:
             return [Rejected("excluded")]
         current = self._current.get(bid.node)
-        if current is not None and current.seq > bid.seq:
+        if current is not None and current[0].seq > bid.seq:
             return [Rejected("stale-seq")]
-        self._current[bid.node] = bid
+        self._current[bid.node] = bid, digest
         return []
 
     def saturated(self, node: str) -> bool:
@@ -405,9 +406,11 @@ class IntervalSession:
 
     # --- clearing and agreement ------------------------------------------------------------------
 
-    def _run(self, bids: Collection[Bid]) -> tuple[Result, tuple[TradeFee, ...], Commitment]:
-        with_digests = [(bid, message_digest(bid)) for bid in bids]
-        buses = {bid.node: self._buses[bid.node] for bid in bids}
+    def _run(self, with_digests: Collection[tuple[Bid, str]]
+             ) -> tuple[Result, tuple[TradeFee, ...], Commitment]:
+        """Clear verified bids, each with the digest it was received under (not recomputed:
+        canonical JSON and SHA-256 of 100,000 bids would dominate the step)."""
+        buses = {bid.node: self._buses[bid.node] for bid, _ in with_digests}
         orders = orders_from_bids(with_digests, buses=buses)
         result = clear(self._mechanism, orders, self._params)
         fees: tuple[TradeFee, ...] | None = None
@@ -440,7 +443,7 @@ class IntervalSession:
         return Publish(topic, envelope.to_bytes(), retain=True)  # why: module docstring
 
     def _clear_and_commit(self) -> list[Action]:
-        bids = [bid for node, bid in self._current.items() if node not in self._excluded]
+        bids = [pair for node, pair in self._current.items() if node not in self._excluded]
         result, fees, commitment = self._run(bids)
         self._fire(Event.CLEAR)
         publish = self._commit(result, fees, commitment)
@@ -501,12 +504,12 @@ class IntervalSession:
         if any(d not in self._known for d in listed):
             return self._fetch_once()  # tried again at the next tick, with what it brought
         self._union_done = True
-        latest: dict[str, Bid] = {}
+        latest: dict[str, tuple[Bid, str]] = {}
         for d in listed:
             bid = self._known[d]
             if bid.node not in self._excluded and (
-                    bid.node not in latest or bid.seq > latest[bid.node].seq):
-                latest[bid.node] = bid
+                    bid.node not in latest or bid.seq > latest[bid.node][0].seq):
+                latest[bid.node] = bid, d
         result, fees, commitment = self._run(list(latest.values()))
         mine = self._mine
         if mine is not None and (mine.bid_set_digest, mine.result_hash) == (
@@ -544,7 +547,7 @@ class IntervalSession:
             node for node, c in self._commitments.items()
             if node in self._voters() and (c.bid_set_digest, c.result_hash) == winner
         )
-        position = next((o for o in result.outcomes if o.node == self.node), None)
+        position = result.outcomes.of(self.node)
         return Agreed(self.interval, result, winner[1], winner[0], committed, position,
                       self._fees, late)
 
@@ -572,8 +575,8 @@ class IntervalSession:
         if attempt == self._last_join:
             return None  # same bids as last time: the answer cannot have changed
         self._last_join = attempt
-        bids = [self._known[d] for d in sample.bid_digests]
-        if len({bid.node for bid in bids}) != len(bids):
+        bids = [(self._known[d], d) for d in sample.bid_digests]
+        if len({bid.node for bid, _ in bids}) != len(bids):
             return None  # two bids of one node: not a set any honest gateway clears
         result, fees, commitment = self._run(bids)
         if (commitment.bid_set_digest, commitment.result_hash) != winner:

@@ -86,7 +86,7 @@ def expected_settlement(
     through the grid. ``money`` adds the network fees the node owes as a buyer (the agreed result
     charges them to the buyer of each trade), so one figure is what the home pays.
     """
-    position = next((o for o in agreed.result.outcomes if o.node == node), _no_position(node))
+    position = agreed.result.outcomes.of(node) or _no_position(node)
     figures = settle(position, delivered_wh=delivered_wh, tariffs=tariffs)
     fees = sum(fee.fee for fee in agreed.fees if fee.buyer == node)
     return Settlement(

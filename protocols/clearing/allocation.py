@@ -26,9 +26,11 @@ from protocols.clearing.types import (
     ClearingParams,
     NodeOutcome,
     Order,
+    Outcomes,
     Result,
     Tariffs,
     Trade,
+    Trades,
 )
 
 __all__ = [
@@ -259,8 +261,8 @@ def build_result(
     return Result(
         mechanism=mechanism,
         price=price if trades else None,
-        trades=tuple(trades),
-        outcomes=tuple(outcomes),
+        trades=Trades.from_rows(trades),
+        outcomes=Outcomes.from_rows(outcomes),
         grid_import_wh=grid_import,
         grid_export_wh=grid_export,
     )

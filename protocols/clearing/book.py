@@ -5,91 +5,112 @@ remainder with digest tie-breaks, the (bus, digest) north-west-corner pairing); 
 computes them with less work per order, so a mechanism's :class:`Result` is bit-identical to the
 straightforward version's and so is its :func:`result_hash`. What makes it fast in CPython:
 
-* **Columns, in node order.** Each side is a few plain lists (node, energy, effective limit,
-  digest) in node order, the order outcomes are reported in; per-order objects are built once,
-  at the end, with one ``tuple.__new__`` each.
+* **Columns, in node order.** Each side is a few columns in node order, the order outcomes are
+  reported in: quantities as numpy ``int64`` arrays, names and digests as lists. Orders are read
+  once (one ``zip``) and no per-order or per-trade object is built: a :class:`Result` holds
+  columns too.
 * **Price levels, not a ranking.** Matching, rationing and pool participation only depend on how
   much energy sits at each effective limit, so each side keeps its distinct levels and their
   cumulative energy. The crossing is a binary search over those (a few dozen ``bisect`` calls),
   and digest order is only ever needed among the orders at a marginal level or among those that
   trade (the pairing walk), never for the whole book.
-* **Integer sort keys.** Trades are ordered by (buyer, seller) through one sort on
-  ``buyer rank x trading sellers + seller rank`` (ranks in node order among the orders that
-  trade), not by comparing strings twice.
+* **The pairing walk as array arithmetic.** The north-west-corner walk cuts the line of traded
+  Wh wherever a buyer's or a seller's fill ends: its trades are the pieces between the union of
+  both sides' cumulative fills, found with ``union1d`` and ``searchsorted``.
 
-Everything is still integer arithmetic with digest tie-breaks; no global state is touched.
+Exactness. Everything is integer arithmetic: ``int64`` cannot overflow because :func:`load`
+refuses quantities beyond the protocol's bounds (``MAX_ENERGY_WH``, ``MAX_PRICE``, ``MAX_ORDERS``),
+which keep every product and sum below 2**62. String orders (nodes, digests, buses) are sorted by
+Python, never by numpy, whose fixed-width strings would drop trailing NULs.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from itertools import accumulate, compress, islice
-from operator import eq, itemgetter, not_
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from protocols.clearing.allocation import checked_sides
 from protocols.clearing.types import (
     ClearingError,
     ClearingParams,
-    NodeOutcome,
     Order,
+    Outcomes,
     Result,
     Tariffs,
     Trade,
+    Trades,
 )
+from protocols.messages import MAX_ENERGY_WH, MAX_PRICE
 
-__all__ = ["Book", "Side", "crossing", "fill", "load", "pair", "share"]
+__all__ = [
+    "BUS",
+    "CREATED",
+    "DIGEST",
+    "MAX_ORDERS",
+    "NODE",
+    "Book",
+    "Fills",
+    "Side",
+    "crossing",
+    "fill",
+    "load",
+    "pair",
+    "share",
+]
 
-_node = itemgetter(0)
+MAX_ORDERS = 1_000_000
+"""The largest book :func:`load` takes: with ``MAX_ENERGY_WH`` per order, every sum of energies
+and every energy x energy product of the pro-rata stays below 2**62."""
+
+Ints = npt.NDArray[np.int64]
+Fills = Ints
+"""Wh each order of a side trades, in the side's node order."""
+
 _INT = frozenset((int,))
-# ``tuple.__new__(NodeOutcome, values)`` skips the Python-level ``__new__`` a NamedTuple has.
-_new = tuple.__new__
+NODE, DIGEST, BUS, CREATED = 0, 4, 5, 6
+"""Positions of :class:`Order` fields, for :meth:`Side.column`."""
+_NO_TRADES = Trades(((),) * len(Trade._fields))
 
 
 class Side:
-    """One side of the book: columns in node order, and its price levels.
+    """One side of the book, in node order: quantities as arrays, and its price levels.
 
     ``key`` ranks orders, lowest first: ``-limit`` for buyers, ``limit`` for sellers (effective
     limits). ``levels`` are the distinct keys ascending (best first), ``cum[t]`` the energy at
-    levels ``0..t``. ``orders`` are the side's orders themselves, for the fields read rarely.
+    levels ``0..t``. ``at`` are the side's positions in the whole (node-ordered) book, ``src``
+    in the orders as given: names, digests and buses are read from there (:meth:`column`) only
+    for the orders that need them, because touching every order's strings in node order (far
+    from the order they sit in memory) cost more than the whole clearing.
     """
 
-    __slots__ = (
-        "cum",
-        "digest",
-        "energy",
-        "key",
-        "levels",
-        "nodes",
-        "orders",
-        "sign",
-    )
+    __slots__ = ("at", "cum", "energy", "key", "levels", "raw", "sign", "src")
 
-    def __init__(
-        self,
-        ordered: list[Order],
-        nodes: list[str],
-        energy: list[int],
-        digest: list[str],
-        *,
-        mask: list[bool],
-        limits: list[int],
-        sign: int,
-    ) -> None:
-        self.orders = list(compress(ordered, mask))
-        self.nodes = list(compress(nodes, mask))
-        self.energy = mine = list(compress(energy, mask))
-        self.digest = list(compress(digest, mask))
+    def __init__(self, raw: tuple[tuple[object, ...], ...], src: Ints, at: Ints, energy: Ints,
+                 key: Ints, *, sign: int) -> None:
+        self.raw = raw
+        self.src = src
+        self.at = at
+        self.energy = energy
+        self.key = key
         self.sign = sign
-        self.key = key = [-lim for lim in limits] if sign < 0 else limits
-        self.levels = levels = sorted(set(key))
-        per_level = dict.fromkeys(levels, 0)
-        for k, e in zip(key, mine, strict=True):
-            per_level[k] += e
-        self.cum = list(accumulate(map(per_level.__getitem__, levels)))
+        ranked = np.argsort(key, kind="stable")
+        sorted_keys = key[ranked]
+        last = _last_of_runs(sorted_keys)
+        self.levels: list[int] = sorted_keys[last].tolist()
+        self.cum: list[int] = np.cumsum(energy[ranked])[last].tolist()
 
     def __len__(self) -> int:
-        return len(self.nodes)
+        return len(self.src)
+
+    def column(self, field: int, positions: Sequence[int] | Ints | None = None) -> list[Any]:
+        """Field ``field`` of :class:`Order` for the side's orders at ``positions`` (all: None).
+        """
+        picked = self.src if positions is None else self.src[np.asarray(positions, np.int64)]
+        return list(map(self.raw[field].__getitem__, picked.tolist()))
 
     @property
     def total(self) -> int:
@@ -101,18 +122,10 @@ class Side:
 
     def members(self, key: int) -> list[int]:
         """Positions of the orders at ``key``, in digest order."""
-        keys = self.key
-        found = []
-        # list.index scans in C; a level is usually a small part of the side.
-        i = -1
-        try:
-            while True:
-                i = keys.index(key, i + 1)
-                found.append(i)
-        except ValueError:
-            pass
+        found: list[int] = np.flatnonzero(self.key == key).tolist()
         if len(found) > 1:
-            found.sort(key=self.digest.__getitem__)
+            digest = dict(zip(found, self.column(DIGEST, found), strict=True))
+            found.sort(key=digest.__getitem__)
         return found
 
     def energy_upto(self, key: float) -> int:
@@ -124,12 +137,13 @@ class Side:
 class Book:
     """Both sides of a validated book and how they interleave in node order."""
 
-    __slots__ = ("buyers", "is_buy", "sellers", "tariffs")
+    __slots__ = ("buyers", "nodes", "sellers", "tariffs")
 
-    def __init__(self, buyers: Side, sellers: Side, is_buy: list[bool], tariffs: Tariffs) -> None:
+    def __init__(self, buyers: Side, sellers: Side, nodes: tuple[str, ...],
+                 tariffs: Tariffs) -> None:
         self.buyers = buyers
         self.sellers = sellers
-        self.is_buy = is_buy
+        self.nodes = nodes
         self.tariffs = tariffs
 
     def result(
@@ -137,105 +151,99 @@ class Book:
         *,
         mechanism: str,
         price: int | None,
-        trades: list[Trade],
-        bought: list[int] | None = None,
-        sold: list[int] | None = None,
-        paid: list[int] | None = None,
-        received: list[int] | None = None,
+        trades: Trades = _NO_TRADES,
+        bought: Fills | None = None,
+        sold: Fills | None = None,
+        paid: Fills | None = None,
+        received: Fills | None = None,
     ) -> Result:
         """Assemble the :class:`Result` from per-order fills (node order within each side).
 
         Money is fill x ``price``, or ``paid`` / ``received`` per order when trades carry their
-        own prices (the continuous double auction). ``trades`` must be sorted by (buyer, seller).
-        No fills: nothing traded, every order goes to the grid.
+        own prices (the continuous double auction). No fills: nothing traded, every order goes to
+        the grid.
         """
         buyers, sellers = self.buyers, self.sellers
         retail, feed_in = self.tariffs.retail_price, self.tariffs.feed_in_price
+        count = len(self.nodes)
         if bought is None or sold is None:
-            bought, sold = [0] * len(buyers), [0] * len(sellers)
-        rest_b = [e - f for e, f in zip(buyers.energy, bought, strict=True)]
-        rest_s = [e - f for e, f in zip(sellers.energy, sold, strict=True)]
-        new, cls = _new, NodeOutcome
+            bought, sold = np.zeros(len(buyers), np.int64), np.zeros(len(sellers), np.int64)
         if paid is None or received is None:
-            p = price or 0
-            out_b = [
-                new(cls, (n, f, 0, r, 0, f * p, 0, r * retail, 0))
-                for n, f, r in zip(buyers.nodes, bought, rest_b, strict=True)
-            ]
-            out_s = [
-                new(cls, (n, 0, f, 0, r, 0, f * p, 0, r * feed_in))
-                for n, f, r in zip(sellers.nodes, sold, rest_s, strict=True)
-            ]
-        else:
-            out_b = [
-                new(cls, (n, f, 0, r, 0, m, 0, r * retail, 0))
-                for n, f, r, m in zip(buyers.nodes, bought, rest_b, paid, strict=True)
-            ]
-            out_s = [
-                new(cls, (n, 0, f, 0, r, 0, m, 0, r * feed_in))
-                for n, f, r, m in zip(sellers.nodes, sold, rest_s, received, strict=True)
-            ]
-        # Interleave the two node-ordered runs back into node order, in C: for each order take
-        # the next outcome of its side.
-        side_of = {True: iter(out_b), False: iter(out_s)}
-        outcomes = tuple(map(next, map(side_of.__getitem__, self.is_buy)))
+            paid, received = bought * (price or 0), sold * (price or 0)
+        rest_b, rest_s = buyers.energy - bought, sellers.energy - sold
+        columns = []
+        for b, s in ((bought, 0), (0, sold), (rest_b, 0), (0, rest_s), (paid, 0),
+                     (0, received), (rest_b * retail, 0), (0, rest_s * feed_in)):
+            column = np.zeros(count, np.int64)
+            column[buyers.at] = b
+            column[sellers.at] = s
+            columns.append(column.tolist())
         return Result(
             mechanism=mechanism,
             price=price if trades else None,
-            trades=tuple(trades),
-            outcomes=outcomes,
-            grid_import_wh=sum(rest_b),
-            grid_export_wh=sum(rest_s),
+            trades=trades,
+            outcomes=Outcomes((self.nodes, *columns)),
+            grid_import_wh=int(rest_b.sum()),
+            grid_export_wh=int(rest_s.sum()),
         )
+
+
+def _last_of_runs(ascending: Ints) -> Ints:
+    """Positions of the last element of each run of equal values in an ascending array."""
+    return np.flatnonzero(np.append(ascending[1:] != ascending[:-1], True)) if len(
+        ascending) else np.zeros(0, np.int64)
 
 
 def load(orders: Sequence[Order], params: ClearingParams) -> Book:
     """Validate ``orders`` exactly as :func:`checked_sides` does and split them into a book.
 
     The checks run on whole columns at C speed; when one fails, :func:`checked_sides` runs to
-    raise the same error, with the same message, the straightforward version would.
+    raise the same error, with the same message, the straightforward version would. Beyond its
+    checks, quantities must lie within the protocol's bounds (see the module docstring).
     """
     if not isinstance(params, ClearingParams) or not all(
         issubclass(kind, Order) for kind in set(map(type, orders))
     ):
         checked_sides(orders, params)
-    try:
-        ordered = sorted(orders, key=_node)
-    except TypeError:
-        checked_sides(orders, params)
-        raise
-    count = len(ordered)
-    # One list per field (cheaper than ``zip(*ordered)``, which also builds unused columns).
-    nodes = [o[0] for o in ordered]
-    sides = [o[1] for o in ordered]
-    energy = [o[2] for o in ordered]
-    limit = [o[3] for o in ordered]
-    digest = [o[4] for o in ordered]
+    count = len(orders)
+    if count > MAX_ORDERS:
+        raise ClearingError(f"{count} orders: at most {MAX_ORDERS} are cleared at once")
+    # Read the orders once, in the order they sit in memory (see Side).
+    raw = tuple(zip(*orders, strict=True)) or ((),) * len(Order._fields)
+    nodes, sides, energy, limit, digest = raw[:5]
     if not (
         sides.count("buy") + sides.count("sell") == count
         and set(map(type, energy)) <= _INT
         and set(map(type, limit)) <= _INT
         and (not count or (min(energy) > 0 and min(limit) >= 0))
-        # ``ordered`` is sorted by node, so a repeated node sits next to itself.
-        and not any(map(eq, nodes, islice(nodes, 1, None)))
+        and len(set(nodes)) == count
         and len(set(digest)) == count
     ):
         checked_sides(orders, params)
         raise ClearingError("inconsistent orders")  # pragma: no cover - checked_sides raised
-    is_buy = [side == "buy" for side in sides]
-    is_sell = list(map(not_, is_buy))
     tariffs = params.tariffs
     retail, feed_in = tariffs.retail_price, tariffs.feed_in_price
-    bid: list[int] = list(compress(limit, is_buy))
-    if bid and max(bid) > retail:
-        bid = [lim if lim < retail else retail for lim in bid]
-    ask: list[int] = list(compress(limit, is_sell))
-    if ask and min(ask) < feed_in:
-        ask = [lim if lim > feed_in else feed_in for lim in ask]
+    if count and (max(energy) > MAX_ENERGY_WH or max(limit) > MAX_PRICE):
+        raise ClearingError(
+            f"order quantities beyond the protocol's bounds: energy_wh <= {MAX_ENERGY_WH}, "
+            f"limit_price <= {MAX_PRICE}"
+        )
+    if retail > MAX_PRICE:
+        raise ClearingError(f"retail price {retail} beyond the protocol's bound {MAX_PRICE}")
+    try:
+        by_node = sorted(range(count), key=nodes.__getitem__)
+    except TypeError:
+        checked_sides(orders, params)
+        raise
+    order = np.array(by_node, dtype=np.int64)
+    wh = np.array(energy, dtype=np.int64)[order]
+    lim = np.array(limit, dtype=np.int64)[order]
+    is_buy = np.array(list(map("buy".__eq__, sides)), dtype=bool)[order]
+    at_b, at_s = np.flatnonzero(is_buy), np.flatnonzero(~is_buy)
     return Book(
-        Side(ordered, nodes, energy, digest, mask=is_buy, limits=bid, sign=-1),
-        Side(ordered, nodes, energy, digest, mask=is_sell, limits=ask, sign=1),
-        is_buy,
+        Side(raw, order[at_b], at_b, wh[at_b], -np.minimum(lim[at_b], retail), sign=-1),
+        Side(raw, order[at_s], at_s, wh[at_s], np.maximum(lim[at_s], feed_in), sign=1),
+        tuple(map(nodes.__getitem__, by_node)),  # type: ignore[arg-type]
         tariffs,
     )
 
@@ -258,37 +266,35 @@ def crossing(buyers: Side, sellers: Side) -> int:
     return lo
 
 
-def share(side: Side, members: list[int], total: int) -> list[int]:
+def share(side: Side, members: Sequence[int] | Ints, total: int) -> Ints:
     """Split ``total`` over ``members`` pro rata to energy, largest remainder; equal remainders go
     to the smaller digest. Same shares as :func:`protocols.clearing.allocation.pro_rata` over the
     members in digest order, for any order of ``members``."""
-    energy = side.energy
-    weights = [energy[i] for i in members]
-    whole = sum(weights)
+    weights = side.energy[np.asarray(members, dtype=np.int64)]
+    whole = int(weights.sum())
     if not 0 <= total <= whole:
         raise ClearingError(f"cannot share {total} over weights summing to {whole}")
     if total == whole:
         return weights
-    products = [w * total for w in weights]
-    shares = [p // whole for p in products]
-    left = total - sum(shares)
+    products = weights * total
+    shares = products // whole
+    left = total - int(shares.sum())
     if left:
-        remainders = [p % whole for p in products]
-        ascending = sorted(remainders)
-        cut = ascending[-left]  # the left-th largest remainder
-        above = len(ascending) - bisect_right(ascending, cut)
-        shares = [s + 1 if r > cut else s for s, r in zip(shares, remainders, strict=True)]
-        tied = [k for k, r in enumerate(remainders) if r == cut]
-        need = left - above
+        remainders = products % whole
+        cut = np.partition(remainders, len(remainders) - left)[len(remainders) - left]
+        above = remainders > cut
+        shares += above
+        tied: list[int] = np.flatnonzero(remainders == cut).tolist()
+        need = left - int(above.sum())
         if need < len(tied):
-            digest = side.digest
-            tied.sort(key=lambda k: digest[members[k]])
-        for k in tied[:need]:
-            shares[k] += 1
+            digest = dict(zip(tied, side.column(DIGEST, [members[k] for k in tied]),
+                              strict=True))
+            tied.sort(key=digest.__getitem__)
+        shares[tied[:need]] += 1
     return shares
 
 
-def fill(side: Side, quantity: int, *, marginal: tuple[int, list[int]] | None = None) -> list[int]:
+def fill(side: Side, quantity: int, *, marginal: tuple[int, list[int]] | None = None) -> Fills:
     """Wh each order of ``side`` trades (node order) when ``quantity`` is rationed by priority:
     better levels whole, the marginal level pro rata (see ``ration_by_priority``).
 
@@ -301,62 +307,55 @@ def fill(side: Side, quantity: int, *, marginal: tuple[int, list[int]] | None = 
         t, members = marginal
     else:
         members = side.members(side.levels[t])
-    level = side.levels[t]
-    out = [e if k < level else 0 for k, e in zip(side.key, side.energy, strict=True)]
-    shares = share(side, members, quantity - (cum[t - 1] if t else 0))
-    for i, wh in zip(members, shares, strict=True):
-        out[i] = wh
+    out = np.where(side.key < side.levels[t], side.energy, 0)
+    out[members] = share(side, members, quantity - (cum[t - 1] if t else 0))
     return out
 
 
-def _walk(side: Side, fills: list[int]) -> tuple[list[int], list[str], list[int]]:
+def _walk(side: Side, fills: Fills) -> tuple[Ints, Ints]:
     """The orders that trade, in the pairing walk's (bus, digest) order.
 
-    Returns their ranks among the trading orders (node order) in walk order, and their nodes and
-    fills in walk order. Working on the trading orders alone keeps the lists short and the ranks
-    small.
+    Returns, in walk order, each one's rank among the trading orders (node order) and its fill.
     """
-    trading = list(map(bool, fills))  # compress() is faster on bools than on ints
-    digest = list(compress(side.digest, trading))
+    trading = np.flatnonzero(fills)
+    digest = side.column(DIGEST, trading)
     walk = sorted(range(len(digest)), key=digest.__getitem__)
-    buses = [o[5] for o in compress(side.orders, trading)]
-    if buses and buses.count(buses[0]) != len(buses):
+    if len(set(side.raw[BUS])) > 1:  # one shared object when nobody has a bus: C speed
+        buses = side.column(BUS, trading)
         walk.sort(key=buses.__getitem__)
-    nodes = list(compress(side.nodes, trading))
-    wh = list(compress(fills, trading))
-    return walk, list(map(nodes.__getitem__, walk)), list(map(wh.__getitem__, walk))
+    ranks = np.array(walk, dtype=np.int64)
+    return ranks, fills[trading[ranks]]
 
 
-def pair(book: Book, bought: list[int], sold: list[int], price: int) -> list[Trade]:
+def pair(book: Book, bought: Fills, sold: Fills, price: int) -> Trades:
     """Trades at one ``price`` from the fills, sorted by (buyer, seller).
 
     The north-west-corner walk of :func:`protocols.clearing.allocation.pair`: buyers and sellers
-    that trade, each in (bus, digest) order, matched greedily. Trades come out in walk order and
-    are put in (buyer, seller) order by one sort on an integer key (rank of the buyer among
-    trading buyers x trading sellers + rank of the seller); ranks follow node order.
+    that trade, each in (bus, digest) order, matched greedily. Each trade is one piece of the line
+    of traded Wh between two consecutive ends of a buyer's or a seller's fill; it is put in
+    (buyer, seller) order by one sort on ``rank of the buyer x trading sellers + rank of the
+    seller`` (ranks follow node order).
     """
-    walk_b, nodes_b, wh_b = _walk(book.buyers, bought)
-    walk_s, nodes_s, wh_s = _walk(book.sellers, sold)
-    if sum(wh_b) != sum(wh_s):
+    rank_b, wh_b = _walk(book.buyers, bought)
+    rank_s, wh_s = _walk(book.sellers, sold)
+    ends_b, ends_s = np.cumsum(wh_b), np.cumsum(wh_s)
+    if (ends_b[-1] if len(ends_b) else 0) != (ends_s[-1] if len(ends_s) else 0):
         raise ClearingError("buy and sell fills do not balance")
-    stride = len(walk_s)
-    keys: list[int] = []
-    trades: list[Trade] = []
-    add_key, add_trade = keys.append, trades.append
-    new, cls = _new, Trade
-    if stride:
-        j = 0
-        last = stride - 1
-        seller, seller_node, seller_left = walk_s[0], nodes_s[0], wh_s[0]
-        for need, buyer_node, buyer in zip(wh_b, nodes_b, walk_b, strict=True):
-            base = buyer * stride
-            while need:
-                q = need if need < seller_left else seller_left
-                add_key(base + seller)
-                add_trade(new(cls, (buyer_node, seller_node, q, price, q * price)))
-                need -= q
-                seller_left -= q
-                if not seller_left and j < last:
-                    j += 1
-                    seller, seller_node, seller_left = walk_s[j], nodes_s[j], wh_s[j]
-    return list(map(trades.__getitem__, sorted(range(len(keys)), key=keys.__getitem__)))
+    if not len(ends_b):
+        return _NO_TRADES
+    cuts = np.sort(np.concatenate((ends_b, ends_s)))
+    cuts = cuts[_last_of_runs(cuts)]
+    energy = np.diff(cuts, prepend=0)
+    buyer = rank_b[np.searchsorted(ends_b, cuts)]
+    seller = rank_s[np.searchsorted(ends_s, cuts)]
+    order = np.argsort(buyer * len(rank_s) + seller, kind="stable")
+    energy = energy[order]
+    count = len(energy)
+    return Trades((
+        book.buyers.column(NODE, np.flatnonzero(bought)[buyer[order]]),
+        book.sellers.column(NODE, np.flatnonzero(sold)[seller[order]]),
+        energy.tolist(),
+        [price] * count,
+        (energy * price).tolist(),
+    ))
+

@@ -18,8 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from heapq import heappop, heappush
 
-from protocols.clearing.book import load
-from protocols.clearing.types import ClearingParams, Order, Result, Trade
+import numpy as np
+
+from protocols.clearing.book import CREATED, DIGEST, NODE, load
+from protocols.clearing.types import ClearingParams, Order, Result, Trade, Trades
 
 __all__ = ["clear_cda"]
 
@@ -34,13 +36,13 @@ def clear_cda(orders: Sequence[Order], params: ClearingParams) -> Result:
     buyers, sellers = book.buyers, book.sellers
     n_buy = len(buyers)
     n_sell = len(sellers)
-    nodes = buyers.nodes + sellers.nodes
-    digest = buyers.digest + sellers.digest
-    created = [o[6] for o in buyers.orders] + [o[6] for o in sellers.orders]
+    nodes = buyers.column(NODE) + sellers.column(NODE)
+    digest = buyers.column(DIGEST) + sellers.column(DIGEST)
+    created = buyers.column(CREATED) + sellers.column(CREATED)
     arrivals = sorted(range(len(nodes)), key=digest.__getitem__)
     arrivals.sort(key=created.__getitem__)
-    limit = [-k for k in buyers.key] + sellers.key  # effective limits
-    left = buyers.energy + sellers.energy
+    limit = (-buyers.key).tolist() + sellers.key.tolist()  # effective limits
+    left = buyers.energy.tolist() + sellers.energy.tolist()
     traded = [0] * len(nodes)
     money = [0] * len(nodes)
     bids: list[tuple[int, int]] = []  # (-limit, arrival number): best bid, then earliest, on top
@@ -93,9 +95,11 @@ def clear_cda(orders: Sequence[Order], params: ClearingParams) -> Result:
     return book.result(
         mechanism="cda",
         price=None,
-        trades=list(map(trades.__getitem__, sorted(range(len(keys)), key=keys.__getitem__))),
-        bought=traded[:n_buy],
-        sold=traded[n_buy:],
-        paid=money[:n_buy],
-        received=money[n_buy:],
+        trades=Trades.from_rows(
+            map(trades.__getitem__, sorted(range(len(keys)), key=keys.__getitem__))
+        ),
+        bought=np.array(traded[:n_buy], dtype=np.int64),
+        sold=np.array(traded[n_buy:], dtype=np.int64),
+        paid=np.array(money[:n_buy], dtype=np.int64),
+        received=np.array(money[n_buy:], dtype=np.int64),
     )

@@ -17,7 +17,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from protocols.clearing.book import Side, load, pair, share
+import numpy as np
+
+from protocols.clearing.book import Fills, Side, load, pair, share
 from protocols.clearing.types import ClearingParams, Order, Result, Tariffs
 
 __all__ = ["PriceRule", "clear_pool"]
@@ -26,14 +28,12 @@ PriceRule = Callable[[int, int, Tariffs], int]
 """``(demand_wh, supply_wh, tariffs) -> price``, called only with demand > 0 and supply > 0."""
 
 
-def _fills(side: Side, cutoff: float, quantity: int) -> list[int]:
+def _fills(side: Side, cutoff: float, quantity: int) -> Fills:
     """Each order's share of ``quantity`` (node order): participants are the orders whose key is
     <= ``cutoff``, shared pro rata to energy (largest remainder, digest tie-break)."""
-    key = side.key
-    members = [i for i, k in enumerate(key) if k <= cutoff]
-    out = [0] * len(key)
-    for i, wh in zip(members, share(side, members, quantity), strict=True):
-        out[i] = wh
+    members = np.flatnonzero(side.key <= cutoff)
+    out = np.zeros(len(side), np.int64)
+    out[members] = share(side, members, quantity)
     return out
 
 
@@ -55,7 +55,7 @@ def clear_pool(
     demand, supply = buyers.total, sellers.total
     while True:
         if not demand or not supply:
-            return book.result(mechanism=mechanism, price=None, trades=[])
+            return book.result(mechanism=mechanism, price=None)
         price = price_rule(demand, supply, tariffs)
         next_buy, next_sell = min(buy_cut, -price), min(sell_cut, price)
         next_demand, next_supply = buyers.energy_upto(next_buy), sellers.energy_upto(next_sell)

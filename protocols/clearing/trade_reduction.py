@@ -21,7 +21,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from itertools import accumulate
 
-from protocols.clearing.book import Book, Side, crossing, fill, load, pair
+from protocols.clearing.book import Book, Fills, Side, crossing, fill, load, pair
 from protocols.clearing.types import ClearingParams, Order, Result
 from protocols.clearing.uniform import k_price
 
@@ -37,8 +37,8 @@ def _marginal(side: Side, quantity: int) -> tuple[int, list[int], int, int | Non
     t = bisect_left(side.cum, quantity)
     before = side.cum[t - 1] if t else 0
     members = side.members(side.levels[t])
-    energy = side.energy
-    at = bisect_left(list(accumulate(energy[i] for i in members)), quantity - before)
+    energy = side.energy[members].tolist()
+    at = bisect_left(list(accumulate(energy)), quantity - before)
     kept = members[:at]
     if at + 1 < len(members):
         following: int | None = side.limit(t)
@@ -46,7 +46,7 @@ def _marginal(side: Side, quantity: int) -> tuple[int, list[int], int, int | Non
         following = side.limit(t + 1)
     else:
         following = None
-    return t, kept, before + sum(energy[i] for i in kept), following
+    return t, kept, before + sum(energy[:at]), following
 
 
 def clear_trade_reduction(orders: Sequence[Order], params: ClearingParams) -> Result:
@@ -59,7 +59,7 @@ def clear_trade_reduction(orders: Sequence[Order], params: ClearingParams) -> Re
     buyers, sellers = book.buyers, book.sellers
     quantity = crossing(buyers, sellers)
     if not quantity:
-        return book.result(mechanism=_NAME, price=None, trades=[])
+        return book.result(mechanism=_NAME, price=None)
     t_b, kept_b, kept_b_wh, next_bid = _marginal(buyers, quantity)
     t_s, kept_s, kept_s_wh, next_ask = _marginal(sellers, quantity)
     bid, ask = buyers.limit(t_b), sellers.limit(t_s)
@@ -69,7 +69,7 @@ def clear_trade_reduction(orders: Sequence[Order], params: ClearingParams) -> Re
             return _result(book, candidate, fill(buyers, quantity), fill(sellers, quantity))
     reduced = min(kept_b_wh, kept_s_wh)
     if not reduced:
-        return book.result(mechanism=_NAME, price=None, trades=[])
+        return book.result(mechanism=_NAME, price=None)
     return _result(
         book,
         k_price(bid=bid, ask=ask, params=params),
@@ -78,7 +78,7 @@ def clear_trade_reduction(orders: Sequence[Order], params: ClearingParams) -> Re
     )
 
 
-def _result(book: Book, price: int, bought: list[int], sold: list[int]) -> Result:
+def _result(book: Book, price: int, bought: Fills, sold: Fills) -> Result:
     return book.result(
         mechanism=_NAME,
         price=price,

@@ -78,7 +78,7 @@ def clear_uniform(orders: Sequence[Order], params: ClearingParams) -> Result:
     buyers, sellers = book.buyers, book.sellers
     quantity = crossing(buyers, sellers)
     if not quantity:
-        return book.result(mechanism="uniform", price=None, trades=[])
+        return book.result(mechanism="uniform", price=None)
     price = k_price(
         bid=buyers.limit(bisect_left(buyers.cum, quantity)),
         ask=sellers.limit(bisect_left(sellers.cum, quantity)),

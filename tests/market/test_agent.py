@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 from contextlib import AsyncExitStack
 
+import pytest
+
+from gateway.market.agent import MarketError
 from gateway.market.session import Agreed, State
 from tests.market.community import Community
 
@@ -35,3 +38,28 @@ async def test_three_agents_agree_and_trade(any_broker: str) -> None:
         async with asyncio.timeout(5):
             while alice.session_state(k) is not State.DISPATCHING:
                 await asyncio.sleep(0.02)
+
+
+async def test_a_finished_interval_is_forgotten_but_its_agreed_result_kept_to_settle(
+    any_broker: str,
+) -> None:
+    """The agent keeps nothing per interval for its whole life (the 24 h soak's memory grew by
+    one result per interval per agent): once retired, an interval's outcome is gone, and asking
+    for it is an error rather than a wait forever. Its agreed result stays while it settles."""
+    community = Community()
+    async with AsyncExitStack() as stack:
+        alice, bob, carol = await community.agents(stack, any_broker, "alice", "bob", "carol")
+        await asyncio.sleep(0.2)
+        k = community.next_interval()
+        await alice.submit_bid(k, "sell", 1_000, 100)
+        await bob.submit_bid(k, "buy", 1_000, 250)
+        async with asyncio.timeout(10):
+            agreed = await alice.outcome(k)
+        assert isinstance(agreed, Agreed)
+        async with asyncio.timeout(10):
+            while alice.session_state(k) is not None:  # retired one interval after its end
+                await asyncio.sleep(0.05)
+        with pytest.raises(MarketError, match="forgotten"):
+            await alice.outcome(k)
+        kept = alice.agreed(k)
+        assert kept is not None and kept.result_hash == agreed.result_hash

@@ -246,16 +246,17 @@ def test_fast_core_gives_the_reference_result(mechanism: str, seed: int, count: 
     assert clear(mechanism, orders, params) == REFERENCES[mechanism](orders, params)
 
 
-# result_hash of each mechanism on golden_book(), computed before the columnar rewrite: the
-# rewrite changed no result and no hash. A change here is a protocol change (gateways on the old
-# and new code would no longer agree) and must be deliberate.
+# result_hash of each mechanism on golden_book(). The numpy rewrite of the core (2026-11-22)
+# changed no result and no hash; the hash then changed once, deliberately, when it began encoding
+# trades and outcomes as columns. A change here is a protocol change (gateways on the old and new
+# code would no longer agree) and must be deliberate.
 GOLDEN = {
-    "uniform": "0484e18d701af1db2bfc0df6e281ac1da1e938704ed989878dfcce9bec544ea7",
-    "trade-reduction": "a261550444e8d5dceb87f94b48dcc3326f7d329bea4a8a89c4e4e813196b778f",
-    "mmr": "01acc428b837e7f94e6b1622730d16faf69874b639bc5e4243779658351f1a8e",
-    "sdr": "ca1fe85fcc9374a6d0c7d6cd73964390986eac3ff326b5bb36d16032c605c28f",
-    "bill-sharing": "b2430254663835f337e097416276b82a5b731371613ce18368ee644af4bee09f",
-    "cda": "7cfa32ac4c72b4dae7ec181a913f7b8040a14e8fa0a550cc3c2dd9c9516bb14a",
+    "uniform": "11bc3fb1a3618f97fe714761ff63f75a7a539cafb15b7f8dffecade5f8c8a89a",
+    "trade-reduction": "c8e3a0994820da9bf1c165f61884e6b06d0afb87bf6d063e20ea8505b326c303",
+    "mmr": "86b021670453a23d91c6da070d4dd5d01d021d2d383065a52b8235acaab3b4d4",
+    "sdr": "0d4386409c7a12163faa9071acb8330e64a118196be2d1795ecd02cf9c02a4f0",
+    "bill-sharing": "eb8afd7e5c9b36d4005a7104e73df26094f4a0bf2bc36ea3dd01ddead4084ae7",
+    "cda": "b4d65e96c3d0fb171e5f7003e99733e1e713bc056a3ba99e7139b241a9fbba7e",
 }
 
 
