@@ -331,8 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, help="seed of the simulated world "
                                                "(default: the scenario's)")
     demo.add_argument("--speed", type=positive_float,
-                      help="simulated seconds per real second (default: 720, a day in about "
-                           "two minutes)")
+                      help="simulated seconds per real second (default: 1440, a day in about "
+                           "a minute; 720 on a slow or busy host)")
     demo.set_defaults(func=_cmd_demo, configures_logging=True)
 
     run = sub.add_parser("run", help="run the gateway service")

@@ -40,11 +40,11 @@ from sim_devices.scenario import Scenario
 from sim_devices.world import World
 
 DEFAULT_SCENARIO = "sunny-street"
-DEFAULT_SPEED = 720.0
-"""Simulated seconds per real second: a day in two minutes. At 1440x (a day a minute) each world's
-gateways need about 0.7 of a core; with the baseline alongside, a busy 2-core host falls behind,
-the market's publishes queue past its deadlines and from then on every interval abstains, even
-with a 180 s gate (docs/benchmarks.md, "gridpeer demo")."""
+DEFAULT_SPEED = 1440.0
+"""Simulated seconds per real second: a day in about a minute. The market and its baseline then
+take about 1.3 cores of a 2-core x86 host (96 of 96 intervals agreed idle, 94 with another
+process holding one core); a slower or busier host should pass ``--speed 720``
+(docs/benchmarks.md, "gridpeer demo")."""
 PHYSICS_STEP_MS = 30_000
 """The world's physics step at demo speed: fine next to a 15-minute interval and a 2-minute
 control period, and cheap enough for the world to keep up with its clock."""
