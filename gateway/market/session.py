@@ -279,6 +279,7 @@ class IntervalSession:
         self._adopt_tried = -1
         self._last_join: tuple[tuple[str, str], int] | None = None
         self._dissent_counted: set[str] = set()
+        self._verdicts: dict[tuple[str, str], str] = {}  # (bid set, result) -> dissent reason
         self.outcome: Outcome | None = None
 
     @property
@@ -590,7 +591,7 @@ class IntervalSession:
         return [Fetch(topics.bids_of(self.community, self.interval))]
 
     def _dissent(self) -> list[Action]:
-        """Count once per node a commitment that contradicts the agreed result."""
+        """Count once per node a commitment that contradicts the agreed result, by its kind."""
         agreed = self.outcome
         assert isinstance(agreed, Agreed)
         actions: list[Action] = []
@@ -599,5 +600,26 @@ class IntervalSession:
                 continue
             if (c.bid_set_digest, c.result_hash) != (agreed.bid_set_digest, agreed.result_hash):
                 self._dissent_counted.add(node)
-                actions.append(Rejected("wrong-commitment"))
+                actions.append(Rejected(self._verdict(c)))
         return actions
+
+    def _verdict(self, commitment: Commitment) -> str:
+        """``wrong-commitment`` when the commitment is provably false: this node holds every bid
+        it lists and they clear to another result (or they are no set an honest gateway clears).
+        Otherwise ``minority-commitment``: an honest gateway that heard other bids commits just
+        like that, and first commitments of members that later joined were once counted as
+        wrong (134,333 in one soak), drowning the real liars. One clearing per distinct claim.
+        """
+        claim = (commitment.bid_set_digest, commitment.result_hash)
+        verdict = self._verdicts.get(claim)
+        if verdict is None:
+            listed = commitment.bid_digests
+            if any(d not in self._known for d in listed):
+                verdict = "minority-commitment"
+            else:
+                bids = [(self._known[d], d) for d in listed]
+                honest = len({bid.node for bid, _ in bids}) == len(bids) and (
+                    self._run(bids)[2].result_hash == commitment.result_hash)
+                verdict = "minority-commitment" if honest else "wrong-commitment"
+            self._verdicts[claim] = verdict
+        return verdict
