@@ -26,7 +26,8 @@ from gateway.market import topics
 from gateway.pki import CommunityCa, TlsFiles
 
 DEFAULT_PORT = 8883
-_PER_NODE_KINDS = ("roster/%u", "presence/%u", "bids/+/%u", "commit/+/%u", "settle/+/%u")
+_PER_NODE_KINDS = ("roster/%u", "presence/%u", "bids/+/%u", "commit/+/%u", "bidset/+/%u",
+                   "settle/+/%u")
 
 
 def bridge_identity(community: str) -> str:

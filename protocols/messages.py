@@ -21,11 +21,12 @@ from protocols.canonical import CanonicalError, canonical_bytes, digest
 
 __all__ = [
     "Bid",
+    "BidSet",
     "Commitment",
     "DEFAULT_MAX_ENVELOPE_BYTES",
     "KIND_MODELS",
     "Kind",
-    "MAX_BIDS_PER_COMMITMENT",
+    "MAX_BIDS_PER_SET",
     "MAX_ENERGY_WH",
     "MAX_PRICE",
     "MembershipCertificate",
@@ -46,9 +47,9 @@ MAX_ENERGY_WH = 1_000_000
 MAX_PRICE = 1_000_000
 #: Largest signed quantity of money or counter value a message may carry (JSON-safe integer).
 _MAX_JSON_INT = 2**53 - 1
-#: Most wire messages are under 1 KiB; the largest is a commitment listing up to
-#: ``MAX_BIDS_PER_COMMITMENT`` digests (67 bytes each). Anything bigger is refused before parsing.
-MAX_BIDS_PER_COMMITMENT = 2048
+#: Most wire messages are under 1 KiB; the largest is a bid set listing up to
+#: ``MAX_BIDS_PER_SET`` digests (67 bytes each). Anything bigger is refused before parsing.
+MAX_BIDS_PER_SET = 2048
 DEFAULT_MAX_ENVELOPE_BYTES = 160 * 1024
 
 NodeId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
@@ -65,7 +66,7 @@ SignedInt = Annotated[int, Field(ge=-_MAX_JSON_INT, le=_MAX_JSON_INT)]
 EnergyWh = Annotated[int, Field(ge=0, le=MAX_ENERGY_WH)]
 SignedEnergyWh = Annotated[int, Field(ge=-MAX_ENERGY_WH, le=MAX_ENERGY_WH)]
 
-Kind = Literal["bid", "commit", "settle", "cert", "revoke"]
+Kind = Literal["bid", "commit", "bidset", "settle", "cert", "revoke"]
 
 
 class MessageError(ValueError):
@@ -126,21 +127,35 @@ def bid_set_digest(bid_digests: tuple[str, ...]) -> str:
 
 
 class Commitment(_Frozen):
-    """A gateway's statement "these are the bids I cleared, and this is the result I got".
+    """A gateway's statement "I cleared the bid set with this digest, and got this result".
 
-    ``bid_digests`` is sorted and duplicate-free so that two gateways with the same set send equal
-    bodies; ``bid_set_digest`` must equal :func:`bid_set_digest` of it (checked here, so a peer
-    cannot commit to a set digest that does not match its own list). ``result_hash`` is
-    :func:`protocols.clearing.result_hash` of the clearing result.
+    ``bid_set_digest`` is :func:`bid_set_digest` of the digests of the bids cleared;
+    ``result_hash`` is :func:`protocols.clearing.result_hash` of the result (with the network
+    fees, see :func:`gateway.market.session.agreed_hash`). The list itself travels once, as the
+    committer's :class:`BidSet`, and is fetched only by a peer that needs it (to join a
+    majority, clear a union or judge a dissent): a commitment carrying the list was 67 KB at
+    1,000 members, and every member parsed every one.
     """
 
     community: CommunityId
     interval: Interval
     node: NodeId
-    bid_digests: Annotated[tuple[Sha256Hex, ...], Field(max_length=MAX_BIDS_PER_COMMITMENT)]
     bid_set_digest: Sha256Hex
     result_hash: Sha256Hex
     mechanism: Slug
+
+
+class BidSet(_Frozen):
+    """The digests of the bids a gateway cleared for one interval, the set its commitment names.
+
+    Sorted and duplicate-free so that two gateways with the same set send equal bodies; a peer
+    matches it to a commitment by :meth:`set_digest`.
+    """
+
+    community: CommunityId
+    interval: Interval
+    node: NodeId
+    bid_digests: Annotated[tuple[Sha256Hex, ...], Field(max_length=MAX_BIDS_PER_SET)]
 
     @field_validator("bid_digests")
     @classmethod
@@ -149,11 +164,8 @@ class Commitment(_Frozen):
             raise ValueError("bid digests must be sorted and unique")
         return value
 
-    @model_validator(mode="after")
-    def _set_digest_matches(self) -> Commitment:
-        if self.bid_set_digest != bid_set_digest(self.bid_digests):
-            raise ValueError("bid_set_digest does not match bid_digests")
-        return self
+    def set_digest(self) -> str:
+        return bid_set_digest(self.bid_digests)
 
 
 class Settlement(_Frozen):
@@ -229,7 +241,7 @@ class Revocation(_Frozen):
     revoked_at_ms: TimeMs
 
 
-Message = Bid | Commitment | Settlement | MembershipCertificate | Revocation
+Message = Bid | Commitment | BidSet | Settlement | MembershipCertificate | Revocation
 
 
 
@@ -245,6 +257,7 @@ def message_digest(body: Message) -> str:
 KIND_MODELS: dict[str, type[Message]] = {
     "bid": Bid,
     "commit": Commitment,
+    "bidset": BidSet,
     "settle": Settlement,
     "cert": MembershipCertificate,
     "revoke": Revocation,

@@ -59,6 +59,7 @@ from protocols.messages import (
     DEFAULT_MAX_ENVELOPE_BYTES,
     MAX_ENERGY_WH,
     Bid,
+    BidSet,
     Commitment,
     MessageError,
     Settlement,
@@ -73,8 +74,9 @@ log = logging.getLogger(__name__)
 EVIDENCE_KEPT = 1000
 """Evidence records kept in memory; older ones live on in the log."""
 
-_KINDS: dict[topics.Kind, Literal["bid", "commit", "settle"]] = {
-    topics.Kind.BIDS: "bid", topics.Kind.COMMIT: "commit", topics.Kind.SETTLE: "settle",
+_KINDS: dict[topics.Kind, Literal["bid", "commit", "bidset", "settle"]] = {
+    topics.Kind.BIDS: "bid", topics.Kind.COMMIT: "commit", topics.Kind.BIDSET: "bidset",
+    topics.Kind.SETTLE: "settle",
 }
 
 
@@ -386,10 +388,11 @@ class MarketAgent:
             await self._link.publish(topics.bid(self.community, interval, self.node), b"",
                                      retain=True)
         if session.state not in (State.OPEN, State.GATE_CLOSED):
-            await self._link.publish(topics.commit(self.community, interval, self.node), b"",
-                                     retain=True)
+            for topic in (topics.commit(self.community, interval, self.node),
+                          topics.bidset(self.community, interval, self.node)):
+                await self._link.publish(topic, b"", retain=True)
         del self._seq[interval]
-        await self._forget_fetch(interval)  # asked for after abstaining, never adopted
+        await self._forget_fetch(interval, lists_too=True)
         # Settlements come after the interval; they are kept ``horizon`` intervals longer.
         old = interval - self._horizon
         own = self._book.settlements(old).get(self.node)
@@ -430,7 +433,7 @@ class MarketAgent:
         if isinstance(verified, Rejected):
             return [verified]
         body = verified.body
-        assert isinstance(body, Bid | Commitment | Settlement)  # guaranteed by expected_kind
+        assert isinstance(body, Bid | Commitment | BidSet | Settlement)  # by expected_kind
         if body.node != topic.node:
             return [Rejected("node-mismatch")]
         member = self._roster.check(node=topic.node, signer=verified.public_key_hex, now_ms=now)
@@ -443,7 +446,11 @@ class MarketAgent:
             if topic.interval < self._first or message.retained:
                 return []  # history from before we joined, replayed by the broker
             return [Rejected("out-of-horizon")]
-        return session.on_bid(body) if isinstance(body, Bid) else session.on_commitment(body)
+        if isinstance(body, Bid):
+            return session.on_bid(body)
+        if isinstance(body, BidSet):
+            return session.on_bidset(body)
+        return session.on_commitment(body)
 
     def _settlement(self, settlement: Settlement, envelope: SignedEnvelope, interval: int,
                     now: int) -> list[Action]:
@@ -510,10 +517,16 @@ class MarketAgent:
                     elif isinstance(action, Agreed):
                         log.info("%s: adopted the quorum's result of interval %d after "
                                  "abstaining: settling against it", self.node, action.interval)
-                    await self._forget_fetch(action.interval)
+                    await self._forget_fetch(action.interval, lists_too=False)
 
-    async def _forget_fetch(self, interval: int) -> None:
-        fetched = topics.bids_of(self.community, interval)
-        if fetched in self._fetched:
-            self._fetched.discard(fetched)
-            await self._link.forget(fetched)
+    async def _forget_fetch(self, interval: int, *, lists_too: bool) -> None:
+        """Drop the interval's fetch subscriptions: the bids' once an outcome is in (the broker
+        has resent them), the bid sets' only when the interval retires (dissenting commitments
+        are judged after the outcome, as their lists arrive)."""
+        filters = [topics.bids_of(self.community, interval)]
+        if lists_too:
+            filters.append(topics.bidsets_of(self.community, interval))
+        for fetched in filters:
+            if fetched in self._fetched:
+                self._fetched.discard(fetched)
+                await self._link.forget(fetched)

@@ -1,10 +1,12 @@
 """Topic names of the peer protocol: the only place a topic string is built or taken apart.
 
 ``gridpeer/<community>/roster/<node>``, ``revoked/<node>``, ``presence/<node>``,
-``bids/<k>/<node>``, ``commit/<k>/<node>``, ``settle/<k>/<node>`` (docs/architecture.md, "Peer
-protocol topics"). ``revoked/<node>`` is written by the community authority only (the broker's
-ACL): a revoked node's gateway republishes its own certificate on ``roster/<node>`` whenever it
-reconnects, so a retained revocation there would not survive it.
+``bids/<k>/<node>``, ``commit/<k>/<node>``, ``bidset/<k>/<node>``, ``settle/<k>/<node>``
+(docs/architecture.md, "Peer protocol topics"). Bid sets are not subscribed to: a gateway fetches
+them (:func:`bidsets_of`) only when it needs a peer's list. ``revoked/<node>`` is written by the
+community authority only (the broker's ACL): a revoked node's gateway republishes its own
+certificate on ``roster/<node>`` whenever it reconnects, so a retained revocation there would not
+survive it.
 
 Community and node ids are restricted to a topic-safe alphabet so that no id can contain ``/``,
 ``+`` or ``#`` and smuggle a wildcard or an extra level into a topic; a topic from the broker that
@@ -29,10 +31,12 @@ class Kind(StrEnum):
     PRESENCE = "presence"
     BIDS = "bids"
     COMMIT = "commit"
+    BIDSET = "bidset"
     SETTLE = "settle"
 
 
-_PER_INTERVAL = frozenset({Kind.BIDS, Kind.COMMIT, Kind.SETTLE})
+_PER_INTERVAL = frozenset({Kind.BIDS, Kind.COMMIT, Kind.BIDSET, Kind.SETTLE})
+_FETCHED_ONLY = frozenset({Kind.BIDSET})
 
 
 class BadTopic(ValueError):
@@ -91,6 +95,10 @@ def commit(community: str, interval: int, node: str) -> str:
     return str(Topic(community, Kind.COMMIT, node, interval))
 
 
+def bidset(community: str, interval: int, node: str) -> str:
+    return str(Topic(community, Kind.BIDSET, node, interval))
+
+
 def settle(community: str, interval: int, node: str) -> str:
     return str(Topic(community, Kind.SETTLE, node, interval))
 
@@ -100,17 +108,27 @@ def subscriptions(community: str) -> tuple[str, ...]:
     _check_id("community", community)
     base = f"{ROOT}/{community}"
     return tuple(
-        f"{base}/{kind}/+/+" if kind in _PER_INTERVAL else f"{base}/{kind}/+" for kind in Kind
+        f"{base}/{kind}/+/+" if kind in _PER_INTERVAL else f"{base}/{kind}/+"
+        for kind in Kind if kind not in _FETCHED_ONLY
     )
 
 
 def bids_of(community: str, interval: int) -> str:
     """Filter for every bid of one interval: subscribing to it makes the broker resend the retained
     bids, which is how a gateway in the minority fetches the bids it missed."""
+    return _of(Kind.BIDS, community, interval)
+
+
+def bidsets_of(community: str, interval: int) -> str:
+    """Filter for every bid set of one interval, fetched when a peer's list is needed."""
+    return _of(Kind.BIDSET, community, interval)
+
+
+def _of(kind: Kind, community: str, interval: int) -> str:
     _check_id("community", community)
     if interval < 0:
         raise BadTopic(f"interval must be >= 0, got {interval}")
-    return f"{ROOT}/{community}/{Kind.BIDS}/{interval}/+"
+    return f"{ROOT}/{community}/{kind}/{interval}/+"
 
 
 def parse(topic: str) -> Topic:

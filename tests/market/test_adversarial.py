@@ -17,12 +17,7 @@ from gateway.market import topics
 from gateway.market.agent import MarketAgent
 from gateway.market.peerlink import PeerLink
 from gateway.market.session import Agreed, Timing
-from protocols.messages import (
-    Bid,
-    Commitment,
-    SignedEnvelope,
-    bid_set_digest,
-)
+from protocols.messages import Bid, BidSet, Commitment, SignedEnvelope
 from protocols.signing import generate_key, sign
 from tests.market.community import COMMUNITY, HOUR_MS, Community, now_ms
 
@@ -92,11 +87,14 @@ async def test_attacks_are_rejected_and_honest_agents_still_trade(any_broker: st
         for seq in range(FLOOD):
             await send(topics.bid(COMMUNITY, k1, "mallory"),
                        sign("bid", bid("mallory", k1, seq, 10 + seq), mallory_key).to_bytes())
-        # A commitment to a result nobody computed.
-        empty: tuple[str, ...] = ()
-        wrong = Commitment(community=COMMUNITY, interval=k1, node="mallory", bid_digests=empty,
-                           bid_set_digest=bid_set_digest(empty), result_hash="0" * 64,
+        # A commitment to a result nobody computed, from an (empty) bid set it publishes: an
+        # honest gateway fetches the set, clears it and finds the claim false.
+        empty = BidSet(community=COMMUNITY, interval=k1, node="mallory", bid_digests=())
+        wrong = Commitment(community=COMMUNITY, interval=k1, node="mallory",
+                           bid_set_digest=empty.set_digest(), result_hash="0" * 64,
                            mechanism="uniform")
+        await mallory.publish(topics.bidset(COMMUNITY, k1, "mallory"),  # retained, as a gateway
+                              sign("bidset", empty, mallory_key).to_bytes(), retain=True)
         await send(topics.commit(COMMUNITY, k1, "mallory"),
                    sign("commit", wrong, mallory_key).to_bytes())
 

@@ -19,18 +19,20 @@ def test_golden_strings() -> None:
     assert topics.bid("c1", 42, "n1") == "gridpeer/c1/bids/42/n1"
     assert topics.commit("c1", 0, "n1") == "gridpeer/c1/commit/0/n1"
     assert topics.settle("c1", 5, "n1") == "gridpeer/c1/settle/5/n1"
+    assert topics.bidset("c1", 3, "n1") == "gridpeer/c1/bidset/3/n1"
     assert topics.bids_of("c1", 5) == "gridpeer/c1/bids/5/+"
+    assert topics.bidsets_of("c1", 5) == "gridpeer/c1/bidset/5/+"
     assert topics.subscriptions("c1") == (
         "gridpeer/c1/roster/+", "gridpeer/c1/revoked/+", "gridpeer/c1/presence/+",
         "gridpeer/c1/bids/+/+",
         "gridpeer/c1/commit/+/+", "gridpeer/c1/settle/+/+",
-    )
+    )  # bid sets are fetched, never subscribed to
 
 
 @given(community=ids, node=ids, kind=st.sampled_from(list(Kind)),
        k=st.integers(min_value=0, max_value=10**17))
 def test_parse_inverts_build(community: str, node: str, kind: Kind, k: int) -> None:
-    interval = k if kind in (Kind.BIDS, Kind.COMMIT, Kind.SETTLE) else None
+    interval = k if kind in (Kind.BIDS, Kind.COMMIT, Kind.BIDSET, Kind.SETTLE) else None
     t = Topic(community, kind, node, interval)
     assert topics.parse(str(t)) == t
 

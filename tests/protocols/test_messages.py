@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from protocols.canonical import canonical_bytes
 from protocols.messages import (
     Bid,
+    BidSet,
     Commitment,
     MembershipCertificate,
     MessageError,
@@ -71,19 +72,24 @@ def test_bid_refuses_unknown_fields() -> None:
         Bid(**(BID | {"bonus": 1}))
 
 
-def test_commitment_requires_sorted_digests_and_matching_set_digest() -> None:
+def test_bid_set_requires_sorted_unique_digests_and_names_the_set() -> None:
     digests = tuple(sorted(["1" * 64, "2" * 64]))
-    good: dict[str, Any] = dict(
-        community="c", interval=1, node="n", bid_digests=digests,
-        bid_set_digest=bid_set_digest(digests), result_hash="f" * 64, mechanism="uniform",
-    )
-    assert Commitment(**good).bid_set_digest == bid_set_digest(tuple(reversed(digests)))
+    good: dict[str, Any] = dict(community="c", interval=1, node="n", bid_digests=digests)
+    assert BidSet(**good).set_digest() == bid_set_digest(tuple(reversed(digests)))
     with pytest.raises(ValidationError, match="sorted"):
-        Commitment(**(good | {"bid_digests": tuple(reversed(digests))}))
+        BidSet(**(good | {"bid_digests": tuple(reversed(digests))}))
     with pytest.raises(ValidationError, match="sorted"):
-        Commitment(**(good | {"bid_digests": (digests[0], digests[0])}))
-    with pytest.raises(ValidationError, match="does not match"):
-        Commitment(**(good | {"bid_set_digest": "0" * 64}))
+        BidSet(**(good | {"bid_digests": (digests[0], digests[0])}))
+    with pytest.raises(ValidationError):
+        BidSet(**(good | {"bid_digests": ("not hex",)}))
+
+
+def test_commitment_names_its_bid_set_by_digest_only() -> None:
+    commitment = Commitment(community="c", interval=1, node="n", bid_set_digest="1" * 64,
+                            result_hash="f" * 64, mechanism="uniform")
+    assert "bid_digests" not in commitment.model_dump()
+    with pytest.raises(ValidationError):
+        Commitment(**(commitment.model_dump() | {"bid_digests": ()}))  # no extra fields
 
 
 def test_certificate_window_must_be_non_empty() -> None:

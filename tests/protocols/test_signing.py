@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 
 from protocols.messages import (
     Bid,
+    BidSet,
     Commitment,
     MembershipCertificate,
     Revocation,
     SignedEnvelope,
-    bid_set_digest,
 )
 from protocols.signing import (
     KeyMaterialError,
@@ -99,14 +99,21 @@ def test_validly_signed_but_invalid_body_is_a_schema_reason() -> None:
     assert verify(envelope) == Rejected("schema:energy_wh")
 
 
-def test_commitment_signs_and_verifies() -> None:
+def test_commitment_and_bid_set_sign_and_verify() -> None:
     digests = ("0" * 64,)
+    listed = BidSet(community="c", interval=1, node="n", bid_digests=digests)
     commitment = Commitment(
-        community="c", interval=1, node="n", bid_digests=digests,
-        bid_set_digest=bid_set_digest(digests), result_hash="e" * 64, mechanism="uniform",
+        community="c", interval=1, node="n", bid_set_digest=listed.set_digest(),
+        result_hash="e" * 64, mechanism="uniform",
     )
-    result = open_envelope(sign("commit", commitment, NODE_KEY).to_bytes())
-    assert isinstance(result, Verified) and result.body == commitment
+    for kind, body in (("commit", commitment), ("bidset", listed)):
+        result = open_envelope(sign(kind, body, NODE_KEY).to_bytes())  # type: ignore[arg-type]
+        assert isinstance(result, Verified) and result.body == body
+    # a bid set is no commitment: the domain separation of the signed bytes holds
+    crossed = sign("bidset", listed, NODE_KEY)
+    forged = SignedEnvelope(kind="commit", body=crossed.body, signer=crossed.signer,
+                            sig=crossed.sig)
+    assert isinstance(verify(forged), Rejected)
 
 
 def test_signing_a_model_under_the_wrong_kind_is_our_bug() -> None:
