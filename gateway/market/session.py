@@ -361,12 +361,9 @@ class IntervalSession:
 
     def on_commitment(self, commitment: Commitment) -> list[Action]:
         """A commitment whose signature and membership the caller has verified."""
-        if commitment.community != self.community:
-            return [Rejected("wrong-community")]
-        if commitment.interval != self.interval:
-            return [Rejected("replay")]
-        if commitment.node in self._excluded:
-            return [Rejected("excluded")]
+        refused = self._misplaced(commitment)
+        if refused:
+            return refused
         if self._commitments.get(commitment.node) == commitment:
             return []
         replaced = self._commitments.get(commitment.node)
@@ -386,12 +383,9 @@ class IntervalSession:
 
     def on_bidset(self, bidset: BidSet) -> list[Action]:
         """A peer's list of bid digests (signature and membership verified by the caller)."""
-        if bidset.community != self.community:
-            return [Rejected("wrong-community")]
-        if bidset.interval != self.interval:
-            return [Rejected("replay")]
-        if bidset.node in self._excluded:
-            return [Rejected("excluded")]
+        refused = self._misplaced(bidset)
+        if refused:
+            return refused
         named = bidset.set_digest()
         if named in self._lists:
             return []
@@ -402,6 +396,16 @@ class IntervalSession:
         self._lists[named] = bidset.bid_digests
         self._version += 1
         return self._dissent() if isinstance(self.outcome, Agreed) else []
+
+    def _misplaced(self, message: Commitment | BidSet) -> list[Action]:
+        """Why a peer's commitment or bid set is not this session's to count, if it is not."""
+        if message.community != self.community:
+            return [Rejected("wrong-community")]
+        if message.interval != self.interval:
+            return [Rejected("replay")]
+        if message.node in self._excluded:
+            return [Rejected("excluded")]
+        return []
 
     def _drop_unnamed(self, set_digest: str) -> None:
         """Forget a list no commitment names any more (a peer re-committed), so that a peer
