@@ -67,6 +67,8 @@ usermod --append --groups dialout "$SERVICE_USER"
 echo "==> venv $PREFIX"
 [ -x "$PREFIX/bin/python" ] || python3 -m venv "$PREFIX"
 "$PREFIX/bin/python" -m pip install --quiet --upgrade pip
+# numpy and cryptography arrive as wheels: PyPI's on 64-bit Raspberry Pi OS, piwheels' (named in
+# the OS's /etc/pip.conf, which the venv's pip reads too) on 32-bit; nothing is compiled on the Pi.
 "$PREFIX/bin/python" -m pip install --quiet --upgrade "$SOURCE"
 
 echo "==> folders"
