@@ -243,7 +243,7 @@ def load(orders: Sequence[Order], params: ClearingParams) -> Book:
     return Book(
         Side(raw, order[at_b], at_b, wh[at_b], -np.minimum(lim[at_b], retail), sign=-1),
         Side(raw, order[at_s], at_s, wh[at_s], np.maximum(lim[at_s], feed_in), sign=1),
-        tuple(map(nodes.__getitem__, by_node)),  # type: ignore[arg-type]
+        tuple(map(nodes.__getitem__, by_node)),
         tariffs,
     )
 
