@@ -5,32 +5,38 @@ Every gateway runs the same mechanism on the same signed bids and must get a bit
 integer arithmetic with digest tie-breaks and no dependence on input order.
 """
 
+from protocols.clearing.book import MAX_ORDERS
 from protocols.clearing.registry import MECHANISMS, Mechanism, clear
 from protocols.clearing.types import (
     ClearingError,
     ClearingParams,
     NodeOutcome,
     Order,
+    Outcomes,
     Result,
     Side,
     Tariffs,
     Trade,
+    Trades,
     orders_from_bids,
     result_hash,
 )
 from protocols.clearing.uniform import clear_uniform
 
 __all__ = [
+    "MAX_ORDERS",
     "MECHANISMS",
     "ClearingError",
     "ClearingParams",
     "Mechanism",
     "NodeOutcome",
     "Order",
+    "Outcomes",
     "Result",
     "Side",
     "Tariffs",
     "Trade",
+    "Trades",
     "clear",
     "clear_uniform",
     "orders_from_bids",
