@@ -72,6 +72,7 @@ from gateway.market.peerlink import ONLINE, PeerLinkError
 from gateway.market.session import Agreed, Timing, agreed_hash, quorum_size
 from protocols.clearing import ClearingParams, Tariffs, clear, orders_from_bids
 from protocols.messages import (
+    MAX_INLINE_BIDS,
     Bid,
     BidSet,
     Commitment,
@@ -255,12 +256,16 @@ async def run_peers(plan: Plan, indices: Sequence[int]) -> WorkerReport:
         orders = orders_from_bids(with_digests, buses=dict.fromkeys(heard, "b1"))
         result = clear("uniform", orders, PARAMS)
         digests = tuple(sorted(d for _, d in with_digests))
+        inline = len(digests) <= MAX_INLINE_BIDS
         signed = {}
-        for node, key in keys.items():  # each peer's bid set, then its commitment, as a gateway
-            signed[topics.bidset(COMMUNITY, 1, node)] = sign("bidset", BidSet(
-                community=COMMUNITY, interval=1, node=node, bid_digests=digests), key).to_bytes()
+        for node, key in keys.items():  # as a gateway: a long bid set apart, then the commitment
+            if not inline:
+                signed[topics.bidset(COMMUNITY, 1, node)] = sign("bidset", BidSet(
+                    community=COMMUNITY, interval=1, node=node, bid_digests=digests),
+                    key).to_bytes()
             signed[topics.commit(COMMUNITY, 1, node)] = sign("commit", Commitment(
                 community=COMMUNITY, interval=1, node=node,
+                bid_digests=digests if inline else None,
                 bid_set_digest=bid_set_digest(digests), result_hash=agreed_hash(result, None),
                 mechanism="uniform",
             ), key).to_bytes()
@@ -279,14 +284,18 @@ def peers_worker(plan: Plan, indices: Sequence[int], queue: Any) -> None:
 # --- baseline: raw aiomqtt, same traffic ---------------------------------------------------------
 
 
-def payload_sizes() -> tuple[int, int]:
-    """Wire sizes of a signed bid and of a signed commitment (it names its bid set by digest;
-    the list itself is fetched only by a member that needs it, so the baseline sends none)."""
+def payload_sizes(n: int) -> tuple[int, int]:
+    """Wire sizes of a signed bid and of a signed commitment over ``n`` bids: the digests inline
+    up to ``MAX_INLINE_BIDS``, else the set named by digest (its list is fetched only by a member
+    that needs it, so the baseline sends none)."""
     key = generate_key()
     bid = Bid(community=COMMUNITY, interval=1, node=node_name(0), seq=0, side="buy",
               energy_wh=1_000, limit_price=200, created_ms=now_ms())
+    digests = tuple(sorted(f"{random.getrandbits(256):064x}" for _ in range(n)))
     commitment = Commitment(community=COMMUNITY, interval=1, node=node_name(0),
-                            bid_set_digest="0" * 64, result_hash="0" * 64, mechanism="uniform")
+                            bid_digests=digests if n <= MAX_INLINE_BIDS else None,
+                            bid_set_digest=bid_set_digest(digests), result_hash="0" * 64,
+                            mechanism="uniform")
     return len(sign("bid", bid, key).to_bytes()), len(sign("commit", commitment, key).to_bytes())
 
 
@@ -298,7 +307,7 @@ async def run_raw(
     bid, no subscription to commitments)."""
     report = WorkerReport()
     host, port = plan.url.removeprefix("mqtt://").split(":")
-    bid_size, commit_size = payload_sizes()
+    bid_size, commit_size = payload_sizes(plan.n)
     need = quorum_size(plan.n, 2, 3)
     base = f"rawbench/{run_id}"
     async with AsyncExitStack() as stack:

@@ -388,9 +388,11 @@ class MarketAgent:
             await self._link.publish(topics.bid(self.community, interval, self.node), b"",
                                      retain=True)
         if session.state not in (State.OPEN, State.GATE_CLOSED):
-            for topic in (topics.commit(self.community, interval, self.node),
-                          topics.bidset(self.community, interval, self.node)):
-                await self._link.publish(topic, b"", retain=True)
+            await self._link.publish(topics.commit(self.community, interval, self.node), b"",
+                                     retain=True)
+        if session.bid_set_published:
+            await self._link.publish(topics.bidset(self.community, interval, self.node), b"",
+                                     retain=True)
         del self._seq[interval]
         await self._forget_fetch(interval, lists_too=True)
         # Settlements come after the interval; they are kept ``horizon`` intervals longer.

@@ -22,11 +22,13 @@ is one retained message per node and interval on the broker, which the agent cle
 retires the interval (as it does for bids). A retained commitment is not a replay risk: it names
 its interval, and an agent ignores retained history for intervals before it started.
 
-A commitment names its bid set by digest only; the list of bid digests goes out once, retained,
-as the committer's :class:`~protocols.messages.BidSet`, which no one subscribes to. A member
-fetches the lists (``bidsets_of``) only when it needs one: to join a majority, clear the union,
-adopt a result, or judge a dissenting commitment. With the list inside every commitment, each
-member of a 1,000-node community parsed ~66 MB of commitments per interval.
+A commitment carries its list of bid digests inline up to ``MAX_INLINE_BIDS``. A longer list goes
+out once, retained, as the committer's :class:`~protocols.messages.BidSet`, which no one
+subscribes to, and the commitment names it by digest only; a member fetches the lists
+(``bidsets_of``) only when it needs one: to join a majority, clear the union, adopt a result, or
+judge a dissenting commitment. With the list inside every commitment, each member of a
+1,000-node community parsed ~66 MB of commitments per interval; a street keeps it inline
+because fetching costs a round trip on the paths that must be quick (joining a majority).
 
 Timeline of interval k (``Timing``)::
 
@@ -54,7 +56,14 @@ from gateway.market import topics
 from protocols.canonical import digest
 from protocols.clearing import ClearingParams, NodeOutcome, Result, clear, orders_from_bids
 from protocols.clearing import result_hash as hash_result
-from protocols.messages import Bid, BidSet, Commitment, bid_set_digest, message_digest
+from protocols.messages import (
+    MAX_INLINE_BIDS,
+    Bid,
+    BidSet,
+    Commitment,
+    bid_set_digest,
+    message_digest,
+)
 from protocols.network import Feeder, FeeSchedule, TradeFee, curtail, network_fees
 from protocols.signing import Rejected, sign
 
@@ -281,6 +290,7 @@ class IntervalSession:
         self._result: Result | None = None
         self._fees: tuple[TradeFee, ...] = ()
         self._fetched = False
+        self._fetched_lists = False
         self._union_done = False
         # Bumped by every new bid or commitment: agreement, the union round and adoption, tried
         # at every tick, rescan the commitments only when something came in since their last try.
@@ -296,6 +306,11 @@ class IntervalSession:
     @property
     def state(self) -> State:
         return self._state
+
+    @property
+    def bid_set_published(self) -> bool:
+        """This node's commitment named a bid set it published apart (not inline)."""
+        return self._mine is not None and self._mine.bid_digests is None
 
     def _fire(self, event: Event) -> None:
         try:
@@ -370,7 +385,9 @@ class IntervalSession:
         self._commitments[commitment.node] = commitment
         self._version += 1
         waiting = self._unclaimed.get(commitment.node)
-        if waiting is not None and waiting.set_digest() == commitment.bid_set_digest:
+        if commitment.bid_digests is not None:
+            self._lists.setdefault(commitment.bid_set_digest, commitment.bid_digests)
+        elif waiting is not None and waiting.set_digest() == commitment.bid_set_digest:
             self._lists[commitment.bid_set_digest] = waiting.bid_digests
             del self._unclaimed[commitment.node]
         if replaced is not None:
@@ -477,6 +494,7 @@ class IntervalSession:
             community=self.community,
             interval=self.interval,
             node=self.node,
+            bid_digests=digests if len(digests) <= MAX_INLINE_BIDS else None,
             bid_set_digest=set_digest,
             result_hash=agreed_hash(result, fees),
             mechanism=self._mechanism,
@@ -486,19 +504,20 @@ class IntervalSession:
     def _commit(
         self, result: Result, fees: tuple[TradeFee, ...], commitment: Commitment
     ) -> list[Publish]:
-        """The bid set, then the commitment that names it (both retained: module docstring)."""
+        """The commitment, after the bid set it names when that is not inline (both retained:
+        module docstring)."""
         self._result, self._fees, self._mine = result, fees, commitment
         self._commitments[self.node] = commitment
         self._version += 1
-        listed = BidSet(community=self.community, interval=self.interval, node=self.node,
-                        bid_digests=self._lists[commitment.bid_set_digest])
         k, node, key = self.interval, self.node, self._identity
-        return [
-            Publish(topics.bidset(self.community, k, node),
-                    sign("bidset", listed, key).to_bytes(), retain=True),
-            Publish(topics.commit(self.community, k, node),
-                    sign("commit", commitment, key).to_bytes(), retain=True),
-        ]
+        publish = [Publish(topics.commit(self.community, k, node),
+                           sign("commit", commitment, key).to_bytes(), retain=True)]
+        if commitment.bid_digests is None:
+            listed = BidSet(community=self.community, interval=k, node=node,
+                            bid_digests=self._lists[commitment.bid_set_digest])
+            publish.insert(0, Publish(topics.bidset(self.community, k, node),
+                                      sign("bidset", listed, key).to_bytes(), retain=True))
+        return publish
 
     def _clear_and_commit(self) -> list[Action]:
         bids = [pair for node, pair in self._current.items() if node not in self._excluded]
@@ -640,11 +659,17 @@ class IntervalSession:
         return result, fees, commitment
 
     def _fetch_once(self) -> list[Action]:
-        if self._fetched:
-            return []
-        self._fetched = True
-        return [Fetch(topics.bids_of(self.community, self.interval)),
-                Fetch(topics.bidsets_of(self.community, self.interval))]
+        """Ask the broker for the bids (once per attempt), and for the bid sets when a held
+        commitment names one this node has not got (once per interval)."""
+        actions: list[Action] = []
+        if not self._fetched:
+            self._fetched = True
+            actions.append(Fetch(topics.bids_of(self.community, self.interval)))
+        if not self._fetched_lists and any(
+                c.bid_set_digest not in self._lists for c in self._commitments.values()):
+            self._fetched_lists = True
+            actions.append(Fetch(topics.bidsets_of(self.community, self.interval)))
+        return actions
 
     def _dissent(self) -> list[Action]:
         """Count once per node a commitment that contradicts the agreed result, by its kind."""

@@ -19,7 +19,7 @@ from gateway.market.session import (
     Timing,
     quorum_size,
 )
-from protocols.messages import Bid, BidSet, Commitment, SignedEnvelope
+from protocols.messages import MAX_INLINE_BIDS, Bid, BidSet, Commitment, SignedEnvelope
 from protocols.signing import Rejected, generate_key, verify
 from tests.market.community import COMMUNITY, PARAMS
 
@@ -44,19 +44,24 @@ BIDS = (bid("alice", "sell", 2000, 100), bid("bob", "buy", 1500, 250),
         bid("carol", "buy", 1000, 200))
 
 
-def published(actions: list[Action]) -> tuple[BidSet, Commitment]:
-    """The bid set and the commitment naming it, as the session published them (in that order).
-    """
-    listed, committed = [a for a in actions if isinstance(a, Publish)]
-    assert listed.topic.startswith("gridpeer/oak-street/bidset/5/")
-    assert committed.topic.startswith("gridpeer/oak-street/commit/5/")
+def published(actions: list[Action]) -> tuple[BidSet | None, Commitment]:
+    """The commitment the session published, and before it the bid set it names unless that
+    travels inline."""
+    publishes = [a for a in actions if isinstance(a, Publish)]
+    assert publishes[-1].topic.startswith("gridpeer/oak-street/commit/5/")
     bodies = []
-    for publish, kind in ((listed, "bidset"), (committed, "commit")):
+    for publish in publishes:
+        kind = "commit" if "/commit/" in publish.topic else "bidset"
         checked = verify(SignedEnvelope.from_bytes(publish.payload), expected_kind=kind)
         assert not isinstance(checked, Rejected)
         bodies.append(checked.body)
-    bidset, commitment = bodies
-    assert isinstance(bidset, BidSet) and isinstance(commitment, Commitment)
+    commitment = bodies[-1]
+    assert isinstance(commitment, Commitment)
+    if len(bodies) == 1:
+        assert commitment.bid_digests is not None  # inline
+        return None, commitment
+    bidset = bodies[0]
+    assert isinstance(bidset, BidSet) and commitment.bid_digests is None
     assert bidset.set_digest() == commitment.bid_set_digest
     return bidset, commitment
 
@@ -65,7 +70,9 @@ def commitment_of(actions: list[Action]) -> Commitment:
     return published(actions)[1]
 
 
-def cleared_with_set(s: IntervalSession, bids: tuple[Bid, ...] = BIDS) -> tuple[BidSet, Commitment]:
+def cleared_with_set(
+    s: IntervalSession, bids: tuple[Bid, ...] = BIDS
+) -> tuple[BidSet | None, Commitment]:
     for b in bids:
         assert s.on_bid(b) == []
     assert s.tick(GATE) == [] and s.state is State.GATE_CLOSED
@@ -107,20 +114,18 @@ def test_two_matching_commitments_of_three_agree_and_dispatch() -> None:
     assert a.state is State.SETTLED
 
 
-FETCH = [Fetch(topics.bids_of(COMMUNITY, K)), Fetch(topics.bidsets_of(COMMUNITY, K))]
+FETCH = [Fetch(topics.bids_of(COMMUNITY, K))]
 
 
 def test_minority_fetches_missed_bids_recomputes_and_joins() -> None:
     a, b, c = session("alice"), session("bob"), session("carol")
-    (la, ca), cb = cleared_with_set(a), cleared(b)
+    ca, cb = cleared(a), cleared(b)
     cc = cleared(c, BIDS[1:])  # carol missed alice's bid before the gate
     assert cc.result_hash != ca.result_hash
     assert c.on_commitment(ca) == []  # one vote is no quorum yet
-    assert c.on_commitment(cb) == FETCH  # the majority's bid set, and the bids it lacks
-    assert c.on_bidset(la) == []  # the broker resends alice's retained bid set ...
-    assert c.tick(CLEAR + 1) == []  # ... which names a bid carol has not got
+    assert c.on_commitment(cb) == FETCH  # the list is inline: only the bid it lacks
     actions = c.on_bid(BIDS[0])  # the broker resends the retained bid
-    assert [type(x) for x in actions] == [Publish, Publish, Agreed]
+    assert [type(x) for x in actions] == [Publish, Agreed]
     rejoined = commitment_of(actions)
     assert rejoined.result_hash == ca.result_hash and c.state is State.AGREED
 
@@ -146,13 +151,12 @@ def test_no_quorum_abstains() -> None:
 def test_abstained_node_adopts_the_quorum_result_for_settlement() -> None:
     """The peers pay for carol's position whether or not she heard the quorum in time."""
     a, b, c = session("alice"), session("bob"), session("carol")
-    (la, ca), cb = cleared_with_set(a), cleared(b)
+    ca, cb = cleared(a), cleared(b)
     cleared(c, BIDS[1:])  # carol missed alice's bid, and the retained copy comes too late
     c.on_commitment(ca)
     c.on_commitment(cb)
     c.tick(START)
     assert c.state is State.ABSTAINED
-    assert c.on_bidset(la) == []  # fetched: the majority's list
     assert c.on_bid(BIDS[0]) == []  # kept; the next tick reproduces the majority's result
     [adopted] = c.tick(START + 100)
     [agreed] = a.on_commitment(cb)
@@ -208,8 +212,8 @@ def test_excluded_node_is_not_cleared_and_does_not_vote() -> None:
     s = session("alice", active=("alice", "bob", "carol", "mallory"))
     s.on_bid(bid("mallory", "sell", 10, 1))
     s.on_bid(bid("mallory", "sell", 20, 1))
-    listed, mine = cleared_with_set(s)
-    assert len(listed.bid_digests) == 3
+    mine = cleared(s)
+    assert mine.bid_digests is not None and len(mine.bid_digests) == 3
     vote = mine.model_copy(update={"node": "mallory"})
     assert s.on_commitment(vote) == [Rejected("excluded")]
 
@@ -237,31 +241,63 @@ def test_a_quorum_is_never_less_than_a_majority_of_the_roster() -> None:
 def test_commitments_spread_over_bid_sets_converge_on_their_union() -> None:
     """Each member missed a different bid: no first commitment has a quorum, the union does."""
     sessions = {n: session(n) for n in NODES}
-    first = {n: cleared_with_set(s, tuple(b for b in BIDS if b.node != missed))
+    first = {n: cleared(s, tuple(b for b in BIDS if b.node != missed))
              for (n, s), missed in zip(sessions.items(), ("carol", "alice", "bob"), strict=True)}
-    assert len({c.bid_set_digest for _, c in first.values()}) == 3
+    assert len({c.bid_set_digest for c in first.values()}) == 3
     for n, s in sessions.items():
-        assert all(s.on_commitment(c) == [] for m, (_, c) in first.items() if m != n)
+        assert all(s.on_commitment(c) == [] for m, c in first.items() if m != n)
     union_at = TIMING.union_ms(K)
     assert CLEAR < union_at < START
     assert all(s.tick(union_at - 1) == [] for s in sessions.values())
-    # each fetches the bid sets the commitments name and the bids it lacks; the broker resends
-    for n, s in sessions.items():
-        assert s.tick(union_at) == [Fetch(topics.bids_of(COMMUNITY, K)),
-                                    Fetch(topics.bidsets_of(COMMUNITY, K))]
-        for m, (listed, _) in first.items():
-            if m != n:
-                assert s.on_bidset(listed) == []
+    # each fetches the bids it lacks; the broker resends them
+    for s in sessions.values():
+        assert s.tick(union_at) == FETCH
         for b in BIDS:
             s.on_bid(b)
     second = {}
     for n, s in sessions.items():
         actions = s.tick(union_at + 1)
-        listed, second[n] = published(actions)
-        assert len(listed.bid_digests) == len(BIDS)
+        second[n] = commitment_of(actions)
+        assert second[n].bid_digests is not None and len(second[n].bid_digests) == len(BIDS)
     for n, s in sessions.items():
         for m, c in second.items():
             if m != n:
                 s.on_commitment(c)
         assert isinstance(s.outcome, Agreed) and s.state is State.AGREED
     assert len({s.outcome.result_hash for s in sessions.values()}) == 1  # type: ignore[union-attr]
+
+
+def test_a_long_bid_set_travels_apart_and_a_minority_fetches_it_to_join() -> None:
+    """Past MAX_INLINE_BIDS the commitment names its set by digest; the list goes out once as a
+    BidSet, and a member that needs it (here to join the majority) fetches it."""
+    many = tuple(bid(f"n{i:03d}", "buy" if i % 2 else "sell", 10 + i, 100 + i % 50)
+                 for i in range(MAX_INLINE_BIDS + 1))
+    a, b, c = session("alice"), session("bob"), session("carol")
+    (la, ca), cb = cleared_with_set(a, many), cleared(b, many)
+    assert la is not None and len(la.bid_digests) == len(many) and ca.bid_digests is None
+    cleared(c, many[1:])  # carol missed one bid before the gate
+    assert c.on_commitment(ca) == []
+    assert c.on_commitment(cb) == [Fetch(topics.bids_of(COMMUNITY, K)),
+                                   Fetch(topics.bidsets_of(COMMUNITY, K))]
+    assert c.on_bidset(la) == []  # the broker resends alice's retained list ...
+    actions = c.on_bid(many[0])  # ... and the bid it names that carol lacked
+    assert [type(x) for x in actions] == [Publish, Publish, Agreed]
+    rejoined = published(actions)[1]
+    assert (rejoined.bid_set_digest, rejoined.result_hash) == (ca.bid_set_digest, ca.result_hash)
+
+
+def test_a_dissent_is_judged_once_its_long_bid_set_arrives() -> None:
+    """A commitment to a set too long to travel inline is judged when its list comes: an honest
+    minority's set clears to what it claims."""
+    many = tuple(bid(f"n{i:03d}", "buy" if i % 2 else "sell", 10 + i, 100 + i % 50)
+                 for i in range(MAX_INLINE_BIDS + 2))
+    a, b, c = session("alice"), session("bob"), session("carol")
+    cleared(a, many)
+    cb = cleared(b, many)
+    lc, cc = cleared_with_set(c, many[1:])  # carol's honest view lacks one bid
+    assert lc is not None
+    assert a.on_commitment(cc) == []
+    actions = a.on_commitment(cb)  # agreed with bob; carol's dissent waits for her list
+    assert isinstance(actions[0], Agreed)
+    assert Fetch(topics.bidsets_of(COMMUNITY, K)) in actions
+    assert a.on_bidset(lc) == [Rejected("minority-commitment")]

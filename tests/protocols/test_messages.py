@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from protocols.canonical import canonical_bytes
 from protocols.messages import (
+    MAX_INLINE_BIDS,
     Bid,
     BidSet,
     Commitment,
@@ -84,12 +85,23 @@ def test_bid_set_requires_sorted_unique_digests_and_names_the_set() -> None:
         BidSet(**(good | {"bid_digests": ("not hex",)}))
 
 
-def test_commitment_names_its_bid_set_by_digest_only() -> None:
-    commitment = Commitment(community="c", interval=1, node="n", bid_set_digest="1" * 64,
-                            result_hash="f" * 64, mechanism="uniform")
-    assert "bid_digests" not in commitment.model_dump()
+def test_commitment_lists_a_short_set_inline_and_names_a_long_one() -> None:
+    digests = tuple(sorted(["1" * 64, "2" * 64]))
+    good: dict[str, Any] = dict(
+        community="c", interval=1, node="n", bid_digests=digests,
+        bid_set_digest=bid_set_digest(digests), result_hash="f" * 64, mechanism="uniform",
+    )
+    assert Commitment(**good).bid_set_digest == bid_set_digest(tuple(reversed(digests)))
+    with pytest.raises(ValidationError, match="sorted"):
+        Commitment(**(good | {"bid_digests": tuple(reversed(digests))}))
+    with pytest.raises(ValidationError, match="does not match"):
+        Commitment(**(good | {"bid_set_digest": "0" * 64}))
+    named = Commitment(**(good | {"bid_digests": None}))  # by reference: the list travels apart
+    assert named.bid_digests is None and named.bid_set_digest == bid_set_digest(digests)
+    too_long = tuple(f"{i:064x}" for i in range(MAX_INLINE_BIDS + 1))
     with pytest.raises(ValidationError):
-        Commitment(**(commitment.model_dump() | {"bid_digests": ()}))  # no extra fields
+        Commitment(**(good | {"bid_digests": too_long, "bid_set_digest": bid_set_digest(
+            too_long)}))
 
 
 def test_certificate_window_must_be_non_empty() -> None:

@@ -102,7 +102,7 @@ def test_validly_signed_but_invalid_body_is_a_schema_reason() -> None:
 def test_commitment_and_bid_set_sign_and_verify() -> None:
     digests = ("0" * 64,)
     listed = BidSet(community="c", interval=1, node="n", bid_digests=digests)
-    commitment = Commitment(
+    commitment = Commitment(  # naming the set, which travels apart
         community="c", interval=1, node="n", bid_set_digest=listed.set_digest(),
         result_hash="e" * 64, mechanism="uniform",
     )
