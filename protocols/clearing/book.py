@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from itertools import islice
+from operator import eq
 from typing import Any
 
 import numpy as np
@@ -211,39 +213,46 @@ def load(orders: Sequence[Order], params: ClearingParams) -> Book:
     # Read the orders once, in the order they sit in memory (see Side).
     raw = tuple(zip(*orders, strict=True)) or ((),) * len(Order._fields)
     nodes, sides, energy, limit, digest = raw[:5]
+    try:
+        by_node = sorted(range(count), key=nodes.__getitem__)
+    except TypeError:
+        checked_sides(orders, params)
+        raise
+    node_order = tuple(map(nodes.__getitem__, by_node))
     if not (
         sides.count("buy") + sides.count("sell") == count
         and set(map(type, energy)) <= _INT
         and set(map(type, limit)) <= _INT
-        and (not count or (min(energy) > 0 and min(limit) >= 0))
-        and len(set(nodes)) == count
+        # sorted, so a repeated node sits next to itself
+        and not any(map(eq, node_order, islice(node_order, 1, None)))
         and len(set(digest)) == count
     ):
         checked_sides(orders, params)
         raise ClearingError("inconsistent orders")  # pragma: no cover - checked_sides raised
+    try:
+        wh, lim = np.array(energy, dtype=np.int64), np.array(limit, dtype=np.int64)
+    except OverflowError:  # beyond int64: invalid (checked_sides says why) or out of bounds
+        checked_sides(orders, params)
+        wh = lim = np.array([MAX_PRICE + MAX_ENERGY_WH + 1], dtype=np.int64)
+    if count and (wh.min() <= 0 or lim.min() < 0):
+        checked_sides(orders, params)
     tariffs = params.tariffs
     retail, feed_in = tariffs.retail_price, tariffs.feed_in_price
-    if count and (max(energy) > MAX_ENERGY_WH or max(limit) > MAX_PRICE):
+    if count and (wh.max() > MAX_ENERGY_WH or lim.max() > MAX_PRICE):
         raise ClearingError(
             f"order quantities beyond the protocol's bounds: energy_wh <= {MAX_ENERGY_WH}, "
             f"limit_price <= {MAX_PRICE}"
         )
     if retail > MAX_PRICE:
         raise ClearingError(f"retail price {retail} beyond the protocol's bound {MAX_PRICE}")
-    try:
-        by_node = sorted(range(count), key=nodes.__getitem__)
-    except TypeError:
-        checked_sides(orders, params)
-        raise
     order = np.array(by_node, dtype=np.int64)
-    wh = np.array(energy, dtype=np.int64)[order]
-    lim = np.array(limit, dtype=np.int64)[order]
+    wh, lim = wh[order], lim[order]
     is_buy = np.array(list(map("buy".__eq__, sides)), dtype=bool)[order]
     at_b, at_s = np.flatnonzero(is_buy), np.flatnonzero(~is_buy)
     return Book(
         Side(raw, order[at_b], at_b, wh[at_b], -np.minimum(lim[at_b], retail), sign=-1),
         Side(raw, order[at_s], at_s, wh[at_s], np.maximum(lim[at_s], feed_in), sign=1),
-        tuple(map(nodes.__getitem__, by_node)),
+        node_order,
         tariffs,
     )
 
