@@ -29,7 +29,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.pdu import ModbusPDU
 
-from gateway.aio import reraise_swallowed_cancel
+from gateway.aio import raise_if_cancelling
 from gateway.devices.errors import (
     BadDeviceData,
     DeviceError,
@@ -161,7 +161,7 @@ class ModbusBus:
                 async with self._lock:
                     response = await self._attempt(request)
             except DeviceError as exc:
-                reraise_swallowed_cancel(exc)
+                raise_if_cancelling(exc)
                 _log.debug("%s unit %d attempt %d failed: %s", self._label, unit, attempt, exc)
                 if attempt >= self._retries:
                     self.stats.failures += 1

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from gateway.aio import reraise_swallowed_cancel
+from gateway.aio import raise_if_cancelling
 from gateway.devices.errors import DeviceError
 
 _log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class DevicePoller(Generic[R]):
             async with asyncio.timeout(self._poll_timeout_s):
                 reading = await self._driver.read()
         except (DeviceError, TimeoutError) as exc:
-            reraise_swallowed_cancel(exc)
+            raise_if_cancelling(exc)
             self._failures += 1
             self._consecutive += 1
             self._last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -246,7 +246,6 @@ class MarketAgent:
         )
         return bid
 
-
     def offer_cap_wh(self, node: str) -> int:
         """The most ``node`` may offer in one interval: its limit scaled by its reputation."""
         member = self._roster.member(node, now_ms=self._clock())

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
-from gateway.aio import raise_if_cancelling, reraise_swallowed_cancel
+from gateway.aio import raise_if_cancelling
 from gateway.market import topics
 from gateway.pki import TlsFiles
 
@@ -154,7 +154,7 @@ class PeerLink:
             async with asyncio.timeout(timeout_s):
                 await self._connected.wait()
         except TimeoutError as exc:
-            reraise_swallowed_cancel(exc)
+            raise_if_cancelling(exc)
             raise PeerLinkError(
                 f"{self.node}: no connection to {self._scheme}://{self._host}:{self._port} "
                 f"within {timeout_s} s"
@@ -190,7 +190,7 @@ class PeerLink:
             try:
                 await client.publish(topic, payload, qos=_QOS, retain=retain)
             except aiomqtt.MqttError as exc:
-                reraise_swallowed_cancel(exc)
+                raise_if_cancelling(exc)
                 log.info("%s: publish to %s failed (%s); waiting for reconnect", self.node, topic,
                          exc)
                 self._mark_down(client)

@@ -650,13 +650,20 @@ class IntervalSession:
         if attempt == self._last_join:
             return None  # same bids as last time: the answer cannot have changed
         self._last_join = attempt
+        cleared = self._clear_listed(listed)
+        if cleared is None or (cleared[2].bid_set_digest, cleared[2].result_hash) != winner:
+            return None
+        return cleared
+
+    def _clear_listed(
+        self, listed: tuple[str, ...]
+    ) -> tuple[Result, tuple[TradeFee, ...], Commitment] | None:
+        """Clear the held bids a peer's set lists; None if they are no set an honest gateway
+        clears (two bids of one node)."""
         bids = [(self._known[d], d) for d in listed]
         if len({bid.node for bid, _ in bids}) != len(bids):
-            return None  # two bids of one node: not a set any honest gateway clears
-        result, fees, commitment = self._run(bids)
-        if (commitment.bid_set_digest, commitment.result_hash) != winner:
             return None
-        return result, fees, commitment
+        return self._run(bids)
 
     def _fetch_once(self) -> list[Action]:
         """Ask the broker for the bids (once per attempt), and for the bid sets when a held
@@ -706,9 +713,8 @@ class IntervalSession:
             if any(d not in self._known for d in listed):
                 verdict = "minority-commitment"
             else:
-                bids = [(self._known[d], d) for d in listed]
-                honest = len({bid.node for bid, _ in bids}) == len(bids) and (
-                    self._run(bids)[2].result_hash == commitment.result_hash)
+                cleared = self._clear_listed(listed)
+                honest = cleared is not None and cleared[2].result_hash == commitment.result_hash
                 verdict = "minority-commitment" if honest else "wrong-commitment"
             self._verdicts[claim] = verdict
         return verdict

@@ -5,10 +5,10 @@ remainder with digest tie-breaks, the (bus, digest) north-west-corner pairing); 
 computes them with less work per order, so a mechanism's :class:`Result` is bit-identical to the
 straightforward version's and so is its :func:`result_hash`. What makes it fast in CPython:
 
-* **Columns, in node order.** Each side is a few columns in node order, the order outcomes are
-  reported in: quantities as numpy ``int64`` arrays, names and digests as lists. Orders are read
-  once (one ``zip``) and no per-order or per-trade object is built: a :class:`Result` holds
-  columns too.
+* **Columns, in node order.** Each side's quantities are numpy ``int64`` arrays in node order,
+  the order outcomes are reported in. Orders are read once (one ``zip``); names, digests and
+  buses are looked up only for the orders that need them (:meth:`Side.column`), and no per-order
+  or per-trade object is built: a :class:`Result` holds columns too.
 * **Price levels, not a ranking.** Matching, rationing and pool participation only depend on how
   much energy sits at each effective limit, so each side keeps its distinct levels and their
   cumulative energy. The crossing is a binary search over those (a few dozen ``bisect`` calls),
@@ -16,7 +16,7 @@ straightforward version's and so is its :func:`result_hash`. What makes it fast 
   trade (the pairing walk), never for the whole book.
 * **The pairing walk as array arithmetic.** The north-west-corner walk cuts the line of traded
   Wh wherever a buyer's or a seller's fill ends: its trades are the pieces between the union of
-  both sides' cumulative fills, found with ``union1d`` and ``searchsorted``.
+  both sides' cumulative fills, found with one sort and ``searchsorted``.
 
 Exactness. Everything is integer arithmetic: ``int64`` cannot overflow because :func:`load`
 refuses quantities beyond the protocol's bounds (``MAX_ENERGY_WH``, ``MAX_PRICE``, ``MAX_ORDERS``),
@@ -139,14 +139,15 @@ class Side:
 class Book:
     """Both sides of a validated book and how they interleave in node order."""
 
-    __slots__ = ("buyers", "nodes", "sellers", "tariffs")
+    __slots__ = ("buyers", "buses", "nodes", "sellers", "tariffs")
 
     def __init__(self, buyers: Side, sellers: Side, nodes: tuple[str, ...],
-                 tariffs: Tariffs) -> None:
+                 tariffs: Tariffs, *, buses: bool) -> None:
         self.buyers = buyers
         self.sellers = sellers
         self.nodes = nodes
         self.tariffs = tariffs
+        self.buses = buses  # orders sit on more than one bus: the pairing walks bus by bus
 
     def result(
         self,
@@ -192,8 +193,9 @@ class Book:
 
 def _last_of_runs(ascending: Ints) -> Ints:
     """Positions of the last element of each run of equal values in an ascending array."""
-    return np.flatnonzero(np.append(ascending[1:] != ascending[:-1], True)) if len(
-        ascending) else np.zeros(0, np.int64)
+    if not len(ascending):
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(np.append(ascending[1:] != ascending[:-1], True))
 
 
 def load(orders: Sequence[Order], params: ClearingParams) -> Book:
@@ -254,6 +256,8 @@ def load(orders: Sequence[Order], params: ClearingParams) -> Book:
         Side(raw, order[at_s], at_s, wh[at_s], np.maximum(lim[at_s], feed_in), sign=1),
         node_order,
         tariffs,
+        # one shared object when nobody has a bus: a set at C speed
+        buses=len(set(raw[BUS])) > 1,
     )
 
 
@@ -321,17 +325,18 @@ def fill(side: Side, quantity: int, *, marginal: tuple[int, list[int]] | None = 
     return out
 
 
-def _walk(side: Side, fills: Fills) -> tuple[Ints, Ints]:
-    """The orders that trade, in the pairing walk's (bus, digest) order.
+def _walk(side: Side, fills: Fills, *, buses: bool) -> tuple[Ints, Ints]:
+    """The orders that trade, in the pairing walk's (bus, digest) order (digest order alone
+    without ``buses``).
 
     Returns, in walk order, each one's rank among the trading orders (node order) and its fill.
     """
     trading = np.flatnonzero(fills)
     digest = side.column(DIGEST, trading)
     walk = sorted(range(len(digest)), key=digest.__getitem__)
-    if len(set(side.raw[BUS])) > 1:  # one shared object when nobody has a bus: C speed
-        buses = side.column(BUS, trading)
-        walk.sort(key=buses.__getitem__)
+    if buses:
+        bus = side.column(BUS, trading)
+        walk.sort(key=bus.__getitem__)
     ranks = np.array(walk, dtype=np.int64)
     return ranks, fills[trading[ranks]]
 
@@ -345,8 +350,8 @@ def pair(book: Book, bought: Fills, sold: Fills, price: int) -> Trades:
     (buyer, seller) order by one sort on ``rank of the buyer x trading sellers + rank of the
     seller`` (ranks follow node order).
     """
-    rank_b, wh_b = _walk(book.buyers, bought)
-    rank_s, wh_s = _walk(book.sellers, sold)
+    rank_b, wh_b = _walk(book.buyers, bought, buses=book.buses)
+    rank_s, wh_s = _walk(book.sellers, sold, buses=book.buses)
     ends_b, ends_s = np.cumsum(wh_b), np.cumsum(wh_s)
     if (ends_b[-1] if len(ends_b) else 0) != (ends_s[-1] if len(ends_s) else 0):
         raise ClearingError("buy and sell fills do not balance")

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from gateway.aio import raise_if_cancelling, reraise_swallowed_cancel
+from gateway.aio import raise_if_cancelling
 
 
 async def _swallows_a_cancel() -> str:
@@ -41,7 +41,7 @@ async def test_a_timeout_that_hides_a_cancel_is_raised_as_the_cancel() -> None:
                 await _swallows_a_cancel()
                 raise TimeoutError
             except TimeoutError as exc:
-                reraise_swallowed_cancel(exc)
+                raise_if_cancelling(exc)
 
     task = asyncio.create_task(retries())
     await asyncio.sleep(0)
@@ -52,4 +52,4 @@ async def test_a_timeout_that_hides_a_cancel_is_raised_as_the_cancel() -> None:
 
 async def test_nothing_is_raised_without_a_cancel() -> None:
     raise_if_cancelling()
-    reraise_swallowed_cancel(TimeoutError())
+    raise_if_cancelling(TimeoutError())

@@ -10,13 +10,18 @@ from protocols.clearing import Tariffs
 TARIFFS = Tariffs(retail_price=300, feed_in_price=80)
 PREFS = Preferences(min_sell_price=120, max_buy_price=250, reserve_pct=20, soc_max_pct=95)
 
-batteries = st.builds(
-    BatteryState,
-    capacity_wh=st.integers(0, 50_000),
-    soc_pct=st.floats(0, 100),
-    max_charge_w=st.integers(0, 10_000),
-    max_discharge_w=st.integers(0, 10_000),
-)
+def battery_states(*, capacity_wh: int, power_w: int) -> st.SearchStrategy[BatteryState]:
+    """Any battery up to ``capacity_wh`` and ``power_w`` each way, at any state of charge."""
+    return st.builds(
+        BatteryState,
+        capacity_wh=st.integers(0, capacity_wh),
+        soc_pct=st.floats(0, 100),
+        max_charge_w=st.integers(0, power_w),
+        max_discharge_w=st.integers(0, power_w),
+    )
+
+
+batteries = battery_states(capacity_wh=50_000, power_w=10_000)
 
 
 @given(

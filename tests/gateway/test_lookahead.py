@@ -13,6 +13,7 @@ from gateway.lookahead import MAX_BLOCKS, Ahead, horizon, useful_storage_wh
 from protocols.clearing import Tariffs
 from protocols.clearing.types import NodeOutcome
 from protocols.settlement import settle
+from tests.gateway.test_ems import battery_states
 
 TARIFFS = Tariffs(retail_price=300, feed_in_price=80)
 PREFS = Preferences(min_sell_price=120, max_buy_price=250, reserve_pct=20, soc_max_pct=95)
@@ -20,13 +21,7 @@ QUARTER_S = 900.0
 ROUND_TRIP_CAP = math.ceil(300 * 0.95 * 0.95) - 1
 """The dearest a Wh bought to charge may be: retail later times both efficiencies, rounded down."""
 
-batteries = st.builds(
-    BatteryState,
-    capacity_wh=st.integers(0, 30_000),
-    soc_pct=st.floats(0, 100),
-    max_charge_w=st.integers(0, 8_000),
-    max_discharge_w=st.integers(0, 8_000),
-)
+batteries = battery_states(capacity_wh=30_000, power_w=8_000)
 preferences = st.builds(
     Preferences,
     min_sell_price=st.integers(0, 400),
