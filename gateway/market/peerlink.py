@@ -39,6 +39,10 @@ from gateway.pki import TlsFiles
 log = logging.getLogger(__name__)
 
 _QOS = 1
+PUBLISH_TRIES = 3
+"""Publishes that may fail in a row (each a PUBACK that timed out) before the link reconnects. A
+single timeout is usually a busy moment, not a dead link: a gateway that reconnected at the first
+one, while a peer flooded it, lost the flood queued for its old session and stopped hearing it."""
 ONLINE = b"online"
 OFFLINE = b"offline"
 
@@ -113,6 +117,7 @@ class PeerLink:
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session_task: asyncio.Task[None] | None = None
+        self._failed_publishes = 0  # in a row, on the current connection
         self.connects = 0
         self.dropped = 0
 
@@ -191,10 +196,15 @@ class PeerLink:
                 await client.publish(topic, payload, qos=_QOS, retain=retain)
             except aiomqtt.MqttError as exc:
                 raise_if_cancelling(exc)
-                log.info("%s: publish to %s failed (%s); waiting for reconnect", self.node, topic,
-                         exc)
+                self._failed_publishes += 1
+                if self._failed_publishes < PUBLISH_TRIES:
+                    log.info("%s: publish to %s failed (%s); trying again", self.node, topic, exc)
+                    continue
+                log.info("%s: publish to %s failed %d times in a row (%s); reconnecting",
+                         self.node, topic, self._failed_publishes, exc)
                 self._mark_down(client)
                 continue
+            self._failed_publishes = 0
             raise_if_cancelling()
             return
 
@@ -218,7 +228,7 @@ class PeerLink:
     def _mark_down(self, client: aiomqtt.Client) -> None:
         """Stop using ``client``, and end its session so that the supervisor reconnects.
 
-        A publish that failed (a PUBACK that timed out on a loaded host) leaves a connection that
+        Publishes that keep failing (``PUBLISH_TRIES`` PUBACKs timed out) leave a connection that
         may still deliver messages but is no longer trusted to send: without ending it, retained
         publishes would only be remembered for a reconnect that never comes, and the node would
         go on hearing its peers while none of its bids or commitments left (seen in the soak).
@@ -264,6 +274,7 @@ class PeerLink:
                 # Connected before the republish: a retained message added from now on is
                 # published by its own publish(), one added before is in this snapshot.
                 self._client = client
+                self._failed_publishes = 0
                 self.connects += 1
                 self._connected.set()
                 for topic, payload in list(self._own_retained.items()):
