@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.clock import Clock
+from gateway.closing import IntervalCloser
 from gateway.config import DeviceConfig, GatewayConfig, MarketConfig, PreferencesConfig
 from gateway.dc_dispatch import ConverterCommand, DcTarget, command_converter
 from gateway.devices import (
@@ -57,14 +58,12 @@ from gateway.lookahead import Ahead, horizon
 from gateway.market.agent import MarketAgent, MarketError
 from gateway.market.session import Abstained, Agreed, Timing
 from gateway.market.settlement import MeterKey
-from gateway.market.settlement import MeterReading as TaggedReading
 from gateway.meterkey import load_meter_key
 from gateway.pki import TlsFiles
-from protocols.clearing import ClearingParams, NodeOutcome, Tariffs
-from protocols.messages import Settlement, SignedEnvelope
+from protocols.clearing import ClearingParams, Tariffs
+from protocols.messages import SignedEnvelope
 from protocols.metering import Rejected as MeterRejected
-from protocols.settlement import SettlementFigures, settle
-from protocols.signing import Rejected, verify
+from protocols.settlement import SettlementFigures
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +214,7 @@ class GatewayNode:
         # (first interval, ledger height, money): the status is written every control period,
         # and re-reading the day's blocks each time was ~20 % of a gateway's control CPU.
         self._money_memo: tuple[int, int, int] | None = None
-        self._ledgered: dict[int, set[str]] = {}  # peers' settlements already in a block
+        self._closer: IntervalCloser | None = None
 
     @property
     def name(self) -> str:
@@ -287,6 +286,8 @@ class GatewayNode:
             tls=tls_files(market),
             meter_keys=None if self._meter_key is None else {self.name: self._meter_key},
         ))
+        self._closer = IntervalCloser(node=self.name, agent=self.agent, ledger=self.ledger,
+                                      tariffs=self.tariffs)
 
     async def run(self) -> None:
         assert self.agent is not None, "use `async with GatewayNode(...)` first"
@@ -845,12 +846,7 @@ class GatewayNode:
         interval is settled with the grid as undelivered (``delivered_wh`` 0) and, having no
         reading to back it, publishes no settlement. On a DC bus the delivery also counts what
         the converter moved over the bus (``bus_wh``): the trade flows there, not through the
-        meter.
-
-        The block of ``k`` is written now, with this node's signed settlement, so a crash never
-        loses a settled interval. The peers settle ``k`` at the same moment, so theirs arrive
-        after it: each block carries the peers' verified settlements accepted since the block
-        before (each names its interval), and every one is written exactly once.
+        meter. The settlement and the block are :class:`IntervalCloser`'s.
         """
         record = self.state.records.pop(k, None)
         if record is not None:
@@ -874,32 +870,12 @@ class GatewayNode:
         trusted = self._meter_key is None or (
             end_checked and record is not None and record.meter_start_checked)
         bus = self._bus_delivered_wh(record) if record is not None else 0
-        delivered = metered + bus if trusted else 0
         figures = None
-        if outcome is not None:
-            signed = None
-            if isinstance(outcome, Agreed) and trusted and meter is not None:
-                signed = self._sign_settlement(k, delivered, meter, bus_wh=bus)
-            if signed is None:
-                position = outcome.position if isinstance(outcome, Agreed) else None
-                figures = settle(position or _NO_POSITION, delivered_wh=delivered,
-                                 tariffs=self.tariffs)
-            else:
-                figures = SettlementFigures(*(getattr(signed[1], name)
-                                              for name in SettlementFigures._fields))
-            if self.ledger is not None:
-                peers = self._unledgered_peers(k)
-                block = self.ledger.append(
-                    interval=k,
-                    status="agreed" if isinstance(outcome, Agreed) else "abstained",
-                    content=ledger_content(
-                        outcome, figures, settlement=None if signed is None else signed[0],
-                        peers=[envelope for _, _, envelope in peers],
-                        meter_problem="" if trusted else "meter reading not verified"),
-                )
-                if block is not None:
-                    for j, node, _ in peers:
-                        self._ledgered.setdefault(j, set()).add(node)
+        if outcome is not None and self._closer is not None:
+            figures = self._closer.close(
+                k, outcome, delivered_wh=metered + bus if trusted else 0,
+                meter=meter if trusted else None, bus_wh=bus,
+                meter_problem="" if trusted else "meter reading not verified").figures
         self._save_forecaster()
         battery = self._fresh(self.battery)
         self._on_event(IntervalClosed(
@@ -940,91 +916,10 @@ class GatewayNode:
         self._meter_seq = checked.seq
         return True
 
-    def _sign_settlement(
-        self, k: int, metered: int, meter: MeterReading, *, bus_wh: int
-    ) -> tuple[SignedEnvelope, Settlement] | None:
-        """This node's signed settlement of an agreed interval, published by the agent; None
-        (settled locally only, with the reason logged) when it cannot be made."""
-        if self.agent is None:
-            return None
-        if meter.seq is None or meter.tag is None:
-            log.warning("%s: the meter publishes no tagged counters: interval %d settled "
-                        "locally only", self.name, k)
-            return None
-        reading = TaggedReading(seq=meter.seq, import_wh=meter.import_wh,
-                                export_wh=meter.export_wh, tag=meter.tag)
-        try:
-            envelope = self.agent.settle(k, delivered_wh=metered, meter_reading=reading,
-                                         bus_wh=bus_wh)
-        except MarketError as exc:
-            log.warning("%s: interval %d settled locally only: %s", self.name, k, exc)
-            return None
-        verified = verify(envelope, expected_kind="settle")
-        assert not isinstance(verified, Rejected) and isinstance(verified.body, Settlement)
-        return envelope, verified.body
 
-    def _unledgered_peers(self, k: int) -> list[tuple[int, str, SignedEnvelope]]:
-        """The peers' accepted settlements of intervals up to ``k`` not yet in a block."""
-        if self.agent is None:
-            return []
-        for old in [j for j in self._ledgered if j < k - _PEER_LOOKBACK]:
-            del self._ledgered[old]
-        return [
-            (j, node, envelope)
-            for j in range(k - _PEER_LOOKBACK, k + 1)
-            for node, envelope in sorted(self.agent.signed_settlements(j).items())
-            if node != self.name and node not in self._ledgered.get(j, set())
-        ]
-
-
-_NO_POSITION = NodeOutcome("", 0, 0, 0, 0, 0, 0, 0, 0)
-_PEER_LOOKBACK = 8
-"""Intervals back a block looks for peers' settlements: longer than the agent keeps them."""
 _FLEX_MARGIN_INTERVALS = 1
 """A shifted load is planned to be done this many intervals before it is due: room for a
 forecast that was wrong, a device that missed a poll, a plan made before the car was plugged in."""
-
-
-def ledger_content(
-    outcome: Agreed | Abstained,
-    figures: SettlementFigures,
-    *,
-    settlement: SignedEnvelope | None = None,
-    peers: list[SignedEnvelope] | None = None,
-    meter_problem: str = "",
-) -> dict[str, Any]:
-    """The ledger block content of one interval for this node.
-
-    ``outcome`` holds the settled figures (metered delivery against the cleared position, every
-    deviation at the grid tariffs): that is what the owner pays or is paid, so billing exports
-    and "money today" read it directly. ``settlement`` is this node's signed settlement as
-    published, ``peer_settlements`` the peers' verified ones accepted since the block before, as
-    their signers sent them, so anyone can check the ledger against the signatures (and, holding
-    the meter keys, the tags) without trusting this gateway; ``meter`` says why a reading was not
-    used.
-    """
-    own = figures._asdict()
-    extra: dict[str, Any] = {}
-    if settlement is not None:
-        extra["settlement"] = settlement.model_dump()
-    if peers:
-        extra["peer_settlements"] = [envelope.model_dump() for envelope in peers]
-    if meter_problem:
-        extra["meter"] = meter_problem
-    if isinstance(outcome, Abstained):
-        return {"reason": outcome.reason, "outcome": own, **extra}
-    mine = outcome.position or _NO_POSITION
-    own.update(bought_wh=mine.bought_wh, sold_wh=mine.sold_wh)
-    if outcome.late:
-        extra["adopted_late"] = True  # dispatched in safe mode, settled against the quorum
-    return {
-        "result_hash": outcome.result_hash,
-        "bid_set_digest": outcome.bid_set_digest,
-        "price": outcome.result.price,
-        "committed_by": sorted(outcome.committed_by),
-        "outcome": own,
-        **extra,
-    }
 
 
 @contextlib.asynccontextmanager

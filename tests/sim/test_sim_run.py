@@ -120,12 +120,14 @@ async def test_an_overloaded_feeder_line_is_reported_while_serving():
 def test_add_sim_parser_registers_sim_run_on_a_cli():
     parser = argparse.ArgumentParser(prog="gridpeer")
     add_sim_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["sim", "run", "feeder-100", "--speed", "5", "--rtu",
-                              "--host", "0.0.0.0"])
-    assert (args.scenario, args.speed, args.rtu, args.host) == ("feeder-100", 5.0, True,
-                                                                "0.0.0.0")
+    args = parser.parse_args(["sim", "run", "feeder-100", "--speed", "5", "--dt-ms", "10000",
+                              "--rtu", "--host", "0.0.0.0"])
+    assert (args.scenario, args.speed, args.dt_ms, args.rtu, args.host) == (
+        "feeder-100", 5.0, 10_000, True, "0.0.0.0")
     assert args.func is cmd_sim_run
     defaults = parser.parse_args(["sim", "run", "sunny-street"])
-    assert (defaults.speed, defaults.rtu, defaults.host) == (None, False, "127.0.0.1")
-    with pytest.raises(SystemExit):
-        parser.parse_args(["sim", "run", "sunny-street", "--speed", "0"])
+    assert (defaults.speed, defaults.dt_ms, defaults.rtu, defaults.host) == (
+        None, None, False, "127.0.0.1")
+    for bad in (["--speed", "0"], ["--dt-ms", "0"], ["--dt-ms", "1.5"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["sim", "run", "sunny-street", *bad])
