@@ -109,8 +109,6 @@ _SCANS_AT_ONCE = 10
 """SunSpec scans in flight: a hundred at once time out on the simulator's one event loop."""
 _CHARGING_BUS = "south"
 _CHARGING_HOURS = (10, 15)
-_FEES = FeeSchedule(base=1, per_km=20)
-"""The network fee: 1 µ/Wh to use the feeder, 20 µ/Wh more per km between the two buses."""
 _SETTLE_GRACE = 2
 """Intervals a published settlement has to reach every agent before the run fails."""
 _SIM_LINE = re.compile(r"^(?P<home>[^/\s]+)/(?P<role>[a-z]+) tcp://(?P<host>[\d.]+):(?P<port>\d+)")
@@ -393,7 +391,8 @@ def agent_for(scenario: Scenario, *, name: str, url: str, timing: Timing, clock:
         params=ClearingParams(tariffs=tariffs), clock=clock.now_ms,
         mechanism=scenario.market.mechanism, energy_interval_ms=timing.length_ms,
         feeder=scenario.feeder.radial().for_market(interval_s=scenario.market.interval_s),
-        fees=_FEES, meter_keys=meter_keys, tick_s=_TICK_S, keepalive_s=_LINK_TIMEOUT_S,
+        fees=FeeSchedule(base=scenario.market.fee_base, per_km=scenario.market.fee_per_km),
+        meter_keys=meter_keys, tick_s=_TICK_S, keepalive_s=_LINK_TIMEOUT_S,
         connect_timeout_s=_LINK_TIMEOUT_S)
 
 

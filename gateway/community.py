@@ -39,7 +39,7 @@ from protocols.signing import public_key_hex, sign
 from sim_devices.dcbus import DcBusSpec
 from sim_devices.home import HomeSpec
 from sim_devices.physics import MJ_PER_WH
-from sim_devices.scenario import Scenario
+from sim_devices.scenario import FeederModel, Scenario
 from sim_devices.world import LOADS, World
 
 DEVICE_ROLES = ("meter", "battery", "pv", "dcdc", *LOADS)
@@ -87,12 +87,29 @@ class Rules:
     mechanism: str = "uniform"
     retail_price: int = 300
     feed_in_price: int = 80
+    feeder: FeederModel | None = None
+    """The radial feeder the market clears on, with the network fee below; None: one free bus."""
+    fee_base: int = 0
+    fee_per_km: int = 0
 
     @classmethod
     def of(cls, scenario: Scenario) -> Rules:
-        return cls(community=scenario.market.community, mechanism=scenario.market.mechanism,
+        market = scenario.market
+        return cls(community=market.community, mechanism=market.mechanism,
                    retail_price=scenario.tariffs.retail_price,
-                   feed_in_price=scenario.tariffs.feed_in_price)
+                   feed_in_price=scenario.tariffs.feed_in_price, feeder=scenario.feeder,
+                   fee_base=market.fee_base, fee_per_km=market.fee_per_km)
+
+    def network_toml(self) -> str:
+        """The ``[market.network]`` table of a gateway config ("" without a feeder)."""
+        if self.feeder is None:
+            return ""
+        lines = "".join(
+            f'\n[[market.network.lines]]\nbus = "{ln.bus}"\nparent = "{ln.parent}"\n'
+            f"length_m = {ln.length_m}\ncapacity_w = {ln.capacity_w}\n"
+            for ln in self.feeder.lines)
+        return (f'\n[market.network]\nroot = "{self.feeder.root}"\nfee_base = {self.fee_base}\n'
+                f"fee_per_km = {self.fee_per_km}\n{lines}")
 
 
 @dataclass(slots=True)
@@ -195,7 +212,7 @@ def provision(
             f'authority_key = "{public_key_hex(authority)}"\n'
             f'mechanism = "{rules.mechanism}"\n'
             f"interval_s = {timing.interval_s}\ngate_s = {timing.gate_s}\n"
-            f"grace_s = {timing.grace_s}\nepoch_ms = {epoch_ms}\n\n"
+            f"grace_s = {timing.grace_s}\nepoch_ms = {epoch_ms}\n{rules.network_toml()}\n"
             f"[tariffs]\nretail_price = {rules.retail_price}\n"
             f"feed_in_price = {rules.feed_in_price}\n\n"
             f"[envelope]\nrevert_s = {timing.revert_s}\nramp_w_per_s = {timing.ramp_w_per_s}\n"

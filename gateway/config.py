@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from protocols.network import Feeder, FeeSchedule, Line, NetworkError
+
 NodeId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
 
 
@@ -48,6 +50,47 @@ class DeviceConfig(_Model):
         return v
 
 
+class FeederLineConfig(_Model):
+    """The line from ``bus`` up to ``parent`` (towards the substation), rated ``capacity_w``."""
+
+    bus: NodeId
+    parent: NodeId
+    length_m: int = Field(ge=0)
+    capacity_w: int = Field(gt=0)
+
+
+class NetworkConfig(_Model):
+    """The community's radial feeder and network fee (``[market.network]``).
+
+    Every member configures the same: each gateway curtails a clearing that would overload a line
+    at the margin and charges each trade ``fee_base + fee_per_km × distance`` µ/Wh, and the hash
+    they agree on covers both. The certificates name each member's bus.
+    """
+
+    root: NodeId = "substation"
+    lines: tuple[FeederLineConfig, ...] = Field(min_length=1)
+    fee_base: int = Field(default=0, ge=0)
+    fee_per_km: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _radial(self) -> NetworkConfig:
+        try:
+            self.feeder(interval_s=3600)
+        except NetworkError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def feeder(self, *, interval_s: float) -> Feeder:
+        """The feeder as the market clears on it: each line's rating as Wh per interval."""
+        return Feeder(root=self.root, lines=[
+            Line(bus=ln.bus, parent=ln.parent, length_m=ln.length_m,
+                 capacity_wh=int(ln.capacity_w * interval_s // 3600))
+            for ln in self.lines])
+
+    def fees(self) -> FeeSchedule:
+        return FeeSchedule(base=self.fee_base, per_km=self.fee_per_km)
+
+
 class MarketConfig(_Model):
     """Interval timing and the community's rules (every member must use the same values)."""
 
@@ -69,6 +112,8 @@ class MarketConfig(_Model):
     """This node's client certificate (PEM): its Common Name is the node id the broker's ACL
     lets it publish under (``gridpeer community broker-config`` issues it)."""
     tls_key: Path | None = None
+    network: NetworkConfig | None = None
+    """The feeder and network fee; without it the community clears as if on one bus, free."""
 
     @field_validator("broker")
     @classmethod

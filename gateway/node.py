@@ -285,6 +285,9 @@ class GatewayNode:
             mechanism=market.mechanism, quorum=(market.quorum_num, market.quorum_den),
             tls=tls_files(market),
             meter_keys=None if self._meter_key is None else {self.name: self._meter_key},
+            feeder=None if market.network is None else market.network.feeder(
+                interval_s=market.interval_s),
+            fees=None if market.network is None else market.network.fees(),
         ))
         self._closer = IntervalCloser(node=self.name, agent=self.agent, ledger=self.ledger,
                                       tariffs=self.tariffs)

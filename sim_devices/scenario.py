@@ -68,6 +68,10 @@ class MarketModel(_Model):
     interval_s: int = Field(default=900, gt=0)
     gate_s: int = Field(default=60, ge=0)
     grace_s: int = Field(default=10, ge=0)
+    fee_base: int = Field(default=0, ge=0)
+    """Network fee in µ/Wh on every trade, with a feeder (``protocols.network.FeeSchedule``)..."""
+    fee_per_km: int = Field(default=0, ge=0)
+    """... plus this much per km of feeder between the buyer's and the seller's buses."""
 
     @model_validator(mode="after")
     def _timing(self) -> MarketModel:

@@ -325,6 +325,34 @@ def fill(side: Side, quantity: int, *, marginal: tuple[int, list[int]] | None = 
     return out
 
 
+_HEX_DIGEST = 64
+_UPPER_HEX = "ABCDEF"
+
+
+def digest_order(digests: list[str]) -> list[int]:
+    """Positions of ``digests`` in ascending string order, as ``sorted`` gives them.
+
+    Bid digests are 64 lowercase hex digits, whose string order is the order of the numbers they
+    spell: their leading 64 bits are sorted as integers by numpy, at a third of the time Python
+    takes to compare the strings. Anything else (another length, a capital, a non-hex character,
+    two digests sharing 64 leading bits) is sorted as strings.
+    """
+    joined = "".join(digests)
+    if len(joined) == _HEX_DIGEST * len(digests) and not any(c in joined for c in _UPPER_HEX):
+        try:
+            raw = bytes.fromhex(joined)
+        except ValueError:
+            raw = b""
+        if len(raw) * 2 == len(joined):  # fromhex skips whitespace: all 64 were hex digits
+            lead = np.frombuffer(raw, dtype=">u8")[:: _HEX_DIGEST // 16].astype(np.uint64)
+            order = np.argsort(lead, kind="stable")
+            ranked = lead[order]
+            if not np.any(ranked[1:] == ranked[:-1]):
+                ranks: list[int] = order.tolist()
+                return ranks
+    return sorted(range(len(digests)), key=digests.__getitem__)
+
+
 def _walk(side: Side, fills: Fills, *, buses: bool) -> tuple[Ints, Ints]:
     """The orders that trade, in the pairing walk's (bus, digest) order (digest order alone
     without ``buses``).
@@ -333,7 +361,7 @@ def _walk(side: Side, fills: Fills, *, buses: bool) -> tuple[Ints, Ints]:
     """
     trading = np.flatnonzero(fills)
     digest = side.column(DIGEST, trading)
-    walk = sorted(range(len(digest)), key=digest.__getitem__)
+    walk = digest_order(digest)
     if buses:
         bus = side.column(BUS, trading)
         walk.sort(key=bus.__getitem__)

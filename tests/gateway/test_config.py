@@ -24,6 +24,26 @@ url = "tcp://127.0.0.1:1502"
 """.replace("{key}", "ab" * 32)
 
 
+NETWORK = """
+[market.network]
+fee_base = 1
+fee_per_km = 20
+
+[[market.network.lines]]
+bus = "trunk"
+parent = "substation"
+length_m = 300
+capacity_w = 400000
+
+[[market.network.lines]]
+bus = "west"
+parent = "trunk"
+length_m = 500
+capacity_w = 100000
+
+"""
+
+
 def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "gridpeer.toml"
     path.write_text(text)
@@ -36,6 +56,19 @@ def test_good_config_loads_with_defaults_and_resolved_paths(tmp_path):
     assert config.key_file == (tmp_path / "node.key").resolve()
     assert config.devices[0].poll_s == 1.0
     assert config.tariffs.retail_price > config.tariffs.feed_in_price
+
+
+def test_the_network_is_the_feeder_the_market_clears_on(tmp_path):
+    """Line ratings become Wh per interval; the fee grows with the distance between buses."""
+    config = load_config(_write(tmp_path, GOOD.replace("[[devices]]", NETWORK + "[[devices]]")))
+    network = config.market.network
+    assert network is not None
+    feeder = network.feeder(interval_s=config.market.interval_s)
+    assert {line.bus: line.capacity_wh for line in feeder.lines} == {"trunk": 100_000,
+                                                                    "west": 25_000}
+    assert feeder.distance_m("west", "substation") == 800
+    assert network.fees().fee_per_wh(feeder.distance_m("west", "trunk")) == 1 + 20 * 500 // 1000
+    assert load_config(_write(tmp_path, GOOD)).market.network is None
 
 
 @pytest.mark.parametrize(
@@ -52,6 +85,14 @@ def test_good_config_loads_with_defaults_and_resolved_paths(tmp_path):
          "market: an mqtts:// broker needs tls_ca, tls_cert and tls_key"),
         (("interval_s = 900", 'tls_ca = "ca.crt"\ntls_cert = "n.crt"\ntls_key = "n.key"'),
          "market: tls_ca/tls_cert/tls_key are set but the broker is mqtt://"),
+        (("[[devices]]", NETWORK.replace('parent = "trunk"', 'parent = "east"') + "[[devices]]"),
+         "market.network: bus 'east' is not connected to the root 'substation'"),
+        (("[[devices]]", NETWORK.replace('parent = "substation"', 'parent = "west"')
+          + "[[devices]]"), "market.network: the feeder has a loop through bus 'trunk'"),
+        (("[[devices]]", NETWORK.replace("capacity_w = 100000", "capacity_w = 0")
+          + "[[devices]]"), "market.network.lines.1.capacity_w: Input should be greater than 0"),
+        (("[[devices]]", NETWORK.replace("fee_per_km = 20", "fee_per_km = -1")
+          + "[[devices]]"), "market.network.fee_per_km: Input should be greater than or equal"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, change, expected):

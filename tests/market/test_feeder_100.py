@@ -33,7 +33,7 @@ pytestmark = pytest.mark.mosquitto
 SCENARIO = load_scenario("feeder-100")
 FEEDER = SCENARIO.feeder.radial().for_market(  # type: ignore[union-attr]
     interval_s=SCENARIO.market.interval_s)
-FEES = FeeSchedule(base=1, per_km=20)
+FEES = FeeSchedule(base=SCENARIO.market.fee_base, per_km=SCENARIO.market.fee_per_km)
 BUS_OF = SCENARIO.bus_of()
 COMMUNITY = SCENARIO.market.community
 

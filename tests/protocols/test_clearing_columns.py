@@ -3,6 +3,7 @@ replaced: the session, the settlement and the tests index, iterate, compare and 
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from protocols.clearing import (
     MAX_ORDERS,
@@ -16,6 +17,7 @@ from protocols.clearing import (
     Trades,
     clear,
 )
+from protocols.clearing.book import digest_order
 from protocols.messages import MAX_ENERGY_WH, MAX_PRICE
 from tests.protocols.test_clearing_invariants import EXAMPLES, MECHANISM_NAMES, books
 
@@ -62,3 +64,21 @@ def test_quantities_beyond_the_protocol_bounds_are_refused(
     with pytest.raises(ClearingError, match="protocol's bounds"):
         clear("uniform", orders, PARAMS)
     assert MAX_ORDERS >= 100_000
+
+
+_HEX = "0123456789abcdef"
+_DIGESTS = st.one_of(
+    # real digests, some sharing their leading 64 bits (the integer sort's tie)
+    st.lists(st.builds(lambda lead, rest: lead + rest,
+                       st.sampled_from(["0" * 16, "f" * 16, "0123456789abcdef"]),
+                       st.text(_HEX, min_size=48, max_size=48)), max_size=30),
+    st.lists(st.text(_HEX, min_size=64, max_size=64), max_size=30),
+    # what the fast path must hand back to the string sort
+    st.lists(st.text(_HEX + "ABCDEF \t\nxz", min_size=62, max_size=66), max_size=30),
+    st.lists(st.text(max_size=70), max_size=30),
+)
+
+
+@given(digests=_DIGESTS.map(lambda ds: list(dict.fromkeys(ds))))
+def test_digest_order_is_the_string_order(digests: list[str]) -> None:
+    assert digest_order(digests) == sorted(range(len(digests)), key=digests.__getitem__)
