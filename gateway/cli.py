@@ -292,16 +292,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _public_key(text: str) -> str:
     if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
         raise argparse.ArgumentTypeError("expected 64 lowercase hex characters (an Ed25519 key)")
@@ -309,7 +299,7 @@ def _public_key(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sim_devices.runner import add_sim_parser, positive_float
+    from sim_devices.runner import add_sim_parser, positive_float, positive_int
 
     parser = argparse.ArgumentParser(
         prog="gridpeer", description="Peer-to-peer energy trading for neighbourhood microgrids."
@@ -326,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("gridpeer-demo"),
                       help="folder for keys, ledgers, logs and report.html "
                            "(default: ./gridpeer-demo)")
-    demo.add_argument("--intervals", type=_positive_int,
+    demo.add_argument("--intervals", type=positive_int,
                       help="intervals to run (default: one day)")
     demo.add_argument("--seed", type=int, help="seed of the simulated world "
                                                "(default: the scenario's)")
@@ -373,8 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", type=Path, required=True, help="file to write")
         if name == "admit":
             p.add_argument("--bus", default="bus-1", help="the node's bus on the feeder")
-            p.add_argument("--import-limit-w", type=_positive_int, default=10_000)
-            p.add_argument("--export-limit-w", type=_positive_int, default=10_000)
+            p.add_argument("--import-limit-w", type=positive_int, default=10_000)
+            p.add_argument("--export-limit-w", type=positive_int, default=10_000)
             p.add_argument("--days", type=float, default=365, help="validity in days")
         p.set_defaults(func=func)
 

@@ -24,7 +24,8 @@ from sim_devices.feeder import FeederFlows, RadialFeeder, bus_net_w
 from sim_devices.scenario import Scenario, load_scenario
 from sim_devices.world import World
 
-__all__ = ["add_sim_parser", "positive_float", "run_scenario", "serve_until_stopped"]
+__all__ = ["add_sim_parser", "positive_float", "positive_int", "run_scenario",
+           "serve_until_stopped"]
 
 _FEEDER_CHECK_S = 1.0
 """Real seconds between feeder checks: often enough for a person watching, cheap for 100 homes."""
@@ -131,7 +132,7 @@ def positive_int(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
