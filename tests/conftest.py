@@ -9,7 +9,8 @@ from tests.hil.options import add_hil_options
 
 _REAL_TIME = (
     "tests/faults/", "tests/test_day_", "tests/test_end_to_end.py",
-    "tests/test_settlement_community.py", "tests/gateway/test_ev_night.py",
+    "tests/test_settlement_community.py", "tests/test_network_gateways.py",
+    "tests/gateway/test_ev_night.py",
     "tests/market/test_feeder_100.py",
     "tests/market/test_flood.py",
 )
