@@ -94,7 +94,6 @@ from gateway.market.session import Abstained, Agreed, Timing
 from gateway.market.settlement import MeterKey
 from protocols.clearing import ClearingParams, Tariffs
 from protocols.messages import MembershipCertificate
-from protocols.network import FeeSchedule
 from protocols.signing import generate_key, public_key_hex, sign
 from sim_devices.scenario import Scenario, load_scenario
 from sim_devices.world import sim_meter_key
@@ -380,13 +379,11 @@ def check_ledgers(ledgers: Mapping[str, Ledger], *, intervals: range,
     return held
 
 
-def agent_for(scenario: Scenario, *, name: str, url: str, timing: Timing, clock: Clock,
-              authority_key: Ed25519PrivateKey, key: Ed25519PrivateKey,
+def agent_for(scenario: Scenario, *, name: str, url: str, timing: Timing, tariffs: Tariffs,
+              clock: Clock, authority_key: Ed25519PrivateKey, key: Ed25519PrivateKey,
               meter_keys: Mapping[str, MeterKey]) -> MarketAgent:
     """The market side of one home's gateway, on the scenario's feeder, auditing every meter."""
     assert scenario.feeder is not None
-    tariffs = Tariffs(retail_price=scenario.tariffs.retail_price,
-                      feed_in_price=scenario.tariffs.feed_in_price)
     cert = MembershipCertificate(
         community=scenario.market.community, node=name, public_key=public_key_hex(key),
         bus=scenario.bus_of()[name], import_limit_w=50_000, export_limit_w=50_000,
@@ -398,7 +395,7 @@ def agent_for(scenario: Scenario, *, name: str, url: str, timing: Timing, clock:
         params=ClearingParams(tariffs=tariffs), clock=clock.now_ms,
         mechanism=scenario.market.mechanism, energy_interval_ms=timing.length_ms,
         feeder=scenario.feeder.radial().for_market(interval_s=scenario.market.interval_s),
-        fees=FeeSchedule(base=scenario.market.fee_base, per_km=scenario.market.fee_per_km),
+        fees=scenario.market.fees(),
         meter_keys=meter_keys, tick_s=_TICK_S, keepalive_s=_LINK_TIMEOUT_S,
         connect_timeout_s=_LINK_TIMEOUT_S)
 
@@ -453,8 +450,8 @@ async def soak(*, hours: float, speed: float, gate_s: int, grace_s: int, broker_
         meter_keys = {n: m.key for n, m in meters.items()}
         keys = {name: generate_key() for name in homes}
         agents = await connect_agents(stack, homes, lambda name: agent_for(
-            scenario, name=name, url=url, timing=timing, clock=clock, authority_key=authority,
-            key=keys[name], meter_keys=meter_keys))
+            scenario, name=name, url=url, timing=timing, tariffs=tariffs, clock=clock,
+            authority_key=authority, key=keys[name], meter_keys=meter_keys))
         ledgers = {n: stack.enter_context(Ledger.open(state_dir / f"{n}.db")) for n in homes}
         closers = {n: IntervalCloser(node=n, agent=agents[n], ledger=ledgers[n], tariffs=tariffs)
                    for n in homes}

@@ -24,7 +24,8 @@ from gateway.ledger import Ledger
 from gateway.market.agent import MarketAgent, MarketError
 from gateway.market.session import Abstained, Agreed
 from gateway.market.settlement import MeterReading as TaggedReading
-from protocols.clearing import NodeOutcome, Tariffs
+from gateway.market.settlement import no_position
+from protocols.clearing import Tariffs
 from protocols.ledger import Block
 from protocols.messages import Settlement, SignedEnvelope
 from protocols.settlement import SettlementFigures, settle
@@ -32,8 +33,6 @@ from protocols.signing import Rejected, verify
 
 log = logging.getLogger(__name__)
 
-NO_POSITION = NodeOutcome("", 0, 0, 0, 0, 0, 0, 0, 0)
-"""The position of a node without a bid in the result (or no result): all of it with the grid."""
 _PEER_LOOKBACK = 8
 """Intervals back a block looks for peers' settlements: longer than the agent keeps them."""
 
@@ -71,7 +70,7 @@ class IntervalCloser:
             signed = self._sign(k, delivered_wh, meter, bus_wh=bus_wh)
         if signed is None:
             position = outcome.position if isinstance(outcome, Agreed) else None
-            figures = settle(position or NO_POSITION, delivered_wh=delivered_wh,
+            figures = settle(position or no_position(self.node), delivered_wh=delivered_wh,
                              tariffs=self._tariffs)
         else:
             figures = SettlementFigures(*(getattr(signed[1], name)
@@ -149,7 +148,7 @@ def ledger_content(
         extra["meter"] = meter_problem
     if isinstance(outcome, Abstained):
         return {"reason": outcome.reason, "outcome": own, **extra}
-    mine = outcome.position or NO_POSITION
+    mine = outcome.position or no_position("")
     own.update(bought_wh=mine.bought_wh, sold_wh=mine.sold_wh)
     if outcome.late:
         extra["adopted_late"] = True  # dispatched in safe mode, settled against the quorum

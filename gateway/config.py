@@ -83,8 +83,8 @@ class NetworkConfig(_Model):
     def feeder(self, *, interval_s: float) -> Feeder:
         """The feeder as the market clears on it: each line's rating as Wh per interval."""
         return Feeder(root=self.root, lines=[
-            Line(bus=ln.bus, parent=ln.parent, length_m=ln.length_m,
-                 capacity_wh=int(ln.capacity_w * interval_s // 3600))
+            Line.rated(bus=ln.bus, parent=ln.parent, length_m=ln.length_m,
+                       capacity_w=ln.capacity_w, interval_s=interval_s)
             for ln in self.lines])
 
     def fees(self) -> FeeSchedule:

@@ -48,6 +48,14 @@ class Line:
     length_m: int
     capacity_wh: int
 
+    @classmethod
+    def rated(cls, *, bus: str, parent: str, length_m: int, capacity_w: int,
+              interval_s: float) -> Line:
+        """The line rated ``capacity_w`` as the market sees it: the energy it carries in one
+        interval of ``interval_s``."""
+        return cls(bus=bus, parent=parent, length_m=length_m,
+                   capacity_wh=int(capacity_w * interval_s // 3600))
+
     def __post_init__(self) -> None:
         if self.length_m < 0 or self.capacity_wh < 0:
             raise NetworkError(f"line {self.bus}->{self.parent}: length and capacity must be >= 0")

@@ -114,8 +114,8 @@ class RadialFeeder:
     def for_market(self, *, interval_s: int) -> NetworkFeeder:
         """The same feeder as the market sees it: each line's rating as energy per interval."""
         return NetworkFeeder(root=self.root, lines=[
-            NetworkLine(bus=ln.bus, parent=ln.parent, length_m=ln.length_m,
-                        capacity_wh=ln.capacity_w * interval_s // 3600)
+            NetworkLine.rated(bus=ln.bus, parent=ln.parent, length_m=ln.length_m,
+                              capacity_w=ln.capacity_w, interval_s=interval_s)
             for ln in self.lines])
 
     def flows(self, net_w: Mapping[str, int]) -> FeederFlows:

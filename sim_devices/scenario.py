@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from protocols.network import FeeSchedule
 from sim_devices.dcbus import ConverterSpec, DcBusSpec
 from sim_devices.ev import EvSpec
 from sim_devices.faults import FaultSpec
@@ -72,6 +73,9 @@ class MarketModel(_Model):
     """Network fee in µ/Wh on every trade, with a feeder (``protocols.network.FeeSchedule``)..."""
     fee_per_km: int = Field(default=0, ge=0)
     """... plus this much per km of feeder between the buyer's and the seller's buses."""
+
+    def fees(self) -> FeeSchedule:
+        return FeeSchedule(base=self.fee_base, per_km=self.fee_per_km)
 
     @model_validator(mode="after")
     def _timing(self) -> MarketModel:

@@ -66,7 +66,9 @@ class MeterKey:
     key: bytes
 
 
-def _no_position(node: str) -> NodeOutcome:
+def no_position(node: str) -> NodeOutcome:
+    """The position of a node without a bid in the result (or without a result): none, so all it
+    metered went through the grid."""
     return NodeOutcome(node, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
@@ -86,7 +88,7 @@ def expected_settlement(
     through the grid. ``money`` adds the network fees the node owes as a buyer (the agreed result
     charges them to the buyer of each trade), so one figure is what the home pays.
     """
-    position = agreed.result.outcomes.of(node) or _no_position(node)
+    position = agreed.result.outcomes.of(node) or no_position(node)
     figures = settle(position, delivered_wh=delivered_wh, tariffs=tariffs)
     fees = sum(fee.fee for fee in agreed.fees if fee.buyer == node)
     return Settlement(

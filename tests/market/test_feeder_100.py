@@ -21,7 +21,7 @@ from gateway.market.agent import MarketAgent
 from gateway.market.session import Agreed, Timing, agreed_hash
 from protocols.clearing import Order, clear
 from protocols.messages import MembershipCertificate, message_digest
-from protocols.network import FeeSchedule, line_flows
+from protocols.network import line_flows
 from protocols.signing import generate_key, public_key_hex, sign
 from sim_devices.scenario import load_scenario
 from tests.brokers import mosquitto_config
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.mosquitto
 SCENARIO = load_scenario("feeder-100")
 FEEDER = SCENARIO.feeder.radial().for_market(  # type: ignore[union-attr]
     interval_s=SCENARIO.market.interval_s)
-FEES = FeeSchedule(base=SCENARIO.market.fee_base, per_km=SCENARIO.market.fee_per_km)
+FEES = SCENARIO.market.fees()
 BUS_OF = SCENARIO.bus_of()
 COMMUNITY = SCENARIO.market.community
 
