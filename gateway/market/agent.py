@@ -330,6 +330,14 @@ class MarketAgent:
         in time or adopted it after abstaining (``Agreed.late``); None if it knows of none."""
         return self._book.agreed(interval)
 
+    def commitments(self, interval: int) -> list[SignedEnvelope]:
+        """The signed commitments of the quorum that agreed ``interval`` (this node's own
+        included when it was one of them), by node, exactly as their signers sent them: proof
+        anyone holding the certificates can re-verify. Empty while no agreed result is known,
+        and once it is forgotten (with :meth:`agreed`)."""
+        agreed = self._book.agreed(interval)
+        return [] if agreed is None else list(agreed.commitments)
+
     def session_state(self, interval: int) -> State | None:
         session = self._sessions.get(interval)
         return None if session is None else session.state
@@ -451,7 +459,7 @@ class MarketAgent:
             return session.on_bid(body)
         if isinstance(body, BidSet):
             return session.on_bidset(body)
-        return session.on_commitment(body)
+        return session.on_commitment(body, envelope)
 
     def _settlement(self, settlement: Settlement, envelope: SignedEnvelope, interval: int,
                     now: int) -> list[Action]:

@@ -62,6 +62,7 @@ from protocols.messages import (
     Bid,
     BidSet,
     Commitment,
+    SignedEnvelope,
     bid_set_digest,
     message_digest,
 )
@@ -182,7 +183,9 @@ class Cleared:
 class Agreed:
     """A quorum committed to this result; ``position`` is this node's outcome (None: no bid);
     ``fees`` the network fee of every trade (empty without a fee schedule); ``late``: learnt only
-    after this node had abstained (it dispatched in safe mode, and settles against it)."""
+    after this node had abstained (it dispatched in safe mode, and settles against it);
+    ``commitments``: the signed commitments of ``committed_by`` as their signers sent them (by
+    node), the proof anyone can re-verify that a quorum agreed."""
 
     interval: int
     result: Result
@@ -192,6 +195,7 @@ class Agreed:
     position: NodeOutcome | None
     fees: tuple[TradeFee, ...] = ()
     late: bool = False
+    commitments: tuple[SignedEnvelope, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +297,7 @@ class IntervalSession:
         self._current: dict[str, tuple[Bid, str]] = {}
         self._excluded: set[str] = set()
         self._commitments: dict[str, Commitment] = {}
+        self._signed: dict[str, SignedEnvelope] = {}  # each held commitment as it was signed
         # Kept in step with _commitments (see _keep): how many name each bid set, and how many
         # voters back each (bid set, result). Rescanning the commitments at each new one cost a
         # hundred agents a fifth of their CPU in the feeder-100 soak.
@@ -393,14 +398,15 @@ class IntervalSession:
             self._current.pop(bid.node, None)
         return actions
 
-    def on_commitment(self, commitment: Commitment) -> list[Action]:
-        """A commitment whose signature and membership the caller has verified."""
+    def on_commitment(self, commitment: Commitment, signed: SignedEnvelope) -> list[Action]:
+        """A commitment whose signature and membership the caller has verified, with the
+        envelope it came in (kept as the proof an :class:`Agreed` carries)."""
         refused = self._misplaced(commitment)
         if refused:
             return refused
         if self._commitments.get(commitment.node) == commitment:
             return []
-        replaced = self._keep(commitment)
+        replaced = self._keep(commitment, signed)
         waiting = self._unclaimed.get(commitment.node)
         if commitment.bid_digests is not None:
             self._lists.setdefault(commitment.bid_set_digest, commitment.bid_digests)
@@ -441,10 +447,11 @@ class IntervalSession:
             return [Rejected("excluded")]
         return []
 
-    def _keep(self, commitment: Commitment) -> Commitment | None:
-        """Hold ``commitment`` as its node's, with the counts over commitments in step; returns
-        the commitment it replaces."""
+    def _keep(self, commitment: Commitment, signed: SignedEnvelope) -> Commitment | None:
+        """Hold ``commitment`` (signed as ``signed``) as its node's, with the counts over
+        commitments in step; returns the commitment it replaces."""
         node = commitment.node
+        self._signed[node] = signed
         voter = node in self._eligible and node not in self._excluded
         replaced = self._commitments.get(node)
         if replaced is not None:
@@ -547,10 +554,11 @@ class IntervalSession:
         """The commitment, after the bid set it names when that is not inline (both retained:
         module docstring)."""
         self._result, self._fees, self._mine = result, fees, commitment
-        self._keep(commitment)
         k, node, key = self.interval, self.node, self._identity
-        publish = [Publish(topics.commit(self.community, k, node),
-                           sign("commit", commitment, key).to_bytes(), retain=True)]
+        signed = sign("commit", commitment, key)
+        self._keep(commitment, signed)
+        publish = [Publish(topics.commit(self.community, k, node), signed.to_bytes(),
+                           retain=True)]
         if commitment.bid_digests is None:
             listed = BidSet(community=self.community, interval=k, node=node,
                             bid_digests=self._lists[commitment.bid_set_digest])
@@ -661,7 +669,7 @@ class IntervalSession:
         )
         position = result.outcomes.of(self.node)
         return Agreed(self.interval, result, winner[1], winner[0], committed, position,
-                      self._fees, late)
+                      self._fees, late, tuple(self._signed[node] for node in sorted(committed)))
 
     def _join(self, winner: tuple[str, str]) -> list[Publish] | None:
         """Recompute with the majority's bid set; the commitment to publish if we now match."""

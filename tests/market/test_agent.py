@@ -10,6 +10,7 @@ import pytest
 
 from gateway.market.agent import MarketError
 from gateway.market.session import Agreed, State
+from protocols.signing import verify
 from tests.market.community import Community
 
 
@@ -33,8 +34,12 @@ async def test_three_agents_agree_and_trade(any_broker: str) -> None:
         assert a.sold_wh == 2_000 and b.bought_wh + c.bought_wh == 2_000
         assert b.bought_wh > 0 and c.bought_wh > 0
         assert agreed[0].result.trades
-        for agent in (alice, bob, carol):
+        for agent, outcome in zip((alice, bob, carol), agreed, strict=True):
             assert not agent.rejections, agent.rejections
+            # The quorum's proof, as signed by each voter, for the ledger.
+            proof = agent.commitments(k)
+            assert {verify(e, expected_kind="commit").body.node  # type: ignore[union-attr]
+                    for e in proof} == outcome.committed_by
         async with asyncio.timeout(5):
             while alice.session_state(k) is not State.DISPATCHING:
                 await asyncio.sleep(0.02)

@@ -20,17 +20,18 @@ from gateway.market.session import (
     quorum_size,
 )
 from protocols.messages import MAX_INLINE_BIDS, Bid, BidSet, Commitment, SignedEnvelope
-from protocols.signing import Rejected, generate_key, verify
+from protocols.signing import Rejected, generate_key, public_key_hex, sign, verify
 from tests.market.community import COMMUNITY, PARAMS
 
 TIMING = Timing(epoch_ms=0, length_ms=1000, gate_ms=600, grace_ms=100)
 K = 5
 GATE, CLEAR, START = TIMING.gate_close_ms(K), TIMING.clear_ms(K), TIMING.start_ms(K)
 NODES = ("alice", "bob", "carol")
+KEYS = {node: generate_key() for node in (*NODES, "mallory")}
 
 
 def session(node: str, active: tuple[str, ...] = NODES) -> IntervalSession:
-    return IntervalSession(community=COMMUNITY, interval=K, node=node, identity=generate_key(),
+    return IntervalSession(community=COMMUNITY, interval=K, node=node, identity=KEYS[node],
                            timing=TIMING, mechanism="uniform", params=PARAMS,
                            active=lambda now_ms: active)
 
@@ -64,6 +65,11 @@ def published(actions: list[Action]) -> tuple[BidSet | None, Commitment]:
     assert isinstance(bidset, BidSet) and commitment.bid_digests is None
     assert bidset.set_digest() == commitment.bid_set_digest
     return bidset, commitment
+
+
+def heard(s: IntervalSession, commitment: Commitment) -> list[Action]:
+    """``s`` hears ``commitment`` in an envelope signed by its node (checked by the agent)."""
+    return s.on_commitment(commitment, sign("commit", commitment, KEYS[commitment.node]))
 
 
 def commitment_of(actions: list[Action]) -> Commitment:
@@ -104,10 +110,14 @@ def test_two_matching_commitments_of_three_agree_and_dispatch() -> None:
     a, b = session("alice"), session("bob")
     ca, cb = cleared(a), cleared(b)
     assert (ca.bid_set_digest, ca.result_hash) == (cb.bid_set_digest, cb.result_hash)
-    [agreed] = a.on_commitment(cb)
+    [agreed] = heard(a, cb)
     assert isinstance(agreed, Agreed) and a.state is State.AGREED
     assert agreed.committed_by == {"alice", "bob"}
     assert agreed.position is not None and agreed.position.sold_wh == 2000
+    # The quorum's proof: each voter's commitment as it signed it, by node.
+    assert [e.signer for e in agreed.commitments] == [public_key_hex(KEYS[n])
+                                                       for n in ("alice", "bob")]
+    assert [verify(e, expected_kind="commit").body for e in agreed.commitments] == [ca, cb]
     a.tick(START)
     assert a.state is State.DISPATCHING
     a.settled()
@@ -122,8 +132,8 @@ def test_minority_fetches_missed_bids_recomputes_and_joins() -> None:
     ca, cb = cleared(a), cleared(b)
     cc = cleared(c, BIDS[1:])  # carol missed alice's bid before the gate
     assert cc.result_hash != ca.result_hash
-    assert c.on_commitment(ca) == []  # one vote is no quorum yet
-    assert c.on_commitment(cb) == FETCH  # the list is inline: only the bid it lacks
+    assert heard(c, ca) == []  # one vote is no quorum yet
+    assert heard(c, cb) == FETCH  # the list is inline: only the bid it lacks
     actions = c.on_bid(BIDS[0])  # the broker resends the retained bid
     assert [type(x) for x in actions] == [Publish, Agreed]
     rejoined = commitment_of(actions)
@@ -134,8 +144,8 @@ def test_minority_that_cannot_reproduce_abstains_at_start() -> None:
     a, b, c = session("alice"), session("bob"), session("carol")
     ca, cb = cleared(a), cleared(b)
     cleared(c, BIDS[1:])
-    c.on_commitment(ca)
-    c.on_commitment(cb)
+    heard(c, ca)
+    heard(c, cb)
     assert c.tick(START - 1) == []
     # abstains, and asks the broker once more for the bids it lacks to reproduce the quorum's
     assert c.tick(START) == [Abstained(K, "minority"), *FETCH]
@@ -153,13 +163,13 @@ def test_abstained_node_adopts_the_quorum_result_for_settlement() -> None:
     a, b, c = session("alice"), session("bob"), session("carol")
     ca, cb = cleared(a), cleared(b)
     cleared(c, BIDS[1:])  # carol missed alice's bid, and the retained copy comes too late
-    c.on_commitment(ca)
-    c.on_commitment(cb)
+    heard(c, ca)
+    heard(c, cb)
     c.tick(START)
     assert c.state is State.ABSTAINED
     assert c.on_bid(BIDS[0]) == []  # kept; the next tick reproduces the majority's result
     [adopted] = c.tick(START + 100)
-    [agreed] = a.on_commitment(cb)
+    [agreed] = heard(a, cb)
     assert isinstance(adopted, Agreed) and isinstance(agreed, Agreed)
     assert adopted.late and not agreed.late
     assert (adopted.result_hash, adopted.bid_set_digest) == (agreed.result_hash,
@@ -176,7 +186,7 @@ def test_late_commitments_are_adopted_after_a_no_quorum_abstention() -> None:
     cleared(a)
     cb = cleared(b)
     assert a.tick(START) == [Abstained(K, "no-quorum")]
-    a.on_commitment(cb)  # bob's commitment reaches alice only after the interval started
+    heard(a, cb)  # bob's commitment reaches alice only after the interval started
     [adopted] = a.tick(START + 1)
     assert isinstance(adopted, Agreed) and adopted.late
     assert adopted.committed_by == {"alice", "bob"} and adopted.position is not None
@@ -187,7 +197,7 @@ def test_nothing_is_adopted_once_the_interval_has_ended() -> None:
     cleared(a)
     cb = cleared(b)
     a.tick(START)
-    a.on_commitment(cb)
+    heard(a, cb)
     assert a.tick(TIMING.end_ms(K)) == [] and a.state is State.ABSTAINED
 
 
@@ -215,7 +225,7 @@ def test_excluded_node_is_not_cleared_and_does_not_vote() -> None:
     mine = cleared(s)
     assert mine.bid_digests is not None and len(mine.bid_digests) == 3
     vote = mine.model_copy(update={"node": "mallory"})
-    assert s.on_commitment(vote) == [Rejected("excluded")]
+    assert heard(s, vote) == [Rejected("excluded")]
 
 
 def test_illegal_transitions_raise() -> None:
@@ -234,7 +244,7 @@ def test_a_quorum_is_never_less_than_a_majority_of_the_roster() -> None:
                                certified=lambda now_ms: 6)
     a, b = lonely("alice"), lonely("bob")
     cleared(a)
-    assert a.on_commitment(cleared(b)) == []  # 2 of its 2 present: short of 4 of 6
+    assert heard(a, cleared(b)) == []  # 2 of its 2 present: short of 4 of 6
     assert a.tick(START) == [Abstained(K, "no-quorum")]
 
 
@@ -245,7 +255,7 @@ def test_commitments_spread_over_bid_sets_converge_on_their_union() -> None:
              for (n, s), missed in zip(sessions.items(), ("carol", "alice", "bob"), strict=True)}
     assert len({c.bid_set_digest for c in first.values()}) == 3
     for n, s in sessions.items():
-        assert all(s.on_commitment(c) == [] for m, c in first.items() if m != n)
+        assert all(heard(s, c) == [] for m, c in first.items() if m != n)
     union_at = TIMING.union_ms(K)
     assert CLEAR < union_at < START
     assert all(s.tick(union_at - 1) == [] for s in sessions.values())
@@ -262,7 +272,7 @@ def test_commitments_spread_over_bid_sets_converge_on_their_union() -> None:
     for n, s in sessions.items():
         for m, c in second.items():
             if m != n:
-                s.on_commitment(c)
+                heard(s, c)
         assert isinstance(s.outcome, Agreed) and s.state is State.AGREED
     assert len({s.outcome.result_hash for s in sessions.values()}) == 1  # type: ignore[union-attr]
 
@@ -276,8 +286,8 @@ def test_a_long_bid_set_travels_apart_and_a_minority_fetches_it_to_join() -> Non
     (la, ca), cb = cleared_with_set(a, many), cleared(b, many)
     assert la is not None and len(la.bid_digests) == len(many) and ca.bid_digests is None
     cleared(c, many[1:])  # carol missed one bid before the gate
-    assert c.on_commitment(ca) == []
-    assert c.on_commitment(cb) == [Fetch(topics.bids_of(COMMUNITY, K)),
+    assert heard(c, ca) == []
+    assert heard(c, cb) == [Fetch(topics.bids_of(COMMUNITY, K)),
                                    Fetch(topics.bidsets_of(COMMUNITY, K))]
     assert c.on_bidset(la) == []  # the broker resends alice's retained list ...
     actions = c.on_bid(many[0])  # ... and the bid it names that carol lacked
@@ -296,8 +306,8 @@ def test_a_dissent_is_judged_once_its_long_bid_set_arrives() -> None:
     cb = cleared(b, many)
     lc, cc = cleared_with_set(c, many[1:])  # carol's honest view lacks one bid
     assert lc is not None
-    assert a.on_commitment(cc) == []
-    actions = a.on_commitment(cb)  # agreed with bob; carol's dissent waits for her list
+    assert heard(a, cc) == []
+    actions = heard(a, cb)  # agreed with bob; carol's dissent waits for her list
     assert isinstance(actions[0], Agreed)
     assert Fetch(topics.bidsets_of(COMMUNITY, K)) in actions
     assert a.on_bidset(lc) == [Rejected("minority-commitment")]
