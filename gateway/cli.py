@@ -97,7 +97,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     config.write_text(
         _CONFIG_TEMPLATE.format(
             config=config, node=args.node, key="node.key", community=args.community,
-            authority=args.authority_key or "0" * 64,
+            authority=args.authority_key,
         )
     )
     print(f"wrote {config} and {folder / 'node.key'} (mode 600)")
@@ -293,8 +293,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _public_key(text: str) -> str:
+    """An Ed25519 public key as typed: 64 lowercase hex digits naming a point no forger can use
+    (:func:`protocols.keycheck.key_problem`)."""
+    from protocols.keycheck import key_problem
+
     if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
         raise argparse.ArgumentTypeError("expected 64 lowercase hex characters (an Ed25519 key)")
+    weak = key_problem(text)
+    if weak is not None:
+        raise argparse.ArgumentTypeError(
+            f"{text[:8]}...: {weak} Ed25519 point, not a usable public key (copy the key "
+            "`gridpeer init` or `gridpeer community init` printed)")
     return text
 
 
@@ -340,7 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--dir", type=Path, default=Path("."), help="where to write them")
     init.add_argument("--node", default="home-1", help="this home's node id")
     init.add_argument("--community", default="my-street", help="the community id")
-    init.add_argument("--authority-key", type=_public_key, help="community authority public key")
+    init.add_argument("--authority-key", type=_public_key, required=True,
+                      help="the community authority's public key, hex (from your installer: "
+                           "`gridpeer community init` printed it)")
     init.set_defaults(func=_cmd_init)
 
     community = sub.add_parser("community", help="community authority (installer) commands")

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from protocols.keycheck import key_problem
 from protocols.network import Feeder, FeeSchedule, Line, NetworkError
 
 NodeId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
@@ -114,6 +115,15 @@ class MarketConfig(_Model):
     tls_key: Path | None = None
     network: NetworkConfig | None = None
     """The feeder and network fee; without it the community clears as if on one bus, free."""
+
+    @field_validator("authority_key")
+    @classmethod
+    def _authority_key(cls, v: str) -> str:
+        weak = key_problem(v)
+        if weak is not None:
+            raise ValueError(f"authority_key is {weak}: not a usable Ed25519 public key (use the "
+                             "one `gridpeer community init` printed)")
+        return v
 
     @field_validator("broker")
     @classmethod

@@ -18,6 +18,7 @@ from protocols.signing import (
     KeyMaterialError,
     Rejected,
     generate_key,
+    key_problem,
     private_key_from_pem,
     private_key_to_pem,
     verify,
@@ -79,5 +80,10 @@ def load_certificate(path: Path) -> tuple[SignedEnvelope, MembershipCertificate]
     checked = verify(envelope, expected_kind="cert")
     if isinstance(checked, Rejected):
         raise IdentityError(f"{path}: certificate rejected: {checked.reason}")
-    assert isinstance(checked.body, MembershipCertificate)
-    return envelope, checked.body
+    cert = checked.body
+    assert isinstance(cert, MembershipCertificate)
+    weak = key_problem(cert.public_key)
+    if weak is not None:
+        raise IdentityError(f"{path}: certificate rejected: its public key is {weak} "
+                            "(no node key can be; ask the installer for a new one)")
+    return envelope, cert

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import ValidationError
 
 from protocols.canonical import canonical_bytes
+from protocols.keycheck import key_problem
 from protocols.messages import (
     DEFAULT_MAX_ENVELOPE_BYTES,
     KIND_MODELS,
@@ -40,6 +41,7 @@ __all__ = [
     "certificate_standing",
     "check_certificate",
     "generate_key",
+    "key_problem",
     "open_envelope",
     "private_key_from_pem",
     "private_key_from_raw",
@@ -47,8 +49,10 @@ __all__ = [
     "private_key_to_raw",
     "public_key_hex",
     "sign",
+    "sign_record",
     "signed_bytes",
     "verify",
+    "verify_record",
 ]
 
 _DOMAIN = b"gridpeer/1/"
@@ -148,15 +152,21 @@ def sign(kind: Kind, body: Message, private_key: Ed25519PrivateKey) -> SignedEnv
 
 
 def verify(envelope: SignedEnvelope, *, expected_kind: Kind | None = None) -> Verified | Rejected:
-    """Check the signature and the body's schema; never raises for a peer's bad message.
+    """Check the signer's key, the signature and the body's schema; never raises for a peer's bad
+    message.
 
-    Reasons: "wrong-kind", "bad-signature", "schema:<field>". There is no separate "bad-key": the
-    envelope schema already holds the signer to 64 hex digits, OpenSSL loads any 32 bytes as a key,
-    and a key that is not a valid curve point simply fails as "bad-signature". The signature is
-    checked before the schema so that an unsigned peer cannot probe our validator.
+    Reasons: "wrong-kind", "bad-key:<problem>" (a signer no honest key can be: small order or a
+    non-canonical spelling, :func:`key_problem`; with a small-order key one forged signature
+    verifies for every message), "bad-signature", "schema:<field>". A key off the curve fails as
+    "bad-signature": OpenSSL refuses it there, and checking it here would cost a field
+    exponentiation per new key. The signature is checked before the schema so that an unsigned
+    peer cannot probe our validator.
     """
     if expected_kind is not None and envelope.kind != expected_kind:
         return Rejected("wrong-kind")
+    weak = key_problem(envelope.signer, curve=False)
+    if weak is not None:
+        return Rejected(f"bad-key:{weak}")
     public = _public_key(envelope.signer)
     body_bytes = canonical_bytes(envelope.body)
     message = _DOMAIN + envelope.kind.encode("ascii") + b"\n" + body_bytes
@@ -169,6 +179,30 @@ def verify(envelope: SignedEnvelope, *, expected_kind: Kind | None = None) -> Ve
     except ValidationError as exc:
         return Rejected(schema_reason(exc))
     return Verified(kind=envelope.kind, body=body, public_key_hex=envelope.signer)
+
+
+def sign_record(kind: str, body: dict[str, object], private_key: Ed25519PrivateKey) -> str:
+    """Sign a record that is not a wire message (a ledger's header, a block's hash): hex signature.
+
+    ``kind`` is signed with the body as for messages, and may not be a message kind, so no
+    record's signature can pass for a message's or the other way round.
+    """
+    if kind in KIND_MODELS:
+        raise ValueError(f"{kind!r} is a message kind; records sign under their own")
+    return private_key.sign(signed_bytes(kind, body)).hex()
+
+
+def verify_record(kind: str, body: dict[str, object], *, signer: str, sig: str) -> str | None:
+    """Why a record's signature does not hold (``"bad-key:<problem>"``, ``"bad-signature"``), or
+    None when ``signer`` signed ``body`` under ``kind``."""
+    weak = key_problem(signer)
+    if weak is not None:
+        return f"bad-key:{weak}"
+    try:
+        _public_key(signer).verify(bytes.fromhex(sig), signed_bytes(kind, body))
+    except (InvalidSignature, ValueError):
+        return "bad-signature"
+    return None
 
 
 def open_envelope(
@@ -195,7 +229,8 @@ def check_certificate(
 ) -> Verified | Rejected:
     """Verify a membership certificate against the community authority at time ``now_ms``.
 
-    Reasons beyond :func:`verify`'s: "not-authority" (signed by another key), "wrong-community",
+    Reasons beyond :func:`verify`'s: "not-authority" (signed by another key), "bad-key:<problem>"
+    (the certified key is no acceptable Ed25519 key, :func:`key_problem`), "wrong-community",
     "not-yet-valid", "expired", "revoked". ``revocations`` are already-verified
     :class:`Revocation` bodies (verify them with ``expected_kind="revoke"`` and this same
     authority check); one matching this node and key, effective at ``now_ms``, revokes it.
@@ -207,6 +242,9 @@ def check_certificate(
         return checked
     cert = checked.body
     assert isinstance(cert, MembershipCertificate)  # guaranteed by expected_kind="cert"
+    weak = key_problem(cert.public_key)
+    if weak is not None:
+        return Rejected(f"bad-key:{weak}")
     refused = certificate_standing(cert, community=community, now_ms=now_ms,
                                    revocations=revocations)
     return checked if refused is None else refused

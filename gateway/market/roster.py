@@ -15,7 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from protocols.messages import MembershipCertificate, Revocation, SignedEnvelope
-from protocols.signing import Rejected, certificate_standing, check_certificate, verify
+from protocols.signing import (
+    Rejected,
+    certificate_standing,
+    check_certificate,
+    key_problem,
+    verify,
+)
 
 # Reasons after which a certificate signed by the authority is still worth keeping: it may become
 # valid later (not-yet-valid), or it explains why the node's messages are refused.
@@ -37,6 +43,9 @@ class Roster:
     """Certificates by node, revocations, and the check every peer message goes through."""
 
     def __init__(self, *, community: str, authority_key_hex: str) -> None:
+        weak = key_problem(authority_key_hex)
+        if weak is not None:  # the config refuses it first; this is the core's own guard
+            raise ValueError(f"authority key is {weak}: no certificate could be trusted")
         self._community = community
         self._authority = authority_key_hex
         self._certs: dict[str, MembershipCertificate] = {}  # each signed by the authority

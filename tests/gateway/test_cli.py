@@ -11,6 +11,9 @@ from protocols.messages import SignedEnvelope
 from protocols.signing import Verified, check_certificate
 
 
+AUTHORITY = "0a" * 32  # a point of full order: any such key will do where none is checked
+
+
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
     try:
         code = main(list(argv))
@@ -21,12 +24,13 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_init_writes_a_loadable_config_and_an_owner_only_key(tmp_path, capsys):
-    code, out, _ = _run(capsys, "init", "--dir", str(tmp_path), "--node", "home-7")
+    code, out, _ = _run(capsys, "init", "--dir", str(tmp_path), "--node", "home-7",
+                        "--authority-key", AUTHORITY)
     assert code == 0 and "node public key:" in out
     assert stat.S_IMODE((tmp_path / "node.key").stat().st_mode) == 0o600
     config = load_config(tmp_path / "gridpeer.toml")
     assert config.node == "home-7" and {d.kind for d in config.devices} == {"meter", "battery"}
-    code, _, err = _run(capsys, "init", "--dir", str(tmp_path))
+    code, _, err = _run(capsys, "init", "--dir", str(tmp_path), "--authority-key", AUTHORITY)
     assert code == 1 and "already exists" in err
 
 
@@ -35,7 +39,8 @@ def test_installer_admits_and_revokes_a_node(tmp_path, capsys):
     code, out, _ = _run(capsys, "community", "init", "--key", str(authority))
     assert code == 0
     authority_hex = out.split("authority public key: ")[1].strip()
-    code, out, _ = _run(capsys, "init", "--dir", str(tmp_path / "home2"), "--node", "home-2")
+    code, out, _ = _run(capsys, "init", "--dir", str(tmp_path / "home2"), "--node", "home-2",
+                        "--authority-key", authority_hex)
     node_hex = out.split("node public key: ")[1].split()[0]
     cert_path = tmp_path / "home-2.cert"
     code, out, err = _run(
@@ -78,6 +83,6 @@ def test_admit_with_a_bad_node_id_is_refused_clearly(tmp_path, capsys):
     _run(capsys, "community", "init", "--key", str(authority))
     code, _, err = _run(
         capsys, "community", "admit", "--key", str(authority), "--community", "elm-street",
-        "--node", "Bad Node!", "--public-key", "ab" * 32, "--out", str(tmp_path / "c"),
+        "--node", "Bad Node!", "--public-key", "0a" * 32, "--out", str(tmp_path / "c"),
     )
     assert code == 1 and "node" in err and "Traceback" not in err

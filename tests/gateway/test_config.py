@@ -21,7 +21,7 @@ interval_s = 900
 name = "battery"
 kind = "battery"
 url = "tcp://127.0.0.1:1502"
-""".replace("{key}", "ab" * 32)
+""".replace("{key}", "0a" * 32)
 
 
 NETWORK = """

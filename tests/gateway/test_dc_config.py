@@ -34,7 +34,7 @@ url = "tcp://127.0.0.1:1502"
 name = "dcdc"
 kind = "dcdc"
 url = "tcp://127.0.0.1:1503"
-""".replace("{key}", "ab" * 32)
+""".replace("{key}", "0a" * 32)
 
 
 def _load(tmp_path: Path, text: str):

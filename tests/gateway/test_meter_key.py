@@ -33,7 +33,7 @@ url = "tcp://127.0.0.1:1502"
 
 def config(tmp_path: Path, *, meter_key: str, device: str = "meter") -> Path:
     path = tmp_path / "gridpeer.toml"
-    path.write_text(CONFIG.format(meter_key=meter_key, authority="ab" * 32, device=device))
+    path.write_text(CONFIG.format(meter_key=meter_key, authority="0a" * 32, device=device))
     return path
 
 
