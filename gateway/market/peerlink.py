@@ -1,10 +1,10 @@
 """PeerLink: the thin aiomqtt adapter between one gateway and its community's broker.
 
 It knows MQTT and the topic layout, nothing about bids or signatures: payloads are opaque bytes.
-That keeps the market logic testable without a broker and this file small. Presence is the plain
-``online`` / ``offline`` of docs/architecture.md: it is fixed at connect time as the last will, so
-it cannot carry a fresh signature, and it only decides who counts towards the quorum (a broker ACL
-lets a node write only its own presence topic).
+That keeps the market logic testable without a broker and this file small. Presence payloads
+come from the caller once per connection (``presence``): the market agent signs an ``online`` and,
+in advance, the ``offline`` that becomes the connection's last will, so that no one else can say
+a member is offline; without it they are the plain ``online`` / ``offline``.
 
 Broker loss is normal on a Pi at the end of a flaky uplink, so the link reconnects forever with a
 short pause, re-subscribes, and republishes this node's own retained messages (certificate,
@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -101,12 +101,19 @@ class PeerLink:
         connect_timeout_s: float = 5.0,
         max_queued: int = 100_000,
         tls: TlsFiles | None = None,
+        presence: Callable[[], tuple[bytes, bytes]] | None = None,
     ) -> None:
+        """``presence``: called at each connection for that connection's ``(online, offline)``
+        payloads (the market agent signs them, :class:`protocols.messages.Presence`); the
+        ``offline`` one is the last will and the goodbye. Default: the plain ``ONLINE`` and
+        ``OFFLINE``."""
         self._scheme, self._host, self._port = parse_broker_url(broker_url)
         self._tls_context = broker_tls_context(self._scheme, tls)
         self.community = topics.check_id("community", community)
         self.node = topics.check_id("node", node)
         self._presence_topic = topics.presence(community, node)
+        self._presence = presence or (lambda: (ONLINE, OFFLINE))
+        self._goodbye = OFFLINE  # this connection's offline presence
         self._keepalive_s = keepalive_s
         self._reconnect_s = reconnect_s
         self._connect_timeout_s = connect_timeout_s
@@ -140,7 +147,8 @@ class PeerLink:
         if client is not None:
             # A clean disconnect does not fire the will, so say goodbye ourselves.
             with contextlib.suppress(aiomqtt.MqttError):
-                await client.publish(self._presence_topic, OFFLINE, qos=_QOS, retain=True)
+                await client.publish(self._presence_topic, self._goodbye, qos=_QOS,
+                                     retain=True)
         await self._stop()
 
     async def _stop(self) -> None:
@@ -256,7 +264,8 @@ class PeerLink:
             await asyncio.sleep(self._reconnect_s)
 
     async def _session(self) -> None:
-        will = aiomqtt.Will(self._presence_topic, OFFLINE, qos=_QOS, retain=True)
+        online, self._goodbye = self._presence()
+        will = aiomqtt.Will(self._presence_topic, self._goodbye, qos=_QOS, retain=True)
         client = aiomqtt.Client(
             self._host,
             self._port,
@@ -270,7 +279,7 @@ class PeerLink:
             try:
                 for topic_filter in (*topics.subscriptions(self.community), *self._extra_filters):
                     await client.subscribe(topic_filter, qos=_QOS)
-                await client.publish(self._presence_topic, ONLINE, qos=_QOS, retain=True)
+                await client.publish(self._presence_topic, online, qos=_QOS, retain=True)
                 # Connected before the republish: a retained message added from now on is
                 # published by its own publish(), one added before is in this snapshot.
                 self._client = client
