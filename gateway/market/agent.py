@@ -429,9 +429,8 @@ class MarketAgent:
         if topic.kind in (topics.Kind.ROSTER, topics.Kind.REVOKED):
             return self._roster_message(topic.node, message.payload, now,
                                         revocation_only=topic.kind is topics.Kind.REVOKED)
-        assert topic.interval is not None  # bids, commit and settle topics carry one
         if topic.kind is topics.Kind.BIDS and not message.retained:
-            flooded = self._sessions.get(topic.interval)
+            flooded = next((s for k, s in self._sessions.items() if topic.holds(k)), None)
             if flooded is not None and flooded.saturated(topic.node):
                 return [Rejected("flood")]  # unread: see the module docstring
         try:
@@ -445,14 +444,17 @@ class MarketAgent:
         assert isinstance(body, Bid | Commitment | BidSet | Settlement)  # by expected_kind
         if body.node != topic.node:
             return [Rejected("node-mismatch")]
+        if not topic.holds(body.interval):
+            return [Rejected("replay")]  # a genuine message, on another interval's slot
+        interval = body.interval
         member = self._roster.check(node=topic.node, signer=verified.public_key_hex, now_ms=now)
         if isinstance(member, Rejected):
             return [member]
         if isinstance(body, Settlement):
-            return self._settlement(body, envelope, topic.interval, now)
-        session = self._session(topic.interval, now)
+            return self._settlement(body, envelope, now)
+        session = self._session(interval, now)
         if session is None:
-            if topic.interval < self._first or message.retained:
+            if interval < self._first or message.retained:
                 return []  # history from before we joined, replayed by the broker
             return [Rejected("out-of-horizon")]
         if isinstance(body, Bid):
@@ -461,10 +463,9 @@ class MarketAgent:
             return session.on_bidset(body)
         return session.on_commitment(body, envelope)
 
-    def _settlement(self, settlement: Settlement, envelope: SignedEnvelope, interval: int,
+    def _settlement(self, settlement: Settlement, envelope: SignedEnvelope,
                     now: int) -> list[Action]:
-        if settlement.interval != interval:
-            return [Rejected("replay")]
+        interval = settlement.interval
         if interval < self._first:
             return []  # history from before we joined
         if interval >= self._timing.open_interval(now):
