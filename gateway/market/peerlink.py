@@ -4,7 +4,7 @@ It knows MQTT and the topic layout, nothing about bids or signatures: payloads a
 That keeps the market logic testable without a broker and this file small. Presence payloads
 come from the caller once per connection (``presence``): the market agent signs an ``online`` and,
 in advance, the ``offline`` that becomes the connection's last will, so that no one else can say
-a member is offline; without it they are the plain ``online`` / ``offline``.
+a member is offline. A link without them (a probe, an auditor) declares no presence at all.
 
 Broker loss is normal on a Pi at the end of a flaky uplink, so the link reconnects forever with a
 short pause, re-subscribes, and republishes this node's own retained messages (certificate,
@@ -43,8 +43,6 @@ PUBLISH_TRIES = 3
 """Publishes that may fail in a row (each a PUBACK that timed out) before the link reconnects. A
 single timeout is usually a busy moment, not a dead link: a gateway that reconnected at the first
 one, while a peer flooded it, lost the flood queued for its old session and stopped hearing it."""
-ONLINE = b"online"
-OFFLINE = b"offline"
 
 
 class PeerLinkError(RuntimeError):
@@ -105,15 +103,14 @@ class PeerLink:
     ) -> None:
         """``presence``: called at each connection for that connection's ``(online, offline)``
         payloads (the market agent signs them, :class:`protocols.messages.Presence`); the
-        ``offline`` one is the last will and the goodbye. Default: the plain ``ONLINE`` and
-        ``OFFLINE``."""
+        ``offline`` one is the last will and the goodbye. None: no presence, no will."""
         self._scheme, self._host, self._port = parse_broker_url(broker_url)
         self._tls_context = broker_tls_context(self._scheme, tls)
         self.community = topics.check_id("community", community)
         self.node = topics.check_id("node", node)
         self._presence_topic = topics.presence(community, node)
-        self._presence = presence or (lambda: (ONLINE, OFFLINE))
-        self._goodbye = OFFLINE  # this connection's offline presence
+        self._presence = presence
+        self._goodbye: bytes | None = None  # this connection's offline presence
         self._keepalive_s = keepalive_s
         self._reconnect_s = reconnect_s
         self._connect_timeout_s = connect_timeout_s
@@ -143,12 +140,11 @@ class PeerLink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        client = self._client
-        if client is not None:
+        client, goodbye = self._client, self._goodbye
+        if client is not None and goodbye is not None:
             # A clean disconnect does not fire the will, so say goodbye ourselves.
             with contextlib.suppress(aiomqtt.MqttError):
-                await client.publish(self._presence_topic, self._goodbye, qos=_QOS,
-                                     retain=True)
+                await client.publish(self._presence_topic, goodbye, qos=_QOS, retain=True)
         await self._stop()
 
     async def _stop(self) -> None:
@@ -264,8 +260,10 @@ class PeerLink:
             await asyncio.sleep(self._reconnect_s)
 
     async def _session(self) -> None:
-        online, self._goodbye = self._presence()
-        will = aiomqtt.Will(self._presence_topic, self._goodbye, qos=_QOS, retain=True)
+        online, will = None, None
+        if self._presence is not None:
+            online, self._goodbye = self._presence()
+            will = aiomqtt.Will(self._presence_topic, self._goodbye, qos=_QOS, retain=True)
         client = aiomqtt.Client(
             self._host,
             self._port,
@@ -279,7 +277,8 @@ class PeerLink:
             try:
                 for topic_filter in (*topics.subscriptions(self.community), *self._extra_filters):
                     await client.subscribe(topic_filter, qos=_QOS)
-                await client.publish(self._presence_topic, online, qos=_QOS, retain=True)
+                if online is not None:
+                    await client.publish(self._presence_topic, online, qos=_QOS, retain=True)
                 # Connected before the republish: a retained message added from now on is
                 # published by its own publish(), one added before is in this snapshot.
                 self._client = client

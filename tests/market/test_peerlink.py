@@ -10,13 +10,30 @@ import pytest
 
 from gateway.broker import EmbeddedBroker
 from gateway.market import topics
-from gateway.market.peerlink import OFFLINE, ONLINE, Incoming, PeerLink, PeerLinkError
+from gateway.market.peerlink import Incoming, PeerLink, PeerLinkError
 
 COMMUNITY = "test"
 
 
 def link(url: str, node: str, **kwargs: float) -> PeerLink:
     return PeerLink(broker_url=url, community=COMMUNITY, node=node,
+                    **kwargs)  # type: ignore[arg-type]
+
+
+class Sessions:
+    """A presence hook that numbers the link's connections, as the market agent does (it also
+    signs them): connection n says ``online-n`` and leaves ``offline-n`` as its will."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> tuple[bytes, bytes]:
+        self.count += 1
+        return f"online-{self.count}".encode(), f"offline-{self.count}".encode()
+
+
+def present(url: str, node: str, **kwargs: float) -> PeerLink:
+    return PeerLink(broker_url=url, community=COMMUNITY, node=node, presence=Sessions(),
                     **kwargs)  # type: ignore[arg-type]
 
 
@@ -40,9 +57,19 @@ async def test_broker_url_names_a_listening_port() -> None:
 
 async def test_presence_online_then_offline_on_clean_exit(any_broker: str) -> None:
     async with link(any_broker, "watcher") as watcher:
-        async with link(any_broker, "a"):
-            await next_on(watcher, topics.presence(COMMUNITY, "a"), ONLINE)
-        await next_on(watcher, topics.presence(COMMUNITY, "a"), OFFLINE)
+        async with present(any_broker, "a"):
+            await next_on(watcher, topics.presence(COMMUNITY, "a"), b"online-1")
+        await next_on(watcher, topics.presence(COMMUNITY, "a"), b"offline-1")
+        # The watcher has no presence hook: it declared no presence, not even a will.
+        async with link(any_broker, "late") as late:
+            await late.publish(topics.presence(COMMUNITY, "late"), b"sentinel")
+            heard = []
+            async with asyncio.timeout(5):
+                async for msg in late.messages():
+                    if msg.payload == b"sentinel":
+                        break
+                    heard.append(msg.topic)
+            assert set(heard) == {topics.presence(COMMUNITY, "a")}
 
 
 class CuttableProxy:
@@ -95,14 +122,15 @@ class CuttableProxy:
 async def test_last_will_marks_a_vanished_node_offline(any_broker: str) -> None:
     async with link(any_broker, "watcher") as watcher:
         async with CuttableProxy(int(any_broker.rsplit(":", 1)[1])) as proxy:
-            a = link(proxy.url, "a", connect_timeout_s=1)
+            a = present(proxy.url, "a", connect_timeout_s=1)
             await a.__aenter__()
             try:
-                await next_on(watcher, topics.presence(COMMUNITY, "a"), ONLINE)
+                await next_on(watcher, topics.presence(COMMUNITY, "a"), b"online-1")
                 proxy.cut()
-                await next_on(watcher, topics.presence(COMMUNITY, "a"), OFFLINE)
-                # ...and the link comes back by itself through the same proxy.
-                await next_on(watcher, topics.presence(COMMUNITY, "a"), ONLINE)
+                # The will is the offline of the connection that died ...
+                await next_on(watcher, topics.presence(COMMUNITY, "a"), b"offline-1")
+                # ...and the link comes back by itself through the same proxy, as a new session.
+                await next_on(watcher, topics.presence(COMMUNITY, "a"), b"online-2")
                 async with asyncio.timeout(5):  # presence goes out before the count moves
                     while a.connects < 2:
                         await asyncio.sleep(0.01)
