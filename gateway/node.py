@@ -288,6 +288,7 @@ class GatewayNode:
             feeder=None if market.network is None else market.network.feeder(
                 interval_s=market.interval_s),
             fees=None if market.network is None else market.network.fees(),
+            energy_interval_ms=self.timing.length_ms,
         ))
         self._closer = IntervalCloser(node=self.name, agent=self.agent, ledger=self.ledger,
                                       tariffs=self.tariffs)
