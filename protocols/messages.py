@@ -33,6 +33,7 @@ __all__ = [
     "MembershipCertificate",
     "Message",
     "MessageError",
+    "Presence",
     "Revocation",
     "Settlement",
     "SignedEnvelope",
@@ -70,7 +71,7 @@ SignedInt = Annotated[int, Field(ge=-_MAX_JSON_INT, le=_MAX_JSON_INT)]
 EnergyWh = Annotated[int, Field(ge=0, le=MAX_ENERGY_WH)]
 SignedEnergyWh = Annotated[int, Field(ge=-MAX_ENERGY_WH, le=MAX_ENERGY_WH)]
 
-Kind = Literal["bid", "commit", "bidset", "settle", "cert", "revoke"]
+Kind = Literal["bid", "commit", "bidset", "settle", "cert", "revoke", "presence"]
 
 
 class MessageError(ValueError):
@@ -261,7 +262,30 @@ class Revocation(_Frozen):
     revoked_at_ms: TimeMs
 
 
-Message = Bid | Commitment | BidSet | Settlement | MembershipCertificate | Revocation
+class Presence(_Frozen):
+    """A member's word that its gateway is connected to the broker (``online``) or no longer is.
+
+    Presence decides who counts towards a quorum, so it is signed by the member like everything
+    else: anyone who can publish on a presence topic (an outsider on a broker without an ACL)
+    could otherwise make every node look offline. ``session`` numbers the member's connections
+    (strictly increasing, across restarts too): each connection publishes its ``online`` and
+    leaves the ``offline`` of the same session, signed in advance, as its last will. Of two
+    presences of one node the higher ``(session, online < offline)`` holds, so a replayed old
+    ``offline`` never overrides a newer ``online``, and a will that fires after the node has
+    reconnected (the broker ending the old session late) is older than the new ``online``.
+    """
+
+    community: CommunityId
+    node: NodeId
+    session: Annotated[int, Field(ge=0, le=_MAX_JSON_INT)]
+    state: Literal["online", "offline"]
+
+    def rank(self) -> tuple[int, bool]:
+        """Order of two presences of one node: the higher one holds."""
+        return self.session, self.state == "offline"
+
+
+Message = Bid | Commitment | BidSet | Settlement | MembershipCertificate | Revocation | Presence
 
 
 
@@ -281,6 +305,7 @@ KIND_MODELS: dict[str, type[Message]] = {
     "settle": Settlement,
     "cert": MembershipCertificate,
     "revoke": Revocation,
+    "presence": Presence,
 }
 
 

@@ -20,15 +20,32 @@ than refusing it, because the excess would only have been exported at feed-in an
 trader should not lose the whole interval over it; the returned :class:`Bid` says what was
 offered.
 
-A flood is cut before its signatures are checked: once a node has had as many distinct bids
-heard in an interval as the session allows, further live bids on its topic are counted as
-"flood" unread (only verified bids fill the quota, so a forger cannot silence anyone).
+A signed order is only its member's wish: every gateway clips it to what the member's
+certificate allows over the interval (``energy_interval_ms``, :class:`protocols.clearing.Limits`),
+and this node caps its own bids the same way.
+
+A flood is cut before its signatures are checked: once a node has had as many distinct verified
+messages on one of its topics as the kind allows (:class:`gateway.market.quota.Quota`: bids,
+commitments, bid sets, settlements), further live ones there are counted as "flood" unread (only
+verified messages fill the quota, so a forger cannot silence anyone).
+
+A closed interval stays closed (:meth:`MarketAgent._closed`): a message about an interval this
+node has retired, or whose retirement time has passed, is counted as "stale" and nothing more,
+whoever sent it and however it came (live, retained after a reconnect, fetched). A session
+rebuilt for it would clear, commit and retire it again, and its commitment would make every
+peer do the same, for ever. Settlements close later, when the book forgets their interval.
+
+Presence is signed (:class:`protocols.messages.Presence`): the link publishes this node's signed
+``online`` at each connection and leaves the ``offline`` of the same session as its last will;
+a peer's presence counts only under its certified key, and the highest session wins, so neither
+an outsider nor a replay can make a member look offline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -37,9 +54,11 @@ from typing import Literal, Self
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.market import topics
-from gateway.market.peerlink import OFFLINE, ONLINE, Incoming, PeerLink, PeerLinkError
+from gateway.market.peerlink import Incoming, PeerLink, PeerLinkError
+from gateway.market.quota import Quota
 from gateway.market.roster import Member, Roster
 from gateway.market.session import (
+    MAX_BIDS_PER_NODE,
     Abstained,
     Action,
     Agreed,
@@ -54,7 +73,7 @@ from gateway.market.session import (
 )
 from gateway.market.settlement import MeterKey, MeterReading, SettlementBook, expected_settlement
 from gateway.pki import TlsFiles
-from protocols.clearing import ClearingParams
+from protocols.clearing import ClearingParams, Limits
 from protocols.messages import (
     DEFAULT_MAX_ENVELOPE_BYTES,
     MAX_ENERGY_WH,
@@ -62,6 +81,7 @@ from protocols.messages import (
     BidSet,
     Commitment,
     MessageError,
+    Presence,
     Settlement,
     SignedEnvelope,
 )
@@ -78,6 +98,20 @@ _KINDS: dict[topics.Kind, Literal["bid", "commit", "bidset", "settle"]] = {
     topics.Kind.BIDS: "bid", topics.Kind.COMMIT: "commit", topics.Kind.BIDSET: "bidset",
     topics.Kind.SETTLE: "settle",
 }
+
+QUOTAS = {topics.Kind.BIDS: MAX_BIDS_PER_NODE, topics.Kind.COMMIT: 8, topics.Kind.BIDSET: 8,
+          topics.Kind.SETTLE: 4}
+"""Distinct verified messages per node and topic before the rest is cut unread as "flood". An
+honest gateway sends a few bids per interval, at most three commitments (its first, the union
+round's, a join) with as many bid sets, and one settlement; a retained message of the interval
+its slot carried before may come on top."""
+
+UNPLACED_PRESENCE = 1024
+"""Presences held for nodes whose certificate has not arrived (a joining gateway's presence goes
+out just before its certificate); the oldest go first, so a flood of made-up names cannot grow
+it."""
+
+UNLIMITED = Limits(MAX_ENERGY_WH, MAX_ENERGY_WH)
 
 
 def _worth_logging(count: int) -> bool:
@@ -145,8 +179,13 @@ class MarketAgent:
         self._tick_s = tick_s
         self._roster = Roster(community=community, authority_key_hex=authority_key_hex)
         self._link = PeerLink(broker_url=broker_url, community=community, node=node, tls=tls,
-                              connect_timeout_s=connect_timeout_s, keepalive_s=keepalive_s)
-        self._online: set[str] = set()
+                              connect_timeout_s=connect_timeout_s, keepalive_s=keepalive_s,
+                              presence=self._own_presence)
+        self._presence_session = 0  # of this node's latest connection
+        # Each peer's highest verified presence, and presences waiting for their certificate.
+        self._presence: dict[str, Presence] = {}
+        self._unplaced: dict[str, SignedEnvelope] = {}
+        self._quota = Quota(QUOTAS)
         self._sessions: dict[int, IntervalSession] = {}
         self._outcomes: dict[int, asyncio.Future[Outcome]] = {}
         self._retired = -1  # the latest interval retired: its outcome is no longer kept
@@ -228,11 +267,11 @@ class MarketAgent:
         session = self._session(interval, self._clock())
         if session is None or session.state is not State.OPEN:
             raise MarketError(f"{self.node}: the gate of interval {interval} is closed")
-        if side == "sell":
-            cap = self.offer_cap_wh(self.node)
-            if cap <= 0:
-                raise MarketError(f"{self.node}: its certificate allows no export")
-            energy_wh = min(energy_wh, cap)  # capped, not refused: see the module docstring
+        cap = self.offer_cap_wh(self.node) if side == "sell" else self._limits(self.node).import_wh
+        if cap <= 0:
+            raise MarketError(f"{self.node}: its certificate allows no "
+                              f"{'export' if side == 'sell' else 'import'}")
+        energy_wh = min(energy_wh, cap)  # capped, not refused: see the module docstring
         bid = Bid(
             community=self.community, interval=interval, node=self.node,
             seq=self._seq[interval], side=side, energy_wh=energy_wh, limit_price=limit_price,
@@ -248,14 +287,20 @@ class MarketAgent:
 
     def offer_cap_wh(self, node: str) -> int:
         """The most ``node`` may offer in one interval: its limit scaled by its reputation."""
+        return offer_cap_wh(reputation=self._book.reputation(node),
+                            limit_wh=self._limits(node).export_wh, rule=self._book.rule)
+
+    def _limits(self, node: str) -> Limits:
+        """What ``node``'s certificate lets it trade in one interval (every gateway clips its
+        orders to this, :mod:`gateway.market.session`)."""
         member = self._roster.member(node, now_ms=self._clock())
         if isinstance(member, Rejected):
             raise MarketError(f"{node} is not a member now: {member.reason}")
-        limit = MAX_ENERGY_WH
-        if self._energy_interval_ms is not None:
-            limit = member.export_limit_w * self._energy_interval_ms // 3_600_000
-        return offer_cap_wh(reputation=self._book.reputation(node), limit_wh=limit,
-                            rule=self._book.rule)
+        if self._energy_interval_ms is None:
+            return UNLIMITED
+        return Limits.over(import_limit_w=member.import_limit_w,
+                           export_limit_w=member.export_limit_w,
+                           interval_ms=self._energy_interval_ms)
 
     def reputation(self, node: str) -> int:
         """``node``'s smoothed delivery ratio, per-mille, as this gateway has settled it."""
@@ -351,15 +396,43 @@ class MarketAgent:
         return future
 
     def _active(self, now_ms: int) -> list[str]:
-        """Members that count towards the quorum: valid certificate and present on the broker."""
+        """Members that count towards the quorum: valid certificate and present on the broker
+        (their own signed word, see the module docstring)."""
         members = self._roster.active(now_ms)
-        return [n for n in members if n in self._online or n == self.node]
+        return [n for n in members if n == self.node or (
+            (p := self._presence.get(n)) is not None and p.state == "online")]
+
+    def _own_presence(self) -> tuple[bytes, bytes]:
+        """This node's signed ``online`` and ``offline`` for a new connection of its link.
+
+        The session number is the wall clock's ms, not the market clock's: it only has to grow
+        from one connection to the next, across restarts too, and a simulated market clock
+        starts over when the simulation does."""
+        self._presence_session = max(time.time_ns() // 1_000_000, self._presence_session + 1)
+        return (self._signed_presence("online"), self._signed_presence("offline"))
+
+    def _signed_presence(self, state: Literal["online", "offline"]) -> bytes:
+        presence = Presence(community=self.community, node=self.node,
+                            session=self._presence_session, state=state)
+        return sign("presence", presence, self._identity).to_bytes()
+
+    def _closed(self, interval: int, now_ms: int) -> bool:
+        """``interval`` is over here for good: before this agent started, retired, or past the
+        time it is retired at (a loop that stalled may not have got to it yet)."""
+        return (interval < self._first or interval <= self._retired
+                or now_ms > self._retire_ms(interval))
+
+    def _retire_ms(self, interval: int) -> int:
+        return self._timing.end_ms(interval) + self._timing.length_ms
 
     def _session(self, interval: int, now_ms: int) -> IntervalSession | None:
+        """The session of ``interval``, made if need be; None for a closed interval or one past
+        the horizon."""
         session = self._sessions.get(interval)
         if session is not None:
             return session
-        if interval < self._first or interval > self._timing.open_interval(now_ms) + self._horizon:
+        if (self._closed(interval, now_ms)
+                or interval > self._timing.open_interval(now_ms) + self._horizon):
             return None
         session = self._sessions[interval] = IntervalSession(
             community=self.community, interval=interval, node=self.node,
@@ -367,6 +440,7 @@ class MarketAgent:
             params=self._params, active=self._active,
             certified=lambda now_ms: len(self._roster.active(now_ms)), quorum=self._quorum,
             bus_of=self._roster.bus, feeder=self._feeder, fees=self._fees,
+            limits_of=None if self._energy_interval_ms is None else self._limits,
         )
         return session
 
@@ -378,7 +452,7 @@ class MarketAgent:
             self._session(self._timing.open_interval(now), now)
             for interval, session in list(self._sessions.items()):
                 await self._carry_out(session.tick(now))
-                if now > self._timing.end_ms(interval) + self._timing.length_ms:
+                if now > self._retire_ms(interval):
                     await self._retire(interval)
             await asyncio.sleep(self._tick_s)
 
@@ -401,12 +475,16 @@ class MarketAgent:
             await self._link.publish(topics.bidset(self.community, interval, self.node), b"",
                                      retain=True)
         del self._seq[interval]
+        for kind in (topics.Kind.BIDS, topics.Kind.COMMIT, topics.Kind.BIDSET):
+            self._quota.forget(kind, topics.slot(interval))
         await self._forget_fetch(interval, lists_too=True)
         # Settlements come after the interval; they are kept ``horizon`` intervals longer.
         old = interval - self._horizon
         own = self._book.settlements(old).get(self.node)
         await self._carry_out(list(self._book.forget(old)))
         self._signed.pop(old, None)  # as the book forgets it
+        if old >= 0:
+            self._quota.forget(topics.Kind.SETTLE, topics.slot(old))
         if own is not None:
             await self._link.publish(topics.settle(self.community, old, self.node), b"",
                                      retain=True)
@@ -421,18 +499,16 @@ class MarketAgent:
             topic = topics.parse(message.topic)
         except topics.BadTopic:
             return [Rejected("bad-topic")]
-        if topic.kind is topics.Kind.PRESENCE:
-            return self._presence(topic.node, message.payload)
         if not message.payload:
             return []  # an empty retained payload clears an old message
         now = self._clock()
+        if topic.kind is topics.Kind.PRESENCE:
+            return self._presence_message(topic.node, message.payload, now)
         if topic.kind in (topics.Kind.ROSTER, topics.Kind.REVOKED):
             return self._roster_message(topic.node, message.payload, now,
                                         revocation_only=topic.kind is topics.Kind.REVOKED)
-        if topic.kind is topics.Kind.BIDS and not message.retained:
-            flooded = next((s for k, s in self._sessions.items() if topic.holds(k)), None)
-            if flooded is not None and flooded.saturated(topic.node):
-                return [Rejected("flood")]  # unread: see the module docstring
+        if not message.retained and self._quota.full(topic, message.payload):
+            return [Rejected("flood")]  # unread: see the module docstring
         try:
             envelope = SignedEnvelope.from_bytes(message.payload, max_size=self._max_payload)
         except MessageError as exc:
@@ -446,16 +522,20 @@ class MarketAgent:
             return [Rejected("node-mismatch")]
         if not topic.holds(body.interval):
             return [Rejected("replay")]  # a genuine message, on another interval's slot
-        interval = body.interval
         member = self._roster.check(node=topic.node, signer=verified.public_key_hex, now_ms=now)
         if isinstance(member, Rejected):
             return [member]
+        if not self._quota.admit(topic, message.payload):
+            return [Rejected("flood")]
+        interval = body.interval
+        if interval < self._first and message.retained:
+            return []  # history from before we joined, replayed by the broker
         if isinstance(body, Settlement):
             return self._settlement(body, envelope, now)
+        if self._closed(interval, now):
+            return [Rejected("stale")]  # see the module docstring
         session = self._session(interval, now)
         if session is None:
-            if interval < self._first or message.retained:
-                return []  # history from before we joined, replayed by the broker
             return [Rejected("out-of-horizon")]
         if isinstance(body, Bid):
             return session.on_bid(body)
@@ -465,9 +545,11 @@ class MarketAgent:
 
     def _settlement(self, settlement: Settlement, envelope: SignedEnvelope,
                     now: int) -> list[Action]:
+        """A settlement closes with its interval's agreed result, ``horizon`` intervals after
+        the session (the book refuses one for an interval it has forgotten as "stale")."""
         interval = settlement.interval
         if interval < self._first:
-            return []  # history from before we joined
+            return [Rejected("stale")]  # no agreed result here to check it against, ever
         if interval >= self._timing.open_interval(now):
             return [Rejected("out-of-horizon")]  # a settlement before its gate even closed
         results = self._book.on_settlement(settlement)
@@ -476,13 +558,40 @@ class MarketAgent:
             self._signed.setdefault(interval, {}).setdefault(settlement, envelope)
         return refused
 
-    def _presence(self, node: str, payload: bytes) -> list[Action]:
-        if payload == ONLINE:
-            self._online.add(node)
-        elif payload in (OFFLINE, b""):
-            self._online.discard(node)
-        else:
-            return [Rejected("bad-presence")]
+    def _presence_message(self, node: str, payload: bytes, now: int) -> list[Action]:
+        """A peer's signed presence; held until its certificate comes if that is still on the
+        way (module constant ``UNPLACED_PRESENCE``)."""
+        try:
+            envelope = SignedEnvelope.from_bytes(payload, max_size=self._max_payload)
+        except MessageError as exc:
+            return [Rejected(exc.reason)]
+        if self._roster.member(node, now_ms=now) == Rejected("unknown-key"):  # no certificate
+            self._unplaced.pop(node, None)
+            if len(self._unplaced) >= UNPLACED_PRESENCE:
+                del self._unplaced[next(iter(self._unplaced))]
+            self._unplaced[node] = envelope
+            return []
+        return self._place_presence(node, envelope, now)
+
+    def _place_presence(self, node: str, envelope: SignedEnvelope, now: int) -> list[Action]:
+        """Take a presence signed under ``node``'s certified key if it is newer than the one
+        held (:meth:`Presence.rank`); an older one is "stale"."""
+        verified = verify(envelope, expected_kind="presence")
+        if isinstance(verified, Rejected):
+            return [verified]
+        presence = verified.body
+        assert isinstance(presence, Presence)  # by expected_kind
+        if presence.node != node:
+            return [Rejected("node-mismatch")]
+        if presence.community != self.community:
+            return [Rejected("wrong-community")]
+        member = self._roster.check(node=node, signer=verified.public_key_hex, now_ms=now)
+        if isinstance(member, Rejected):
+            return [member]
+        held = self._presence.get(node)
+        if held is not None and presence.rank() <= held.rank():
+            return [] if presence == held else [Rejected("stale")]
+        self._presence[node] = presence
         return []
 
     def _roster_message(self, node: str, payload: bytes, now: int, *,
@@ -494,7 +603,12 @@ class MarketAgent:
         if revocation_only and envelope.kind != "revoke":
             return [Rejected("wrong-kind")]
         taken = self._roster.offer(envelope, node=node, now_ms=now)
-        return [taken] if isinstance(taken, Rejected) else []
+        if isinstance(taken, Rejected):
+            return [taken]
+        unplaced = self._unplaced.pop(node, None)
+        if isinstance(taken, Member) and unplaced is not None:
+            return self._place_presence(node, unplaced, now)
+        return []
 
     async def _carry_out(self, actions: list[Action], *, origin: str = "") -> None:
         for action in actions:

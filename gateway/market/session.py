@@ -15,6 +15,11 @@ what gateways agree on: the committed ``result_hash`` then covers the result *an
 (:func:`agreed_hash`), so a gateway with a different fee schedule or feeder cannot count towards
 the same quorum.
 
+Limits. A signed bid is its node's wish, not its right: with ``limits_of``, every order is clipped
+to what the node's certificate lets it import or export over the interval (looked up, like the
+bus, when its first bid is heard), so a member cannot sell what its connection may not carry.
+Every gateway clips from the same certificate and interval length, so the results still agree.
+
 Commitments are published *retained*, like bids. A gateway whose link dropped after the
 commitments went out gets them back from the broker when it reconnects and can still reach the
 quorum; with plain publishes it would abstain for an interval it had cleared correctly. The cost
@@ -55,7 +60,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.market import topics
 from protocols.canonical import digest
-from protocols.clearing import ClearingParams, NodeOutcome, Result, clear, orders_from_bids
+from protocols.clearing import (
+    ClearingParams,
+    Limits,
+    NodeOutcome,
+    Result,
+    clear,
+    orders_from_bids,
+)
 from protocols.clearing import result_hash as hash_result
 from protocols.messages import (
     MAX_INLINE_BIDS,
@@ -223,6 +235,9 @@ Outcome = Agreed | Abstained
 
 K = TypeVar("K", str, tuple[str, str])
 
+MAX_BIDS_PER_NODE = 8
+"""Distinct bids a node may have heard per interval; more are a flood."""
+
 
 def _count(counter: Counter[K], key: K, delta: int) -> None:
     """Move ``counter[key]`` by ``delta``, dropping the key at zero so the counter stays small."""
@@ -263,11 +278,15 @@ class IntervalSession:
         active: Callable[[int], Collection[str]],
         certified: Callable[[int], int] | None = None,
         quorum: tuple[int, int] = (2, 3),
-        max_bids_per_node: int = 8,
+        max_bids_per_node: int = MAX_BIDS_PER_NODE,
         bus_of: Callable[[str], str] | None = None,
+        limits_of: Callable[[str], Limits] | None = None,
         feeder: Feeder | None = None,
         fees: FeeSchedule | None = None,
     ) -> None:
+        """``limits_of``: what a node's certificate lets it trade in this interval, looked up
+        when its first bid is heard (as its bus is); every order is clipped to it in clearing.
+        None: bids are cleared as signed (up to the protocol's ``MAX_ENERGY_WH``)."""
         num, den = quorum
         if not (0 < den and den < 2 * num <= 2 * den):
             # More than half: two different results can then never both reach a quorum.
@@ -286,9 +305,11 @@ class IntervalSession:
         self._quorum = quorum
         self._max_bids = max_bids_per_node
         self._bus_of = bus_of
+        self._limits_of = limits_of
         self._feeder = feeder
         self._fee_schedule = fees
         self._buses: dict[str, str] = {}  # bus per node, fixed when its first bid is heard
+        self._limits: dict[str, Limits] = {}  # the same for the node's trading limits
         self._state = State.OPEN
         self._known: dict[str, Bid] = {}  # every verified bid of k by digest, late ones too
         self._by_seq: dict[tuple[str, int], str] = {}
@@ -362,6 +383,8 @@ class IntervalSession:
             if self._feeder is not None and bus not in self._feeder.buses:
                 return [Rejected("unknown-bus")]  # its trades could not be routed or charged
             self._buses[bid.node] = bus
+            if self._limits_of is not None:
+                self._limits[bid.node] = self._limits_of(bid.node)
         self._per_node[bid.node] += 1
         self._known[digest] = bid
         self._version += 1
@@ -381,11 +404,7 @@ class IntervalSession:
         return []
 
     def saturated(self, node: str) -> bool:
-        """``node`` has sent as many distinct bids as it may: anything more is a flood.
-
-        Only verified bids count, so the caller may ask this *before* checking a signature and
-        drop the rest of a flood unread; a forger cannot use it to silence another node.
-        """
+        """``node`` has sent as many distinct bids as it may: anything more is a flood."""
         return self._per_node[node] >= self._max_bids
 
     def _equivocation(self, bid: Bid, earlier: Bid) -> list[Action]:
@@ -525,7 +544,9 @@ class IntervalSession:
         """Clear verified bids, each with the digest it was received under (not recomputed:
         canonical JSON and SHA-256 of 100,000 bids would dominate the step)."""
         buses = {bid.node: self._buses[bid.node] for bid, _ in with_digests}
-        orders = orders_from_bids(with_digests, buses=buses)
+        limits = {bid.node: self._limits[bid.node] for bid, _ in with_digests
+                  if bid.node in self._limits}
+        orders = orders_from_bids(with_digests, buses=buses, limits=limits)
         result = clear(self._mechanism, orders, self._params)
         fees: tuple[TradeFee, ...] | None = None
         if self._feeder is not None:

@@ -143,7 +143,7 @@ class SettlementBook:
         if settlement.community != self.community:
             return [Rejected("wrong-community")]
         if settlement.interval < self._floor:
-            return [Rejected("settle-late")]  # its interval is closed here for good
+            return [Rejected("stale")]  # its interval is closed here for good
         agreed = self._agreed.get(settlement.interval)
         if agreed is None:
             held = self._pending.setdefault(settlement.interval, {})
@@ -153,7 +153,7 @@ class SettlementBook:
 
     def forget(self, interval: int) -> list[Rejected]:
         """Close ``interval`` and every one before it; settlements still held for it could never
-        be checked, and later ones are refused as "settle-late"."""
+        be checked, and later ones are refused as "stale"."""
         self._floor = max(self._floor, interval + 1)
         self._agreed.pop(interval, None)
         self._accepted.pop(interval, None)

@@ -10,6 +10,7 @@ from protocols.clearing.registry import MECHANISMS, Mechanism, clear
 from protocols.clearing.types import (
     ClearingError,
     ClearingParams,
+    Limits,
     NodeOutcome,
     Order,
     Outcomes,
@@ -28,6 +29,7 @@ __all__ = [
     "MECHANISMS",
     "ClearingError",
     "ClearingParams",
+    "Limits",
     "Mechanism",
     "NodeOutcome",
     "Order",

@@ -17,11 +17,12 @@ from typing import Any, ClassVar, Generic, Literal, NamedTuple, Self, TypeVar, o
 
 from protocols.canonical import digest
 from protocols.clearing.collector import collector_paused
-from protocols.messages import Bid
+from protocols.messages import MAX_ENERGY_WH, Bid
 
 __all__ = [
     "ClearingError",
     "ClearingParams",
+    "Limits",
     "NodeOutcome",
     "Order",
     "Outcomes",
@@ -56,6 +57,26 @@ class Order(NamedTuple):
     digest: str
     bus: str = ""
     created_ms: int = 0
+
+
+_MS_PER_HOUR = 3_600_000
+
+
+class Limits(NamedTuple):
+    """The most one node may buy (``import_wh``) and sell (``export_wh``) in one interval."""
+
+    import_wh: int
+    export_wh: int
+
+    @classmethod
+    def over(cls, *, import_limit_w: int, export_limit_w: int, interval_ms: int) -> Limits:
+        """A certificate's power limits (W) held for a whole interval of ``interval_ms``, in Wh
+        rounded down, and never above the protocol's ``MAX_ENERGY_WH``."""
+        return cls(min(MAX_ENERGY_WH, import_limit_w * interval_ms // _MS_PER_HOUR),
+                   min(MAX_ENERGY_WH, export_limit_w * interval_ms // _MS_PER_HOUR))
+
+    def of(self, side: Side) -> int:
+        return self.export_wh if side == "sell" else self.import_wh
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -249,32 +270,34 @@ _new_order = tuple.__new__
 
 
 def orders_from_bids(
-    bids_with_digests: Iterable[tuple[Bid, str]], *, buses: Mapping[str, str] | None = None
+    bids_with_digests: Iterable[tuple[Bid, str]],
+    *,
+    buses: Mapping[str, str] | None = None,
+    limits: Mapping[str, Limits] | None = None,
 ) -> tuple[Order, ...]:
     """Turn verified bids (with their digests) into orders; ``buses`` maps node to feeder bus.
 
     The caller has already kept one bid per node (the session resolves replacements and
     equivocation); clearing refuses duplicates rather than guess which one counts. A withdrawal
-    (0 Wh) becomes no order: the node takes no part, as if it had not bid.
+    (0 Wh) becomes no order: the node takes no part, as if it had not bid. ``limits`` clips a
+    node's order to what its certificate lets it trade (:class:`Limits`): a signed bid is only
+    the node's wish, and every gateway must clip it the same way for their results to agree; an
+    order clipped to 0 is no order either.
     """
     bus_of = buses or {}
+    limit_of = limits or {}
     # ``tuple.__new__`` with the fields in order: the NamedTuple's own ``__new__`` is a Python
     # function taking keywords, ~40 % of this function's time at 100,000 bids. The collector is
     # paused meanwhile (see :mod:`protocols.clearing.collector`).
     with collector_paused():
-        return tuple(
-            _new_order(
-                Order,
-                (
-                    bid.node,
-                    bid.side,
-                    bid.energy_wh,
-                    bid.limit_price,
-                    bid_digest,
-                    bus_of.get(bid.node, ""),
-                    bid.created_ms,
-                ),
-            )
-            for bid, bid_digest in bids_with_digests
-            if bid.energy_wh
-        )
+        orders = []
+        for bid, bid_digest in bids_with_digests:
+            energy = bid.energy_wh
+            limit = limit_of.get(bid.node)
+            if limit is not None:
+                energy = min(energy, limit.of(bid.side))
+            if energy:
+                orders.append(_new_order(Order, (bid.node, bid.side, energy, bid.limit_price,
+                                                 bid_digest, bus_of.get(bid.node, ""),
+                                                 bid.created_ms)))
+        return tuple(orders)

@@ -133,7 +133,7 @@ def test_settlements_never_checkable_are_counted_when_the_interval_is_forgotten(
     b = book()
     b.on_settlement(alice(3, -2000, reading(1, 0, 2000)))
     assert b.forget(3) == [Rejected("settle-unverifiable")]
-    assert b.on_settlement(alice(3, -2000, reading(1, 0, 2000))) == [Rejected("settle-late")]
+    assert b.on_settlement(alice(3, -2000, reading(1, 0, 2000))) == [Rejected("stale")]
 
 
 def test_the_buyer_pays_the_network_fees_of_its_trades() -> None:
