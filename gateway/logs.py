@@ -39,3 +39,12 @@ def configure(*, verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("amqtt", "transitions", "pymodbus", "aiomqtt"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def worth_logging(count: int) -> bool:
+    """Whether the ``count``-th occurrence of something is worth a line: the 1st, 10th, 100th...
+    Every one is counted; a peer repeating a fault 10,000 times must not also write 10,000 lines
+    on a Pi's SD card."""
+    while count % 10 == 0:
+        count //= 10
+    return count == 1

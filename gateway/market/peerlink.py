@@ -9,8 +9,10 @@ a member is offline. A link without them (a probe, an auditor) declares no prese
 Broker loss is normal on a Pi at the end of a flaky uplink, so the link reconnects forever with a
 short pause, re-subscribes, and republishes this node's own retained messages (certificate,
 presence, current bid): a broker that restarted without persistence has forgotten them, and the
-peers need them to clear the same bid set. The last will marks the node offline when the
-connection dies without a goodbye; a clean exit publishes the same ``offline`` payload itself.
+peers need them to clear the same bid set. Clears made while the broker was away go out too: a
+broker that kept its retained messages would otherwise go on serving the stale ones. The last
+will marks the node offline when the connection dies without a goodbye; a clean exit publishes
+the same ``offline`` payload itself.
 
 In the field the URL is ``mqtts://`` and the link presents this node's TLS client certificate
 (:class:`gateway.pki.TlsFiles`): the broker takes its Common Name as the username that its ACL
@@ -33,7 +35,10 @@ from urllib.parse import urlsplit
 import aiomqtt
 
 from gateway.aio import raise_if_cancelling
+from gateway.logs import worth_logging
 from gateway.market import topics
+from gateway.market.packetgate import CUT, MAX_PACKET_BYTES, PacketGate, gate_incoming
+from gateway.market.retained import MAX_TOPICS, OwnRetained
 from gateway.pki import TlsFiles
 
 log = logging.getLogger(__name__)
@@ -86,6 +91,10 @@ class PeerLink:
 
     Only one consumer may iterate :meth:`messages`; messages that arrive while nobody iterates are
     queued (bounded by ``max_queued``; the oldest are kept, new ones are counted in ``dropped``).
+    No packet from the broker over ``max_packet_bytes`` is ever buffered whole
+    (:mod:`gateway.market.packetgate`): such a message is dropped and counted in ``oversized``.
+    This node's retained messages, clears included, are replayed after every reconnect
+    (:class:`~gateway.market.retained.OwnRetained`, at most ``max_retained`` topics).
     """
 
     def __init__(
@@ -100,6 +109,8 @@ class PeerLink:
         max_queued: int = 100_000,
         tls: TlsFiles | None = None,
         presence: Callable[[], tuple[bytes, bytes]] | None = None,
+        max_packet_bytes: int = MAX_PACKET_BYTES,
+        max_retained: int = MAX_TOPICS,
     ) -> None:
         """``presence``: called at each connection for that connection's ``(online, offline)``
         payloads (the market agent signs them, :class:`protocols.messages.Presence`); the
@@ -115,7 +126,8 @@ class PeerLink:
         self._reconnect_s = reconnect_s
         self._connect_timeout_s = connect_timeout_s
         self._inbox: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=max_queued)
-        self._own_retained: dict[str, bytes] = {}
+        self._max_packet_bytes = max_packet_bytes
+        self._own_retained = OwnRetained(limit=max_retained)
         self._extra_filters: set[str] = set()
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
@@ -124,6 +136,7 @@ class PeerLink:
         self._failed_publishes = 0  # in a row, on the current connection
         self.connects = 0
         self.dropped = 0
+        self.oversized = 0
 
     async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._supervise(), name=f"peerlink-{self.node}")
@@ -176,17 +189,14 @@ class PeerLink:
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish now, or, if the broker is away, as soon as it is back.
 
-        A retained message is remembered and republished after every reconnect (an empty payload
-        clears it, as in MQTT). A non-retained one waits up to ``connect_timeout_s`` for a
-        connection, then raises :class:`PeerLinkError`.
+        A retained message is remembered and republished after every reconnect; an empty payload
+        clears it, as in MQTT, and a clear is kept until the broker has it. A non-retained one
+        waits up to ``connect_timeout_s`` for a connection, then raises :class:`PeerLinkError`.
         """
         if self._task is None:
             raise PeerLinkError("PeerLink.publish outside 'async with'")
         if retain:
-            if payload:
-                self._own_retained[topic] = payload
-            else:
-                self._own_retained.pop(topic, None)
+            self._remember(topic, payload)
         while True:
             client = self._client
             if client is None:
@@ -209,8 +219,17 @@ class PeerLink:
                 self._mark_down(client)
                 continue
             self._failed_publishes = 0
+            if retain:
+                self._own_retained.delivered(topic, payload)
             raise_if_cancelling()
             return
+
+    def _remember(self, topic: str, payload: bytes) -> None:
+        dropped = self._own_retained.write(topic, payload)
+        if dropped is not None:
+            log.warning("%s: more than %d own retained topics; %s is no longer replayed after a "
+                        "reconnect (%d dropped so far)", self.node, self._own_retained.limit,
+                        dropped, self._own_retained.dropped)
 
     async def fetch(self, topic_filter: str) -> None:
         """Subscribe to ``topic_filter`` (kept across reconnects) so the broker resends what it
@@ -273,6 +292,7 @@ class PeerLink:
             timeout=self._connect_timeout_s,
             tls_context=self._tls_context,
         )
+        gate_incoming(client, PacketGate(limit=self._max_packet_bytes))
         async with client:
             try:
                 for topic_filter in (*topics.subscriptions(self.community), *self._extra_filters):
@@ -285,8 +305,9 @@ class PeerLink:
                 self._failed_publishes = 0
                 self.connects += 1
                 self._connected.set()
-                for topic, payload in list(self._own_retained.items()):
+                for topic, payload in self._own_retained.replay():
                     await client.publish(topic, payload, qos=_QOS, retain=True)
+                    self._own_retained.delivered(topic, payload)
                 async for message in client.messages:
                     self._deliver(message)
             finally:
@@ -296,6 +317,12 @@ class PeerLink:
         payload = message.payload
         if not isinstance(payload, bytes | bytearray):
             payload = b"" if payload is None else str(payload).encode()
+        if payload == CUT:
+            self.oversized += 1
+            if worth_logging(self.oversized):
+                log.warning("%s: dropped a message over %d bytes on %s (%d so far)", self.node,
+                            self._max_packet_bytes, message.topic.value, self.oversized)
+            return
         incoming = Incoming(topic=message.topic.value, payload=bytes(payload),
                             retained=message.retain)
         try:
