@@ -87,13 +87,13 @@ from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
 from gateway.closing import Closed, IntervalCloser
 from gateway.devices import Meter, MeterReading, ModbusBus, ModbusTcpBus, discover
-from gateway.ledger import Ledger
+from gateway.ledger import Ledger, LedgerOwner
 from gateway.market.agent import MarketAgent, MarketError
 from gateway.market.peerlink import PeerLinkError
 from gateway.market.session import Abstained, Agreed, Timing
 from gateway.market.settlement import MeterKey
 from protocols.clearing import ClearingParams, Tariffs
-from protocols.messages import MembershipCertificate
+from protocols.messages import MembershipCertificate, SignedEnvelope
 from protocols.signing import generate_key, public_key_hex, sign
 from sim_devices.scenario import Scenario, load_scenario
 from sim_devices.world import sim_meter_key
@@ -379,18 +379,25 @@ def check_ledgers(ledgers: Mapping[str, Ledger], *, intervals: range,
     return held
 
 
+def certificate_for(scenario: Scenario, *, name: str, clock: Clock,
+                    authority_key: Ed25519PrivateKey, key: Ed25519PrivateKey) -> SignedEnvelope:
+    """One home's membership certificate, as the installer signs it."""
+    cert = MembershipCertificate(
+        community=scenario.market.community, node=name, public_key=public_key_hex(key),
+        bus=scenario.bus_of()[name], import_limit_w=50_000, export_limit_w=50_000,
+        valid_from_ms=0, valid_until_ms=clock.now_ms() + _YEAR_MS)
+    return sign("cert", cert, authority_key)
+
+
 def agent_for(scenario: Scenario, *, name: str, url: str, timing: Timing, tariffs: Tariffs,
               clock: Clock, authority_key: Ed25519PrivateKey, key: Ed25519PrivateKey,
               meter_keys: Mapping[str, MeterKey]) -> MarketAgent:
     """The market side of one home's gateway, on the scenario's feeder, auditing every meter."""
     assert scenario.feeder is not None
-    cert = MembershipCertificate(
-        community=scenario.market.community, node=name, public_key=public_key_hex(key),
-        bus=scenario.bus_of()[name], import_limit_w=50_000, export_limit_w=50_000,
-        valid_from_ms=0, valid_until_ms=clock.now_ms() + _YEAR_MS)
     return MarketAgent(
         broker_url=url, community=scenario.market.community, node=name, identity=key,
-        certificate=sign("cert", cert, authority_key),
+        certificate=certificate_for(scenario, name=name, clock=clock,
+                                    authority_key=authority_key, key=key),
         authority_key_hex=public_key_hex(authority_key), timing=timing,
         params=ClearingParams(tariffs=tariffs), clock=clock.now_ms,
         mechanism=scenario.market.mechanism, energy_interval_ms=timing.length_ms,
@@ -452,7 +459,10 @@ async def soak(*, hours: float, speed: float, gate_s: int, grace_s: int, broker_
         agents = await connect_agents(stack, homes, lambda name: agent_for(
             scenario, name=name, url=url, timing=timing, tariffs=tariffs, clock=clock,
             authority_key=authority, key=keys[name], meter_keys=meter_keys))
-        ledgers = {n: stack.enter_context(Ledger.open(state_dir / f"{n}.db")) for n in homes}
+        ledgers = {n: stack.enter_context(Ledger.open(state_dir / f"{n}.db", owner=LedgerOwner(
+            key=keys[n], certificate=certificate_for(scenario, name=n, clock=clock,
+                                                     authority_key=authority, key=keys[n]))))
+                   for n in homes}
         closers = {n: IntervalCloser(node=n, agent=agents[n], ledger=ledgers[n], tariffs=tariffs)
                    for n in homes}
         first = timing.open_interval(clock.now_ms()) + 1

@@ -26,7 +26,7 @@ from gateway.market.session import Abstained, Agreed
 from gateway.market.settlement import MeterReading as TaggedReading
 from gateway.market.settlement import no_position
 from protocols.clearing import Tariffs
-from protocols.ledger import Block
+from protocols.ledger import Block, quorum_record
 from protocols.messages import Settlement, SignedEnvelope
 from protocols.settlement import SettlementFigures, settle
 from protocols.signing import Rejected, verify
@@ -135,8 +135,9 @@ def ledger_content(
     and "money today" read it directly. ``settlement`` is this node's signed settlement as
     published, ``peer_settlements`` the peers' verified ones accepted since the block before, as
     their signers sent them, so anyone can check the ledger against the signatures (and, holding
-    the meter keys, the tags) without trusting this gateway; ``meter`` says why a reading was not
-    used.
+    the meter keys, the tags) without trusting this gateway; ``quorum`` the signed commitments
+    that agreed the result (:func:`protocols.ledger.quorum_record`); ``meter`` says why a
+    reading was not used.
     """
     own = figures._asdict()
     extra: dict[str, Any] = {}
@@ -157,6 +158,7 @@ def ledger_content(
         "bid_set_digest": outcome.bid_set_digest,
         "price": outcome.result.price,
         "committed_by": sorted(outcome.committed_by),
+        "quorum": quorum_record(outcome.commitments),
         "outcome": own,
         **extra,
     }

@@ -53,7 +53,7 @@ from gateway.ems import BatteryState, Plan, Preferences, plan_interval
 from gateway.envelope import BatteryEnvelope, ConverterEnvelope
 from gateway.flex_plan import load_job, parse_hhmm, plan_flex, rest_limit_w
 from gateway.forecast import DAY_S, HomeForecaster
-from gateway.ledger import Ledger
+from gateway.ledger import Ledger, LedgerOwner
 from gateway.lookahead import Ahead, horizon
 from gateway.market.agent import MarketAgent, MarketError
 from gateway.market.session import Abstained, Agreed, Timing
@@ -247,7 +247,8 @@ class GatewayNode:
 
     async def _open(self) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.ledger = Ledger.open(self.config.state_dir / "ledger.db")
+        self.ledger = Ledger.open(self.config.state_dir / "ledger.db",
+                                  owner=LedgerOwner(key=self._key, certificate=self._certificate))
         self._stack.callback(self.ledger.close)
 
         def now_s() -> float:

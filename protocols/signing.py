@@ -198,6 +198,8 @@ def verify_record(kind: str, body: dict[str, object], *, signer: str, sig: str) 
     weak = key_problem(signer)
     if weak is not None:
         return f"bad-key:{weak}"
+    if len(sig) != 128 or sig.strip("0123456789abcdef"):
+        return "bad-signature"  # one spelling per signature: lowercase hex, as signed
     try:
         _public_key(signer).verify(bytes.fromhex(sig), signed_bytes(kind, body))
     except (InvalidSignature, ValueError):

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 from gateway.dashboard.status import earnings, flows, month_start_ms
 from gateway.ledger import Ledger
 from gateway.market.session import Timing
+from tests.ledger_owner import make_owner
 
 TIMING = Timing(epoch_ms=0, length_ms=900_000, gate_ms=60_000, grace_ms=10_000)
 
@@ -20,7 +21,7 @@ def k(when_ms: int) -> int:
 
 def test_earnings_today_and_this_month_from_the_ledger(tmp_path):
     now = ms(2024, 3, 15, 12, 0)
-    with Ledger.open(tmp_path / "ledger.db") as ledger:
+    with Ledger.open(tmp_path / "ledger.db", owner=make_owner()) as ledger:
         for when, money in [
             (ms(2024, 2, 29, 23, 45), -1_000_000),  # last month: not counted
             (ms(2024, 3, 1, 0, 0), -20_000),          # first interval of the month: earned 0.02
