@@ -82,6 +82,7 @@ class IntervalCloser:
             content=ledger_content(
                 outcome, figures, settlement=None if signed is None else signed[0],
                 peers=[envelope for _, _, envelope in peers], meter_problem=meter_problem),
+            certificates=self._committers(outcome),
         )
         if block is not None:
             for j, node, _ in peers:
@@ -107,6 +108,14 @@ class IntervalCloser:
         verified = verify(envelope, expected_kind="settle")
         assert not isinstance(verified, Rejected) and isinstance(verified.body, Settlement)
         return envelope, verified.body
+
+    def _committers(self, outcome: Agreed | Abstained) -> list[SignedEnvelope]:
+        """The certificates of the members whose commitments agreed ``outcome``: the ledger's
+        proof that the quorum was one of members."""
+        if not isinstance(outcome, Agreed):
+            return []
+        held = (self._agent.certificate(node) for node in sorted(outcome.committed_by))
+        return [cert for cert in held if cert is not None]
 
     def _unledgered_peers(self, k: int) -> list[tuple[int, str, SignedEnvelope]]:
         """The peers' accepted settlements of intervals up to ``k`` not yet in a block."""

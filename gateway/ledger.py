@@ -20,7 +20,7 @@ import io
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
+from protocols.canonical import digest
 from protocols.ledger import (
     Block,
     Check,
@@ -56,6 +57,7 @@ _SCHEMA = (
     "sig TEXT NOT NULL)",
     "CREATE TABLE blocks (height INTEGER PRIMARY KEY, interval INTEGER NOT NULL UNIQUE, "
     "hash TEXT NOT NULL UNIQUE, block TEXT NOT NULL, sig TEXT NOT NULL)",
+    "CREATE TABLE certificates (digest TEXT PRIMARY KEY, certificate TEXT NOT NULL)",
 )
 _FORMAT1_COLUMNS = ("height", "interval", "hash", "block")
 
@@ -191,8 +193,10 @@ class Ledger:
         row = self._db.execute("SELECT 1 FROM blocks WHERE interval = ?", (interval,)).fetchone()
         return row is not None
 
-    def append(self, *, interval: int, status: str, content: dict[str, Any]) -> Block | None:
-        """Write the signed block for ``interval``; returns None if that interval is already
+    def append(self, *, interval: int, status: str, content: dict[str, Any],
+               certificates: Iterable[SignedEnvelope] = ()) -> Block | None:
+        """Write the signed block for ``interval``, with the membership ``certificates`` its
+        quorum's signers hold (each kept once); returns None if that interval is already
         recorded.
 
         Returning None rather than raising is what makes a restarted gateway safe: it may try to
@@ -212,6 +216,9 @@ class Ledger:
                 (block.height, block.interval, block.digest(), block.model_dump_json(),
                  sign_block(block, self._owner.key)),
             )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO certificates (digest, certificate) VALUES (?, ?)",
+                [(digest(cert.model_dump()), cert.model_dump_json()) for cert in certificates])
             self._db.execute("COMMIT")
             return block
         except BaseException:
@@ -245,9 +252,12 @@ class Ledger:
                 "SELECT height, interval, hash, block, sig FROM blocks ORDER BY height")
             stored = [StoredBlock(height=int(h), interval=int(k), hash=str(d), text=str(t),
                                   sig=str(s)) for h, k, d, t, s in rows]
+            certificates = [str(text) for (text,) in self._db.execute(
+                "SELECT certificate FROM certificates ORDER BY digest")]
         except sqlite3.DatabaseError as exc:
             raise _failure(self.path, exc) from exc
-        return audit(header[0], header[1], stored, expected=expected or Expected())
+        return audit(header[0], header[1], stored, certificates=certificates,
+                     expected=expected or Expected())
 
     def verify(self) -> list[str]:
         """Every problem the file shows on its own; an empty list means it is intact."""

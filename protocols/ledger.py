@@ -12,9 +12,9 @@ signature make a rewrite visible (docs/reliability.md, "ledger"):
   block's hash is signed by the node's key: an edit followed by a rehash of the chain is caught
   by whoever does not hold that key;
 - an agreed block carries the **commitments** of the quorum that agreed it (each signed by its
-  member) and this node's **settlement**: even the key's holder cannot change an agreed result
-  without forging the other members' signatures, and a changed settlement no longer matches the
-  one the neighbours hold (:func:`compare`).
+  member, whose certificate the file keeps) and this node's **settlement**: even the key's
+  holder cannot change an agreed result without forging the other members' signatures, and a
+  changed settlement no longer matches the one the neighbours hold (:func:`compare`).
 
 What no single file can show is a tail cut off after the last block: that takes a second
 witness, a neighbour's ledger holding this node's signed settlements (:func:`compare`).
@@ -36,7 +36,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from protocols.canonical import canonical_bytes, digest
 from protocols.messages import Commitment, MembershipCertificate, Settlement, SignedEnvelope
-from protocols.signing import Rejected, public_key_hex, sign_record, verify, verify_record
+from protocols.signing import (
+    Rejected,
+    key_problem,
+    public_key_hex,
+    sign_record,
+    verify,
+    verify_record,
+)
 
 LEDGER_FORMAT: Literal["gridpeer-ledger/2"] = "gridpeer-ledger/2"
 _HEADER_KIND = "ledger-header"
@@ -192,10 +199,11 @@ class LedgerView:
 
 def audit(
     header_text: str, header_sig: str, rows: Iterable[StoredBlock], *,
-    expected: Expected = Expected(),
+    certificates: Iterable[str] = (), expected: Expected = Expected(),
 ) -> tuple[list[Check], LedgerView | None]:
     """Every check one ledger file allows, in order, and the parsed ledger (None when its header
-    is unusable: nothing after it can be checked then)."""
+    is unusable: nothing after it can be checked then). ``certificates`` are the quorum members'
+    certificates the file keeps, as JSON envelopes."""
     header_check, header = _header(header_text, header_sig)
     if header is None:
         return [header_check], None
@@ -229,7 +237,8 @@ def audit(
         Check("chain", True, f"{count} blocks ({span}) chained from the header by hash",
               tuple(chain)),
         Check("signatures", True, f"{count} blocks signed by the node's key", tuple(signatures)),
-        _quorums(blocks, member),
+        _quorums(blocks, member, _certified(certificates, member,
+                                            authority=header.certificate.signer)),
         _settlements(blocks, member),
     ]
     return checks, LedgerView(node=member.node, public_key=member.public_key,
@@ -299,9 +308,40 @@ def _links(block: Block, row: StoredBlock, prev: Block | None, genesis: str, *,
     return found
 
 
-def _quorums(blocks: Sequence[Block], member: MembershipCertificate) -> Check:
-    """Each agreed block's result is backed by the signed commitments of the members it names."""
+def _certified(texts: Iterable[str], member: MembershipCertificate, *, authority: str
+               ) -> tuple[set[tuple[str, str]], list[str]]:
+    """The (node, key) pairs the community authority certified, from the certificates a ledger
+    keeps (its own node's from the header), and what is wrong with any of them. Validity times
+    are not checked: a block does not say when its interval was."""
+    certified = {(member.node, member.public_key)}
     problems: list[str] = []
+    for text in texts:
+        try:
+            envelope = SignedEnvelope.model_validate_json(text)
+        except ValidationError:
+            problems.append("a kept certificate is not a signed message")
+            continue
+        checked = verify(envelope, expected_kind="cert")
+        if isinstance(checked, Rejected) or envelope.signer != authority:
+            reason = checked.reason if isinstance(checked, Rejected) else "not-authority"
+            problems.append(f"a kept certificate does not verify against the authority ({reason})")
+            continue
+        cert = checked.body
+        assert isinstance(cert, MembershipCertificate)  # by expected_kind
+        weak = key_problem(cert.public_key)
+        if cert.community != member.community or weak is not None:
+            problems.append(f"{cert.node}'s kept certificate is not for this community's member "
+                            f"keys ({weak or cert.community})")
+            continue
+        certified.add((cert.node, cert.public_key))
+    return certified, problems
+
+
+def _quorums(blocks: Sequence[Block], member: MembershipCertificate,
+             certified: tuple[set[tuple[str, str]], list[str]]) -> Check:
+    """Each agreed block's result is backed by the signed commitments of the members it names,
+    each signed with a key the community authority certified for that member."""
+    members, problems = certified[0], list(certified[1])
     agreed = signatures = 0
     for block in blocks:
         if block.status != "agreed":
@@ -329,6 +369,9 @@ def _quorums(blocks: Sequence[Block], member: MembershipCertificate) -> Check:
                                 "the block's")
             elif body.node == member.node and envelope.signer != member.public_key:
                 problems.append(f"{where}: the node's own commitment is signed by another key")
+            elif (body.node, envelope.signer) not in members:
+                problems.append(f"{where}: {body.node}'s commitment is signed by a key no "
+                                f"certificate in the ledger gives {body.node}")
             else:
                 signers.add(body.node)
                 signatures += 1
@@ -337,7 +380,8 @@ def _quorums(blocks: Sequence[Block], member: MembershipCertificate) -> Check:
             problems.append(f"{where}: committed_by {named} is not the set of members whose "
                             f"signed commitments it carries ({sorted(signers)})")
     return Check("quorum", True, f"{agreed} agreed blocks, {signatures} signed commitments to "
-                 "their results", tuple(problems))
+                 f"their results by certified members ({len(members)} certified keys kept)",
+                 tuple(problems))
 
 
 def _settlements(blocks: Sequence[Block], member: MembershipCertificate) -> Check:

@@ -383,6 +383,10 @@ class MarketAgent:
         agreed = self._book.agreed(interval)
         return [] if agreed is None else list(agreed.commitments)
 
+    def certificate(self, node: str) -> SignedEnvelope | None:
+        """``node``'s membership certificate as the authority signed it (None: none held)."""
+        return self._roster.certificate(node)
+
     def session_state(self, interval: int) -> State | None:
         session = self._sessions.get(interval)
         return None if session is None else session.state

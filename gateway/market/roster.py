@@ -49,6 +49,7 @@ class Roster:
         self._community = community
         self._authority = authority_key_hex
         self._certs: dict[str, MembershipCertificate] = {}  # each signed by the authority
+        self._signed: dict[str, SignedEnvelope] = {}  # the same, as the authority signed them
         self._revocations: list[Revocation] = []
 
     def offer(
@@ -75,6 +76,7 @@ class Roster:
         held = self._certs.get(node)
         if held is None or _newer(cert, held):
             self._certs[node] = cert
+            self._signed[node] = envelope
         return checked if isinstance(checked, Rejected) else _member(cert)
 
     def _offer_revocation(self, envelope: SignedEnvelope, *, node: str) -> Revocation | Rejected:
@@ -113,6 +115,11 @@ class Roster:
         if cert is None:
             return Rejected("unknown-key")
         return self.check(node=node, signer=cert.public_key, now_ms=now_ms)
+
+    def certificate(self, node: str) -> SignedEnvelope | None:
+        """The certificate held for ``node`` as the authority signed it, valid now or not: the
+        proof a ledger keeps that a commitment's signer was a member."""
+        return self._signed.get(node)
 
     def bus(self, node: str) -> str:
         """The feeder bus on the certificate held for ``node`` ("" with none).

@@ -162,7 +162,8 @@ def test_a_re_signed_settlement_is_caught_against_the_neighbour_holding_the_orig
 def test_an_invented_quorum_is_caught_against_a_member_it_names(street, alice, tmp_path,
                                                                  capsys):
     """The key holder signs commitments to a result of its own in its neighbours' names, with
-    keys it made up: consistent in the file, refuted by the neighbour's certified key."""
+    keys it made up: no certificate the authority signed gives them those keys, and the
+    neighbour's own ledger names its real one."""
     block = next(b for b in blocks_of(alice.ledger)
                  if b.status == "agreed" and set(b.content["committed_by"]) - {"alice"})
     neighbour = min(set(block.content["committed_by"]) - {"alice"})
@@ -180,7 +181,10 @@ def test_an_invented_quorum_is_caught_against_a_member_it_names(street, alice, t
 
     forged = alice.copy_to(tmp_path)
     rewrite(forged, block.height, invent, key=alice.key)
-    assert verify(capsys, forged)[0] == VERIFY_INTACT
+    code, _, err = verify(capsys, forged)
+    assert code == VERIFY_FAILED
+    assert (f"block {block.height} (interval {block.interval}): {neighbour}'s commitment is "
+            f"signed by a key no certificate in the ledger gives {neighbour}") in err
     code, _, err = verify(capsys, forged, "--against", street.homes[neighbour].ledger)
     assert code == VERIFY_FAILED
     assert (f"interval {block.interval}: the commitment in {neighbour}'s name is not signed by "
@@ -307,6 +311,15 @@ def test_an_old_format_ledger_gets_a_clear_message_not_a_traceback(alice, tmp_pa
         Ledger.open(old, owner=alice.owner())
 
 
+def test_deleted_member_certificates_are_caught(alice, tmp_path, capsys):
+    forged = alice.copy_to(tmp_path)
+    with sqlite3.connect(forged) as db:
+        db.execute("DELETE FROM certificates")
+    db.close()
+    code, _, err = verify(capsys, forged)
+    assert code == VERIFY_FAILED and "signed by a key no certificate in the ledger gives" in err
+
+
 def test_a_deleted_header_or_block_is_caught(alice, tmp_path, capsys):
     no_header = alice.copy_to(tmp_path / "header")
     with sqlite3.connect(no_header) as db:
@@ -323,7 +336,8 @@ def test_a_deleted_header_or_block_is_caught(alice, tmp_path, capsys):
     assert "block 2: expected height 1" in err and "block 2: prev_hash does not match" in err
 
 
-_COLUMNS = {"blocks": ("block", "hash", "sig", "height", "interval"), "header": ("header", "sig")}
+_COLUMNS = {"blocks": ("block", "hash", "sig", "height", "interval"), "header": ("header", "sig"),
+            "certificates": ("certificate",)}
 
 
 @settings(max_examples=60, deadline=None,
