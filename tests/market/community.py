@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, AsyncExitStack
 from dataclasses import dataclass, field
+from typing import Any
 from unittest.mock import patch
 
 import aiomqtt
@@ -46,22 +47,25 @@ class Community:
     def certificate(
         self, node: str, key: Ed25519PrivateKey, *, valid_from_ms: int | None = None,
         valid_until_ms: int | None = None, community: str = COMMUNITY,
+        import_limit_w: int = 10_000, export_limit_w: int = 10_000,
     ) -> SignedEnvelope:
         start = now_ms() - HOUR_MS if valid_from_ms is None else valid_from_ms
         end = now_ms() + HOUR_MS if valid_until_ms is None else valid_until_ms
         cert = MembershipCertificate(
             community=community, node=node, public_key=public_key_hex(key), bus="b1",
-            import_limit_w=10_000, export_limit_w=10_000, valid_from_ms=start,
+            import_limit_w=import_limit_w, export_limit_w=export_limit_w, valid_from_ms=start,
             valid_until_ms=end,
         )
         return sign("cert", cert, self.authority)
 
-    def agent(self, url: str, node: str, key: Ed25519PrivateKey | None = None) -> MarketAgent:
+    def agent(self, url: str, node: str, key: Ed25519PrivateKey | None = None,
+              **options: Any) -> MarketAgent:
+        """``options``: more of :class:`MarketAgent`'s keyword arguments."""
         key = key or generate_key()
         return MarketAgent(
             broker_url=url, community=COMMUNITY, node=node, identity=key,
             certificate=self.certificate(node, key), authority_key_hex=self.authority_hex,
-            timing=self.timing, params=PARAMS, clock=now_ms,
+            timing=self.timing, params=PARAMS, clock=now_ms, **options,
         )
 
     async def agents(self, stack: AsyncExitStack, url: str, *nodes: str) -> list[MarketAgent]:
