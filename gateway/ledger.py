@@ -166,6 +166,11 @@ class Ledger:
                 "move it aside")
 
     def close(self) -> None:
+        """Close; the owner leaves the file out of WAL mode, so that a read-only reader of the
+        closed ledger (``ledger verify``) needs no ``-wal``/``-shm`` files beside it either."""
+        if self._owner is not None:
+            with contextlib.suppress(sqlite3.Error):  # another reader still open: stays WAL
+                self._db.execute("PRAGMA journal_mode=DELETE")
         self._db.close()
 
     def __enter__(self) -> Ledger:

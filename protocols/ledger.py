@@ -17,7 +17,10 @@ signature make a rewrite visible (docs/reliability.md, "ledger"):
   changed settlement no longer matches the one the neighbours hold (:func:`compare`).
 
 What no single file can show is a tail cut off after the last block: that takes a second
-witness, a neighbour's ledger holding this node's signed settlements (:func:`compare`).
+witness, a neighbour's ledger holding this node's signed settlements (:func:`compare`). Nor does
+a file show how many commitments a quorum needed (that depends on who was present at each gate,
+which nothing records): the checks are that every commitment is a certified member's, and,
+against a neighbour's ledger, that the results both agreed are the same.
 
 Pure: rows go in as text, findings come out as :class:`Check` values; the SQLite file is
 ``gateway/ledger.py``'s.

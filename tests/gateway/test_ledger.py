@@ -52,8 +52,12 @@ def test_read_only_means_read_only(tmp_path):
     path = tmp_path / "ledger.db"
     with Ledger.open(path, owner=owner()) as ledger:
         _fill(ledger, 2)
+    before = path.read_bytes()
     with Ledger.open(path) as ledger, pytest.raises(LedgerError, match="read-only"):
+        assert ledger.verify() == []
         ledger.append(interval=99, status="abstained", content={})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ledger.db"]  # no -wal, no -shm
     with pytest.raises(LedgerError, match="no such ledger"):
         Ledger.open(tmp_path / "missing.db")
     assert not (tmp_path / "missing.db").exists()
