@@ -159,11 +159,16 @@ class Ledger:
         checks, view = audit(header[0], header[1], ())
         if view is None:
             raise LedgerError(f"{self.path}: {checks[0].problems[0]}")
-        if (view.node, view.public_key) != (_owner_node(owner), public_key_hex(owner.key)):
+        node, key = _owner_node(owner), public_key_hex(owner.key)
+        if view.node != node:
             raise LedgerError(
                 f"{self.path}: the ledger of node {view.node} (key {view.public_key[:16]}...), "
-                f"not of this node ({_owner_node(owner)}): another ledger was put in its place; "
-                "move it aside")
+                f"not of this node ({node}): another ledger was put in its place; move it aside")
+        if view.public_key != key:
+            raise LedgerError(
+                f"{self.path}: the ledger of {node} under key {view.public_key[:16]}..., not "
+                f"this gateway's key {key[:16]}...: a new key starts a new ledger; move this one "
+                "aside and keep it")
 
     def close(self) -> None:
         """Close; the owner leaves the file out of WAL mode, so that a read-only reader of the

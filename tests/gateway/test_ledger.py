@@ -101,3 +101,13 @@ def test_a_quorum_record_gives_back_every_commitment_as_signed(digests, nodes, r
         generate_key()) for node in nodes]
     record = json.loads(json.dumps(quorum_record(signed)))  # as a block stores it
     assert quorum_envelopes(record) == sorted(signed, key=lambda e: e.body["node"])
+
+
+def test_a_ledger_is_written_only_by_the_node_and_key_it_names(tmp_path):
+    path = tmp_path / "ledger.db"
+    Ledger.open(path, owner=owner("home-1")).close()
+    with pytest.raises(LedgerError, match=r"the ledger of node home-1 .*not of this node "
+                                          r"\(home-2\)"):
+        Ledger.open(path, owner=owner("home-2"))
+    with pytest.raises(LedgerError, match="a new key starts a new ledger"):
+        Ledger.open(path, owner=owner("home-1"))  # same node, another key
