@@ -6,6 +6,11 @@ binary. A field community points its gateways at a real broker; nothing else cha
 
 Binding to port 0 lets the OS pick a free port atomically (no probe-then-bind race between parallel
 test runs); the chosen port is read back from the listening socket.
+
+amqtt has no packet size limit, so the embedded broker adds the field broker's
+(``max_packet_size``): a client that sends a packet larger than the protocol's largest message is
+disconnected before its payload is read. Without it, anyone on the demo's loopback could make
+the broker hold, and every gateway receive, a message of hundreds of megabytes.
 """
 
 from __future__ import annotations
@@ -16,8 +21,13 @@ from types import TracebackType
 from typing import Any, Self
 
 # amqtt ships no type information (no py.typed); its use is confined to this file.
-from amqtt.adapters import StreamWriterAdapter  # type: ignore[import-untyped]
+from amqtt.adapters import (  # type: ignore[import-untyped]
+    StreamReaderAdapter,
+    StreamWriterAdapter,
+)
 from amqtt.broker import Broker  # type: ignore[import-untyped]
+
+from gateway.market.packetgate import MAX_PACKET_BYTES
 
 _LOGGERS = ("amqtt", "transitions")
 _SHUTDOWN_S = 5.0
@@ -32,14 +42,53 @@ class BrokerStopError(RuntimeError):
     """The embedded broker did not shut down in time (an amqtt hang, not a peer's fault)."""
 
 
+class OversizedPacketError(Exception):
+    """A client sent a packet over the embedded broker's limit; its connection is closed."""
+
+
+class _BoundedReader(StreamReaderAdapter):  # type: ignore[misc]
+    """amqtt reads each packet's variable part with one ``read(n)`` after the fixed header, so
+    refusing an ``n`` over the limit refuses the packet before a byte of it is buffered."""
+
+    def __init__(self, reader: asyncio.StreamReader, limit: int) -> None:
+        super().__init__(reader)
+        self._limit = limit
+
+    async def read(self, n: int = -1) -> bytes:
+        if n > self._limit:
+            raise OversizedPacketError(f"a {n}-byte read, over the {self._limit}-byte limit")
+        data: bytes = await super().read(n)
+        return data
+
+
+class _BoundedBroker(Broker):  # type: ignore[misc]
+    def __init__(self, config: dict[str, Any], *, max_packet_bytes: int) -> None:
+        super().__init__(config, loop=asyncio.get_running_loop())
+        self._max_packet_bytes = max_packet_bytes
+
+    async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                               listener_name: str) -> None:
+        """amqtt's own, with a bounded reader. An oversized packet inside a session ends it in
+        amqtt's reader loop; one before (a CONNECT) ends here."""
+        try:
+            await self._client_connected(listener_name, _BoundedReader(reader,
+                                                                       self._max_packet_bytes),
+                                         StreamWriterAdapter(writer))
+        except OversizedPacketError as exc:
+            logging.getLogger(__name__).warning("embedded broker: %s; connection closed", exc)
+            writer.transport.abort()
+
+
 class EmbeddedBroker:
     """``async with EmbeddedBroker() as broker:`` — an amqtt broker living as long as the block.
 
     ``broker.url`` is ``mqtt://host:port`` for ``PeerLink(broker_url=...)``.
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, quiet: bool = True) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, quiet: bool = True,
+                 max_packet_bytes: int = MAX_PACKET_BYTES) -> None:
         self._host = host
+        self._max_packet_bytes = max_packet_bytes
         self._requested_port = port
         self._quiet = quiet
         self._broker: Broker | None = None
@@ -79,7 +128,7 @@ class EmbeddedBroker:
         if self._quiet:
             for name in _LOGGERS:
                 logging.getLogger(name).setLevel(logging.WARNING)
-        broker = Broker(self._config(), loop=asyncio.get_running_loop())
+        broker = _BoundedBroker(self._config(), max_packet_bytes=self._max_packet_bytes)
         try:
             await broker.start()
         except Exception as exc:  # amqtt wraps every listener failure in BrokerError

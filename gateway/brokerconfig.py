@@ -1,13 +1,23 @@
 """A community broker's Mosquitto configuration: TLS with client certificates, per-node ACL, bridge.
 
 The broker only relays, but it is the one place that can stop a node from speaking for another:
-every payload is signed, yet presence is not (docs/architecture.md), and a forged retained bid
-would still cost every gateway a verification. So the listener requires a client certificate
-from the community CA, takes its CN as the username (``use_identity_as_username``), and the ACL
-lets user ``X`` publish only on ``roster/X``, ``presence/X`` and ``{bids,commit,settle}/<k>/X``
-while reading the whole community; only the authority's user (``authority.<community>``) writes
-``revoked/<node>``. The ACL is made of ``pattern`` lines with ``%u``, so it names
-no node: admitting a home needs a client certificate, not a broker reload.
+every payload is signed, yet a forged retained message would still cost every gateway a
+verification. So the listener requires a client certificate from the community CA, takes its CN
+as the username (``use_identity_as_username``), and the ACL lets user ``X`` publish only on
+``roster/X``, ``presence/X`` and ``{bids,commit,bidset,settle}/<slot>/X`` while reading the whole
+community; only the authority's user (``authority.<community>``) writes ``revoked/<node>``. The
+slots are listed one by one (``topics.SLOTS`` per kind), never as ``+``: that is what bounds the
+retained messages one member can keep alive, and with them a reconnecting gateway's burst. The
+ACL is made of ``pattern`` lines with ``%u``, so it names no member: admitting a home needs a
+client certificate, not a broker reload.
+
+A revoked member (:func:`revoke_client`) is shut out twice: its certificate goes on the CRL the
+listener checks (its next TLS handshake fails) and its username gets a ``deny`` on everything
+(a connection it already had can no longer publish or receive). Mosquitto re-reads both on
+SIGHUP (``systemctl reload mosquitto``).
+
+The limits (:func:`render_limits`) come from the protocol: no packet larger than its largest
+message, and queues that hold a reconnecting gateway's whole burst of retained messages.
 
 A second site runs the same listener and ACL plus a bridge that carries ``gridpeer/<community>/#``
 both ways to the first; the bridge has its own client certificate whose CN
@@ -18,16 +28,36 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.market import topics
-from gateway.pki import CommunityCa, TlsFiles
+from gateway.market.packetgate import MAX_PACKET_BYTES
+from gateway.pki import (
+    CommunityCa,
+    PkiError,
+    TlsFiles,
+    certificate_serial,
+    revoked_certificates,
+    write_crl,
+)
+from protocols.messages import DEFAULT_MAX_ENVELOPE_BYTES
 
 DEFAULT_PORT = 8883
-_PER_NODE_KINDS = ("roster/%u", "presence/%u", "bids/+/%u", "commit/+/%u", "bidset/+/%u",
-                   "settle/+/%u")
+MAX_INFLIGHT_MESSAGES = 100
+"""QoS 1 messages sent to one client and not yet acknowledged. A reconnect's burst goes out 100
+per round trip (1,000 a second on a 100 ms uplink), and a client that stops reading holds at most
+this many in the broker's socket buffers; 0 (no limit) would let it hold everything."""
+MAX_QUEUED_MESSAGES = 20_000
+"""Messages queued for one client beyond those in flight, the rest dropped. A gateway that
+(re)connects is sent every retained message of the community at once: each member has at most
+2 + 4 x SLOTS = 66 (the slot ring), honest ones about 15, so 20,000 hold the burst of a
+300-member community in which every member filled every slot. Mosquitto's default, 1,000, drops
+part of the burst of a 70-home community."""
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+"""The same queue in bytes: what one client that subscribes and stops reading can make the broker
+keep. A member filling all its slots with the largest messages adds about 11 MB to a burst."""
 
 
 def bridge_identity(community: str) -> str:
@@ -83,6 +113,11 @@ class BrokerFiles:
         return self.root / "acl"
 
     @property
+    def crl(self) -> Path:
+        """The CA's revocation list, which the listener checks at every TLS handshake."""
+        return self.root / "crl.pem"
+
+    @property
     def config(self) -> Path:
         return self.root / "mosquitto.conf"
 
@@ -102,15 +137,27 @@ class Bridge:
     tls: TlsFiles
 
 
-def render_acl(*, community: str) -> str:
+def _own_topics() -> list[str]:
+    """What user ``%u`` may write: its roster and presence, and each slot of each per-interval
+    kind by number (``+`` would let it retain a message for every interval there is)."""
+    single = [f"{kind}/%u" for kind in (topics.Kind.ROSTER, topics.Kind.PRESENCE)]
+    slotted = [f"{kind}/{slot}/%u" for kind in topics.Kind if kind in topics.PER_INTERVAL
+               for slot in range(topics.SLOTS)]
+    return single + slotted
+
+
+def render_acl(*, community: str, revoked: Iterable[str] = ()) -> str:
     """Each user reads the community and writes only under its own id; the bridge user, if one
-    connects, carries everything (it relays other brokers' nodes, already checked there)."""
+    connects, carries everything (it relays other brokers' nodes, already checked there); a
+    revoked user is denied everything (deny lines come before any grant in Mosquitto)."""
     base = f"{topics.ROOT}/{topics.check_id('community', community)}"
     lines = [
         f"# gridpeer community {community}: the username is the CN of the client certificate.",
-        "# Patterns apply to every user: read the whole community, write only under one's own id.",
+        "# Patterns apply to every user: read the whole community, write only under one's own id,",
+        f"# and per-interval messages only on slots 0-{topics.SLOTS - 1} (interval mod "
+        f"{topics.SLOTS}).",
         f"pattern read {base}/#",
-        *(f"pattern write {base}/{suffix}" for suffix in _PER_NODE_KINDS),
+        *(f"pattern write {base}/{suffix}" for suffix in _own_topics()),
         "",
         "# The community authority alone publishes revocations (retained, under revoked/).",
         f"user {authority_identity(community)}",
@@ -119,6 +166,27 @@ def render_acl(*, community: str) -> str:
         "# The bridge from a second site relays that site's nodes (its broker checked them).",
         f"user {bridge_identity(community)}",
         f"topic readwrite {base}/#",
+    ]
+    names = sorted(set(revoked))
+    if names:
+        lines += ["", "# Revoked (`gridpeer community revoke`): their certificates are on the CRL;",
+                  "# these lines silence a connection that was open when they were revoked."]
+    for name in names:
+        lines += [f"user {name}", "topic deny #"]
+    return "\n".join(lines) + "\n"
+
+
+def render_limits() -> str:
+    """The message limits of a community broker (also the tests' plain Mosquitto's)."""
+    lines = [
+        "# No packet larger than the protocol's largest message: a client sending one is",
+        "# disconnected before the broker reads it (the gateways bound what they read too).",
+        f"max_packet_size {MAX_PACKET_BYTES}",
+        f"message_size_limit {DEFAULT_MAX_ENVELOPE_BYTES}",
+        "# Queues that hold a (re)connecting gateway's whole burst of retained messages.",
+        f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
+        f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+        f"max_queued_bytes {MAX_QUEUED_BYTES}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -129,6 +197,7 @@ def render_config(
     port: int,
     server: TlsFiles,
     acl: Path,
+    crl: Path,
     data_dir: Path,
     bind_address: str | None = None,
     run_as: str | None = None,
@@ -147,6 +216,7 @@ def render_config(
         "persistence true",
         f"persistence_location {data_dir.resolve()}/",
         "autosave_interval 60",
+        render_limits().rstrip("\n"),
     ]
     if run_as is not None:
         lines.append(f"user {run_as}")
@@ -156,6 +226,7 @@ def render_config(
         f"cafile {server.ca.resolve()}",
         f"certfile {server.cert.resolve()}",
         f"keyfile {server.key.resolve()}",
+        f"crlfile {crl.resolve()}",
         "tls_version tlsv1.2",
         "require_certificate true",
         "use_identity_as_username true",
@@ -210,8 +281,10 @@ def write_broker_config(
     written.
 
     Re-running is safe: an existing CA is reused (so certificates already handed out stay
-    valid), existing node and bridge certificates are kept, and the server certificate, ACL and
-    configs are rewritten, so adding ``--hostname`` or ``--node`` later is one more run.
+    valid), existing node and bridge certificates and the CRL are kept, and the server
+    certificate, ACL and configs are rewritten, so adding ``--hostname`` or ``--node`` later is
+    one more run. A node whose certificate was deleted gets a new one (how a certificate is
+    renewed, or a revoked id admitted again).
     """
     topics.check_id("community", community)
     for node in nodes:
@@ -235,14 +308,18 @@ def write_broker_config(
         if not tls.cert.exists():
             ca.issue_client(common_name=name, now=now).write(cert=tls.cert, key=tls.key)
             written.append(tls.cert)
-    files.acl.write_text(render_acl(community=community))
+    if not files.crl.exists():
+        write_crl(files.crl, ca.revocation_list(revoked={}, now=now))
+        written.append(files.crl)
+    files.acl.write_text(render_acl(community=community, revoked=revoked_nodes(files, ca)))
     written.append(files.acl)
     data = out / "data" if data_dir is None else data_dir
     data.mkdir(parents=True, exist_ok=True)
 
     def config(bridge: Bridge | None) -> str:
         return render_config(community=community, port=port, server=files.server,
-                             acl=files.acl, data_dir=data, run_as=run_as, bridge=bridge)
+                             acl=files.acl, crl=files.crl, data_dir=data, run_as=run_as,
+                             bridge=bridge)
 
     files.config.write_text(config(None))
     written.append(files.config)
@@ -253,6 +330,33 @@ def write_broker_config(
         )
         written.append(files.bridged_config)
     return files, written
+
+
+def revoked_nodes(files: BrokerFiles, ca: CommunityCa) -> list[str]:
+    """The nodes whose certificate under ``nodes/`` is on the CRL: the CRL names serial numbers,
+    the ACL names users, and the certificates join the two."""
+    revoked = revoked_certificates(files.crl, ca.certificate)
+    names = []
+    for cert in sorted((files.root / "nodes").glob("*.crt")):
+        if certificate_serial(cert) in revoked:
+            names.append(cert.stem)
+    return names
+
+
+def revoke_client(*, root: Path, community: str, node: str, now: dt.datetime) -> list[Path]:
+    """Shut ``node`` out of the broker whose files are under ``root``: its client certificate
+    goes on the CRL and its user is denied everything in the ACL. Both take effect when the
+    broker reloads (SIGHUP); returns the files written."""
+    topics.check_id("node", node)
+    files = BrokerFiles(root=root)
+    ca = CommunityCa.load(cert=files.ca_cert, key=files.ca_key)
+    if not ca.names(topics.check_id("community", community)):
+        raise PkiError(f"{files.ca_cert} is not the CA of community {community!r}")
+    revoked = revoked_certificates(files.crl, ca.certificate) if files.crl.exists() else {}
+    revoked.setdefault(certificate_serial(files.node(node).cert), now)
+    write_crl(files.crl, ca.revocation_list(revoked=revoked, now=now))
+    files.acl.write_text(render_acl(community=community, revoked=revoked_nodes(files, ca)))
+    return [files.crl, files.acl]
 
 
 def _host_port(text: str) -> tuple[str, int]:

@@ -11,6 +11,9 @@ OpenSSL, EMQX and VerneMQ on Erlang's ssl, HiveMQ on Java) supports P-256 certif
 Ed25519 ones are still refused by some. Times are passed in, as everywhere in gridpeer, so tests
 can issue certificates for any moment; ``not_valid_before`` is an hour early so a Pi whose clock is
 a little behind still accepts a certificate made a minute ago.
+
+A revoked node's client certificate goes on the CA's certificate revocation list
+(:meth:`CommunityCa.revocation_list`), which the broker checks at every TLS handshake.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import ipaddress
 import os
 import re
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -32,7 +35,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_DAYS = 3650
-LEAF_DAYS = 825  # the longest leaf validity that Apple and browsers still accept; kept for habit
+SERVER_DAYS = 825
+"""The broker's certificate: rewritten at every ``broker-config`` run, and one certificate the
+installer controls, so the longest validity TLS clients still accept."""
+CLIENT_DAYS = 400
+"""A member's broker access: the default membership certificate's year plus a month to renew both
+at one visit. A member who leaves without being revoked keeps broker access at most this long
+(revocation cuts it at once: the CRL); 825 days would be more than two years of it."""
 _SKEW = dt.timedelta(hours=1)
 # A Common Name the ACL can substitute for %u: no '/', '+', '#' or '%', which would change the
 # topic pattern. Node ids ([a-z0-9-]) are a subset; '.' is allowed so bridge identities such as
@@ -132,8 +141,14 @@ class CommunityCa:
     def write(self, *, cert: Path, key: Path) -> None:
         Issued(certificate=self.certificate, key=self.key).write(cert=cert, key=key)
 
+    def names(self, community: str) -> bool:
+        """Whether this is the CA :meth:`create` made for ``community`` (its subject says so)."""
+        organizations = self.certificate.subject.get_attributes_for_oid(
+            NameOID.ORGANIZATION_NAME)
+        return [o.value for o in organizations] == [f"gridpeer community {community}"]
+
     def issue_server(
-        self, *, hostnames: Sequence[str] = (), now: dt.datetime, days: int = LEAF_DAYS
+        self, *, hostnames: Sequence[str] = (), now: dt.datetime, days: int = SERVER_DAYS
     ) -> Issued:
         """The broker's certificate, valid for 127.0.0.1, ::1, localhost and ``hostnames``
         (IP addresses become IP SANs, anything else a DNS SAN), so clients verify the name they
@@ -153,7 +168,8 @@ class CommunityCa:
             alt_names=names,
         )
 
-    def issue_client(self, *, common_name: str, now: dt.datetime, days: int = LEAF_DAYS) -> Issued:
+    def issue_client(self, *, common_name: str, now: dt.datetime, days: int = CLIENT_DAYS
+                     ) -> Issued:
         """A client certificate whose CN becomes the MQTT username at the broker: a node id for
         a gateway, or a ``bridge.<community>`` style name for a bridge."""
         if not _COMMON_NAME.fullmatch(common_name):
@@ -195,6 +211,59 @@ class CommunityCa:
             builder = builder.add_extension(x509.SubjectAlternativeName(alt_names),
                                             critical=False)
         return Issued(certificate=builder.sign(self.key, hashes.SHA256()), key=key)
+
+
+    def revocation_list(self, *, revoked: Mapping[int, dt.datetime], now: dt.datetime
+                        ) -> x509.CertificateRevocationList:
+        """A CRL naming each serial in ``revoked`` with its revocation time, valid until the CA
+        itself expires.
+
+        OpenSSL refuses every client certificate once the CRL it checks has passed its next
+        update, and nothing re-fetches this one: it is a file on the broker, replaced when a node
+        is revoked (and the broker reloaded). So its validity is the CA's, not days.
+        """
+        if now.tzinfo is None:
+            raise PkiError("CRL times need a timezone-aware datetime")
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.certificate.subject)
+            .last_update(now - _SKEW)
+            .next_update(self.certificate.not_valid_after_utc)
+        )
+        for serial, when in sorted(revoked.items()):
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when)
+                .build())
+        return builder.sign(self.key, hashes.SHA256())
+
+
+def write_crl(path: Path, crl: x509.CertificateRevocationList) -> None:
+    _write_atomic(path, crl.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def revoked_certificates(path: Path, ca: x509.Certificate) -> dict[int, dt.datetime]:
+    """The serial numbers on the CRL in ``path`` with their revocation times, after checking
+    that ``ca`` signed it."""
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+    except FileNotFoundError:
+        raise PkiError(f"{path}: no such file") from None
+    except ValueError as exc:
+        raise PkiError(f"{path}: not a PEM certificate revocation list ({exc})") from None
+    public_key = ca.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(
+            public_key):
+        raise PkiError(f"{path}: not signed by the community CA")
+    return {entry.serial_number: entry.revocation_date_utc for entry in crl}
+
+
+def certificate_serial(path: Path) -> int:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes()).serial_number
+    except FileNotFoundError:
+        raise PkiError(f"{path}: no such file") from None
+    except ValueError as exc:
+        raise PkiError(f"{path}: not a PEM certificate ({exc})") from None
 
 
 def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:

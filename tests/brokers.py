@@ -15,17 +15,18 @@ from pathlib import Path
 import pytest
 
 from gateway.broker import EmbeddedBroker
+from gateway.brokerconfig import render_limits
 from tests.deploy.mosquitto import Brokers, free_port, mosquitto_binary
 
 BROKERS = ("amqtt", "mosquitto")
 
 
 def mosquitto_config(folder: Path, port: int) -> Path:
-    """A local Mosquitto without TLS; no per-client queue limit, so a test's burst is delivered
-    whole instead of being cut at Mosquitto's default of 1,000 queued messages."""
+    """A local Mosquitto without TLS, with the field broker's packet and queue limits, so the
+    suite's bursts meet the queues a community runs with."""
     config = folder / "mosquitto.conf"
     config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                      "max_queued_messages 0\nmax_inflight_messages 0\n")
+                      + render_limits())
     return config
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import getpass
 import os
 from pathlib import Path
 
+import aiomqtt
+
 from gateway.brokerconfig import BrokerFiles, write_broker_config
+from gateway.market import topics
 from gateway.market.agent import MarketAgent
 from protocols.signing import generate_key
 from tests.market.community import COMMUNITY, PARAMS, Community, now_ms
@@ -36,3 +40,21 @@ def tls_agent(community: Community, files: BrokerFiles, port: int, node: str) ->
         certificate=community.certificate(node, key), authority_key_hex=community.authority_hex,
         timing=community.timing, params=PARAMS, clock=now_ms, tls=files.node(node),
     )
+
+
+async def retained(port: int, files: BrokerFiles, topic: str) -> bytes:
+    """What the broker holds retained on ``topic`` (b"" for nothing), read by a fresh client."""
+    tls = files.node("dave").client_context()
+    async with aiomqtt.Client("127.0.0.1", port, identifier="dave-probe", tls_context=tls,
+                              timeout=5) as probe:
+        sentinel = topics.roster(COMMUNITY, "dave")
+        await probe.subscribe(topic, qos=1)
+        await probe.subscribe(sentinel, qos=1)  # after ``topic``: its retained message is first
+        await probe.publish(sentinel, b"probe", qos=1)
+        async with asyncio.timeout(10):
+            async for message in probe.messages:
+                if message.topic.value == topic:
+                    return bytes(message.payload)  # type: ignore[arg-type]
+                if message.topic.value == sentinel:
+                    return b""
+    raise AssertionError("message stream ended")

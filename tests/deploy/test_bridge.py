@@ -59,7 +59,7 @@ def two_sites(mosquitto: Brokers, tmp_path: Path) -> Sites:
     files = write_site(tmp_path / "site", port_a, bridge_to=("127.0.0.1", port_a))
     site_b = tmp_path / "site-b.conf"
     site_b.write_text(render_config(
-        community=COMMUNITY, port=port_b, server=files.server, acl=files.acl,
+        community=COMMUNITY, port=port_b, server=files.server, acl=files.acl, crl=files.crl,
         data_dir=tmp_path, run_as=run_as(),
         bridge=Bridge(community=COMMUNITY, host="127.0.0.1", port=port_a, tls=files.bridge),
     ))

@@ -12,7 +12,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.brokerconfig import write_broker_config
 from gateway.cli import main
+from gateway.market.packetgate import MAX_PACKET_BYTES
 from gateway.market.peerlink import PeerLink
+from gateway.market.topics import SLOTS
 from gateway.pki import CommunityCa, PkiError, TlsFiles
 
 NOW = dt.datetime(2030, 6, 1, 12, tzinfo=dt.UTC)
@@ -82,13 +84,17 @@ def test_acl_and_config_say_what_the_broker_enforces(tmp_path: Path) -> None:
                                    now=NOW, port=18883, bridge_to=("site-a.example", 8883))
     acl = files.acl.read_text().splitlines()
     assert "pattern read gridpeer/oak-street/#" in acl
-    assert "pattern write gridpeer/oak-street/bids/+/%u" in acl
+    assert "pattern write gridpeer/oak-street/bids/0/%u" in acl
+    assert "pattern write gridpeer/oak-street/settle/15/%u" in acl
     assert "pattern write gridpeer/oak-street/presence/%u" in acl
-    assert not [line for line in acl if line.startswith("pattern write") and "%u" not in line]
+    writes = [line for line in acl if line.startswith("pattern write")]
+    assert len(writes) == 2 + 4 * SLOTS  # each slot named: no '+' for the interval
+    assert not [line for line in writes if "%u" not in line or "+" in line]
     config = files.config.read_text().splitlines()
     for line in ("allow_anonymous false", "require_certificate true",
                  "use_identity_as_username true", "persistence true", "listener 18883",
-                 f"acl_file {files.acl.resolve()}"):
+                 f"acl_file {files.acl.resolve()}", f"crlfile {files.crl.resolve()}",
+                 f"max_packet_size {MAX_PACKET_BYTES}", "max_queued_messages 20000"):
         assert line in config
     bridged = files.bridged_config.read_text().splitlines()
     assert "address site-a.example:8883" in bridged
