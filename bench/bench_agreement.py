@@ -68,7 +68,7 @@ from bench._report import line, machine
 from gateway.broker import EmbeddedBroker
 from gateway.market import topics
 from gateway.market.agent import MarketAgent
-from gateway.market.peerlink import ONLINE, PeerLinkError
+from gateway.market.peerlink import PeerLinkError
 from gateway.market.session import Agreed, Timing, agreed_hash, quorum_size
 from protocols.clearing import ClearingParams, Tariffs, clear, orders_from_bids
 from protocols.messages import (
@@ -77,6 +77,7 @@ from protocols.messages import (
     BidSet,
     Commitment,
     MembershipCertificate,
+    Presence,
     bid_set_digest,
     message_digest,
 )
@@ -230,7 +231,9 @@ async def run_peers(plan: Plan, indices: Sequence[int]) -> WorkerReport:
         for node, key in keys.items():
             await client.publish(topics.roster(COMMUNITY, node),
                                  certificate(authority, node, key).to_bytes(), qos=1, retain=True)
-            await client.publish(topics.presence(COMMUNITY, node), ONLINE, qos=1, retain=True)
+            online = Presence(community=COMMUNITY, node=node, session=now_ms(), state="online")
+            await client.publish(topics.presence(COMMUNITY, node),
+                                 sign("presence", online, key).to_bytes(), qos=1, retain=True)
         await asyncio.sleep(max(0, plan.bid_at_ms - now_ms()) / 1000)
         cpu0 = time.process_time()
         heard: dict[str, Bid] = {}
