@@ -1,7 +1,9 @@
 """Gateway configuration: one TOML file, validated once at the edge, then passed around frozen.
 
 Every error names the key path (``market.gate_s``) and what is wrong with it, because the person
-reading it is a homeowner or installer looking at their own file, not a Python developer.
+reading it is a homeowner or installer looking at their own file, not a Python developer. A value
+the gateway cannot run on is refused here, never later: no number in the file is infinite or NaN
+(TOML allows both), and the market's timing and quorum are checked as the market will use them.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protocols.keycheck import key_problem
+from protocols.messages import MAX_PRICE
 from protocols.network import Feeder, FeeSchedule, Line, NetworkError
 
 NodeId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class DeviceConfig(_Model):
@@ -32,7 +35,8 @@ class DeviceConfig(_Model):
     """``load``: a controllable load (EV charger, appliance; vendor model 64220), any number."""
     url: str
     unit: int = Field(default=1, ge=1, le=247)
-    poll_s: float = Field(default=1.0, gt=0, le=3600)
+    poll_s: float = Field(default=1.0, ge=0.01, le=3600)
+    """The fastest device's poll period is the control period too: at least 10 ms."""
     timeout_s: float = Field(default=1.0, gt=0, le=60)
     stale_after: int = Field(default=3, ge=1, le=100)
 
@@ -101,9 +105,9 @@ class MarketConfig(_Model):
     mechanism: Literal["uniform", "trade-reduction", "mmr", "sdr", "bill-sharing", "cda"] = (
         "uniform"
     )
-    interval_s: float = Field(default=900, gt=0)
-    gate_s: float = Field(default=60, ge=0)
-    grace_s: float = Field(default=10, ge=0)
+    interval_s: float = Field(default=900, ge=1, le=86_400)
+    gate_s: float = Field(default=60, ge=0.001)
+    grace_s: float = Field(default=10, ge=0.001)
     epoch_ms: int = Field(default=0, ge=0)
     quorum_num: int = Field(default=2, ge=1)
     quorum_den: int = Field(default=3, ge=1)
@@ -133,12 +137,30 @@ class MarketConfig(_Model):
             raise ValueError("broker must look like mqtt://host:1883 or mqtts://host:8883")
         return v
 
+    @property
+    def length_ms(self) -> int:
+        return _ms(self.interval_s)
+
+    @property
+    def gate_ms(self) -> int:
+        return _ms(self.gate_s)
+
+    @property
+    def grace_ms(self) -> int:
+        return _ms(self.grace_s)
+
     @model_validator(mode="after")
     def _timing(self) -> MarketConfig:
+        if self.gate_ms <= self.grace_ms:
+            raise ValueError(f"gate_s ({self.gate_s:g} s) must be longer than grace_s "
+                             f"({self.grace_s:g} s): clearing runs grace_s after the gate, and "
+                             "the rest of gate_s is for the quorum to agree before the interval")
         if self.gate_s + self.grace_s >= self.interval_s:
             raise ValueError("gate_s + grace_s must be shorter than interval_s")
-        if self.quorum_num > self.quorum_den:
-            raise ValueError("quorum_num must not exceed quorum_den")
+        if not self.quorum_den < 2 * self.quorum_num <= 2 * self.quorum_den:
+            raise ValueError(f"quorum_num/quorum_den must be more than 1/2 and at most 1, got "
+                             f"{self.quorum_num}/{self.quorum_den}: two results could otherwise "
+                             "both reach a quorum")
         tls = (self.tls_ca, self.tls_cert, self.tls_key)
         if self.broker.startswith("mqtts://") and None in tls:
             raise ValueError("an mqtts:// broker needs tls_ca, tls_cert and tls_key")
@@ -151,8 +173,8 @@ class MarketConfig(_Model):
 class TariffConfig(_Model):
     """Grid tariffs in µ/Wh (0.30 €/kWh = 300)."""
 
-    retail_price: int = Field(default=300, gt=0)
-    feed_in_price: int = Field(default=80, ge=0)
+    retail_price: int = Field(default=300, gt=0, le=MAX_PRICE)
+    feed_in_price: int = Field(default=80, ge=0, le=MAX_PRICE)
 
     @model_validator(mode="after")
     def _order(self) -> TariffConfig:
@@ -164,10 +186,14 @@ class TariffConfig(_Model):
 class PreferencesConfig(_Model):
     """The owner's wishes; prices in µ/Wh, clamped to the tariffs when bids are made."""
 
-    min_sell_price: int = Field(default=120, ge=0)
-    max_buy_price: int = Field(default=250, ge=0)
+    min_sell_price: int = Field(default=120, ge=0, le=MAX_PRICE)
+    max_buy_price: int = Field(default=250, ge=0, le=MAX_PRICE)
     reserve_pct: float = Field(default=20, ge=0, le=100)
     ev_ready_by: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+_MAX_POWER_W = 1_000_000
+"""A megawatt: past any home battery, and an hour of it is the most a bid may carry."""
 
 
 class EnvelopeConfig(_Model):
@@ -175,8 +201,8 @@ class EnvelopeConfig(_Model):
 
     soc_min_pct: float = Field(default=10, ge=0, le=100)
     soc_max_pct: float = Field(default=95, ge=0, le=100)
-    max_charge_w: int = Field(default=5000, ge=0)
-    max_discharge_w: int = Field(default=5000, ge=0)
+    max_charge_w: int = Field(default=5000, ge=0, le=_MAX_POWER_W)
+    max_discharge_w: int = Field(default=5000, ge=0, le=_MAX_POWER_W)
     ramp_w_per_s: float = Field(default=1000, gt=0)
     revert_s: int = Field(default=60, ge=5, le=3600)
     converter_max_a: float = Field(default=20, gt=0)
@@ -207,6 +233,9 @@ class DcBusConfig(_Model):
     voltage_v: float = Field(default=350, gt=0)
 
 
+HostName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?$")]
+
+
 class DashboardConfig(_Model):
     """The local web page, JSON API and /metrics. Loopback by default: open it to the home
     network (host = "0.0.0.0") only behind the router, never to the internet."""
@@ -214,6 +243,9 @@ class DashboardConfig(_Model):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    allowed_hosts: tuple[HostName, ...] = ()
+    """Names the dashboard answers to besides localhost, the Pi's host name (and NAME.local) and
+    IP addresses, e.g. a router's DNS name ``["solar.home.arpa"]``; any other Host is refused."""
 
 
 class HomeAssistantConfig(_Model):
@@ -281,6 +313,11 @@ class GatewayConfig(_Model):
         if not env.bus_v_min < self.dc_bus.voltage_v < env.bus_v_max:
             raise ValueError(f"dc_bus.voltage_v {self.dc_bus.voltage_v:g} V must be inside the "
                              f"envelope's bus window ({env.bus_v_min:g}, {env.bus_v_max:g}) V")
+
+
+def _ms(seconds: float) -> int:
+    """A duration of the config in the milliseconds the market counts in (as it rounds them)."""
+    return int(seconds * 1000)
 
 
 class ConfigError(Exception):

@@ -75,7 +75,7 @@ def test_the_network_is_the_feeder_the_market_clears_on(tmp_path):
     ("change", "expected"),
     [
         (("interval_s = 900", "interval_s = -1"),
-         "market.interval_s: Input should be greater than 0"),
+         "market.interval_s: Input should be greater than or equal to 1"),
         (('url = "tcp://127.0.0.1:1502"', 'url = "http://x"'), "devices.0.url: scheme must be"),
         (('kind = "battery"', 'kind = "toaster"'), "devices.0.kind: Input should be"),
         (("interval_s = 900", "interval_s = 900\nintervall = 3"), "market.intervall: unknown key"),
