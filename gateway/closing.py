@@ -11,13 +11,21 @@ the block says why. The block of ``k`` is written at once, with this node's sign
 a crash never loses a settled interval. The peers settle ``k`` at the same moment, so theirs arrive
 after it: each block carries the peers' verified settlements accepted since the block before (each
 names its interval), and every one is written exactly once.
+
+Every ended interval gets its block, whatever the meter said: a delivery no home can make (more
+than a settlement may carry, ``MAX_ENERGY_WH``: a meter replaced or reset mid-interval, a counter
+gone wild) is settled as undelivered, counted, and the block says why; a settlement the message
+schema cannot carry is settled locally only. Nothing the peers would refuse is published.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import ValidationError
 
 from gateway.devices import MeterReading
 from gateway.ledger import Ledger
@@ -27,7 +35,7 @@ from gateway.market.settlement import MeterReading as TaggedReading
 from gateway.market.settlement import no_position
 from protocols.clearing import Tariffs
 from protocols.ledger import Block, quorum_record
-from protocols.messages import Settlement, SignedEnvelope
+from protocols.messages import MAX_ENERGY_WH, Settlement, SignedEnvelope
 from protocols.settlement import SettlementFigures, settle
 from protocols.signing import Rejected, verify
 
@@ -56,6 +64,8 @@ class IntervalCloser:
         self._ledger = ledger
         self._tariffs = tariffs
         self._ledgered: dict[int, set[str]] = {}  # peers' settlements already in a block
+        #: Closing meter figures refused for settlement, by reason ("meter-jump", ...).
+        self.meter_rejections: Counter[str] = Counter()
 
     def close(self, k: int, outcome: Agreed | Abstained, *, delivered_wh: int,
               meter: MeterReading | None, bus_wh: int = 0, meter_problem: str = "") -> Closed:
@@ -65,6 +75,13 @@ class IntervalCloser:
         went over the DC bus, ``meter`` the reading that closed the interval (None when it is
         not to be trusted, ``meter_problem`` then says why).
         """
+        if max(abs(delivered_wh), abs(bus_wh)) > MAX_ENERGY_WH:
+            self.meter_rejections["meter-jump"] += 1
+            meter_problem = (f"metered {delivered_wh} Wh (bus {bus_wh} Wh) in one interval, more "
+                             f"than the {MAX_ENERGY_WH} Wh a settlement carries: settled as "
+                             "undelivered")
+            log.warning("%s: interval %d %s", self.node, k, meter_problem)
+            delivered_wh, bus_wh, meter = 0, 0, None
         signed = None
         if isinstance(outcome, Agreed) and meter is not None:
             signed = self._sign(k, delivered_wh, meter, bus_wh=bus_wh)
@@ -104,6 +121,13 @@ class IntervalCloser:
                                           bus_wh=bus_wh)
         except MarketError as exc:
             log.warning("%s: interval %d settled locally only: %s", self.node, k, exc)
+            return None
+        except ValidationError as exc:  # a figure past what the message schema carries
+            self.meter_rejections["settlement-unrepresentable"] += 1
+            log.warning("%s: interval %d settled locally only: its settlement does not fit the "
+                        "message schema: %s", self.node, k,
+                        "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                  for e in exc.errors()))
             return None
         verified = verify(envelope, expected_kind="settle")
         assert not isinstance(verified, Rejected) and isinstance(verified.body, Settlement)

@@ -6,11 +6,19 @@ allows; a DC-DC converter never carries more than its current limit, never works
 the same limits, and never runs on a bus outside its voltage window. Clamping is explicit: every
 limit that bit is returned, so the dispatcher can log and count why the physical setpoint differs
 from the cleared one.
+
+What a device reports only ever narrows the envelope. A report that leaves nothing to work with
+holds the battery still rather than being an error: a gateway that stopped on a device's word
+would leave the battery on its last setpoint until the revert timer ran out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
+
+_UNBOUNDED_STEP_W = float(2**62)
+"""A ramp step past any setpoint: what a fast ramp over a long step comes to, kept an integer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +28,10 @@ class BatteryEnvelope:
     max_charge_w: int
     max_discharge_w: int
     ramp_w_per_s: float
+    held: str = ""
+    """Why the battery must stay still ("" when it may move): what its device reported leaves
+    no safe way to move it. A held envelope has both power limits at 0, so every setpoint clamps
+    to idle."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.soc_min_pct < self.soc_max_pct <= 100:
@@ -27,23 +39,42 @@ class BatteryEnvelope:
                 f"SoC window must satisfy 0 <= min < max <= 100, got "
                 f"[{self.soc_min_pct}, {self.soc_max_pct}]"
             )
-        if self.max_charge_w < 0 or self.max_discharge_w < 0 or self.ramp_w_per_s <= 0:
-            raise ValueError("power limits must be >= 0 and the ramp rate > 0")
+        if (self.max_charge_w < 0 or self.max_discharge_w < 0
+                or not 0 < self.ramp_w_per_s < math.inf):
+            raise ValueError("power limits must be >= 0 and the ramp rate finite and > 0")
 
     def within_device(
         self, *, max_charge_w: float, max_discharge_w: float, soc_min_pct: float | None,
         soc_max_pct: float | None,
     ) -> BatteryEnvelope:
-        """This envelope narrowed by what the device itself reports: the stricter limit wins."""
-        lo = max(self.soc_min_pct, soc_min_pct if soc_min_pct is not None else 0.0)
-        hi = min(self.soc_max_pct, soc_max_pct if soc_max_pct is not None else 100.0)
-        return BatteryEnvelope(
-            soc_min_pct=lo,
-            soc_max_pct=max(hi, lo + 0.1),
+        """This envelope narrowed by what the device itself reports: the stricter limit wins.
+
+        Never raises and never widens: whatever the device reports, the result is at least as
+        strict as this envelope and as the device. A report that leaves no window to work in
+        (a minimum at or above the maximum, as a backup-mode inverter reports with a minimum of
+        100 %, or no overlap with ours) or a limit that is not a number holds the battery still
+        (``held`` says why): idle is safe whatever the cells' real state.
+        """
+        lo = max(self.soc_min_pct, 0.0 if soc_min_pct is None else soc_min_pct)
+        hi = min(self.soc_max_pct, 100.0 if soc_max_pct is None else soc_max_pct)
+        reported = (max_charge_w, max_discharge_w, soc_min_pct or 0.0, soc_max_pct or 0.0)
+        if not all(math.isfinite(x) for x in reported):
+            return self.holding(f"the device reports a limit that is not a number: "
+                                f"charge {max_charge_w} W, discharge {max_discharge_w} W, "
+                                f"SoC window [{soc_min_pct}, {soc_max_pct}] %")
+        if not lo < hi:
+            return self.holding(
+                f"the device's SoC window [{_pct(soc_min_pct)}, {_pct(soc_max_pct)}] % leaves "
+                f"nothing inside ours [{self.soc_min_pct:g}, {self.soc_max_pct:g}] %")
+        return replace(
+            self, soc_min_pct=lo, soc_max_pct=hi,
             max_charge_w=min(self.max_charge_w, max(0, int(max_charge_w))),
             max_discharge_w=min(self.max_discharge_w, max(0, int(max_discharge_w))),
-            ramp_w_per_s=self.ramp_w_per_s,
         )
+
+    def holding(self, why: str) -> BatteryEnvelope:
+        """This envelope with the battery held still, for ``why``."""
+        return replace(self, max_charge_w=0, max_discharge_w=0, held=why)
 
     def clamp(
         self, *, requested_w: int, soc_pct: float, previous_w: int, dt_s: float
@@ -54,7 +85,7 @@ class BatteryEnvelope:
         setpoint past the SoC window or the power limits.
         """
         hits: list[str] = []
-        step = int(self.ramp_w_per_s * max(dt_s, 0.0))
+        step = int(min(self.ramp_w_per_s * (dt_s if dt_s > 0 else 0.0), _UNBOUNDED_STEP_W))
         w = min(max(requested_w, previous_w - step), previous_w + step)
         if w != requested_w:
             hits.append("ramp")
@@ -64,6 +95,10 @@ class BatteryEnvelope:
         """``w`` (+ charge) inside the power limits and the SoC window, each limit that applied
         appended to ``hits``: the battery's rule wherever its cells are driven from (inverter or
         DC-DC converter)."""
+        if not 0 <= soc_pct <= 100:  # NaN included: a state of charge nobody can know
+            if w:
+                hits.append("soc-unknown")
+            return 0
         if w > self.max_charge_w:
             w = self.max_charge_w
             hits.append("max-charge")
@@ -82,20 +117,24 @@ class BatteryEnvelope:
         """What is left to the battery inverter while the DC-DC converter's port moves ``port_w``
         (+ charge) through the same cells: the cells' power limit is shared by both paths, and
         neither path may exceed it on its own."""
-        return BatteryEnvelope(
-            soc_min_pct=self.soc_min_pct, soc_max_pct=self.soc_max_pct,
-            max_charge_w=max(0, min(self.max_charge_w, self.max_charge_w - port_w)),
+        return replace(
+            self, max_charge_w=max(0, min(self.max_charge_w, self.max_charge_w - port_w)),
             max_discharge_w=max(0, min(self.max_discharge_w, self.max_discharge_w + port_w)),
-            ramp_w_per_s=self.ramp_w_per_s,
         )
 
     def contains(self, *, w: int, soc_pct: float) -> bool:
         """Whether a setpoint is inside the static part of the envelope (for tests and audits)."""
+        if w and not 0 <= soc_pct <= 100:
+            return False
         if w > 0 and soc_pct >= self.soc_max_pct:
             return False
         if w < 0 and soc_pct <= self.soc_min_pct:
             return False
         return -self.max_discharge_w <= w <= self.max_charge_w
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,14 @@ each interval ahead of its gate closure and bids the residual, and the *controll
 battery setpoint every control period from the agreed outcome (or safe mode) and closes each
 interval into the ledger. The tasks share only the latest readings and the per-interval records
 below; none of them waits on another's I/O.
+
+Neither a device nor a bug stops the node. What a device reports only narrows the safety
+envelope, and a report that leaves nothing to work with holds that device idle (logged with the
+points, counted in ``device_holds``). An error nobody expected in the controller or the trader is
+logged, counted in ``control_faults`` and answered with the safe state (battery idle, converter
+WAIT, both with their revert timers; no bid for that interval): a gateway that stopped instead
+would leave its devices on their last setpoints and, restarted by its service into the same
+report, stop again.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.aio import raise_if_cancelling
 from gateway.clock import Clock
 from gateway.closing import IntervalCloser
 from gateway.config import DeviceConfig, GatewayConfig, MarketConfig, PreferencesConfig
@@ -167,13 +176,9 @@ class GatewayNode:
         self._on_event = on_event
         self._trade_enabled = trade
         market = config.market
-        self.timing = Timing(
-            epoch_ms=market.epoch_ms,
-            length_ms=int(market.interval_s * 1000),
-            gate_ms=int(market.gate_s * 1000),
-            grace_ms=int(market.grace_s * 1000),
-        )
-        self._bid_lead_ms = int(market.interval_s * 1000 * bid_lead_fraction)
+        self.timing = Timing(epoch_ms=market.epoch_ms, length_ms=market.length_ms,
+                             gate_ms=market.gate_ms, grace_ms=market.grace_ms)
+        self._bid_lead_ms = int(market.length_ms * bid_lead_fraction)
         self.tariffs = Tariffs(
             retail_price=config.tariffs.retail_price, feed_in_price=config.tariffs.feed_in_price
         )
@@ -211,6 +216,12 @@ class GatewayNode:
         self._meter_seq: int | None = None  # of the last reading whose tag verified
         #: Own meter readings refused for settlement, by reason ("meter-bad-tag", ...).
         self.meter_rejections: Counter[str] = Counter()
+        #: Unexpected errors answered with the safe state, by "task/ExceptionType".
+        self.control_faults: Counter[str] = Counter()
+        self._last_fault: dict[str, str] = {}  # by task: logged once while it repeats
+        #: Times a device's own report held it idle, by device name.
+        self.device_holds: Counter[str] = Counter()
+        self._battery_held = ""  # why the battery's report holds it idle now ("" if not)
         # (first interval, ledger height, money): the status is written every control period,
         # and re-reading the day's blocks each time was ~20 % of a gateway's control CPU.
         self._money_memo: tuple[int, int, int] | None = None
@@ -319,18 +330,27 @@ class GatewayNode:
         self._first_traded = k
         while True:
             await self.clock.sleep_until(self._bid_time(k))
-            plan = self._plan(k)
-            self._record(k).plan = plan
-            if plan is not None and plan.side is not None:
-                await self.agent.submit_bid(
-                    interval=k, side=plan.side, energy_wh=plan.energy_wh,
-                    limit_price=plan.limit_price,
-                )
-            if plan is not None:
-                self._on_event(BidMade(node=self.name, interval=k, plan=plan))
-            if plan is not None and plan.side is not None:
-                await self._keep_offer(k, plan)
+            try:
+                await self._bid(k)
+                self._last_fault.pop("trader", None)
+            except Exception as exc:  # no bid for k: nothing promised, nothing to keep
+                await self._fault("trader", exc)
             k += 1
+
+    async def _bid(self, k: int) -> None:
+        """Plan interval ``k``, bid the plan, and keep the offer until the gate."""
+        assert self.agent is not None
+        plan = self._plan(k)
+        self._record(k).plan = plan
+        if plan is not None and plan.side is not None:
+            await self.agent.submit_bid(
+                interval=k, side=plan.side, energy_wh=plan.energy_wh,
+                limit_price=plan.limit_price,
+            )
+        if plan is not None:
+            self._on_event(BidMade(node=self.name, interval=k, plan=plan))
+        if plan is not None and plan.side is not None:
+            await self._keep_offer(k, plan)
 
     async def _keep_offer(self, k: int, offered: Plan) -> None:
         """Until interval ``k``'s gate, cut the offer down to what the devices can still keep.
@@ -378,10 +398,13 @@ class GatewayNode:
                 return
 
     def _lost_devices(self) -> frozenset[str]:
-        """The devices an offer counts on that are stale now, by kind."""
+        """The devices an offer counts on that are stale now (or, the battery, held), by kind."""
         pollers = {"meter": self.meter, "battery": self.battery, "pv": self.pv}
-        return frozenset(kind for kind, poller in pollers.items()
-                         if poller is not None and poller.stale)
+        lost = {kind for kind, poller in pollers.items() if poller is not None and poller.stale}
+        battery = self._fresh(self.battery)
+        if battery is not None and self._battery_envelope(battery).held:
+            lost.add("battery")
+        return frozenset(lost)
 
     def _interval_at(self, now_ms: int) -> int:
         return (now_ms - self.timing.epoch_ms) // self.timing.length_ms
@@ -395,8 +418,9 @@ class GatewayNode:
         if self.meter is None or self._fresh(self.meter) is None:
             log.warning("%s: meter stale, not bidding for interval %d", self.name, k)
             return None
-        state = None
-        if battery is not None and battery.capacity_wh:
+        state = None  # a battery held idle by its own report has nothing to offer
+        if (battery is not None and battery.capacity_wh
+                and not self._battery_envelope(battery).held):
             state = BatteryState(
                 capacity_wh=int(battery.capacity_wh), soc_pct=battery.soc_pct,
                 max_charge_w=min(int(battery.max_charge_w), self.envelope.max_charge_w),
@@ -459,19 +483,62 @@ class GatewayNode:
         while True:
             now = self.clock.now_ms()
             k = self._interval_at(now)
-            while current < k:  # a stalled loop (a busy host) must not skip closing one
-                self._close_interval(current)
-                # Its outcome no longer matters once closed; a gateway runs for months.
-                if (watcher := watchers.pop(current, None)) is not None:
-                    watcher.cancel()
-                current += 1
-            for j in (k, k + 1):
-                if j not in watchers and j >= self._first_traded:
-                    watchers[j] = asyncio.create_task(self._watch_outcome(j))
-            await self._control_step(k, now, period_ms)
-            await self._control_loads(k, now)
-            self.write_status()
+            try:
+                while current < k:  # a stalled loop (a busy host) must not skip closing one
+                    try:
+                        self._close_interval(current)
+                    finally:
+                        # Its outcome no longer matters once closed; a gateway runs for months.
+                        if (watcher := watchers.pop(current, None)) is not None:
+                            watcher.cancel()
+                        current += 1
+                for j in (k, k + 1):
+                    if j not in watchers and j >= self._first_traded:
+                        watchers[j] = asyncio.create_task(self._watch_outcome(j))
+                await self._control_step(k, now, period_ms)
+                await self._control_loads(k, now)
+                self.write_status()
+                self._last_fault.pop("controller", None)
+            except Exception as exc:
+                await self._fault("controller", exc)
             await self.clock.sleep_until(now + period_ms)
+
+    async def _fault(self, task: str, exc: Exception) -> None:
+        """An error nobody expected in ``task`` ("controller" or "trader"): counted, logged with
+        its traceback (once while the same one repeats), and the controller's answered with the
+        safe state. Never raises: the node's other tasks keep running."""
+        raise_if_cancelling(exc)
+        kind = f"{task}/{type(exc).__name__}"
+        self.control_faults[kind] += 1
+        text = f"{kind}: {exc}"
+        if text != self._last_fault.get(task):
+            log.error("%s: unexpected error in the %s, safe state: %s", self.name, task, text,
+                      exc_info=exc)
+        self._last_fault[task] = text
+        if task == "controller":
+            await self._go_safe(f"control fault ({text})")
+
+    async def _go_safe(self, reason: str) -> None:
+        """Battery idle and converter WAIT, each with its revert timer: what a device left alone
+        comes to by itself, commanded now. Best effort: a write that fails is logged, and the
+        revert timer of the last command written still holds."""
+        self.state.safe_reason = reason
+        revert_s = self.config.envelope.revert_s
+        try:
+            if self._battery_driver is not None:
+                self.state.setpoint_w = await self._battery_driver.set_power(
+                    watts=0, revert_s=revert_s)
+        except Exception as exc:
+            raise_if_cancelling(exc)
+            log.warning("%s: battery not set idle: %s", self.name, exc)
+        try:
+            if self._dcdc_driver is not None:
+                await self._dcdc_driver.wait(revert_s=revert_s)
+                self.state.converter = ConverterCommand(mode="wait", reason=reason,
+                                                        safe_reason=reason)
+        except Exception as exc:
+            raise_if_cancelling(exc)
+            log.warning("%s: converter not set to WAIT: %s", self.name, exc)
 
     async def _watch_outcome(self, k: int) -> None:
         assert self.agent is not None
@@ -496,26 +563,31 @@ class GatewayNode:
         if battery is None:
             self.state.safe_reason = "battery stale: its revert timer returns it to idle"
             return
+        envelope = self._ac_envelope(battery)
+        self._note_hold(envelope.held)
+        # A battery that does not measure its power (713 without 802) runs what it holds.
+        battery_w = battery.setpoint_w if battery.power_w is None else battery.power_w
         if meter is not None:
             pv_w = -pv.power_w if pv is not None else 0
             self.forecaster.observe(
                 time_of_day_s=now_ms / 1000 % DAY_S, pv_w=pv_w,
-                load_w=meter.power_w - battery.power_w + pv_w - self._shifted_w(),
+                load_w=meter.power_w - battery_w + pv_w - self._shifted_w(),
             )
             net_wh = meter.import_wh - meter.export_wh
             if record.meter_start_wh is None:
                 record.meter_start_wh = net_wh
         target, reason = self._over_dc_bus(*self._target(record, meter), record, dc)
+        if envelope.held:
+            target, reason = None, f"battery held idle: {envelope.held}"
         elapsed_s = (now_ms - self.timing.start_ms(k)) / 1000
         decision = decide(
             target=target, elapsed_s=elapsed_s,
             metered_wh=0.0 if meter is None or record.meter_start_wh is None
             else meter.import_wh - meter.export_wh - record.meter_start_wh,
-            meter_w=meter.power_w if meter is not None else battery.power_w,
-            battery_w=battery.power_w, soc_pct=battery.soc_pct,
+            meter_w=meter.power_w if meter is not None else battery_w,
+            battery_w=battery_w, soc_pct=battery.soc_pct,
             previous_w=self.state.setpoint_w, dt_s=period_ms / 1000,
-            envelope=self._ac_envelope(battery),
-            safe_reason=reason,
+            envelope=envelope, safe_reason=reason,
         )
         try:
             written = await self._battery_driver.set_power(
@@ -667,6 +739,20 @@ class GatewayNode:
         traded = self._dc_target(record).energy_wh
         return IntervalTarget(meter_wh=target.meter_wh - traded, length_s=target.length_s), reason
 
+    def _note_hold(self, held: str) -> None:
+        """Log and count each time the battery's own report starts holding it idle, and say when
+        it lets go again."""
+        if held == self._battery_held:
+            return
+        name = self.battery.name if self.battery is not None else "battery"
+        if held:
+            self.device_holds[name] += 1
+            log.warning("%s: %s held idle: %s", self.name, name, held)
+        else:
+            log.info("%s: %s released: its report leaves a window to work in again", self.name,
+                     name)
+        self._battery_held = held
+
     def _battery_envelope(self, battery: BatteryReading) -> BatteryEnvelope:
         return self.envelope.within_device(
             max_charge_w=battery.max_charge_w, max_discharge_w=battery.max_discharge_w,
@@ -805,7 +891,10 @@ class GatewayNode:
             "money_today": self._money_since(now - now % 86_400_000),
             "rejections": dict(self.agent.rejections) if self.agent is not None else {},
             "reputation": None if self.agent is None else self.agent.reputation(self.name),
-            "meter_rejections": dict(self.meter_rejections),
+            "meter_rejections": dict(self.meter_rejections + (
+                self._closer.meter_rejections if self._closer is not None else Counter())),
+            "control_faults": dict(self.control_faults),
+            "device_holds": dict(self.device_holds),
             "converter": self._converter_status(),
         }
 

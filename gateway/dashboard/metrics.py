@@ -76,6 +76,18 @@ def render(status: Mapping[str, Any]) -> str:
          [({"device": name}, d.get("failures")) for name, d in devices.items()]),
         ("gridpeer_rejections_total", "counter", "Peer messages rejected, by reason.",
          [({"reason": reason}, count) for reason, count in sorted(rejections.items())]),
+        ("gridpeer_meter_rejections_total", "counter",
+         "Own meter readings not settled on, by reason.",
+         [({"reason": reason}, count)
+          for reason, count in sorted((status.get("meter_rejections") or {}).items())]),
+        ("gridpeer_control_faults_total", "counter",
+         "Unexpected errors answered with the safe state, by task and type.",
+         [({"kind": kind}, count)
+          for kind, count in sorted((status.get("control_faults") or {}).items())]),
+        ("gridpeer_device_holds_total", "counter",
+         "Times a device's own report held it idle, by device.",
+         [({"device": name}, count)
+          for name, count in sorted((status.get("device_holds") or {}).items())]),
         ("gridpeer_money_today_micro", "gauge", "Net money today in micro-units (+ = paid).",
          [({}, status.get("money_today"))]),
         ("gridpeer_earnings_micro", "gauge", "Money earned in micro-units (+ = received).",

@@ -116,7 +116,7 @@ class DevicePoller(Generic[R]):
         return min(self._backoff_max_s, self._period_s * factor)
 
     async def run(self) -> None:
-        """Poll forever. Device errors are counted, never raised; cancellation stops it."""
+        """Poll forever. Errors are counted, never raised; cancellation stops it."""
         while True:
             started = self._clock()
             await self.poll_once()
@@ -129,13 +129,16 @@ class DevicePoller(Generic[R]):
         try:
             async with asyncio.timeout(self._poll_timeout_s):
                 reading = await self._driver.read()
-        except (DeviceError, TimeoutError) as exc:
+        except Exception as exc:
+            # Not only DeviceError: a reply that trips a bug in a driver's decoding is still a
+            # failed poll (the device goes stale, and safe), never the end of the gateway.
             raise_if_cancelling(exc)
             self._failures += 1
             self._consecutive += 1
             self._last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             _log.warning("%s: poll failed (%d in a row): %s", self.name, self._consecutive,
-                         self._last_error)
+                         self._last_error,
+                         exc_info=None if isinstance(exc, DeviceError | TimeoutError) else exc)
             reading = None
         else:
             self._successes += 1
