@@ -375,6 +375,14 @@ class MarketAgent:
         in time or adopted it after abstaining (``Agreed.late``); None if it knows of none."""
         return self._book.agreed(interval)
 
+    def undecided(self, interval: int) -> bool:
+        """Whether ``interval`` may still be agreed or adopted here: its session is alive, or one
+        may still be made for it. Once False it stays False, and :meth:`agreed` then says for
+        good what the interval came to here (None: abstained). A node settles an interval only
+        then: its peers settle their side of its trades against a result it may hear after the
+        interval has ended (a starved host, a congested link)."""
+        return interval in self._sessions or not self._closed(interval, self._clock())
+
     def commitments(self, interval: int) -> list[SignedEnvelope]:
         """The signed commitments of the quorum that agreed ``interval`` (this node's own
         included when it was one of them), by node, exactly as their signers sent them: proof
@@ -579,7 +587,7 @@ class MarketAgent:
 
     def _place_presence(self, node: str, envelope: SignedEnvelope, now: int) -> list[Action]:
         """Take a presence signed under ``node``'s certified key if it is newer than the one
-        held (:meth:`Presence.rank`); an older one is "stale"."""
+        held (:meth:`Presence.rank`); an older one is "stale-presence"."""
         verified = verify(envelope, expected_kind="presence")
         if isinstance(verified, Rejected):
             return [verified]
@@ -594,7 +602,7 @@ class MarketAgent:
             return [member]
         held = self._presence.get(node)
         if held is not None and presence.rank() <= held.rank():
-            return [] if presence == held else [Rejected("stale")]
+            return [] if presence == held else [Rejected("stale-presence")]
         self._presence[node] = presence
         return []
 
@@ -615,7 +623,12 @@ class MarketAgent:
         return []
 
     async def _carry_out(self, actions: list[Action], *, origin: str = "") -> None:
-        for action in actions:
+        # An agreed result counts from the moment its session reaches it, before any publish in
+        # the same batch is awaited: what agreed() and undecided() say must never lag behind the
+        # session (a node closing the interval meanwhile would settle it as abstained).
+        checked: list[Action] = [r for action in actions if isinstance(action, Agreed)
+                                 for r in self._book.on_agreed(action) if isinstance(r, Rejected)]
+        for action in [*actions, *checked]:
             match action:
                 case Rejected(reason=reason):
                     self.rejections[reason] += 1
@@ -636,9 +649,6 @@ class MarketAgent:
                     log.debug("%s: cleared interval %d: %s", self.node, action.interval,
                               action.result_hash)
                 case Agreed() | Abstained():
-                    if isinstance(action, Agreed):
-                        checked = self._book.on_agreed(action)
-                        await self._carry_out([r for r in checked if isinstance(r, Rejected)])
                     future = self._future(action.interval)
                     if not future.done():
                         future.set_result(action)

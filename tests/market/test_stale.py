@@ -117,4 +117,5 @@ async def test_a_retired_interval_stays_retired_whatever_commitment_comes_for_it
         for agent in honest:
             kept = agent.agreed(k)
             assert kept is not None and kept.result_hash == agreed.result_hash
-            assert not agent.rejections.keys() - {"stale"}, agent.rejections
+            # ("stale-presence": a reconnect's old will may reach a peer after the new online)
+            assert not agent.rejections.keys() - {"stale", "stale-presence"}, agent.rejections
