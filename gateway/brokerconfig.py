@@ -359,6 +359,18 @@ def revoke_client(*, root: Path, community: str, node: str, now: dt.datetime) ->
     return [files.crl, files.acl]
 
 
+def revoke_at_broker(root: Path, *, community: str, node: str) -> None:
+    """``gridpeer community revoke --broker-dir ROOT``: :func:`revoke_client`, and what to do
+    next."""
+    files = BrokerFiles(root=root)
+    for path in revoke_client(root=root, community=community, node=node,
+                              now=dt.datetime.now(dt.UTC)):
+        print(f"wrote {path}")
+    print(f"reload the broker to shut {node} out now: `systemctl reload mosquitto` (or "
+          f"`kill -HUP` its pid); a bridged second site needs the same {files.crl.name} and "
+          f"{files.acl.name} and a reload too")
+
+
 def _host_port(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:

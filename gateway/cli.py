@@ -147,6 +147,14 @@ def _cmd_community_revoke(args: argparse.Namespace) -> int:
     save_envelope(args.out, sign("revoke", revocation, authority))
     print(f"revocation of {args.node} written to {args.out}; publish it with "
           f"`gridpeer community publish-revocation {args.out} --broker URL ...`")
+    if args.broker_dir is None:
+        print(f"warning: {args.node}'s broker certificate still gets it in; run again with "
+              "--broker-dir (the folder `gridpeer community broker-config` wrote)",
+              file=sys.stderr)
+    else:
+        from gateway.brokerconfig import revoke_at_broker
+
+        revoke_at_broker(args.broker_dir, community=args.community, node=args.node)
     return 0
 
 
@@ -428,6 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--public-key", type=_public_key, required=True,
                        help="the node's public key, hex (printed by `gridpeer init`)")
         p.add_argument("--out", type=Path, required=True, help="file to write")
+        if name == "revoke":
+            p.add_argument("--broker-dir", type=Path,
+                           help="the broker's folder from `gridpeer community broker-config`: "
+                                "puts the node's certificate on its CRL and denies it in its "
+                                "ACL (then reload the broker)")
         if name == "admit":
             p.add_argument("--bus", default="bus-1", help="the node's bus on the feeder")
             p.add_argument("--import-limit-w", type=positive_int, default=10_000)

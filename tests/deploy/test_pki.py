@@ -10,12 +10,12 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.brokerconfig import write_broker_config
+from gateway.brokerconfig import revoke_client, write_broker_config
 from gateway.cli import main
 from gateway.market.packetgate import MAX_PACKET_BYTES
 from gateway.market.peerlink import PeerLink
 from gateway.market.topics import SLOTS
-from gateway.pki import CommunityCa, PkiError, TlsFiles
+from gateway.pki import CLIENT_DAYS, CommunityCa, PkiError, TlsFiles
 
 NOW = dt.datetime(2030, 6, 1, 12, tzinfo=dt.UTC)
 
@@ -129,3 +129,41 @@ def test_peerlink_refuses_a_scheme_that_disagrees_with_tls(tmp_path: Path) -> No
     with pytest.raises(PkiError, match="nope.crt"):
         PeerLink(broker_url="mqtts://127.0.0.1:8883", community="oak-street", node="alice",
                  tls=missing)
+
+
+def test_a_revoked_node_stays_revoked_across_reruns_until_its_certificate_is_renewed(
+    tmp_path: Path,
+) -> None:
+    files, _ = write_broker_config(out=tmp_path, community="oak-street", nodes=["alice", "bob"],
+                                   now=NOW)
+    assert "topic deny" not in files.acl.read_text()
+    bob = load(files.node("bob").cert).serial_number
+    revoke_client(root=tmp_path, community="oak-street", node="bob", now=NOW)
+    crl = x509.load_pem_x509_crl(files.crl.read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(bob) is not None
+    assert crl.next_update_utc == load(files.ca_cert).not_valid_after_utc  # never goes stale
+    assert "user bob\ntopic deny #" in files.acl.read_text()
+
+    write_broker_config(out=tmp_path, community="oak-street", nodes=["alice", "bob", "carol"],
+                        now=NOW)  # adding a home keeps the revocation
+    assert "user bob\ntopic deny #" in files.acl.read_text()
+    assert x509.load_pem_x509_crl(files.crl.read_bytes()).get_revoked_certificate_by_serial_number(
+        bob) is not None
+
+    files.node("bob").cert.unlink()  # renewing (or admitting bob again) issues a new one
+    write_broker_config(out=tmp_path, community="oak-street", nodes=["bob"], now=NOW)
+    assert "topic deny" not in files.acl.read_text()
+
+
+def test_revoking_needs_the_community_and_the_node_of_that_broker(tmp_path: Path) -> None:
+    write_broker_config(out=tmp_path, community="oak-street", nodes=["alice"], now=NOW)
+    with pytest.raises(PkiError, match="not the CA of community 'elm-street'"):
+        revoke_client(root=tmp_path, community="elm-street", node="alice", now=NOW)
+    with pytest.raises(PkiError, match="nobody.crt: no such file"):
+        revoke_client(root=tmp_path, community="oak-street", node="nobody", now=NOW)
+
+
+def test_client_certificates_last_a_membership_year_and_a_month() -> None:
+    ca = CommunityCa.create(community="oak-street", now=NOW)
+    leaf = ca.issue_client(common_name="alice", now=NOW).certificate
+    assert leaf.not_valid_after_utc - NOW == dt.timedelta(days=CLIENT_DAYS) == dt.timedelta(400)

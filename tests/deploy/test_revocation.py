@@ -1,10 +1,13 @@
 """Revocation in the field: the installer publishes it with the gridpeer CLI on the TLS broker,
 every gateway drops the revoked node from then on (one that starts later too), and the revoked
-node can neither clear the retained revocation nor keep trading."""
+node can neither clear the retained revocation nor keep trading; and the same CLI shuts the node
+out of the broker itself (its certificate on the CRL, its user denied in the ACL)."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import ssl
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -12,15 +15,14 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from gateway.brokerconfig import BrokerFiles
-from gateway.identity import save_envelope
+from gateway.identity import create_key_file, save_envelope
 from gateway.market import topics
 from gateway.market.agent import MarketAgent, MarketError
 from gateway.market.session import Agreed
 from protocols.messages import Bid, Revocation
 from protocols.signing import generate_key, public_key_hex, sign
 from tests.deploy.mosquitto import Brokers, free_port
-from tests.deploy.site import tls_agent, write_site
+from tests.deploy.site import retained, tls_agent, write_site
 from tests.market.community import COMMUNITY, PARAMS, Community, now_ms
 
 pytestmark = pytest.mark.mosquitto
@@ -35,23 +37,6 @@ async def gridpeer(*args: str) -> tuple[int, str]:
         out, _ = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode()
-
-
-async def retained(port: int, files: BrokerFiles, topic: str) -> bytes:
-    """What the broker holds retained on ``topic`` (b"" for nothing), read by a fresh client."""
-    tls = files.node("dave").client_context()
-    async with aiomqtt.Client("127.0.0.1", port, identifier="dave-probe", tls_context=tls,
-                              timeout=5) as probe:
-        await probe.subscribe(topic, qos=1)
-        sentinel = topics.presence(COMMUNITY, "dave")
-        await probe.publish(sentinel, b"probe", qos=1)
-        async with asyncio.timeout(10):
-            async for message in probe.messages:
-                if message.topic.value == topic:
-                    return bytes(message.payload)  # type: ignore[arg-type]
-                if message.topic.value == sentinel:
-                    return b""
-    raise AssertionError("message stream ended")
 
 
 async def test_a_published_revocation_drops_the_node_everywhere(
@@ -148,3 +133,92 @@ async def test_publishing_a_certificate_or_a_forged_revocation_is_refused(
     code, out = await gridpeer("community", "publish-revocation", str(forged),
                                "--broker", "mqtt://127.0.0.1:1")
     assert code == 1 and "bad-signature" in out and "Traceback" not in out
+
+
+def client(port: int, node: str, identifier: str, site: Path) -> aiomqtt.Client:
+    from gateway.brokerconfig import BrokerFiles
+
+    tls = BrokerFiles(root=site).node(node).client_context()
+    return aiomqtt.Client("127.0.0.1", port, identifier=identifier, tls_context=tls, timeout=5)
+
+
+async def until(client: aiomqtt.Client, topic: str) -> list[str]:
+    """The topics ``client`` receives up to and including ``topic``."""
+    seen = []
+    async with asyncio.timeout(10):
+        async for message in client.messages:
+            seen.append(message.topic.value)
+            if message.topic.value == topic:
+                return seen
+    raise AssertionError("message stream ended")
+
+
+async def test_revoke_shuts_the_member_out_of_the_broker(
+    mosquitto: Brokers, tmp_path: Path,
+) -> None:
+    """After ``gridpeer community revoke --broker-dir`` and a reload, the revoked member's open
+    connection can neither publish nor receive and a new one fails the TLS handshake; the
+    other members keep connecting and trading."""
+    port = free_port()
+    site = tmp_path / "site"
+    files = write_site(site, port)
+    broker = mosquitto.start(files.config, port, tmp_path / "mosquitto.log")
+    authority = create_key_file(tmp_path / "authority.key")
+    community = Community(authority=authority)
+    own = topics.roster(COMMUNITY, "carol")
+    async with AsyncExitStack() as stack:
+        alice, bob = [await stack.enter_async_context(tls_agent(community, files, port, node))
+                      for node in ("alice", "bob")]
+        watcher = await stack.enter_async_context(client(port, "dave", "dave-watch", site))
+        await watcher.subscribe(f"gridpeer/{COMMUNITY}/#", qos=1)
+        carol = await stack.enter_async_context(client(port, "carol", "carol-open", site))
+        await carol.subscribe(f"gridpeer/{COMMUNITY}/#", qos=1)
+        before = topics.presence(COMMUNITY, "dave")
+        await watcher.publish(before, b"before", qos=1)
+        await until(carol, before)  # carol hears the community, up to now
+
+        code, out = await gridpeer(
+            "community", "revoke", "--key", str(tmp_path / "authority.key"),
+            "--community", COMMUNITY, "--node", "carol",
+            "--public-key", public_key_hex(generate_key()), "--out", str(tmp_path / "c.revoke"),
+            "--broker-dir", str(site))
+        assert code == 0, out
+        assert "reload" in out
+        broker.send_signal(signal.SIGHUP)
+        async with asyncio.timeout(10):
+            while "Reloading config" not in mosquitto.log_text():
+                await asyncio.sleep(0.05)
+
+        # The connection carol had: her publish goes nowhere, and she hears nothing more.
+        await carol.publish(own, b"still here", qos=1, retain=True)
+        sentinel = topics.roster(COMMUNITY, "dave")
+        await watcher.publish(sentinel, b"after the reload", qos=1)
+        heard = await until(watcher, sentinel)
+        assert own not in heard
+        # Mosquitto would have sent her the sentinel by now; what she still gets was on its way
+        # before the reload.
+        late: list[str] = []
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1):
+                async for message in carol.messages:
+                    late.append(message.topic.value)
+        assert sentinel not in late, late
+        assert await retained(port, files, own) == b""
+
+        # A new connection with her certificate is refused during the handshake.
+        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=files.node("carol").client_context())
+            writer.write(bytes.fromhex("101100044d5154540402003c000570726f6265"))
+            await writer.drain()
+            await reader.readexactly(4)
+
+        # The others go on as before.
+        k = community.next_interval()
+        await alice.submit_bid(k, "sell", 1_000, 100)
+        await bob.submit_bid(k, "buy", 1_000, 250)
+        async with asyncio.timeout(10):
+            outcomes = [await agent.outcome(k) for agent in (alice, bob)]
+        assert all(isinstance(o, Agreed) and o.result.trades for o in outcomes), outcomes
+        async with client(port, "dave", "dave-again", site):
+            pass
