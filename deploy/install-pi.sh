@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install or upgrade the gridpeer gateway on Raspberry Pi OS (Debian bookworm or later).
 #
-#   sudo deploy/install-pi.sh [--node ID] [--community ID] [--authority-key HEX] [--source SPEC]
+#   sudo deploy/install-pi.sh --authority-key HEX [--node ID] [--community ID] [--source SPEC]
+#   (--authority-key is needed on a first install only)
 #
 # Layout: a system user `gridpeer`; the code in a venv at /opt/gridpeer; the config, node key
 # and TLS files in /etc/gridpeer (readable by the service, writable only by root); the ledger
@@ -24,7 +25,7 @@ COMMUNITY=""
 AUTHORITY_KEY=""
 
 usage() {
-    sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 die() {
@@ -44,6 +45,9 @@ while [ $# -gt 0 ]; do
 done
 
 [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0 ...)"
+# A new gateway trusts exactly one community authority; there is no default key to fall back on.
+[ -e "$CONFIG_DIR/gridpeer.toml" ] || [ -n "$AUTHORITY_KEY" ] \
+    || die "a first install needs --authority-key HEX (the community authority's public key, from your installer)"
 command -v systemctl >/dev/null || die "systemd is required"
 
 echo "==> system packages"
@@ -80,7 +84,7 @@ if [ ! -e "$CONFIG_DIR/gridpeer.toml" ]; then
     init_args=(init --dir "$CONFIG_DIR")
     [ -n "$NODE" ] && init_args+=(--node "$NODE")
     [ -n "$COMMUNITY" ] && init_args+=(--community "$COMMUNITY")
-    [ -n "$AUTHORITY_KEY" ] && init_args+=(--authority-key "$AUTHORITY_KEY")
+    init_args+=(--authority-key "$AUTHORITY_KEY")
     "$PREFIX/bin/gridpeer" "${init_args[@]}"
     # /etc is read-only to the service (ProtectSystem=strict): state goes to /var/lib.
     sed -i "s|^state_dir = \"state\"|state_dir = \"$STATE_DIR\"|" "$CONFIG_DIR/gridpeer.toml"
