@@ -301,6 +301,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(_run_gateway(args.config))
 
 
+def _signed_w(value: int | None) -> str:
+    """A power for the status line; a battery without model 802 reports no measured power."""
+    return "not reported" if value is None else f"{value:+d} W"
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
@@ -325,8 +330,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
               + (f", last error: {dev['last_error']}" if dev["last_error"] else ""))
     if status["battery"]:
         b = status["battery"]
-        print(f"  battery SoC {b['soc_pct']:.1f} %, power {b['power_w']:+d} W, "
-              f"setpoint {b['setpoint_w']:+d} W")
+        print(f"  battery SoC {b['soc_pct']:.1f} %, power {_signed_w(b['power_w'])}, "
+              f"setpoint {_signed_w(b['setpoint_w'])}")
     bid = status["bid"]
     print("  current bid: " + (f"{bid['side']} {bid['energy_wh']} Wh at {bid['limit_price']} µ/Wh "
                               f"for interval {bid['interval']}" if bid else "none"))
