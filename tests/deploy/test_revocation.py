@@ -176,6 +176,7 @@ async def test_revoke_shuts_the_member_out_of_the_broker(
         before = topics.presence(COMMUNITY, "dave")
         await watcher.publish(before, b"before", qos=1)
         await until(carol, before)  # carol hears the community, up to now
+        await until(watcher, before)
 
         code, out = await gridpeer(
             "community", "revoke", "--key", str(tmp_path / "authority.key"),
@@ -197,12 +198,12 @@ async def test_revoke_shuts_the_member_out_of_the_broker(
         assert own not in heard
         # Mosquitto would have sent her the sentinel by now; what she still gets was on its way
         # before the reload.
-        late: list[str] = []
+        late: list[tuple[str, object]] = []
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(1):
                 async for message in carol.messages:
-                    late.append(message.topic.value)
-        assert sentinel not in late, late
+                    late.append((message.topic.value, message.payload))
+        assert (sentinel, b"after the reload") not in late, late
         assert await retained(port, files, own) == b""
 
         # A new connection with her certificate is refused during the handshake.
