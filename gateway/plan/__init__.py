@@ -1,0 +1,59 @@
+"""The home's day planned as a linear programme (HiGHS), and its bids priced from the plan.
+
+Usage::
+
+    planner = Planner(time_limit_s=0.5)
+    outcome = planner.plan(problem, max_buy_wh=limits.import_wh, max_sell_wh=limits.export_wh)
+    outcome.interval   # ems.Plan for the interval being bid for (battery, loads, residual)
+    outcome.curve      # BidCurve: sell steps ascending, buy steps descending
+    outcome.day        # DayPlan with every step and the violations, or None (heuristic)
+
+Modules, one job each: ``problem`` (what is asked, the matrix), ``solve`` (HiGHS with a time
+limit), ``result`` (the day plan and what it could not keep), ``values`` (the bid curve from
+the value of energy), ``planner`` (optimiser or heuristic fallback), ``tariff_schedule``
+(time-of-use and day-ahead price files), ``grid_limits`` (the grid operator's limits per step).
+Pure apart from the solver: readings, forecasts and prices in, plans out.
+"""
+
+from gateway.plan.grid_limits import GridConfig, GridLimits
+from gateway.plan.planner import Outcome, PlanCounters, Planner, heuristic, interval_plan
+from gateway.plan.problem import BATTERY, GridCaps, MarketOutlook, Problem, Vehicle, build
+from gateway.plan.result import DayPlan, Violation
+from gateway.plan.solve import SolveFailed, Solver
+from gateway.plan.tariff_schedule import (
+    ScheduleError,
+    TariffSchedule,
+    load_schedule,
+    parse_csv,
+    parse_toml,
+)
+from gateway.plan.values import MAX_STEPS, BidCurve, Step, bid_curve
+
+__all__ = [
+    "BATTERY",
+    "MAX_STEPS",
+    "BidCurve",
+    "DayPlan",
+    "GridCaps",
+    "GridConfig",
+    "GridLimits",
+    "MarketOutlook",
+    "Outcome",
+    "PlanCounters",
+    "Planner",
+    "Problem",
+    "ScheduleError",
+    "SolveFailed",
+    "Solver",
+    "Step",
+    "TariffSchedule",
+    "Vehicle",
+    "Violation",
+    "bid_curve",
+    "build",
+    "heuristic",
+    "interval_plan",
+    "load_schedule",
+    "parse_csv",
+    "parse_toml",
+]

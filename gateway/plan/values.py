@@ -1,0 +1,190 @@
+"""What energy in the interval being bid for is worth to the home: its bid curve.
+
+Hold the first step's market position at ``q`` (+ bought, − sold) and re-solve the day: the
+optimal cost ``V(q)`` is convex and piecewise linear in ``q`` (the value function of a linear
+programme in one right-hand side). Buying the chunk ``[a, b]`` saves ``V(a) − V(b)``, so the home
+pays up to that over ``b − a`` per Wh for it, and less for each further chunk; selling costs the
+mirror image, more for each further chunk. The curve is therefore monotone by construction: sell
+steps ascend, buy steps descend, and the first buy price never exceeds the first sell price.
+
+Duals alone do not price a curve: the balance row's dual is one subgradient of ``V`` at the plan's
+own position (any value between the slopes either side of a kink, where the plan usually sits),
+so it prices the first Wh at best. Re-solves price every chunk exactly, and warm-started from the
+last basis each costs well under a millisecond for 96 steps. The duals still earn their keep in
+placing the chunks: the column's dual at each re-solve is a tangent of ``V``, and splitting the
+chunk where the chord lies furthest above the tangents (the sandwich method for convex
+functions) finds a single kink between two points exactly, so a few re-solves place the up to
+eight steps on the kinks that matter (the energy the plan would export anyway, what the battery
+can still take, what the evening needs).
+
+A chunk the grid would pay as much for (bought at or below the export price, sold at or above
+the import price) is left out; the owner's limits bound the rest (never buy above
+``max_buy_price``, never sell below ``min_sell_price``), and equal neighbours merge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Literal, NamedTuple
+
+from gateway.ems import Preferences
+from gateway.plan.problem import Model, Problem
+from gateway.plan.solve import SolveFailed, Solver
+
+MAX_STEPS = 8
+"""Steps per side of a curve (the bid curves of issue 16 carry up to eight)."""
+_FLAT = 0.5
+"""µ/Wh: a chunk whose chord lies less than this (per Wh of the chunk) above its tangents is
+priced within rounding by its average: it is not split."""
+
+
+class Step(NamedTuple):
+    """``wh`` offered at ``price`` µ/Wh."""
+
+    wh: int
+    price: int
+
+
+@dataclass(frozen=True, slots=True)
+class BidCurve:
+    """What the home offers for one interval: ``sell`` at ascending prices (its cheapest energy
+    first), ``buy`` at descending prices (its most needed energy first), at most ``MAX_STEPS``
+    each. Either side may be empty."""
+
+    sell: tuple[Step, ...] = ()
+    buy: tuple[Step, ...] = ()
+
+    def __post_init__(self) -> None:
+        for side, steps, sign in (("sell", self.sell, 1), ("buy", self.buy, -1)):
+            if len(steps) > MAX_STEPS:
+                raise ValueError(f"{side}: {len(steps)} steps, at most {MAX_STEPS}")
+            if any(s.wh <= 0 for s in steps):
+                raise ValueError(f"{side}: every step needs energy > 0")
+            if any(sign * (b.price - a.price) <= 0 for a, b in pairwise(steps)):
+                raise ValueError(f"{side}: prices must be strictly "
+                                 f"{'ascending' if sign > 0 else 'descending'}")
+
+
+class _Point(NamedTuple):
+    at: int
+    cost: float
+    slope: float
+
+
+def bid_curve(solver: Solver, model: Model, problem: Problem, *, max_buy_wh: int,
+              max_sell_wh: int, time_limit_s: float, max_steps: int = MAX_STEPS) -> BidCurve:
+    """The curve for the problem's first step, from ``solver`` holding ``model`` solved (and,
+    with binaries, their modes fixed: ``Solver.fix_integers``).
+
+    ``max_buy_wh``/``max_sell_wh`` bound each side (the member's limits for the interval).
+    The re-solves share ``time_limit_s`` of the solver's clock; when it runs out the curve has
+    the chunks found so far. Raises ``SolveFailed`` when not even a side's ends were solved.
+    """
+    if not 1 <= max_steps <= MAX_STEPS:
+        raise ValueError(f"max_steps must be 1..{MAX_STEPS}")
+    col = int(model.columns.market[0])
+    solver.set_cost(col, 0.0)
+    end = solver.clock() + time_limit_s
+
+    def cost_at(q: int) -> tuple[float, float]:
+        solver.fix(col, float(q))
+        solver.run(time_limit_s=end - solver.clock())
+        return solver.objective(), solver.col_dual(col)
+
+    zero_cost, zero_slope = cost_at(0)
+    buy_top, sell_top = _reach(model)
+    sides = {}
+    for side, sign, top in (("buy", 1, min(max_buy_wh, buy_top)),
+                            ("sell", -1, min(max_sell_wh, sell_top))):
+        points = [_Point(0, zero_cost, sign * zero_slope)]
+        if top > 0:
+            end_cost, end_slope = cost_at(sign * top)
+            points.append(_Point(top, end_cost, sign * end_slope))
+            _refine(points, sign, cost_at, max_steps)
+        sides[side] = _prune(points)
+    prefs, first = problem.prefs, (problem.import_price[0], problem.export_price[0])
+    return BidCurve(sell=_steps(sides["sell"], "sell", prefs, first),
+                    buy=_steps(sides["buy"], "buy", prefs, first))
+
+
+def _reach(model: Model) -> tuple[int, int]:
+    """The most the first step could physically take (buy side) and give (sell side): beyond
+    it a trade is only a position the grid settles at its own prices."""
+    cols, upper = model.columns, model.upper
+    takes = [cols.charge[0], cols.ev_charge[0], *(idx[0] for idx in cols.jobs.values())]
+    gives = [cols.discharge[0], cols.ev_discharge[0]]
+    load = float(model.row_lower[model.balance_rows[0]])
+    pv = float(upper[cols.pv[0]])
+    take = load + pv + sum(float(upper[c]) for c in takes if c >= 0)
+    give = pv + sum(float(upper[c]) for c in gives if c >= 0)
+    return math.floor(take), math.floor(give)
+
+
+def _refine(points: list[_Point], sign: int, cost_at: Callable[[int], tuple[float, float]],
+            max_steps: int) -> None:
+    """Split chunks at their tangents' crossing, the worst first, up to ``max_steps`` chunks."""
+    while len(points) <= max_steps:
+        worst, at, gap = -1, 0, 0.0
+        for i, (a, b) in enumerate(pairwise(points)):
+            if b.slope - a.slope < _FLAT or b.at - a.at < 2:
+                continue
+            cross = (b.cost - a.cost + a.slope * a.at - b.slope * b.at) / (a.slope - b.slope)
+            if not a.at + 1 <= cross <= b.at - 1:
+                continue  # the kink is within a Wh of an end: whole Wh cannot isolate it
+            split = round(cross)
+            chord = a.cost + (b.cost - a.cost) * (split - a.at) / (b.at - a.at)
+            below = chord - max(a.cost + a.slope * (split - a.at),
+                                b.cost + b.slope * (split - b.at))
+            if below > max(gap, _FLAT * (b.at - a.at)):
+                worst, at, gap = i, split, below
+        if worst < 0:
+            return
+        try:
+            cost, slope = cost_at(sign * at)
+        except SolveFailed:
+            return  # out of time: the chunks so far are exact, only coarser
+        points.insert(worst + 1, _Point(at, cost, sign * slope))
+
+
+def _prune(points: list[_Point]) -> list[_Point]:
+    """Drop a point that lies on the chord of its neighbours within ``_FLAT`` per Wh: a split
+    placed before a later one showed the chunk is linear (a kink between two whole Wh, say)."""
+    kept = list(points)
+    i = 1
+    while i < len(kept) - 1:
+        a, p, b = kept[i - 1], kept[i], kept[i + 1]
+        chord = a.cost + (b.cost - a.cost) * (p.at - a.at) / (b.at - a.at)
+        if chord - p.cost < _FLAT * (b.at - a.at):
+            del kept[i]
+            i = max(1, i - 1)
+        else:
+            i += 1
+    return kept
+
+
+def _steps(points: list[_Point], side: Literal["buy", "sell"], prefs: Preferences,
+           first: tuple[int, int]) -> tuple[Step, ...]:
+    """Chunks between consecutive points, priced exactly (rounded in the home's favour), cut
+    where the grid pays as much, bounded by the owner's limits, equal neighbours merged."""
+    import_price, export_price = first
+    steps: list[Step] = []
+    for a, b in pairwise(points):
+        per_wh = (b.cost - a.cost) / (b.at - a.at)
+        if side == "buy":
+            price = min(math.floor(-per_wh + 1e-6), prefs.max_buy_price)
+            if price <= export_price:
+                break
+        else:
+            price = max(math.ceil(per_wh - 1e-6), prefs.min_sell_price)
+            if price >= import_price:
+                break
+        if steps and (price >= steps[-1].price if side == "buy" else price <= steps[-1].price):
+            steps[-1] = Step(steps[-1].wh + b.at - a.at, steps[-1].price)
+        else:
+            steps.append(Step(b.at - a.at, price))
+    return tuple(steps)
+
+

@@ -1,0 +1,126 @@
+"""Linear where it can be, binaries only where a price pays to waste energy; a time limit on
+every solve, and today's heuristic whenever the solver gives no plan."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from unittest.mock import patch
+
+import highspy
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from gateway.ems import BatteryState, plan_interval
+from gateway.flex_plan import FlexJob, plan_flex
+from gateway.lookahead import Ahead
+from gateway.plan import DayPlan, Planner, Problem, Solver, build
+from gateway.plan.result import read
+from protocols.clearing import Tariffs
+from tests.plan.homes import PREFS, problems
+
+BATTERY = BatteryState(capacity_wh=10_000, soc_pct=50, max_charge_w=4_000,
+                       max_discharge_w=4_000, charge_efficiency=0.9, discharge_efficiency=0.9)
+STEPS = 8
+
+
+def _paid_to_take() -> Problem:
+    """The first step pays 100 µ for every Wh imported (a negative day-ahead hour) while the
+    battery is at its top."""
+    imports = [300] * STEPS
+    imports[0] = -100
+    full = replace(BATTERY, soc_pct=PREFS.soc_max_pct)
+    return Problem(step_s=900.0, pv_wh=(0,) * STEPS, load_wh=(200,) * STEPS,
+                   import_price=tuple(imports), export_price=(-150,) * STEPS, prefs=PREFS,
+                   battery=full)
+
+
+def _solve(problem: Problem, *, binaries: bool) -> DayPlan:
+    model = build(problem)
+    if not binaries:
+        model = replace(model, integral=model.integral[:0])
+    solver = Solver()
+    solver.load(model)
+    solver.run(time_limit_s=30.0)
+    return read(problem, model, solver.values(), solver.row_duals(),
+                integral=bool(len(model.integral)))
+
+
+def test_negative_price_would_burn_energy_in_the_battery_without_binaries() -> None:
+    """With full cells, the linear programme charges and discharges in the paid step to be paid
+    for the round trip's losses (0.9 x 0.9: 552.5 Wh in, 447.5 Wh out, within the converter's
+    time); the binary of that step (the only one) forbids it."""
+    linear = _solve(_paid_to_take(), binaries=False)
+    assert linear.charge_wh[0] == pytest.approx(1_000 / 1.81)
+    assert linear.discharge_wh[0] == pytest.approx(810 / 1.81)
+    assert len(build(_paid_to_take()).integral) == 1
+    day = _solve(_paid_to_take(), binaries=True)
+    assert day.integral
+    for t in range(STEPS):
+        assert min(day.charge_wh[t], day.discharge_wh[t]) <= 1e-6
+    assert day.grid_import_wh[0] == pytest.approx(200)  # still takes the load from the grid
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problem=problems(prices=(0, 600)))
+def test_without_negative_prices_the_plan_is_linear_and_never_charges_while_discharging(
+        problem: Problem) -> None:
+    problem = replace(problem, wear_price=max(1, problem.wear_price))
+    day = Planner(time_limit_s=30.0).plan(problem, max_buy_wh=0, max_sell_wh=0).day
+    assert day is not None and not day.integral
+    for t in range(problem.steps):
+        assert min(day.charge_wh[t], day.discharge_wh[t]) <= 1e-6
+        assert min(day.ev_charge_wh[t], day.ev_discharge_wh[t]) <= 1e-6
+
+
+def _problem() -> Problem:
+    job = FlexJob(name="heater", need_wh=2_000, max_w=2_000, due_s=4 * 3_600)
+    pv = tuple(1_500 if 20 <= t < 60 else 0 for t in range(96))
+    return Problem(step_s=900.0, pv_wh=pv, load_wh=(250,) * 96, import_price=(300,) * 96,
+                   export_price=(80,) * 96, prefs=PREFS, battery=BATTERY, jobs=(job,))
+
+
+def test_zero_time_limit_falls_back_to_todays_heuristic_counted_with_its_reason() -> None:
+    planner = Planner(time_limit_s=0.0)
+    problem = _problem()
+    outcome = planner.plan(problem, max_buy_wh=5_000, max_sell_wh=5_000)
+    assert (outcome.source, outcome.reason, outcome.day) == ("heuristic", "time-limit", None)
+    assert planner.counters.fallbacks == {"time-limit": 1} and planner.counters.optimised == 0
+    runs = plan_flex([problem.jobs[0]], slot_s=900.0, surplus_wh=-250, period_s=900.0,
+                     margin_s=0.0)
+    assert outcome.interval == plan_interval(
+        pv_wh=0, load_wh=250, battery=BATTERY, prefs=PREFS,
+        tariffs=Tariffs(retail_price=300, feed_in_price=80), interval_s=900.0, flex=runs,
+        ahead=Ahead(block_s=900.0, blocks=tuple(zip(problem.pv_wh[1:], problem.load_wh[1:],
+                                                     strict=True))))
+    side = outcome.curve.buy if outcome.interval.side == "buy" else outcome.curve.sell
+    assert [(s.wh, s.price) for s in side] == [(outcome.interval.energy_wh,
+                                                 outcome.interval.limit_price)]
+
+
+def test_solver_stopped_by_its_own_time_limit_falls_back() -> None:
+    """A limit no machine can solve within reaches HiGHS, which stops with kTimeLimit."""
+    planner = Planner(time_limit_s=1e-9)
+    outcome = planner.plan(_problem(), max_buy_wh=5_000, max_sell_wh=5_000)
+    assert (outcome.source, outcome.reason) == ("heuristic", "time-limit")
+
+
+def test_time_limit_is_per_solve_not_on_the_instances_lifetime() -> None:
+    """HiGHS's clock runs over every solve of an instance: plans go on being optimised long
+    after their solves together took more than one solve's limit (a second: a hundred times
+    what one takes, so a loaded machine does not change the outcome)."""
+    planner = Planner(time_limit_s=1.0, curve_time_limit_s=1.0)
+    problem = _problem()
+    plans = 0
+    while planner._solver.clock() < 1.5 and plans < 5_000:
+        assert planner.plan(problem, max_buy_wh=5_000, max_sell_wh=5_000).source == "optimiser"
+        plans += 1
+    assert planner._solver.clock() >= 1.5
+
+
+def test_solver_crash_falls_back_and_names_the_error() -> None:
+    planner = Planner()
+    with patch.object(highspy.Highs, "run", side_effect=RuntimeError("boom")):
+        outcome = planner.plan(_problem(), max_buy_wh=5_000, max_sell_wh=5_000)
+    assert (outcome.source, outcome.reason) == ("heuristic", "solver-error:RuntimeError")
+    assert planner.plan(_problem(), max_buy_wh=5_000, max_sell_wh=5_000).source == "optimiser"
+    assert planner.counters.fallbacks == {"solver-error:RuntimeError": 1}

@@ -1,0 +1,134 @@
+"""The bid curve prices each chunk of the interval's energy at what it is worth to the home's day:
+it sells what it would export cheaply and keeps what its evening needs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from gateway.ems import BatteryState, Preferences
+from gateway.plan import MAX_STEPS, BidCurve, Planner, Problem, Solver, Step, bid_curve, build
+from protocols.messages import MAX_PRICE
+from tests.plan.homes import problems
+
+OPEN = Preferences(min_sell_price=0, max_buy_price=MAX_PRICE, reserve_pct=20, soc_max_pct=95)
+"""Owner limits that never bind: the curve shows the plan's own values."""
+PLANNER = Planner(time_limit_s=30.0, curve_time_limit_s=30.0)
+
+
+def _midday() -> Problem:
+    """1 kWh of surplus now; the battery (92 %, top 95 %) has room for 300 Wh of cells; ten
+    evening steps need 10 kWh, more than it holds: each Wh stored saves retail later."""
+    steps = 12
+    load = (200,) + (1_000,) * 10 + (200,)
+    battery = BatteryState(capacity_wh=10_000, soc_pct=92, max_charge_w=5_000,
+                           max_discharge_w=5_000)
+    return Problem(step_s=900.0, pv_wh=(1_200,) + (0,) * (steps - 1), load_wh=load,
+                   import_price=(300,) * steps, export_price=(80,) * steps, prefs=OPEN,
+                   battery=battery)
+
+
+def test_sells_what_it_would_export_cheaply_and_keeps_what_the_evening_needs() -> None:
+    """Of the 1,000 Wh surplus, 684.2 Wh would be exported (worth feed-in, 80); the next 315.8
+    Wh would be stored for the evening (worth retail after the round trip, less the wear of
+    discharging: (300 x 0.95 − 1) x 0.95 = 269.8). Selling beyond the surplus costs retail:
+    not offered. Buying only adds export."""
+    curve = PLANNER.plan(_midday(), max_buy_wh=5_000, max_sell_wh=5_000).curve
+    assert len(curve.sell) == 2
+    (cheap, kept) = curve.sell
+    assert cheap.wh in (684, 685) and cheap.price == 80
+    assert cheap.wh + kept.wh == 1_000 and kept.price == 270
+    assert curve.buy == ()
+
+
+def test_owner_limits_bound_the_curve() -> None:
+    problem = _midday()
+    owner = Preferences(min_sell_price=150, max_buy_price=250, reserve_pct=20, soc_max_pct=95)
+    curve = PLANNER.plan(Problem(**{**{f: getattr(problem, f) for f in
+                                       Problem.__dataclass_fields__}, "prefs": owner}),
+                         max_buy_wh=5_000, max_sell_wh=5_000).curve
+    assert [s.price for s in curve.sell] == [150, 270]
+
+
+def test_member_limits_bound_each_side() -> None:
+    curve = PLANNER.plan(_midday(), max_buy_wh=5_000, max_sell_wh=500).curve
+    assert sum(s.wh for s in curve.sell) == 500
+
+
+def _value(problem: Problem, q: int) -> float:
+    """The day's optimal cost with the first step's market position held at ``q``, solved
+    from scratch."""
+    model = build(problem)
+    solver = Solver()
+    solver.load(model)
+    col = int(model.columns.market[0])
+    solver.set_cost(col, 0.0)
+    solver.fix(col, float(q))
+    solver.run(time_limit_s=30.0)
+    return solver.objective()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problem=problems(max_steps=12, prices=(0, 600)))
+def test_curve_is_monotone_and_each_chunk_is_priced_at_its_exact_value(
+        problem: Problem) -> None:
+    problem = Problem(**{**{f: getattr(problem, f) for f in Problem.__dataclass_fields__},
+                         "prefs": OPEN})
+    outcome = PLANNER.plan(problem, max_buy_wh=8_000, max_sell_wh=8_000)
+    curve = outcome.curve
+    assert len(curve.sell) <= MAX_STEPS and len(curve.buy) <= MAX_STEPS
+    assert BidCurve(sell=curve.sell, buy=curve.buy) == curve  # monotone, positive energy
+    if curve.sell and curve.buy:
+        assert curve.buy[0].price <= curve.sell[0].price
+    base = _value(problem, 0)
+    done = 0
+    for step in curve.sell:  # selling the chunk costs the day at most its price, rounded up
+        cost = (_value(problem, -(done + step.wh)) - _value(problem, -done)) / step.wh
+        assert step.price == math.ceil(cost - 1e-6) or step.price == problem.prefs.min_sell_price
+        done += step.wh
+    done = 0
+    for step in curve.buy:
+        saved = (_value(problem, done) - _value(problem, done + step.wh)) / step.wh
+        assert step.price == math.floor(saved + 1e-6)
+        done += step.wh
+    assert base == pytest.approx(_value(problem, 0))
+
+
+def test_the_dual_lies_between_the_first_buy_and_sell_prices() -> None:
+    """The balance row's dual is a subgradient of the day's cost at the plan's position (no
+    market: zero): one price, between what the first Wh bought is worth and what the first Wh
+    sold costs. A curve needs the re-solves; the dual prices only the first Wh."""
+    problem = _midday()
+    steps = problem.steps
+    evening = Problem(**{**{f: getattr(problem, f) for f in Problem.__dataclass_fields__},
+                         "pv_wh": (300,) + (0,) * (steps - 1)})
+    outcome = PLANNER.plan(evening, max_buy_wh=5_000, max_sell_wh=5_000)
+    assert outcome.day is not None
+    assert outcome.curve.buy and outcome.curve.sell
+    dual = outcome.day.value[0]
+    assert outcome.curve.buy[0].price <= dual + 1e-6
+    assert dual <= outcome.curve.sell[0].price + 1e-6
+
+
+def test_curve_without_time_is_refused_not_guessed() -> None:
+    from gateway.plan import SolveFailed
+
+    problem = _midday()
+    model = build(problem)
+    solver = Solver()
+    solver.load(model)
+    solver.run(time_limit_s=30.0)
+    with pytest.raises(SolveFailed):
+        bid_curve(solver, model, problem, max_buy_wh=1_000, max_sell_wh=1_000,
+                  time_limit_s=0.0)
+
+
+def test_curve_steps_refuse_non_monotone_prices() -> None:
+    with pytest.raises(ValueError, match="ascending"):
+        BidCurve(sell=(Step(100, 200), Step(100, 150)))
+    with pytest.raises(ValueError, match="descending"):
+        BidCurve(buy=(Step(100, 150), Step(100, 200)))
+    with pytest.raises(ValueError, match="at most"):
+        BidCurve(sell=tuple(Step(1, p) for p in range(MAX_STEPS + 1)))
