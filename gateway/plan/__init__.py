@@ -16,7 +16,14 @@ Pure apart from the solver: readings, forecasts and prices in, plans out.
 """
 
 from gateway.plan.grid_limits import GridConfig, GridLimits
-from gateway.plan.planner import Outcome, PlanCounters, Planner, heuristic, interval_plan
+from gateway.plan.planner import (
+    Outcome,
+    PlanCounters,
+    Planner,
+    heuristic,
+    interval_plan,
+    plan_day,
+)
 from gateway.plan.problem import BATTERY, GridCaps, MarketOutlook, Problem, Vehicle, build
 from gateway.plan.result import DayPlan, Violation
 from gateway.plan.solve import SolveFailed, Solver
@@ -55,5 +62,6 @@ __all__ = [
     "interval_plan",
     "load_schedule",
     "parse_csv",
+    "plan_day",
     "parse_toml",
 ]

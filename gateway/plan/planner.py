@@ -19,13 +19,14 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from gateway.ems import Plan, plan_interval
 from gateway.flex_plan import FlexJob, plan_flex
 from gateway.lookahead import MAX_BLOCKS, Ahead
-from gateway.plan.problem import BATTERY, Problem, build
+from gateway.plan.problem import BATTERY, Model, Problem, build
 from gateway.plan.result import DayPlan, read
 from gateway.plan.solve import SolveFailed, Solver
 from gateway.plan.values import BidCurve, Step, bid_curve
@@ -85,19 +86,77 @@ class Planner:
 
     def _optimise(self, problem: Problem, *, max_buy_wh: int,
                   max_sell_wh: int) -> tuple[DayPlan, BidCurve]:
-        model = build(problem)
-        solver = self._solver
-        solver.load(model)
-        start = solver.clock()
-        solver.run(time_limit_s=self.time_limit_s)
-        integral = len(model.integral) > 0
-        if integral:  # duals and warm re-solves are the LP's with the modes chosen
-            solver.fix_integers(solver.values())
-            solver.run(time_limit_s=self.time_limit_s - (solver.clock() - start))
-        day = read(problem, model, solver.values(), solver.row_duals(), integral=integral)
-        curve = bid_curve(solver, model, problem, max_buy_wh=max_buy_wh,
+        model, day = plan_day(self._solver, problem, time_limit_s=self.time_limit_s)
+        curve = bid_curve(self._solver, model, problem, max_buy_wh=max_buy_wh,
                           max_sell_wh=max_sell_wh, time_limit_s=self.curve_time_limit_s)
         return day, curve
+
+
+def plan_day(solver: Solver, problem: Problem, *, time_limit_s: float) -> tuple[Model, DayPlan]:
+    """The day's plan (``SolveFailed`` when there is none in ``time_limit_s`` of solver time);
+    ``solver`` is left holding it, ready for the bid curve's re-solves."""
+    model = build(problem)
+    solver.load(model)
+    start = solver.clock()
+    solver.run(time_limit_s=time_limit_s)
+    held = _hold_wasting(problem, model, solver,
+                         time_left=lambda: time_limit_s - (solver.clock() - start))
+    return model, read(problem, model, solver.values(), solver.row_duals(), solver.objective(),
+                       held=held)
+
+
+_WASTE_WH = 1e-6
+
+
+def _hold_wasting(problem: Problem, model: Model, solver: Solver,
+                  time_left: Callable[[], float]) -> tuple[int, ...]:
+    """Branch and bound on the steps that pay the home to take energy: where a battery charges
+    and discharges at once, solve once with its discharge held at zero and once with its
+    charge, keep the better, prune any branch whose relaxation is no better than the best plan
+    found (``gateway/plan/problem.py`` says why). Leaves ``solver`` holding the best plan;
+    returns the steps where something was held.
+
+    Depth first, discharge held first: in a step that pays for every Wh taken that is nearly
+    always the answer, so the first dive finds the optimum and the other branches cost one
+    warm re-solve each.
+    """
+    cols = model.columns
+    pairs = [(int(charge[t]), int(out[t])) for t in problem.paid_to_take()
+             for charge, out in ((cols.charge, cols.discharge),
+                                 (cols.ev_charge, cols.ev_discharge))
+             if charge[t] >= 0 and out[t] >= 0]
+    step = {col: t for t in problem.paid_to_take()
+            for charge, out in ((cols.charge, cols.discharge), (cols.ev_charge, cols.ev_discharge))
+            for col in (int(charge[t]), int(out[t])) if col >= 0}
+    best: list[tuple[float, frozenset[int]]] = []
+
+    def hold(held: frozenset[int]) -> None:
+        for charge, out in pairs:
+            for col in (charge, out):
+                solver.bound(col, float(model.lower[col]),
+                             0.0 if col in held else float(model.upper[col]))
+        solver.run(time_limit_s=time_left())
+
+    def branch(held: frozenset[int]) -> None:
+        hold(held)
+        objective = solver.objective()
+        if best and objective >= best[0][0] - 1e-9 * max(1.0, abs(best[0][0])):
+            return
+        x = solver.values()
+        wasting = next(((c, o) for c, o in pairs if min(x[c], x[o]) > _WASTE_WH), None)
+        if wasting is None:
+            best[:] = [(objective, held)]
+            return
+        charge, out = wasting
+        branch(held | {out})
+        branch(held | {charge})
+
+    if not pairs:
+        return ()
+    branch(frozenset())
+    held = best[0][1]
+    hold(held)
+    return tuple(sorted({step[col] for col in held}))
 
 
 def interval_plan(problem: Problem, day: DayPlan, curve: BidCurve) -> Plan:

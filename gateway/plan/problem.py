@@ -21,11 +21,17 @@ slack.
 
 Charging and discharging in the same step would waste energy in the round trip. With prices at
 or above zero and a wear price on discharge, wasting is never cheaper than curtailing PV, so the
-programme stays linear: a per-step row ``charge/max_charge + discharge/max_discharge <= 1``
-keeps even a mixed step within what the converter can do by alternating. Where a step pays the
-home to take energy (a negative import or market price), burning it in the battery's losses
-would earn money: those steps, and only those, get one binary per battery (charge or discharge),
-which makes the programme a small MILP.
+programme is linear: a per-step row ``charge/max_charge + discharge/max_discharge <= 1`` keeps
+even a mixed step within what the converter can do by alternating. A step that pays the home to
+take energy (a negative import or market price) makes wasting pay: with full cells the
+programme would charge and discharge at once to be paid for the losses. The textbook answer is a
+binary per battery and step (charge or discharge), a MILP: HiGHS took 280 ms (median) for eight
+such steps, forty times the LP. The planner branches itself instead (``gateway/plan/planner.py``):
+only on the steps where the solution wastes, each branch a warm re-solve of the LP with the
+charge or the discharge held at zero, pruned by the LP's bound. It is the same exact search
+(``tests/plan/test_plan_solver.py`` checks it against every charge/discharge choice), and the
+first dive, discharge held, is nearly always the optimum: in a step that pays for every Wh
+taken, energy a battery gives replaces energy the home would be paid to take.
 """
 
 from __future__ import annotations
@@ -207,7 +213,7 @@ class Problem:
         return self.steps * self.step_s
 
     def paid_to_take(self) -> tuple[int, ...]:
-        """Steps where taking more energy earns money: the battery's losses could be sold."""
+        """Steps where taking more energy earns money: a battery's losses could be sold."""
         market = self.market
         return tuple(t for t in range(self.steps)
                      if self.import_price[t] < 0
@@ -250,7 +256,7 @@ class Columns:
 @dataclass(frozen=True, slots=True)
 class Model:
     """The programme in HiGHS's terms: minimise ``cost·x`` with ``lower <= x <= upper`` and
-    ``row_lower <= A x <= row_upper``; ``A`` row-wise (CSR), ``integral`` the binary columns."""
+    ``row_lower <= A x <= row_upper``; ``A`` row-wise (CSR)."""
 
     cost: FloatArray
     lower: FloatArray
@@ -260,7 +266,6 @@ class Model:
     starts: IntArray
     index: IntArray
     value: FloatArray
-    integral: IntArray
     balance_rows: IntArray
     columns: Columns
     fixed_shortfall: dict[str, float]
@@ -331,7 +336,7 @@ class _Builder:
 
 
 def build(problem: Problem) -> Model:
-    """The programme for ``problem`` (binaries only in the steps ``paid_to_take`` names)."""
+    """The linear programme for ``problem``."""
     b = _Builder()
     steps = problem.steps
     owner_pen, grid_pen = penalties(problem)
@@ -357,16 +362,13 @@ def build(problem: Problem) -> Model:
     b.coef(balance, market, 1.0)
     over_import = _meter_limits(b, problem, grid_import, grid_export, market, grid_pen)
 
-    binary_steps = np.asarray(problem.paid_to_take(), dtype=np.int64)
-    integral: list[IntArray] = []
     end_value = _end_value(problem)
     store = _Store.absent(steps)
     if problem.battery is not None and problem.battery.capacity_wh > 0:
         store = _storage(b, problem, problem.battery, balance=balance, name=BATTERY,
                          plugged_s=None, floor_pct=problem.prefs.reserve_pct,
                          top_pct=problem.prefs.soc_max_pct, discharge=True,
-                         end_value=end_value, owner_pen=owner_pen,
-                         binary_steps=binary_steps, integral=integral)
+                         end_value=end_value, owner_pen=owner_pen)
     ev = _Store.absent(steps)
     shortfall: dict[str, int] = {}
     fixed: dict[str, float] = {}
@@ -376,7 +378,7 @@ def build(problem: Problem) -> Model:
                       plugged_s=vehicle.departs_s,
                       floor_pct=vehicle.v2g_min_soc_pct if vehicle.v2g else None,
                       top_pct=None, discharge=vehicle.v2g, end_value=end_value,
-                      owner_pen=owner_pen, binary_steps=binary_steps, integral=integral)
+                      owner_pen=owner_pen)
         _ready_by(b, problem, vehicle, ev, owner_pen, shortfall, fixed)
     jobs: dict[str, IntArray] = {}
     for job in problem.jobs:
@@ -393,7 +395,6 @@ def build(problem: Problem) -> Model:
         cost=np.concatenate(b.cost), lower=np.concatenate(b.lower),
         upper=np.concatenate(b.upper), row_lower=np.concatenate(b.row_lower),
         row_upper=np.concatenate(b.row_upper), starts=starts, index=index, value=value,
-        integral=np.concatenate(integral) if integral else np.zeros(0, dtype=np.int64),
         balance_rows=balance, columns=columns, fixed_shortfall=fixed)
 
 
@@ -454,8 +455,7 @@ class _Store(NamedTuple):
 
 def _storage(b: _Builder, problem: Problem, battery: BatteryState, *, balance: IntArray,
              name: str, plugged_s: float | None, floor_pct: float | None,
-             top_pct: float | None, discharge: bool, end_value: float, owner_pen: float,
-             binary_steps: IntArray, integral: list[IntArray]) -> _Store:
+             top_pct: float | None, discharge: bool, end_value: float, owner_pen: float) -> _Store:
     """Charge, discharge and stored energy (cells, end of each step) of one battery, with its
     window as soft rows: ``soc + below >= floor``, ``soc − above <= top``."""
     steps, step_s = problem.steps, problem.step_s
@@ -497,16 +497,6 @@ def _storage(b: _Builder, problem: Problem, battery: BatteryState, *, balance: I
         share = b.rows(len(both), upper=1.0)
         b.coef(share, charge[both], 1.0 / charge_top[both])
         b.coef(share, out[both], 1.0 / discharge_top[both])
-        paid = np.intersect1d(both, binary_steps)
-        if len(paid):
-            mode = b.cols(len(paid), upper=1.0)
-            integral.append(mode)
-            on = b.rows(len(paid), upper=0.0)
-            b.coef(on, charge[paid], 1.0)
-            b.coef(on, mode, -charge_top[paid])
-            off = b.rows(len(paid), upper=discharge_top[paid])
-            b.coef(off, out[paid], 1.0)
-            b.coef(off, mode, discharge_top[paid])
     below = absent.copy()
     above = absent.copy()
     if floor_pct is not None and floor_pct > 0:

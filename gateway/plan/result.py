@@ -43,7 +43,7 @@ class DayPlan:
     """One value per step for each flow; ``soc_wh``/``ev_soc_wh`` are the cells' energy at each
     step's end. ``value`` is the marginal value of energy per step (µ/Wh: what one more Wh of
     load in that step would cost the day). ``cost`` is the day's money (µ, + paid), without
-    slack penalties or the end value."""
+    slack penalties or the end value; ``objective`` the programme's optimum with both."""
 
     step_s: float
     pv_wh: tuple[float, ...]
@@ -61,8 +61,10 @@ class DayPlan:
     value: tuple[float, ...]
     cost: float
     violations: tuple[Violation, ...]
-    integral: bool
-    """Solved with binaries (some step paid the home to take energy)."""
+    objective: float
+    held: tuple[int, ...] = ()
+    """Steps that paid the home to take energy where a battery would have charged and
+    discharged at once (to be paid for its losses): one of the two was held at zero."""
 
     def meter_wh(self, step: int) -> float:
         """Net energy through the meter in ``step``: + import, − export."""
@@ -74,7 +76,7 @@ class DayPlan:
 
 
 def read(problem: Problem, model: Model, x: FloatArray, row_dual: FloatArray,
-         *, integral: bool) -> DayPlan:
+         objective: float, *, held: tuple[int, ...] = ()) -> DayPlan:
     """The plan in solution ``x`` (``row_dual``: the row duals, for the marginal values)."""
     cols = model.columns
 
@@ -96,7 +98,7 @@ def read(problem: Problem, model: Model, x: FloatArray, row_dual: FloatArray,
         jobs=tuple((name, take(idx)) for name, idx in cols.jobs.items()),
         value=tuple(float(v) for v in row_dual[model.balance_rows]),
         cost=float(money.sum()),
-        violations=_violations(problem, model, x), integral=integral,
+        violations=_violations(problem, model, x), objective=objective, held=held,
     )
 
 

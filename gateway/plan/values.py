@@ -76,8 +76,7 @@ class _Point(NamedTuple):
 
 def bid_curve(solver: Solver, model: Model, problem: Problem, *, max_buy_wh: int,
               max_sell_wh: int, time_limit_s: float, max_steps: int = MAX_STEPS) -> BidCurve:
-    """The curve for the problem's first step, from ``solver`` holding ``model`` solved (and,
-    with binaries, their modes fixed: ``Solver.fix_integers``).
+    """The curve for the problem's first step, from ``solver`` holding ``model`` solved.
 
     ``max_buy_wh``/``max_sell_wh`` bound each side (the member's limits for the interval).
     The re-solves share ``time_limit_s`` of the solver's clock; when it runs out the curve has
@@ -90,7 +89,7 @@ def bid_curve(solver: Solver, model: Model, problem: Problem, *, max_buy_wh: int
     end = solver.clock() + time_limit_s
 
     def cost_at(q: int) -> tuple[float, float]:
-        solver.fix(col, float(q))
+        solver.bound(col, float(q), float(q))
         solver.run(time_limit_s=end - solver.clock())
         return solver.objective(), solver.col_dual(col)
 

@@ -1,14 +1,16 @@
-"""Linear where it can be, binaries only where a price pays to waste energy; a time limit on
-every solve, and today's heuristic whenever the solver gives no plan."""
+"""Linear everywhere: where a price pays to waste energy, the battery's discharge is held and the
+plan is what a MILP would choose; a time limit on every solve, and today's heuristic whenever
+the solver gives no plan."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from unittest.mock import patch
 
 import highspy
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 
 from gateway.ems import BatteryState, plan_interval
 from gateway.flex_plan import FlexJob, plan_flex
@@ -21,6 +23,7 @@ from tests.plan.homes import PREFS, problems
 BATTERY = BatteryState(capacity_wh=10_000, soc_pct=50, max_charge_w=4_000,
                        max_discharge_w=4_000, charge_efficiency=0.9, discharge_efficiency=0.9)
 STEPS = 8
+PLANNER = Planner(time_limit_s=30.0, curve_time_limit_s=30.0)
 
 
 def _paid_to_take() -> Problem:
@@ -34,39 +37,66 @@ def _paid_to_take() -> Problem:
                    battery=full)
 
 
-def _solve(problem: Problem, *, binaries: bool) -> DayPlan:
+def _linear(problem: Problem) -> DayPlan:
     model = build(problem)
-    if not binaries:
-        model = replace(model, integral=model.integral[:0])
     solver = Solver()
     solver.load(model)
     solver.run(time_limit_s=30.0)
-    return read(problem, model, solver.values(), solver.row_duals(),
-                integral=bool(len(model.integral)))
+    return read(problem, model, solver.values(), solver.row_duals(), solver.objective())
 
 
-def test_negative_price_would_burn_energy_in_the_battery_without_binaries() -> None:
-    """With full cells, the linear programme charges and discharges in the paid step to be paid
-    for the round trip's losses (0.9 x 0.9: 552.5 Wh in, 447.5 Wh out, within the converter's
-    time); the binary of that step (the only one) forbids it."""
-    linear = _solve(_paid_to_take(), binaries=False)
+def test_negative_price_would_burn_energy_in_the_battery_unless_discharge_is_held() -> None:
+    """With full cells, the linear programme alone charges and discharges in the paid step to
+    be paid for the round trip's losses (0.9 x 0.9: 552.5 Wh in, 447.5 Wh out, within the
+    converter's time); the planner holds that step's discharge and solves again."""
+    linear = _linear(_paid_to_take())
     assert linear.charge_wh[0] == pytest.approx(1_000 / 1.81)
     assert linear.discharge_wh[0] == pytest.approx(810 / 1.81)
-    assert len(build(_paid_to_take()).integral) == 1
-    day = _solve(_paid_to_take(), binaries=True)
-    assert day.integral
+    day = PLANNER.plan(_paid_to_take(), max_buy_wh=0, max_sell_wh=0).day
+    assert day is not None and day.held == (0,)
     for t in range(STEPS):
         assert min(day.charge_wh[t], day.discharge_wh[t]) <= 1e-6
     assert day.grid_import_wh[0] == pytest.approx(200)  # still takes the load from the grid
+    assert day.objective > linear.objective
+
+
+def _exact(problem: Problem) -> float:
+    """The MILP's optimum by brute force: every choice of charge or discharge for every battery
+    in every paid step, each solved as an LP."""
+    model = build(problem)
+    cols = model.columns
+    choices = [(charge[t], out[t]) for t in problem.paid_to_take()
+               for charge, out in ((cols.charge, cols.discharge),
+                                   (cols.ev_charge, cols.ev_discharge))
+               if charge[t] >= 0 and out[t] >= 0 and model.upper[out[t]] > 0]
+    best = float("inf")
+    for modes in itertools.product((0, 1), repeat=len(choices)):
+        solver = Solver()
+        solver.load(model)
+        for (charge, out), mode in zip(choices, modes, strict=True):
+            solver.bound(int(out if mode else charge), 0.0, 0.0)
+        solver.run(time_limit_s=30.0)
+        best = min(best, solver.objective())
+    return best
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problem=problems(max_steps=6, prices=(-300, 400)))
+def test_holding_discharge_where_paid_is_what_the_milp_would_choose(problem: Problem) -> None:
+    assume(0 < len(problem.paid_to_take()) <= 3)
+    day = PLANNER.plan(problem, max_buy_wh=0, max_sell_wh=0).day
+    assert day is not None
+    exact = _exact(problem)
+    assert day.objective == pytest.approx(exact, rel=1e-7, abs=1e-3)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problem=problems(prices=(0, 600)))
-def test_without_negative_prices_the_plan_is_linear_and_never_charges_while_discharging(
+def test_without_negative_prices_nothing_is_held_and_nothing_charges_while_discharging(
         problem: Problem) -> None:
     problem = replace(problem, wear_price=max(1, problem.wear_price))
-    day = Planner(time_limit_s=30.0).plan(problem, max_buy_wh=0, max_sell_wh=0).day
-    assert day is not None and not day.integral
+    day = PLANNER.plan(problem, max_buy_wh=0, max_sell_wh=0).day
+    assert day is not None and day.held == ()
     for t in range(problem.steps):
         assert min(day.charge_wh[t], day.discharge_wh[t]) <= 1e-6
         assert min(day.ev_charge_wh[t], day.ev_discharge_wh[t]) <= 1e-6

@@ -65,7 +65,7 @@ def _value(problem: Problem, q: int) -> float:
     solver.load(model)
     col = int(model.columns.market[0])
     solver.set_cost(col, 0.0)
-    solver.fix(col, float(q))
+    solver.bound(col, float(q), float(q))
     solver.run(time_limit_s=30.0)
     return solver.objective()
 
