@@ -1,8 +1,9 @@
 """Run a programme (``gateway/plan/problem.py``) through HiGHS, within a time limit.
 
 One ``Solver`` holds one HiGHS instance for the life of the gateway: the bid curve re-solves the
-day's programme with one bound changed, and HiGHS restarts those from the last basis in well under
-a millisecond. It runs single-threaded and silent: the Pi's other cores serve Modbus and MQTT.
+day's programme with one bound changed, and HiGHS restarts those from the last basis, at a
+fraction of a first solve. It runs single-threaded and silent: the Pi's other cores serve Modbus
+and MQTT.
 
 HiGHS compares ``time_limit`` with its instance's *cumulative* run clock, not the current run's
 (ERGO-Code/HiGHS#1477), so a long-lived instance would soon stop every solve at once: each run's
@@ -37,7 +38,7 @@ class Solver:
 
     def __init__(self) -> None:
         self._highs = highspy.Highs()  # type: ignore[no-untyped-call]
-        # Presolve costs more than it saves on the day's LP (measured: 9 ms against 10 ms).
+        # Presolve costs more than it saves on the day's LP (``bench/bench_ems.py``).
         for option, value in (("output_flag", False), ("threads", 1), ("presolve", "off")):
             self._highs.setOptionValue(option, value)
         self._model: Model | None = None

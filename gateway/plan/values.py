@@ -10,7 +10,7 @@ steps ascend, buy steps descend, and the first buy price never exceeds the first
 Duals alone do not price a curve: the balance row's dual is one subgradient of ``V`` at the plan's
 own position (any value between the slopes either side of a kink, where the plan usually sits),
 so it prices the first Wh at best. Re-solves price every chunk exactly, and warm-started from the
-last basis each costs well under a millisecond for 96 steps. The duals still earn their keep in
+last basis each costs a fraction of the day's first solve. The duals still earn their keep in
 placing the chunks: the column's dual at each re-solve is a tangent of ``V``, and splitting the
 chunk where the chord lies furthest above the tangents (the sandwich method for convex
 functions) finds a single kink between two points exactly, so a few re-solves place the up to
