@@ -6,35 +6,20 @@ meter, the tagged counters), the role code and an RTU server, and ``tick()`` run
 periodic work (samples, reversion timers; on a meter a fresh tag).
 ``RtuFramer`` splits the RS-485 byte stream into frames by the 3.5-character silence the standard
 prescribes. The coroutines at the end are the thin asyncio adapters, the same code under
-MicroPython's ``asyncio`` and CPython's: ``serve_rtu`` polls the UART, ``serve_tcp`` accepts
-clients (one ``TcpServer`` and its 260-byte buffers each) and ``run_ticks`` keeps time.
+MicroPython's ``asyncio`` and CPython's: ``serve_rtu`` polls the UART and ``run_ticks`` keeps
+time; the Modbus TCP face is ``firmware/tcpface.py``.
 """
 
 import asyncio
-import gc
 
 from firmware import config, metering
-from firmware.compat import const
+from firmware.compat import const, ticks_diff, ticks_us
 from firmware.modbus.bank import RegisterBank
 from firmware.modbus.rtu import RtuServer
-from firmware.modbus.tcp import TcpServer
 from firmware.roles.common import Points, fill_common, role_table
 from firmware.tables import BASE
 
-try:
-    from time import ticks_diff, ticks_us
-except ImportError:  # CPython
-    from time import monotonic_ns
-
-    def ticks_us():
-        return monotonic_ns() // 1000
-
-    def ticks_diff(new, old):
-        return new - old
-
 _MAX_RTU = const(256)
-_MAX_ADU = const(260)
-_MAX_CLIENTS = const(6)  # a gateway, a logger, an installer's laptop, and slack
 _POLL_S = 0.001  # UART poll period: under the 1.75 ms gap of the fastest baud rates
 SEQ_PATH = "/seq"
 
@@ -184,54 +169,12 @@ async def serve_rtu(board, port):
         await asyncio.sleep(_POLL_S)
 
 
-class _Clients:
-    """Counts open TCP connections so a flood of them cannot exhaust the board's heap."""
-
-    def __init__(self):
-        self.open = 0
-        self.served = 0
-
-
-async def _client(board, clients, reader, writer):
-    if clients.open >= _MAX_CLIENTS:
-        writer.close()
-        await writer.wait_closed()
-        return
-    clients.open += 1
-    clients.served += 1
-    server = TcpServer(board.bank)
-    try:
-        while not server.closed:
-            data = await reader.read(_MAX_ADU)
-            if not data:
-                break
-            reply = server.feed(data)
-            if reply:
-                writer.write(reply)
-                await writer.drain()
-    except OSError:  # peer reset: only this connection is lost
-        pass
-    finally:
-        clients.open -= 1
-        writer.close()
-        await writer.wait_closed()
-        gc.collect()
-
-
-async def serve_tcp(board, port, host="0.0.0.0"):
-    """Start the Modbus TCP listener; returns ``(server, clients)``. Every connection gets its own
-    ``TcpServer`` (its own partial-ADU buffer) over the one shared register bank."""
-    clients = _Clients()
-
-    async def handler(reader, writer):
-        await _client(board, clients, reader, writer)
-
-    server = await asyncio.start_server(handler, host, port)
-    return server, clients
-
-
-async def run_ticks(board, period_s):
-    """Call ``board.tick()`` every ``period_s`` (reversion timers count whole seconds)."""
+async def run_ticks(board, period_s, clients=None):
+    """Call ``board.tick()`` every ``period_s`` (reversion timers count whole seconds), and close
+    the TCP ``clients`` (``firmware.tcpface.Clients``) gone idle: the tick is the board's one
+    clock."""
     while True:
         board.tick()
+        if clients is not None:
+            clients.expire()
         await asyncio.sleep(period_s)

@@ -1,20 +1,22 @@
 """Boot entry: MicroPython runs ``/main.py`` after boot; ``gridpeer flash`` copies this file there.
 
 Reads the config, builds the board on its HAL and runs three loops under ``asyncio``: RTU on
-RS-485, Modbus TCP (where the port has a network stack) and the role's tick. Nothing here may
-raise at boot (a crash at boot reboots into the same crash), so bad config becomes defaults and
-an error register (firmware/config.py) and a missing role becomes ``ERR_ROLE_CODE``.
+RS-485, Modbus TCP (where the port has a network stack, firmware/tcpface.py) and the role's tick
+(which also closes idle TCP clients). Nothing here may raise at boot (a crash at boot reboots
+into the same crash), so bad config becomes defaults and an error register (firmware/config.py)
+and a missing role becomes ``ERR_ROLE_CODE``.
 """
 
 import asyncio
 
 from firmware import board, config
+from firmware.compat import ticks_diff, ticks_ms
 from firmware.hal.rs485 import Rs485
 
 TICK_S = 0.5
 
 
-class _FakeHal:
+class FakeHal:
     """The CPython/WebAssembly stand-in for a board: every stage a fake (firmware/hal/fake.py)
     on a clock that follows the interpreter's own, so reversion timers run as on a board."""
 
@@ -36,16 +38,6 @@ class _FakeHal:
 
 class _TicksClock:
     def __init__(self):
-        try:
-            from time import ticks_diff, ticks_ms
-        except ImportError:  # CPython
-            from time import monotonic_ns
-
-            def ticks_ms():
-                return monotonic_ns() // 1_000_000
-
-            def ticks_diff(new, old):
-                return new - old
         self.ticks_ms = ticks_ms
         self.ticks_diff = ticks_diff
 
@@ -57,25 +49,27 @@ def load_hal(baud):
         from firmware.hal import board as hal_board
     except ImportError:
         print("main: no firmware/hal/board.py, running on the fake HAL")
-        return _FakeHal()
+        return FakeHal()
     return hal_board.make(baud)
 
 
 def has_network():
-    """True where ``asyncio.start_server`` can listen (not the WebAssembly port: no sockets)."""
+    """True where the port has sockets (not the WebAssembly port)."""
     try:
         import socket  # noqa: F401
     except ImportError:
         return False
-    return hasattr(asyncio, "start_server")
+    return True
 
 
 async def start(*, config_path=config.PATH, hal=None, seq_path=board.SEQ_PATH, tcp=None,
-                tick_s=TICK_S):
+                tick_s=TICK_S, host="0.0.0.0", idle_s=None):
     """Build the board and start its loops on the running event loop.
 
-    Returns ``(board, tasks, tcp_server)``; ``tcp_server`` is None when ``tcp`` is False (default:
-    whether the port has a network stack). Tests call this; ``run()`` is the board's own path.
+    Returns ``(board, tasks, clients)``: ``clients`` are the Modbus TCP client slots
+    (``firmware.tcpface.Clients``, idle after ``idle_s``, default ``tcpface.IDLE_S``), or None
+    when ``tcp`` is False (default: whether the port has a network stack). Tests and the unix
+    port (firmware/unix.py) call this; ``run()`` is the board's own path.
     """
     cfg = config.load(config_path)
     if hal is None:
@@ -84,15 +78,19 @@ async def start(*, config_path=config.PATH, hal=None, seq_path=board.SEQ_PATH, t
     print("main:", cfg.role, cfg.device_id, "unit", cfg.unit, "baud", cfg.baud,
           f"error 0x{dev.error:04x}")
     port = Rs485(hal.uart, hal.de, cfg.baud)
-    tasks = [asyncio.create_task(board.serve_rtu(dev, port)),
-             asyncio.create_task(board.run_ticks(dev, tick_s))]
-    server = None
+    tasks = [asyncio.create_task(board.serve_rtu(dev, port))]
     if tcp is None:
         tcp = has_network()
+    clients = None
     if tcp:
-        server, _ = await board.serve_tcp(dev, cfg.tcp_port)
+        from firmware import tcpface  # only a port with sockets holds the TCP face in RAM
+
+        clients = tcpface.Clients() if idle_s is None else tcpface.Clients(idle_s)
+        sock = tcpface.listen(host, cfg.tcp_port)
+        tasks.append(asyncio.create_task(tcpface.serve_tcp(dev, sock, clients)))
         print("main: Modbus TCP on port", cfg.tcp_port)
-    return dev, tasks, server
+    tasks.append(asyncio.create_task(board.run_ticks(dev, tick_s, clients)))
+    return dev, tasks, clients
 
 
 async def _forever():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from firmware import board, config, main, metering
+from firmware import board, config, main, metering, tcpface
 from firmware.hal import fake
 from firmware.hal.rs485 import Rs485
 from protocols.metering import Verified, verify_reading
@@ -173,9 +173,11 @@ async def test_rtu_over_rs485_answers_after_the_silence_with_de_around_the_reply
 async def test_four_tcp_clients_at_once(tmp_path: Path) -> None:
     hal = Hal()
     dev = board.Board(_cfg(), hal, seq_path=str(tmp_path / "seq"))
-    server, clients = await board.serve_tcp(dev, 0, host="127.0.0.1")
-    port = server.sockets[0].getsockname()[1]
-    ticker = asyncio.create_task(board.run_ticks(dev, 0.01))
+    clients = tcpface.Clients()
+    sock = tcpface.listen("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = asyncio.create_task(tcpface.serve_tcp(dev, sock, clients))
+    ticker = asyncio.create_task(board.run_ticks(dev, 0.01, clients))
     connections = [AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2) for _ in range(4)]
     try:
         for c in connections:
@@ -205,8 +207,9 @@ async def test_four_tcp_clients_at_once(tmp_path: Path) -> None:
         for c in connections:
             c.close()
         ticker.cancel()
-        server.close()
-        await server.wait_closed()
+        server.cancel()
+        await asyncio.gather(server, ticker, return_exceptions=True)
+        assert sock.fileno() == -1, "the listener closes its socket when cancelled"
 
 
 async def test_main_start_on_cpython(tmp_path: Path) -> None:
