@@ -454,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     from gateway.brokerconfig import add_broker_config_parser
+    from gateway.dashboard.command import add_dashboard_parser
     from gateway.flash import add_flash_parser
     from gateway.revocation import add_publish_revocation_parser
 
@@ -461,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_publish_revocation_parser(csub)
     add_flash_parser(sub)
     add_sim_parser(sub)
+    add_dashboard_parser(sub)
 
     ledger = sub.add_parser("ledger", help="inspect a gateway's ledger")
     lsub = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")

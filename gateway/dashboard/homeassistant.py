@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
-from gateway.dashboard.status import DashboardNode, build_status
+from gateway.dashboard.status import DashboardNode, StatusView
 
 _PORTS = {"mqtt": 1883, "mqtts": 8883}
 ONLINE, OFFLINE = "online", "offline"
@@ -123,7 +123,7 @@ class HomeAssistantBridge:
             raise ValueError(f"broker_url must look like mqtt://host:1883, got {broker_url!r}")
         if parts.scheme == "mqtts" and tls_context is None:
             tls_context = ssl.create_default_context()
-        self._node = node
+        self._status = StatusView(node=node, max_age_s=0)  # read once per period anyway
         self._name = node.config.node
         self._period_s = period_s
         self._prefix = prefix
@@ -136,6 +136,7 @@ class HomeAssistantBridge:
         )
 
     async def __aenter__(self) -> Self:
+        await self._status.open()
         await self._client.__aenter__()
         for topic, payload in discovery_messages(
             node=self._name, sensor_list=self._sensors, prefix=self._prefix
@@ -155,7 +156,7 @@ class HomeAssistantBridge:
         await self._client.__aexit__(exc_type, exc, tb)
 
     async def publish_state(self) -> None:
-        payload = state_payload(build_status(self._node), sensor_list=self._sensors)
+        payload = state_payload(self._status.current().data, sensor_list=self._sensors)
         await self._client.publish(state_topic(self._name), payload, qos=0, retain=True)
 
     async def run(self) -> None:

@@ -48,8 +48,9 @@ def _family(
     return lines
 
 
-def render(status: Mapping[str, Any]) -> str:
-    """The exposition text for one status (``build_status``'s output)."""
+def render(status: Mapping[str, Any], *, refusals: Mapping[str, int] | None = None) -> str:
+    """The exposition text for one status (``build_status``'s output) and the dashboard's own
+    refused requests by reason."""
     node = str(status["node"])
     battery = status.get("battery") or {}
     devices: Mapping[str, Mapping[str, Any]] = status.get("devices") or {}
@@ -93,6 +94,10 @@ def render(status: Mapping[str, Any]) -> str:
         ("gridpeer_earnings_micro", "gauge", "Money earned in micro-units (+ = received).",
          [({"period": period}, value) for period, value in earned.items()]),
     ]
+    families.append(
+        ("gridpeer_dashboard_refusals_total", "counter",
+         "Dashboard requests and connections refused, by reason.",
+         [({"reason": reason}, count) for reason, count in sorted((refusals or {}).items())]))
     lines: list[str] = []
     for name, kind, help_text, samples in families:
         lines += _family(name, kind, help_text, samples, node=node)

@@ -10,13 +10,22 @@ Signs follow the project (+ = import / charge / consume) except ``pv_w``, shown 
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.config import GatewayConfig, PreferencesConfig
 from gateway.devices import DevicePoller, PvReading
 from gateway.ledger import Ledger
 from gateway.market.session import Timing
+from protocols.ledger import Block
 
 DAY_MS = 86_400_000
 
@@ -48,26 +57,63 @@ def month_start_ms(now_ms: int) -> int:
     return int(start.timestamp()) * 1000
 
 
-def earnings(node: DashboardNode, *, now_ms: int) -> dict[str, int]:
-    """Money earned (µ, + = received more than paid) today and this month, from the ledger.
+def _first_interval(timing: Timing, start_ms: int) -> int:
+    """The interval ``start_ms`` falls in: the first one counted for a day or month."""
+    return (start_ms - timing.epoch_ms) // timing.length_ms
+
+
+def money_earned(block: Block) -> int:
+    """What the owner earned in ``block``'s interval (µ, + = received more than paid)."""
+    return -int((block.content.get("outcome") or {}).get("money", 0))
+
+
+class Earnings:
+    """Money earned per interval this month, added block by block as the ledger grows.
 
     An interval counts for the day or month its start falls in; the day boundary is the same as
-    the snapshot's ``money_today`` so ``earnings.today == -money_today`` always holds.
+    the snapshot's ``money_today`` so ``at(now).today == -money_today`` always holds. Blocks come
+    in interval order (the chain refuses any other), so ``next_interval`` is where the next read
+    starts. The arithmetic is sans-I/O; ``catch_up`` is the one place that reads a ledger.
     """
-    if node.ledger is None:
-        return {"today": 0, "month": 0}
-    timing = node.timing
 
-    def first_interval(start_ms: int) -> int:
-        return (start_ms - timing.epoch_ms) // timing.length_ms
+    def __init__(self, *, timing: Timing, from_interval: int = 0) -> None:
+        self._timing = timing
+        self._by_interval: dict[int, int] = {}
+        self.height = -1
+        """The ledger height read up to (-1: nothing read yet)."""
+        self.next_interval = from_interval
 
-    day, month = first_interval(now_ms - now_ms % DAY_MS), first_interval(month_start_ms(now_ms))
-    today = total = 0
-    for block, _ in node.ledger.blocks(from_interval=min(day, month)):
-        earned = -int((block.content.get("outcome") or {}).get("money", 0))
-        total += earned if block.interval >= month else 0
-        today += earned if block.interval >= day else 0
-    return {"today": today, "month": total}
+    def add(self, block: Block) -> None:
+        self._by_interval[block.interval] = money_earned(block)
+        self.height = max(self.height, block.height)
+        self.next_interval = block.interval + 1
+
+    def at(self, now_ms: int) -> dict[str, int]:
+        """``{"today": µ, "month": µ}`` at ``now_ms``; months before it are dropped."""
+        day = _first_interval(self._timing, now_ms - now_ms % DAY_MS)
+        month = _first_interval(self._timing, month_start_ms(now_ms))
+        for k in [k for k in self._by_interval if k < month]:
+            del self._by_interval[k]
+        return {"today": sum(v for k, v in self._by_interval.items() if k >= day),
+                "month": sum(self._by_interval.values())}
+
+    def catch_up(self, ledger: Ledger) -> None:
+        """Add the blocks written since the last read (none, normally, or one)."""
+        height = ledger.height()
+        if height > self.height:
+            for block, _ in ledger.blocks(from_interval=self.next_interval):
+                self.add(block)
+            self.height = max(self.height, height)
+
+
+def read_month(path: Path, *, timing: Timing, now_ms: int) -> Earnings:
+    """``now_ms``'s month of earnings from the ledger file at ``path``, on a connection of the
+    calling thread's own: the one read of a whole month, done off the event loop."""
+    earnings = Earnings(timing=timing,
+                        from_interval=_first_interval(timing, month_start_ms(now_ms)))
+    with Ledger.open(path) as ledger:
+        earnings.catch_up(ledger)
+    return earnings
 
 
 def pv_power_w(node: DashboardNode) -> int | None:
@@ -97,11 +143,63 @@ def flows(snapshot: dict[str, Any], *, pv_w: int | None) -> dict[str, int | None
     return {"pv_w": pv_w, "home_w": home_w, "battery_w": battery_w, "grid_w": grid_w}
 
 
-def build_status(node: DashboardNode) -> dict[str, Any]:
+def build_status(node: DashboardNode, earnings: Earnings) -> dict[str, Any]:
     """``node.snapshot()`` plus ``flows`` and ``earnings``: the body of ``GET /api/status``."""
     snap = node.snapshot()
+    if node.ledger is not None:
+        earnings.catch_up(node.ledger)
     return {
         **snap,
         "flows": flows(snap, pv_w=pv_power_w(node)),
-        "earnings": earnings(node, now_ms=int(snap["now_ms"])),
+        "earnings": earnings.at(int(snap["now_ms"])),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """One status document: ``data`` as built, ``body`` its JSON, encoded once for every client."""
+
+    data: dict[str, Any]
+    body: bytes
+
+
+class StatusView:
+    """The status every reader shares, rebuilt at most once per ``max_age_s``.
+
+    However many clients poll, the node's snapshot is taken and the document encoded at most once
+    per ``max_age_s``, and the ledger is read only for the blocks written since the last build:
+    serving a request costs the same on a year-old ledger as on a new one, and a crowd of clients
+    cannot hold the event loop (the market's ticks, the MQTT keep-alive) for longer than one
+    build. The month of earnings is read once, by ``open()``, in a worker thread.
+    """
+
+    def __init__(self, *, node: DashboardNode, max_age_s: float = 0.5,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._node = node
+        self._max_age_s = max_age_s
+        self._monotonic = monotonic
+        self._earnings: Earnings | None = None
+        self._built: tuple[float, Status] | None = None
+
+    async def open(self) -> None:
+        """Read this month's blocks once, in a thread, before the first status is served."""
+        ledger, timing = self._node.ledger, self._node.timing
+        if ledger is None:
+            self._earnings = Earnings(timing=timing)
+            return
+        now_ms = int(self._node.snapshot()["now_ms"])
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dashboard-ledger") as pool:
+            self._earnings = await loop.run_in_executor(
+                pool, functools.partial(read_month, ledger.path, timing=timing, now_ms=now_ms))
+
+    def current(self) -> Status:
+        if self._earnings is None:
+            raise RuntimeError("StatusView.open() first: it reads the month's earnings")
+        now = self._monotonic()
+        if self._built is not None and now - self._built[0] < self._max_age_s:
+            return self._built[1]
+        data = build_status(self._node, self._earnings)
+        status = Status(data=data, body=json.dumps(data).encode())
+        self._built = (now, status)
+        return status

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
 from gateway.community import Timing, provision
 from gateway.config import load_config
+from gateway.dashboard.pairing import CREDENTIAL_FILE, CredentialFile, OwnerCredential
 from gateway.identity import load_certificate, load_key_file
 from gateway.node import Event, GatewayNode, running
 from sim_devices.home import HomeSpec
@@ -56,20 +59,25 @@ async def community(
 
 
 async def http(url: str, method: str = "GET", path: str = "/", *, body: bytes = b"",
-               headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    """One request over a fresh connection (``connection: close``); status, headers, body."""
-    head = {"host": "dashboard", "connection": "close", **(headers or {})}
+               headers: dict[str, str] | None = None,
+               source: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One request over a fresh connection (``connection: close``); status, headers, body.
+
+    ``Host`` is the URL's, as a browser sends it; ``headers`` may replace it. ``source``: the
+    client's own address (any 127.x.y.z on Linux), to be another client."""
+    head = {"host": urlsplit(url).netloc, "connection": "close", **(headers or {})}
     if body or method in ("PUT", "POST"):
         head["content-length"] = str(len(body))
     raw = f"{method} {path} HTTP/1.1\r\n".encode()
     raw += b"".join(f"{k}: {v}\r\n".encode() for k, v in head.items()) + b"\r\n" + body
-    return parse_response(await exchange(url, raw))
+    return parse_response(await exchange(url, raw, source=source))
 
 
-async def exchange(url: str, raw: bytes) -> bytes:
+async def exchange(url: str, raw: bytes, *, source: str | None = None) -> bytes:
     """Send raw bytes, read until the server closes."""
     parts = urlsplit(url)
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    reader, writer = await asyncio.open_connection(
+        parts.hostname, parts.port, local_addr=None if source is None else (source, 0))
     try:
         writer.write(raw)
         await writer.drain()
@@ -79,6 +87,35 @@ async def exchange(url: str, raw: bytes) -> bytes:
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+
+
+def pair(node: GatewayNode | Any) -> str:
+    """Pair the owner as ``gridpeer dashboard pair`` does; the token it would print."""
+    credential, token = OwnerCredential.new()
+    CredentialFile(path=node.config.state_dir / CREDENTIAL_FILE).save(credential)
+    return token
+
+
+async def try_login(url: str, token: str, *,
+                    source: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    """``POST /api/login`` with ``token``, as the page's login form sends it."""
+    return await http(url, "POST", "/api/login", body=json.dumps({"token": token}).encode(),
+                      headers={"content-type": "application/json"}, source=source)
+
+
+async def login(url: str, token: str, *, source: str | None = None) -> str:
+    """Log in with ``token``; the ``Cookie`` header value of the session."""
+    status, headers, body = await try_login(url, token, source=source)
+    assert status == 200, body
+    return headers["set-cookie"].split(";")[0]
+
+
+async def next_response(reader: asyncio.StreamReader) -> bytes:
+    """The next whole response on a keep-alive connection."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    return head + await reader.readexactly(length)
 
 
 def parse_response(data: bytes) -> tuple[int, dict[str, str], bytes]:

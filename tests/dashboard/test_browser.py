@@ -4,14 +4,17 @@ The page polls the API every second while the community runs at 300x, so the nod
 reads is held still between the test's ``freeze()`` calls (``Frozen``: the real node's snapshot
 and PV reading, taken at one moment). The ledger stays live, so the API is read again at every
 check. That makes "the page shows what the API returns" an exact comparison, and "the page
-updates" a visible change after the next ``freeze()``. ``GRIDPEER_UPDATE_SCREENSHOT=1`` copies the
-screenshot to ``docs/dashboard.png``; otherwise the test leaves the source tree alone.
+updates" a visible change after the next ``freeze()``. Changing preferences goes the owner's way:
+``gridpeer dashboard pair`` prints a token, the token is typed into the page's login form, then the
+form is saved. ``GRIDPEER_UPDATE_SCREENSHOT=1`` copies the screenshot to ``docs/dashboard.png``;
+otherwise the test leaves the source tree alone.
 """
 
 import asyncio
 import importlib.util
 import json
 import os
+import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -20,6 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from gateway.cli import main
 from gateway.dashboard import Dashboard
 from gateway.dashboard.app import Request
 from gateway.node import GatewayNode
@@ -95,6 +99,8 @@ form.elements.reserve_pct.value = arguments[0];
 form.querySelector('button').click();
 """
 _RESULT = "return document.getElementById('prefs-result').textContent;"
+_LOGIN_SHOWN = "return !document.getElementById('login').hidden;"
+_CAN_SAVE = "return !document.querySelector('#prefs button[type=submit]').disabled;"
 
 
 def open_browser(profile: Path):
@@ -110,10 +116,20 @@ def open_browser(profile: Path):
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
-async def test_page_shows_the_api_values_and_updates(tmp_path):
+def owner_token(config: Path, capsys) -> str:
+    """Run ``gridpeer dashboard pair`` as the owner does on the Pi; the token it prints."""
+    assert main(["dashboard", "pair", "--config", str(config)]) == 0
+    found = re.search(r"dashboard owner token: (\S+)", capsys.readouterr().out)
+    assert found is not None
+    return found[1]
+
+
+async def test_page_shows_the_api_values_and_updates(tmp_path, capsys):
     require(shutil.which(CHROMIUM) is not None and shutil.which(CHROMEDRIVER) is not None,
             "headless Chromium: apt-get install -y chromium chromium-driver")
     require(importlib.util.find_spec("selenium") is not None, "pip install selenium")
+    from selenium.webdriver.common.by import By
+
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=1)  # selenium blocks: keep it off the event loop
 
@@ -132,19 +148,23 @@ async def test_page_shows_the_api_values_and_updates(tmp_path):
                 await call(browser.get, dashboard.url)
 
                 async def page_matches_api() -> dict[str, str]:
-                    """Wait until every value on the page is the API's; returns field texts."""
+                    """Wait until every value on the page is the API's, for the node's state at
+                    the last ``freeze()`` (the API may serve the one before for up to its
+                    ``max_age_s``); returns field texts."""
                     async with asyncio.timeout(10):
                         while True:
                             now_ms, fields, rows, link = await call(browser.execute_script,
                                                                     _READ_DOM)
                             # read after the page: earnings come from the live ledger, which
                             # may gain a block between two page polls
-                            api = dashboard.app.handle(Request(method="GET",
-                                                               target="/api/status", headers={}))
+                            api = dashboard.app.handle(Request(
+                                method="GET", target="/api/status",
+                                headers={"host": f"127.0.0.1:{dashboard.port}"}))
                             status = json.loads(api.body)
                             want = {f: expected_text(k, pick(status, f)) for f, k, _ in fields}
                             got = {f: text for f, _, text in fields}
-                            if now_ms == str(status["now_ms"]) and got == want:
+                            frozen_ms = str(frozen.snapshot()["now_ms"])
+                            if now_ms == str(status["now_ms"]) == frozen_ms and got == want:
                                 assert rows == len(status["devices"]) and link == "live"
                                 return got
                             await asyncio.sleep(0.2)
@@ -168,6 +188,23 @@ async def test_page_shows_the_api_values_and_updates(tmp_path):
                         while not (text := await call(browser.execute_script, _RESULT)):
                             await asyncio.sleep(0.1)
                     return str(text)
+
+                # the owner logs in with the token `gridpeer dashboard pair` printed
+                assert await call(browser.execute_script, _LOGIN_SHOWN)
+                assert not await call(browser.execute_script, _CAN_SAVE)
+                token = owner_token(tmp_path / "community" / "home-1" / "gridpeer.toml", capsys)
+                field = await call(browser.find_element, By.NAME, "token")
+                await call(field.send_keys, token)
+                button = await call(browser.find_element, By.CSS_SELECTOR,
+                                    "#login button[type=submit]")
+                await call(button.click)
+                async with asyncio.timeout(10):
+                    while not await call(browser.execute_script, _CAN_SAVE):
+                        await asyncio.sleep(0.1)
+                assert not await call(browser.execute_script, _LOGIN_SHOWN)
+                cookies = await call(browser.get_cookies)
+                assert [(c["name"], c["httpOnly"], c["sameSite"]) for c in cookies] == [
+                    ("gridpeer_session", True, "Strict")]
 
                 assert (await submit("150")).startswith("reserve_pct: ")
                 assert node.prefs.reserve_pct == 20

@@ -7,25 +7,18 @@ are what a browser or curl would see.
 import asyncio
 import json
 
-import pytest
-
 from gateway.dashboard import Dashboard, Limits
 from tests.dashboard.community import (
-    DEMO_HOMES,
-    community,
     exchange,
     http,
+    login,
     make_node,
+    next_response,
+    pair,
     parse_response,
 )
 
 GOOD = {"min_sell_price": 150, "max_buy_price": 260, "reserve_pct": 35.0, "ev_ready_by": "07:30"}
-
-
-@pytest.fixture
-async def home(tmp_path):
-    async with community(tmp_path, homes=DEMO_HOMES[:1]) as nodes:
-        yield nodes["home-1"]
 
 
 async def test_status_is_the_node_snapshot_plus_flows_and_earnings(home):
@@ -62,8 +55,10 @@ async def test_preferences_are_validated_applied_and_survive_a_restart(home, tmp
         assert status == 200
         assert json.loads(body) == {"min_sell_price": 120, "max_buy_price": 250,
                                     "reserve_pct": 20.0, "ev_ready_by": None}
+        cookie = await login(d.url, pair(home))
         status, _, body = await http(d.url, "PUT", "/api/preferences", body=json.dumps(GOOD)
-                                     .encode(), headers={"content-type": "application/json"})
+                                     .encode(), headers={"content-type": "application/json",
+                                                         "cookie": cookie})
         assert status == 200, body
         assert json.loads(body) == GOOD
     # the bids use them from now on
@@ -92,8 +87,9 @@ async def test_bad_preferences_get_a_4xx_naming_the_field_and_change_nothing(hom
         ({**GOOD, "colour": "green"}, 422, "colour"),
         ({k: v for k, v in GOOD.items() if k != "reserve_pct"}, 422, "reserve_pct"),
     ]
-    json_headers = {"content-type": "application/json"}
     async with Dashboard(node=home, port=0) as d:
+        json_headers = {"content-type": "application/json",
+                        "cookie": await login(d.url, pair(home))}
         for body, code, field in bad:
             status, _, answer = await http(d.url, "PUT", "/api/preferences",
                                            body=json.dumps(body).encode(), headers=json_headers)
@@ -105,7 +101,7 @@ async def test_bad_preferences_get_a_4xx_naming_the_field_and_change_nothing(hom
         assert status == 400 and json.loads(answer)["error"] == "body is not valid JSON"
         status, _, answer = await http(d.url, "PUT", "/api/preferences",
                                        body=json.dumps(GOOD).encode(),
-                                       headers={"content-type": "text/plain"})
+                                       headers={**json_headers, "content-type": "text/plain"})
         assert status == 415 and "application/json" in json.loads(answer)["error"]
         _, _, current = await http(d.url, "GET", "/api/preferences")
     assert json.loads(current)["min_sell_price"] == 120
@@ -154,12 +150,8 @@ async def test_keep_alive_serves_several_requests_on_one_connection(home):
         reader, writer = await asyncio.open_connection("127.0.0.1", d.port)
         try:
             for path in ("/api/status", "/api/preferences", "/metrics"):
-                writer.write(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
-                head = await reader.readuntil(b"\r\n\r\n")
-                assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length")))
-                await reader.readexactly(length)
+                writer.write(f"GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n".encode())
+                assert (await next_response(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
         finally:
             writer.close()
             await writer.wait_closed()
@@ -167,7 +159,7 @@ async def test_keep_alive_serves_several_requests_on_one_connection(home):
 
 async def test_idle_connections_are_closed_and_extra_ones_refused(home):
     async with Dashboard(node=home, port=0,
-                         limits=Limits(max_connections=1, idle_timeout_s=0.5)) as d:
+                         limits=Limits(max_connections=1, request_timeout_s=0.5)) as d:
         reader, writer = await asyncio.open_connection("127.0.0.1", d.port)
         try:
             await asyncio.sleep(0.1)  # the first connection holds the only slot, saying nothing
@@ -180,3 +172,17 @@ async def test_idle_connections_are_closed_and_extra_ones_refused(home):
             await writer.wait_closed()
         status, _, _ = await http(d.url, "GET", "/api/status")
         assert status == 200
+
+
+async def test_a_client_asking_faster_than_its_budget_waits_and_is_never_refused(home):
+    limits = Limits(requests_per_s_per_client=40)  # a burst of 80, then 40 a second
+    async with Dashboard(node=home, port=0, limits=limits) as d:
+        reader, writer = await asyncio.open_connection("127.0.0.1", d.port)
+        try:
+            for _ in range(120):
+                writer.write(b"GET /api/status HTTP/1.1\r\nhost: localhost\r\n\r\n")
+                assert (await next_response(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert not d.app.refusals.counts

@@ -23,8 +23,11 @@ _SAMPLE = re.compile(rf"^({_NAME})(?:\{{{_LABEL}(?:,{_LABEL})*\}})? (-?[0-9.e+]+
 _META = re.compile(rf"^# (HELP|TYPE) ({_NAME}) (.+)$")
 
 
+REFUSALS = {"foreign-host": 2, "request-timeout": 1}
+
+
 def test_every_line_follows_the_text_format_and_types_are_declared_first():
-    text = metrics.render(STATUS)
+    text = metrics.render(STATUS, refusals=REFUSALS)
     assert text.endswith("\n")
     typed: dict[str, str] = {}
     for line in text.splitlines():
@@ -42,7 +45,7 @@ def test_every_line_follows_the_text_format_and_types_are_declared_first():
 
 
 def test_values_and_labels():
-    lines = set(metrics.render(STATUS).splitlines())
+    lines = set(metrics.render(STATUS, refusals=REFUSALS).splitlines())
     expected = {
         'gridpeer_battery_soc_percent{node="home-1"} 47.5',
         'gridpeer_power_watts{node="home-1",flow="pv"} 3000',
@@ -56,6 +59,7 @@ def test_values_and_labels():
         'gridpeer_rejections_total{node="home-1",reason="bad-signature"} 2',
         'gridpeer_money_today_micro{node="home-1"} -1234',
         'gridpeer_earnings_micro{node="home-1",period="month"} 56789',
+        'gridpeer_dashboard_refusals_total{node="home-1",reason="foreign-host"} 2',
     }
     assert expected <= lines, expected - lines
     # an unknown value is left out, never exported as a false 0

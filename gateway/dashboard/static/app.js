@@ -136,6 +136,7 @@ form.addEventListener("submit", async (event) => {
       out.className = "ok";
       return;
     }
+    if (res.status === 401) showOwner(false, true);  // the session ended: log in again
     for (const f of answer.fields || []) {
       if (form.elements[f.field]) form.elements[f.field].classList.add("invalid");
     }
@@ -148,5 +149,59 @@ form.addEventListener("submit", async (event) => {
   }
 });
 
+// The owner's session: reading needs none; saving preferences needs a login with the token that
+// `gridpeer dashboard pair` prints on the gateway. The session cookie is HttpOnly: this script
+// never sees it, it asks /api/session instead.
+const login = document.getElementById("login");
+
+function showOwner(owner, paired) {
+  login.hidden = owner;
+  document.getElementById("logout").hidden = !owner;
+  form.querySelector("button[type=submit]").disabled = !owner;
+  if (!paired) {
+    document.getElementById("login-result").textContent =
+      "no owner token yet: run `gridpeer dashboard pair` on the gateway";
+  }
+}
+
+async function loadSession() {
+  const res = await fetch("/api/session", { cache: "no-store" });
+  if (res.ok) {
+    const session = await res.json();
+    showOwner(session.owner, session.paired);
+  }
+}
+
+login.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const out = document.getElementById("login-result");
+  out.textContent = "";
+  try {
+    const res = await fetch("/api/login", {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ token: login.elements.token.value }),
+    });
+    const answer = await res.json();
+    if (res.ok) {
+      login.elements.token.value = "";
+      document.getElementById("prefs-result").textContent = "";
+      showOwner(true, true);
+      return;
+    }
+    out.textContent = answer.error;
+    out.className = "error";
+  } catch (err) {
+    out.textContent = "not logged in: " + err.message;
+    out.className = "error";
+  }
+});
+
+document.getElementById("logout").addEventListener("click", async () => {
+  await fetch("/api/logout", { method: "POST" });
+  showOwner(false, true);
+});
+
+showOwner(false, true);
+loadSession();
 loadPreferences();
 poll();
