@@ -10,12 +10,15 @@ Usage::
 
 Every failure is a ``DeviceError`` subclass; nothing from pymodbus escapes. A reading no healthy
 device can give (Modbus TCP has no checksum) is one too: ``ImplausibleReading``, from the checks
-each driver runs on every sample (``gateway/devices/plausibility.py``); give the drivers
-``now_s``, the clock the device's physics runs on, to bound how fast its counters may move.
+each driver runs on the points it reads (``gateway/devices/plausibility.py``); give the drivers
+``now_s``, the clock the device's physics runs on, to bound how fast its counters may move. A
+command the device's map cannot carry is ``NotCommandable``, and each driver says what it commands
+through which points (``commands``). Which SunSpec models each driver accepts: docs/devices.md.
 """
 
 from gateway.devices.battery import Battery, BatteryReading
 from gateway.devices.bus import BusStats, ModbusBus, ModbusSerialBus, ModbusTcpBus
+from gateway.devices.capability import Command
 from gateway.devices.dcdc import ConverterState, DcDcConverter, DcDcReading
 from gateway.devices.discovery import CommonInfo, DiscoveredDevice, discover
 from gateway.devices.errors import (
@@ -25,6 +28,7 @@ from gateway.devices.errors import (
     DeviceUnreachable,
     MissingModel,
     ModbusException,
+    NotCommandable,
     NotSunSpec,
 )
 from gateway.devices.load import ControllableLoad, LoadKind, LoadReading
@@ -35,11 +39,12 @@ from gateway.devices.poller import DevicePoller, PollerHealth, Readable
 from gateway.devices.pv import PvInverter, PvReading
 
 __all__ = [
-    "BadDeviceData", "Battery", "BatteryReading", "BusStats", "CommonInfo", "ControllableLoad",
+    "BadDeviceData", "Battery", "BatteryReading", "BusStats", "Command", "CommonInfo",
+    "ControllableLoad",
     "ConverterState", "DcDcConverter", "DcDcReading", "DeviceError", "DevicePoller",
     "DeviceTimeout", "DeviceUnreachable", "DiscoveredDevice", "ImplausibleReading", "LoadKind",
     "LoadReading", "Meter", "MeterReading", "MissingModel",
     "ModbusBus", "ModbusException", "ModbusSerialBus", "ModbusTcpBus", "ModelData",
-    "ModelLocation", "NotSunSpec", "PollerHealth", "PvInverter", "PvReading", "Readable",
-    "discover", "read_models",
+    "ModelLocation", "NotCommandable", "NotSunSpec", "PollerHealth", "PvInverter", "PvReading",
+    "Readable", "discover", "read_models",
 ]

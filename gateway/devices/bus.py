@@ -9,10 +9,15 @@ It adds what the drivers should not each re-invent:
   delays its neighbours by one timeout, not by its whole retry budget;
 - reconnects on demand (pymodbus's own background reconnect is switched off: a task we do not own
   would outlive the bus);
+- its own timeouts, as ``asyncio`` timeouts around each request (pymodbus's is only a guard);
 - translation of every pymodbus failure into a ``gateway.devices.errors`` type.
 
 After a timeout the link is closed and reopened on the next attempt: a late answer to the old
-request then cannot be taken for the answer to the new one.
+request then cannot be taken for the answer to the new one. The first answer on a newly opened
+link may take longer than the rest (an inverter's Modbus stack waking, a TCP-to-RS-485 gateway
+opening its line): it is given ``first_timeout_s``, every later one ``timeout_s``. Without that a
+device slower to answer first than ``timeout_s`` would never answer at all, since every timeout
+closes the link it would have answered on.
 """
 
 from __future__ import annotations
@@ -78,12 +83,15 @@ class ModbusBus:
         client: ModbusBaseClient,
         label: str,
         timeout_s: float,
+        first_timeout_s: float,
         retries: int,
         backoff_s: float,
         backoff_max_s: float,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if first_timeout_s < timeout_s:
+            raise ValueError(f"first_timeout_s must be >= timeout_s, got {first_timeout_s}")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
         if backoff_s < 0 or backoff_max_s < backoff_s:
@@ -91,6 +99,9 @@ class ModbusBus:
         self._client = client
         self._label = label
         self._timeout_s = timeout_s
+        self._first_timeout_s = first_timeout_s
+        self._answered = False
+        """Whether the link, as opened last, has answered yet (see the module doc)."""
         self._retries = retries
         self._backoff_s = backoff_s
         self._backoff_max_s = backoff_max_s
@@ -184,18 +195,25 @@ class ModbusBus:
     async def _attempt(self, request: _Request) -> ModbusPDU:
         if not self._client.connected:
             self.stats.connects += 1
-            if not await self._client.connect():
+            self._answered = False
+            try:
+                async with asyncio.timeout(self._first_timeout_s):
+                    opened = await self._client.connect()
+            except TimeoutError:
+                opened = False
+            if not opened:
+                self._client.close()
                 raise DeviceUnreachable(f"cannot open {self._label}")
+        limit = self._timeout_s if self._answered else self._first_timeout_s
         # The request runs in its own task behind a shield: on Python 3.11 pymodbus's internal
         # wait_for can ignore a cancel and wait for an answer that never comes, which would hang
-        # the gateway's shutdown. Cancelling us closes the link and abandons the request instead.
+        # the gateway's shutdown. Cancelling us, or our timeout (pymodbus's own is only a guard,
+        # see _guard_s), closes the link and abandons the request instead.
         inner = asyncio.ensure_future(request(self._client))
         inner.add_done_callback(_consume)
         try:
-            # pymodbus enforces timeout_s itself; this outer bound only guards against a pymodbus
-            # path that forgets to (it must never be what fires in practice).
-            async with asyncio.timeout(self._timeout_s * 2 + 1.0):
-                return await asyncio.shield(inner)
+            async with asyncio.timeout(limit):
+                response = await asyncio.shield(inner)
         except asyncio.CancelledError:
             self._client.close()
             inner.cancel()
@@ -203,15 +221,16 @@ class ModbusBus:
         except (TimeoutError, pymodbus_errors.ModbusIOException) as exc:
             self.stats.timeouts += 1
             self._client.close()
-            raise DeviceTimeout(
-                f"{self._label}: no valid answer within {self._timeout_s} s"
-            ) from exc
+            inner.cancel()
+            raise DeviceTimeout(f"{self._label}: no valid answer within {limit} s") from exc
         except pymodbus_errors.ConnectionException as exc:
             self._client.close()
             raise DeviceUnreachable(f"{self._label}: connection lost ({exc})") from exc
         except pymodbus_errors.ModbusException as exc:
             self._client.close()
             raise BadDeviceData(f"{self._label}: {exc}") from exc
+        self._answered = True
+        return response
 
 
 def _consume(task: asyncio.Future[Any]) -> None:
@@ -221,7 +240,9 @@ def _consume(task: asyncio.Future[Any]) -> None:
 
 
 class ModbusTcpBus(ModbusBus):
-    """A Modbus TCP link to one host (which may serve several unit ids, e.g. a gateway)."""
+    """A Modbus TCP link to one host (which may serve several unit ids, e.g. a gateway).
+
+    ``first_timeout_s`` (default ``timeout_s``): the wait for the first answer on a new link."""
 
     def __init__(
         self,
@@ -229,17 +250,20 @@ class ModbusTcpBus(ModbusBus):
         host: str,
         port: int = 502,
         timeout_s: float = 1.0,
+        first_timeout_s: float | None = None,
         retries: int = 2,
         backoff_s: float = 0.1,
         backoff_max_s: float = 2.0,
     ) -> None:
+        first = timeout_s if first_timeout_s is None else first_timeout_s
         client = AsyncModbusTcpClient(
-            host, port=port, timeout=timeout_s, retries=0, reconnect_delay=0
+            host, port=port, timeout=_guard_s(first), retries=0, reconnect_delay=0
         )
         super().__init__(
             client=client,
             label=f"modbus-tcp {host}:{port}",
             timeout_s=timeout_s,
+            first_timeout_s=first,
             retries=retries,
             backoff_s=backoff_s,
             backoff_max_s=backoff_max_s,
@@ -258,19 +282,21 @@ class ModbusSerialBus(ModbusBus):
         stopbits: int = 1,
         bytesize: int = 8,
         timeout_s: float = 1.0,
+        first_timeout_s: float | None = None,
         retries: int = 2,
         backoff_s: float = 0.1,
         backoff_max_s: float = 2.0,
     ) -> None:
         if parity not in ("N", "E", "O"):
             raise ValueError(f"parity must be 'N', 'E' or 'O', got {parity!r}")
+        first = timeout_s if first_timeout_s is None else first_timeout_s
         client = AsyncModbusSerialClient(
             port,
             baudrate=baudrate,
             parity=parity,
             stopbits=stopbits,
             bytesize=bytesize,
-            timeout=timeout_s,
+            timeout=_guard_s(first),
             retries=0,
             reconnect_delay=0,
         )
@@ -278,10 +304,17 @@ class ModbusSerialBus(ModbusBus):
             client=client,
             label=f"modbus-rtu {port}@{baudrate}",
             timeout_s=timeout_s,
+            first_timeout_s=first,
             retries=retries,
             backoff_s=backoff_s,
             backoff_max_s=backoff_max_s,
         )
+
+
+def _guard_s(first_timeout_s: float) -> float:
+    """pymodbus's own wait for an answer: the bus enforces its timeouts itself, so this only
+    guards against a path of ours that forgets to (it must never be what fires in practice)."""
+    return first_timeout_s * 2 + 1.0
 
 
 def _check_unit(unit: int) -> None:

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.devices.bus import ModbusBus
+from gateway.devices.capability import Command
 from gateway.devices.discovery import DiscoveredDevice
 from gateway.devices.errors import BadDeviceData
 from gateway.devices.model_reader import ModelData, read_models
 from gateway.devices.model_writer import write_points
-from gateway.devices.plausibility import PlausibilityGuard
+from gateway.devices.plausibility import PlausibilityGuard, Uses
 from protocols.sunspec.points import to_raw
 
 _VENDOR_MODEL = 64200
@@ -64,6 +65,17 @@ class DcDcConverter:
         self._locations = tuple(loc for loc in (device.location(714), control) if loc)
         self._control: ModelData | None = None
         self._written_mode: ConverterState | None = None  # Mode written since the last read
+
+    family = "gridpeer DC-DC converter (vendor model 64200, SunSpec 714 DC ports)"
+    uses: Uses | None = None
+    """Every point of 64200 and 714 can refuse a reading: they are gridpeer's own, served as
+    declared."""
+
+    @property
+    def commands(self) -> tuple[Command, ...]:
+        """Mode with its current or voltage setpoint and revert timer, through 64200."""
+        return (Command(what="converter mode and setpoint", model=_VENDOR_MODEL,
+                        points=("RvrtTms", "Mode", "ASet", "VSet", "AMax")),)
 
     async def read(self) -> DcDcReading:
         reading, _ = await self._sample()

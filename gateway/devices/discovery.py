@@ -81,7 +81,8 @@ class DiscoveredDevice:
             loc = self.location(mid)
             if loc is not None:
                 return loc
-        raise MissingModel(driver=driver, missing=model_ids, present=self._present())
+        raise MissingModel(driver=driver, missing=model_ids, present=self._present(),
+                           one_of=len(model_ids) > 1)
 
     def _present(self) -> tuple[int, ...]:
         return tuple(loc.model_id for loc in self.chain)
@@ -134,7 +135,7 @@ async def _walk_chain(bus: ModbusBus, unit: int, base: int) -> tuple[ModelLocati
     while len(chain) <= _MAX_MODELS:
         if address + 2 > 0x10000:
             raise BadDeviceData(f"unit {unit}: model chain runs past register 65535")
-        model_id, length = await _registers(bus, unit, address)
+        model_id, length = await _header(bus, unit, address)
         if model_id == _END_ID:
             if not chain:
                 raise BadDeviceData(f"unit {unit}: SunSpec map at {base} holds no models")
@@ -146,9 +147,22 @@ async def _walk_chain(bus: ModbusBus, unit: int, base: int) -> tuple[ModelLocati
     raise BadDeviceData(f"unit {unit}: more than {_MAX_MODELS} models; no 0xFFFF end marker")
 
 
-async def _registers(bus: ModbusBus, unit: int, address: int) -> tuple[int, ...]:
-    """Two registers of the scan (the marker, a model's ID and L), confirmed."""
-    return await _confirmed(lambda: bus.read_registers(unit=unit, address=address, count=2))
+async def _registers(bus: ModbusBus, unit: int, address: int, count: int = 2
+                     ) -> tuple[int, ...]:
+    """Registers of the scan (the marker, a model's ID and L), confirmed."""
+    return await _confirmed(lambda: bus.read_registers(unit=unit, address=address, count=count))
+
+
+async def _header(bus: ModbusBus, unit: int, address: int) -> tuple[int, int]:
+    """A model's ID and L. Some devices end their map with the end marker's ID and no L register
+    after it, and refuse a read past it: then the ID alone, which must be the end marker."""
+    try:
+        model_id, length = await _registers(bus, unit, address)
+    except ModbusException as exc:
+        if exc.code not in (2, 3) or await _registers(bus, unit, address, 1) != (_END_ID,):
+            raise
+        return _END_ID, 0
+    return model_id, length
 
 
 async def _confirmed(read: Callable[[], Awaitable[T]]) -> T:

@@ -46,14 +46,24 @@ class NotSunSpec(DeviceError):
 class MissingModel(DeviceError):
     """The device's model chain lacks a model a driver needs."""
 
-    def __init__(self, *, driver: str, missing: tuple[int, ...], present: tuple[int, ...]) -> None:
+    def __init__(self, *, driver: str, missing: tuple[int, ...], present: tuple[int, ...],
+                 one_of: bool = False) -> None:
         self.driver = driver
         self.missing = missing
         self.present = present
+        needs = "one of SunSpec models" if one_of else "SunSpec model(s)"
         super().__init__(
-            f"{driver} needs SunSpec model(s) {list(missing)} but the device only has "
-            f"{list(present)}"
+            f"{driver} needs {needs} {list(missing)} but the device only has {list(present)}"
         )
+
+
+class NotCommandable(DeviceError):
+    """The device's map does not carry the command asked for: the control model is absent, or a
+    point of it (its revert timer, its scale factor) is "not implemented". The reason names which.
+
+    Nothing is written: a setpoint the device cannot scale, or one it would hold forever without a
+    revert timer, is refused rather than guessed.
+    """
 
 
 class BadDeviceData(DeviceError):

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.devices.bus import ModbusBus
+from gateway.devices.capability import Command
 from gateway.devices.discovery import DiscoveredDevice
 from gateway.devices.errors import BadDeviceData
 from gateway.devices.model_reader import ModelData, read_models
 from gateway.devices.model_writer import write_points
-from gateway.devices.plausibility import PlausibilityGuard
+from gateway.devices.plausibility import PlausibilityGuard, Uses
 
 _VENDOR_MODEL = 64220
 _MAX_REVERT_S = 0xFFFE  # uint16 seconds; 0xFFFF is "not implemented"
@@ -62,6 +63,15 @@ class ControllableLoad:
         self._guard = PlausibilityGuard(now_s=now_s)
         (self._location,) = device.require(driver="ControllableLoad", model_ids=(_VENDOR_MODEL,))
         self._last: tuple[LoadReading, ModelData] | None = None
+
+    family = "gridpeer controllable load (vendor model 64220)"
+    uses: Uses | None = None
+    """Every point of 64220 can refuse a reading: it is gridpeer's own, served as declared."""
+
+    @property
+    def commands(self) -> tuple[Command, ...]:
+        """The power the load may draw, with its revert timer, through 64220."""
+        return (Command(what="power limit", model=_VENDOR_MODEL, points=("WLim", "RvrtTms")),)
 
     async def read(self) -> LoadReading:
         reading, _ = await self._sample()

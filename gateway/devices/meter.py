@@ -1,5 +1,6 @@
-"""Energy meter driver: SunSpec meter model 203 (or 201/202/204, which name their points alike),
-plus gridpeer's vendor model 64210 when the meter has it: its HMAC-tagged energy counters.
+"""Energy meter driver: a SunSpec meter model, integer with scale factors (201–204) or float
+(211–214), which all name their points alike, plus gridpeer's vendor model 64210 when the meter
+has it: its HMAC-tagged energy counters.
 
 The meter is what settlement trusts, so the driver refuses to guess where SunSpec lets it: a
 device that leaves power "not implemented" is reported as ``BadDeviceData`` rather than read as
@@ -18,17 +19,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.devices.bus import ModbusBus
+from gateway.devices.capability import Command
 from gateway.devices.discovery import DiscoveredDevice
 from gateway.devices.errors import BadDeviceData
 from gateway.devices.model_reader import ModelData, read_models
-from gateway.devices.plausibility import PlausibilityGuard
+from gateway.devices.plausibility import PlausibilityGuard, Uses
 from protocols.metering import Rejected, Verified, verify_reading
 
-METER_MODELS = (203, 201, 204, 202)
-"""Preference order: three-phase wye (what our firmware serves), single phase, delta, split."""
+METER_MODELS = (203, 201, 204, 202, 213, 211, 214, 212)
+"""Preference order: three-phase wye (what our firmware serves), single phase, delta, split;
+integer with scale factors first, then the same four as floats."""
 TAGGED_MODEL = 64210
 """gridpeer vendor model: device status and tagged energy counters."""
 _TAG_WORDS = 16
+_METER_POINTS = ("W", "TotWhImp", "TotWhExp", "PhV", "A", "Hz")
+_TAGGED_POINTS = ("Seq", "TotWhImp", "TotWhExp", *(f"Tag{i}" for i in range(_TAG_WORDS)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +65,27 @@ class Meter:
         self._unit = device.unit
         self._location = device.require_one_of(driver="Meter", model_ids=METER_MODELS)
         self._tagged = device.location(TAGGED_MODEL)
-        self._guard = PlausibilityGuard(now_s=now_s)
+        self.uses: Uses = {self._location.model_id: _METER_POINTS,
+                           **({TAGGED_MODEL: _TAGGED_POINTS} if self._tagged else {})}
+        """The points this meter's readings come from, by model."""
+        self._guard = PlausibilityGuard(now_s=now_s, uses=self.uses,
+                                        label=f"{bus} unit {device.unit}")
 
     @property
     def model_id(self) -> int:
         """Which SunSpec meter model this meter presents."""
         return self._location.model_id
+
+    @property
+    def family(self) -> str:
+        """Which models this meter is read through."""
+        tags = ", gridpeer tagged counters 64210" if self._tagged else ""
+        return f"SunSpec meter model {self.model_id}{tags}"
+
+    @property
+    def commands(self) -> tuple[Command, ...]:
+        """A meter is only read."""
+        return ()
 
     @property
     def tagged(self) -> bool:

@@ -72,8 +72,21 @@ class ModelData:
         """A numeric point the caller cannot work without."""
         value = self.optional_number(name)
         if value is None:
-            raise BadDeviceData(self._where(name) + "required but not implemented")
+            raise BadDeviceData(self._where(name) + f"required but {self.missing(name)}")
         return value
+
+    def missing(self, name: str) -> str | None:
+        """Why point ``name`` has no value, None if it has one: "not implemented", or "its scale
+        factor … not implemented" (SunSpec: a value without its scale means nothing), or the
+        problem its registers had."""
+        if name in self.problems:
+            return self.problems[name]
+        if self.values[name] is not None:
+            return None
+        sf = self.definition.point(name).sf
+        if self.unscaled[name] is not None and isinstance(sf, str):
+            return f"its scale factor {sf} not implemented"
+        return "not implemented"
 
     def optional_int(self, name: str) -> int | None:
         """An unscaled integer point (enum, bitfield, count), or None if not implemented."""
@@ -158,15 +171,17 @@ def plan_reads(
 ) -> list[tuple[int, int]]:
     """(start, count) reads that cover ``locations`` (sorted by address) with the fewest requests.
 
-    Adjacent models share reads; each read ends on a point or model boundary and holds at most
-    ``MAX_READ_REGISTERS`` registers.
+    Adjacent models share reads; each read holds at most ``MAX_READ_REGISTERS`` registers and
+    ends on a model boundary, or on a point boundary inside a model too long for one read. So a
+    model that fits in one read is read in one: its values and the scale factors SunSpec lets a
+    device change at run time (every ``sunssf`` not marked static) come from the same instant.
     """
     runs: list[tuple[int, int, set[int]]] = []  # (start, end, allowed cut addresses)
     for loc in locations:
         start, end = loc.address, loc.address + 2 + loc.length
-        cuts = {start, end} | {
-            start + p.offset for p in definitions[loc].points if start + p.offset < end
-        }
+        cuts = {start, end}
+        if end - start > MAX_READ_REGISTERS:
+            cuts |= {start + p.offset for p in definitions[loc].points if start + p.offset < end}
         if runs and runs[-1][1] == start:
             runs[-1] = (runs[-1][0], end, runs[-1][2] | cuts)
         else:

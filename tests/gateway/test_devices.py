@@ -117,7 +117,7 @@ async def test_battery_rejects_out_of_limit_setpoints(
 async def test_driver_needs_its_models() -> None:
     async with serve("meter") as served, bus_for(served) as bus:
         dev = await discover(bus, unit=1)
-        with pytest.raises(MissingModel, match=r"124"):
+        with pytest.raises(MissingModel, match=r"one of SunSpec models \[802, 713\]"):
             Battery(bus=bus, device=dev)
         with pytest.raises(MissingModel):
             DcDcConverter(bus=bus, device=dev)

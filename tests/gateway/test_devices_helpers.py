@@ -62,7 +62,7 @@ PV: PointValues = {
     (701, "Hz_SF"): -3,
     (702, "WMaxRtg"): 4000, (702, "W_SF"): 0,
     (704, "WMaxLimPctEna"): 0, (704, "WMaxLimPct"): 100, (704, "WMaxLimPctRvrtTms"): 0,
-    (704, "WMaxLimPct_SF"): 0,
+    (704, "WMaxLimPctRvrt"): 100, (704, "WMaxLimPctEnaRvrt"): 0, (704, "WMaxLimPct_SF"): 0,
 }
 
 DCDC: PointValues = {

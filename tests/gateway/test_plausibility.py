@@ -9,12 +9,16 @@ reply is refused or leaves the values a driver uses plausible; what is refused i
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
+from functools import cache
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.devices import Battery, CommonInfo, DiscoveredDevice, ModbusTcpBus
 from gateway.devices.errors import BadDeviceData
 from gateway.devices.model_reader import ModelData, ModelLocation, decode_model, model_definition
 from gateway.devices.plausibility import (
@@ -23,6 +27,7 @@ from gateway.devices.plausibility import (
     ImplausibleReading,
     PlausibilityGuard,
     Sample,
+    Uses,
     absolute_problems,
 )
 from protocols.sunspec import DeviceMap
@@ -224,3 +229,93 @@ def test_a_corrupted_meter_reply_never_moves_a_counter_back_or_past_the_power(in
     assert 0 <= m.number("TotWhImp") - 123456 <= most
     assert 0 <= m.number("TotWhExp") - 6543 <= most
     assert m.number("W_SF") == 0 and m.number("TotWh_SF") == 0
+
+
+@cache
+def battery_uses() -> Uses:
+    """What the battery driver reads of the battery role's map (124, 802, 713)."""
+    dmap = DeviceMap.for_role("battery")
+    chain = tuple(ModelLocation(model_id=b.model_id, address=b.address, length=b.length)
+                  for b in dmap.blocks)
+    common = CommonInfo(manufacturer="m", model="m", options=None, version=None, serial="s",
+                        device_address=None)
+    device = DiscoveredDevice(unit=1, base_address=dmap.base, chain=chain, common=common)
+
+    async def driver() -> Battery:  # a bus is made in a running loop (it is never opened here)
+        return Battery(bus=ModbusTcpBus(host="127.0.0.1", port=9), device=device)
+
+    return asyncio.run(driver()).uses
+
+
+def test_an_unknown_enumeration_value_nobody_reads_is_logged_once_not_refused(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """802 State is not what the battery driver reads: a value its symbols lack (a newer or a
+    draft version of the model) is noted once; the same value in a point it reads refuses."""
+    caplog.set_level(logging.WARNING, logger="gateway.devices.plausibility")
+    odd = sample_of("battery", battery(55, 0), registers={(802, "State"): 42})
+    guard = PlausibilityGuard(uses=battery_uses(), label="bat")
+    for _ in range(3):
+        guard.check(odd, started_s=None)
+    assert [r.getMessage() for r in caplog.records] == [
+        "bat: model 802 State: 42 is none of its symbols (a point the driver does not read: "
+        "ignored)"]
+    assert absolute_problems(odd, uses=battery_uses()) == []
+    with pytest.raises(ImplausibleReading, match="802 SoC: 100.01 % outside"):
+        PlausibilityGuard(uses=battery_uses()).check(
+            sample_of("battery", battery(55, 0), registers={(802, "SoC"): 10_001}),
+            started_s=None)
+
+
+def window(soc: int, low: int, high: int, sf: int) -> PointValues:
+    """The battery at 55 % with 802's percentages held raw under scale factor ``sf``."""
+    return {**battery(55, 0), (802, "SoC_SF"): sf, (802, "SoC"): soc, (802, "SoCMin"): low,
+            (802, "SoCMax"): high}
+
+
+@pytest.mark.parametrize(("rescaled", "accepted"), [
+    (window(551, 100, 950, -1), True),  # the device rescaled (and the charge moved a little)
+    (window(5500, 1000, 9500, -3), False),  # the scale factor alone changed: ×1/10, as garbage
+])
+def test_a_run_time_scale_factor_change_is_taken_when_it_keeps_the_quantity(
+        rescaled: PointValues, accepted: bool) -> None:
+    """802's scale factors are not static: a device may rescale while it runs."""
+    guard = PlausibilityGuard(uses=battery_uses())
+    guard.check(sample_of("battery", window(5500, 1000, 9500, -2)), started_s=None)
+    if accepted:
+        guard.check(sample_of("battery", rescaled), started_s=None)
+    else:
+        with pytest.raises(ImplausibleReading, match="802 SoC_SF: -2 → -3"):
+            guard.check(sample_of("battery", rescaled), started_s=None)
+
+
+def test_a_static_scale_factor_change_is_refused_once_whatever_it_scales() -> None:
+    """713's scale factors are static: a change is a structure change."""
+    guard = PlausibilityGuard(uses=battery_uses())
+    guard.check(sample_of("battery", battery(55, 0)), started_s=None)
+    changed = {**battery(55, 0), (713, "Pct_SF"): -2, (713, "SoC"): 5500}
+    with pytest.raises(ImplausibleReading, match="713 Pct_SF: -1 → -2"):
+        guard.check(sample_of("battery", changed), started_s=None)
+    guard.check(sample_of("battery", changed), started_s=None)
+
+
+@settings(max_examples=300)
+@given(index=st.integers(0, 10**6), mask=st.integers(1, 255), dt_s=st.floats(0.5, 30))
+def test_a_corrupted_reply_checked_on_what_the_driver_reads_leaves_those_values_plausible(
+        index: int, mask: int, dt_s: float) -> None:
+    clock = FakeClock()
+    guard = PlausibilityGuard(now_s=clock, uses=battery_uses())
+    genuine = battery(55, 1000)
+    guard.check(sample_of("battery", genuine), started_s=guard.begin())
+    started = guard.begin()
+    clock.now += dt_s
+    try:
+        corrupted = sample_of("battery", genuine, flip=(index, mask))
+        guard.check(corrupted, started_s=started)
+    except BadDeviceData:
+        return
+    b, c = corrupted[802], corrupted[124]
+    most = (MARGIN * RATING_W + TRANSIENT_W) * dt_s / 3600 / CAPACITY_WH * 100 + 0.02
+    assert abs(b.number("SoC") - 55) <= most
+    assert (b.number("WDisChaRteMax"), b.number("WHRtg"), c.number("WChaMax")) == (
+        RATING_W, CAPACITY_WH, RATING_W)
+    assert abs(b.number("W")) <= MARGIN * RATING_W
