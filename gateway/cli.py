@@ -455,12 +455,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from gateway.brokerconfig import add_broker_config_parser
     from gateway.dashboard.command import add_dashboard_parser
+    from gateway.devices.scan import add_devices_parser
     from gateway.flash import add_flash_parser
     from gateway.revocation import add_publish_revocation_parser
 
     add_broker_config_parser(csub)
     add_publish_revocation_parser(csub)
     add_flash_parser(sub)
+    add_devices_parser(sub)
     add_sim_parser(sub)
     add_dashboard_parser(sub)
 
