@@ -42,7 +42,6 @@ from gateway.pki import (
     revoked_certificates,
     write_crl,
 )
-from protocols.messages import DEFAULT_MAX_ENVELOPE_BYTES
 
 DEFAULT_PORT = 8883
 MAX_INFLIGHT_MESSAGES = 100
@@ -182,7 +181,6 @@ def render_limits() -> str:
         "# No packet larger than the protocol's largest message: a client sending one is",
         "# disconnected before the broker reads it (the gateways bound what they read too).",
         f"max_packet_size {MAX_PACKET_BYTES}",
-        f"message_size_limit {DEFAULT_MAX_ENVELOPE_BYTES}",
         "# Queues that hold a (re)connecting gateway's whole burst of retained messages.",
         f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
         f"max_queued_messages {MAX_QUEUED_MESSAGES}",

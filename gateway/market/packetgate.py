@@ -145,6 +145,12 @@ class PacketGate:
         return view
 
 
+def publish_size(topic: str, payload: bytes) -> int:
+    """The bytes of a QoS 1 PUBLISH of ``payload`` on ``topic``, as it goes over the wire."""
+    remaining = 2 + len(topic.encode()) + 2 + len(payload)
+    return len(_publish_header(0x32, remaining)) + remaining
+
+
 def _publish_header(first: int, remaining: int) -> bytes:
     length = bytearray()
     while True:

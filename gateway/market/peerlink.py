@@ -37,7 +37,13 @@ import aiomqtt
 from gateway.aio import raise_if_cancelling
 from gateway.logs import worth_logging
 from gateway.market import topics
-from gateway.market.packetgate import CUT, MAX_PACKET_BYTES, PacketGate, gate_incoming
+from gateway.market.packetgate import (
+    CUT,
+    MAX_PACKET_BYTES,
+    PacketGate,
+    gate_incoming,
+    publish_size,
+)
 from gateway.market.retained import MAX_TOPICS, OwnRetained
 from gateway.pki import TlsFiles
 
@@ -51,7 +57,8 @@ one, while a peer flooded it, lost the flood queued for its old session and stop
 
 
 class PeerLinkError(RuntimeError):
-    """Our side of the link failed: not connected in time, or used outside ``async with``."""
+    """Our side of the link failed: not connected in time, used outside ``async with``, or asked
+    to publish a message over the packet limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,9 +199,15 @@ class PeerLink:
         A retained message is remembered and republished after every reconnect; an empty payload
         clears it, as in MQTT, and a clear is kept until the broker has it. A non-retained one
         waits up to ``connect_timeout_s`` for a connection, then raises :class:`PeerLinkError`.
+        A message over ``max_packet_bytes`` is refused here: the field broker would cut the
+        connection for it, and at every reconnect again if it were retained.
         """
         if self._task is None:
             raise PeerLinkError("PeerLink.publish outside 'async with'")
+        size = publish_size(topic, payload)
+        if size > self._max_packet_bytes:
+            raise PeerLinkError(f"{self.node}: a {size}-byte message on {topic} is over the "
+                                f"{self._max_packet_bytes}-byte packet limit")
         if retain:
             self._remember(topic, payload)
         while True:

@@ -9,7 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.market import topics
-from gateway.market.packetgate import CUT, MAX_PACKET_BYTES, OversizedPacket, PacketGate
+from gateway.market.packetgate import (
+    CUT,
+    MAX_PACKET_BYTES,
+    OversizedPacket,
+    PacketGate,
+    publish_size,
+)
 from protocols.messages import DEFAULT_MAX_ENVELOPE_BYTES
 
 LIMIT = 300
@@ -92,8 +98,14 @@ def test_a_100_mb_publish_is_cut_without_being_held() -> None:
 def test_the_limit_is_the_largest_envelope_on_the_longest_topic() -> None:
     topic = "t" * topics.MAX_TOPIC_BYTES
     largest = publish(topic, b"e" * DEFAULT_MAX_ENVELOPE_BYTES)
+    assert len(largest) == publish_size(topic, b"e" * DEFAULT_MAX_ENVELOPE_BYTES)
     assert len(largest) <= MAX_PACKET_BYTES
     assert PacketGate().feed(largest) == largest
+
+
+@given(topic=st.text(max_size=200), size=st.integers(0, 3_000_000))
+def test_publish_size_is_the_size_on_the_wire(topic: str, size: int) -> None:
+    assert publish_size(topic, b"p" * size) == len(publish(topic, b"p" * size))
 
 
 @pytest.mark.parametrize("stream", [

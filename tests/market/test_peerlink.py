@@ -10,6 +10,7 @@ import pytest
 
 from gateway.broker import EmbeddedBroker
 from gateway.market import topics
+from gateway.market.packetgate import MAX_PACKET_BYTES
 from gateway.market.peerlink import Incoming, PeerLink, PeerLinkError
 
 COMMUNITY = "test"
@@ -191,6 +192,19 @@ async def test_a_failed_publish_ends_the_session_and_the_link_reconnects(any_bro
         await a.wait_connected(5)
         assert a.connects == 2 and a._client is not client
         assert (await next_on(b, bid_topic)).payload == b"bid-4"
+
+
+async def test_a_message_over_the_packet_limit_is_refused_before_it_is_sent(
+    any_broker: str,
+) -> None:
+    """The broker would cut the connection for it (and, were it retained, at every reconnect):
+    our own fault, raised at once, and the link stays up."""
+    topic = topics.bid(COMMUNITY, 4, "a")
+    async with link(any_broker, "a") as a:
+        with pytest.raises(PeerLinkError, match="over the 163935-byte packet limit"):
+            await a.publish(topic, b"x" * MAX_PACKET_BYTES, retain=True)
+        await a.publish(topic, b"fits", retain=True)
+        assert a.connects == 1
 
 
 async def test_unreachable_broker_is_a_clear_error() -> None:
