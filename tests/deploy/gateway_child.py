@@ -44,7 +44,7 @@ async def serve(agent: MarketAgent) -> None:
         k = int(k_text)
         report: dict[str, Any] = {"k": k}
         try:
-            await agent.submit_bid(k, side, int(wh), int(price))  # type: ignore[arg-type]
+            await agent.submit_bid(k, side, int(wh), int(price))
             async with asyncio.timeout(_OUTCOME_S):
                 outcome = await agent.outcome(k)
         except Exception as exc:  # reported, not fatal: the test decides

@@ -54,7 +54,7 @@ async def retained(port: int, files: BrokerFiles, topic: str) -> bytes:
         async with asyncio.timeout(10):
             async for message in probe.messages:
                 if message.topic.value == topic:
-                    return bytes(message.payload)  # type: ignore[arg-type]
+                    return bytes(message.payload)
                 if message.topic.value == sentinel:
                     return b""
     raise AssertionError("message stream ended")
