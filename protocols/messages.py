@@ -13,9 +13,11 @@ counter label. Signatures are checked in :mod:`protocols.signing`.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from itertools import pairwise
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from protocols.canonical import CanonicalError, canonical_bytes, digest
 
@@ -30,6 +32,7 @@ __all__ = [
     "MAX_INLINE_BIDS",
     "MAX_ENERGY_WH",
     "MAX_PRICE",
+    "MAX_STEPS",
     "MembershipCertificate",
     "Message",
     "MessageError",
@@ -37,6 +40,7 @@ __all__ = [
     "Revocation",
     "Settlement",
     "SignedEnvelope",
+    "Step",
     "bid_set_digest",
     "message_digest",
     "schema_reason",
@@ -47,6 +51,9 @@ __all__ = [
 MAX_ENERGY_WH = 1_000_000
 #: Largest price: 1,000,000 µ/Wh = 1,000 per kWh, orders of magnitude above any tariff.
 MAX_PRICE = 1_000_000
+#: Most steps a bid's curve may have: enough to price a battery's stored energy and a home's
+#: deferrable loads separately, few enough that a curve stays a short message.
+MAX_STEPS = 8
 #: Largest signed quantity of money or counter value a message may carry (JSON-safe integer).
 _MAX_JSON_INT = 2**53 - 1
 #: Most wire messages are under 1 KiB; the largest is a bid set listing up to
@@ -84,12 +91,16 @@ class MessageError(ValueError):
 
 
 def schema_reason(error: ValidationError) -> str:
-    """``"schema:<field path>"`` for the first problem pydantic found.
+    """``"schema:<field path>"`` for the first problem pydantic found, or ``"curve:<problem>"`` for
+    a bid curve our own validator refused (:class:`Bid`).
 
     List indices are dropped and unknown field names are collapsed to ``extra-field``: the reason is
-    a metrics label, and a peer must not be able to mint new label values by inventing keys.
+    a metrics label, and a peer must not be able to mint new label values by inventing keys (the
+    curve problems are a fixed set, named in :class:`Bid`).
     """
     first = error.errors()[0]
+    if first["type"] == _CURVE:
+        return f"curve:{first['ctx']['problem']}"
     if first["type"] == "extra_forbidden":
         return "schema:extra-field"
     parts = [str(part) for part in first["loc"] if isinstance(part, str)]
@@ -102,8 +113,36 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
 
 
+_CURVE = "curve"
+
+
+def _curve_error(problem: str, detail: str) -> PydanticCustomError:
+    context = {"problem": problem, "detail": detail}
+    return PydanticCustomError(_CURVE, "{problem}: {detail}", context)
+
+
+class Step(NamedTuple):
+    """``wh`` offered at ``price`` µ/Wh: one step of a bid's curve, ``[wh, price]`` on the wire."""
+
+    wh: int
+    price: int
+
+
 class Bid(_Frozen):
     """One node's offer for one interval: what it wants to buy or sell, and its limit price.
+
+    A curve. Energy is not worth the same to a home for every Wh (a battery's first kWh, the
+    deferrable load that can wait), so a bid may carry ``steps``: up to ``MAX_STEPS`` of ``[wh,
+    price]``, the cheapest energy first for a seller (prices strictly ascending) and the most
+    needed first for a buyer (strictly descending). ``energy_wh`` is then the curve's total and
+    ``limit_price`` its first step's price (the price at which the node starts to trade), so
+    whatever reads only those two (the certificate's limits, a withdrawal, the owner's view)
+    still reads the whole offer. A one-step bid is written without ``steps`` (one byte form per
+    offer), so its bytes and digest are the ones of a bid before curves existed. Problems with a
+    curve are refused as ``curve:<problem>``: ``one-step``, ``too-many-steps``, ``step-energy``
+    (a step's Wh not in 1..``MAX_ENERGY_WH``), ``step-price`` (not in 0..``MAX_PRICE``),
+    ``not-monotone``, ``energy-sum`` (the steps do not add up to ``energy_wh``), ``first-price``
+    (the first step's price is not ``limit_price``).
 
     ``seq`` orders a node's bids for the same interval: a higher ``seq`` replaces a lower one,
     and two *different* bids with the same ``seq`` are equivocation (the session keeps both as
@@ -121,6 +160,44 @@ class Bid(_Frozen):
     energy_wh: Annotated[int, Field(ge=0, le=MAX_ENERGY_WH)]
     limit_price: Annotated[int, Field(ge=0, le=MAX_PRICE)]
     created_ms: TimeMs
+    steps: tuple[Step, ...] = Field(default=(), exclude_if=lambda steps: not steps)
+
+    @field_validator("steps")
+    @classmethod
+    def _curve(cls, steps: tuple[Step, ...]) -> tuple[Step, ...]:
+        # Only a given value is validated: the default (no steps) is never an explicit [] or null.
+        if len(steps) < 2:
+            raise _curve_error("one-step", "a one-step bid is written without steps")
+        if len(steps) > MAX_STEPS:
+            raise _curve_error("too-many-steps", f"{len(steps)} steps, at most {MAX_STEPS}")
+        for wh, price in steps:
+            if not 0 < wh <= MAX_ENERGY_WH:
+                raise _curve_error("step-energy", f"{wh} Wh, need 1..{MAX_ENERGY_WH}")
+            if not 0 <= price <= MAX_PRICE:
+                raise _curve_error("step-price", f"{price}, need 0..{MAX_PRICE}")
+        return steps
+
+    @model_validator(mode="after")
+    def _curve_matches(self) -> Bid:
+        steps = self.steps
+        if not steps:
+            return self
+        sign = 1 if self.side == "sell" else -1
+        if any(sign * (b.price - a.price) <= 0 for a, b in pairwise(steps)):
+            order = "ascend" if self.side == "sell" else "descend"
+            raise _curve_error("not-monotone", f"{self.side} steps must strictly {order} in price")
+        total = sum(step.wh for step in steps)
+        if total != self.energy_wh:
+            raise _curve_error("energy-sum", f"steps add up to {total} Wh, energy_wh is "
+                               f"{self.energy_wh}")
+        if steps[0].price != self.limit_price:
+            raise _curve_error("first-price", f"first step at {steps[0].price}, limit_price is "
+                               f"{self.limit_price}")
+        return self
+
+    def curve(self) -> tuple[Step, ...]:
+        """The bid's steps, best first; a one-step bid is its one step."""
+        return self.steps or (Step(self.energy_wh, self.limit_price),)
 
 
 def bid_set_digest(bid_digests: tuple[str, ...]) -> str:

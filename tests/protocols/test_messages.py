@@ -16,8 +16,18 @@ from protocols.messages import (
     MembershipCertificate,
     MessageError,
     SignedEnvelope,
+    Step,
     bid_set_digest,
     message_digest,
+    schema_reason,
+)
+from protocols.signing import (
+    Rejected,
+    Verified,
+    generate_key,
+    open_envelope,
+    public_key_hex,
+    signed_bytes,
 )
 
 BID: dict[str, Any] = {
@@ -175,3 +185,144 @@ def test_any_bytes_parse_or_raise_message_error(data: bytes) -> None:
         assert exc.reason
     else:
         assert envelope.to_bytes() == data
+
+
+# --- bid curves -------------------------------------------------------------------------------
+
+CURVE: dict[str, Any] = BID | {"energy_wh": 700, "limit_price": 90,
+                               "steps": ((400, 90), (200, 150), (100, 240))}
+
+
+def test_a_one_step_bid_keeps_its_bytes_and_digest() -> None:
+    """Bids signed before curves existed still verify: a one-step bid is written without
+    ``steps`` and its digest is the one computed at 6266989."""
+    bid = Bid(**BID)
+    assert "steps" not in bid.model_dump(mode="json")
+    assert message_digest(bid) == "8f09045f90b2162e54fe1b50c80594264d75eaf02908fde52ecb88d98fd1e1a5"
+    assert bid.curve() == (Step(420, 150),)
+
+
+def test_a_curve_round_trips_and_reads_as_its_steps() -> None:
+    bid = Bid(**CURVE)
+    body = bid.model_dump(mode="json")
+    assert body["steps"] == [[400, 90], [200, 150], [100, 240]]
+    assert Bid.model_validate_json(canonical_bytes(body)) == bid
+    assert bid.curve() == (Step(400, 90), Step(200, 150), Step(100, 240))
+    buy = Bid(**(CURVE | {"side": "buy", "limit_price": 240,
+                          "steps": ((400, 240), (200, 150), (100, 90))}))
+    assert buy.curve()[0] == Step(400, 240)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"steps": ((700, 90),)}, "curve:one-step"),
+        ({"steps": ()}, "curve:one-step"),
+        ({"energy_wh": 900, "steps": tuple((100, 90 + i) for i in range(9))},
+         "curve:too-many-steps"),
+        ({"steps": ((700, 90), (0, 150))}, "curve:step-energy"),
+        ({"energy_wh": 1_000_001, "steps": ((1_000_001, 90), (1, 150))}, "schema:energy_wh"),
+        ({"energy_wh": 1_000_000, "steps": ((999_999, 90), (1, 1_000_001))}, "curve:step-price"),
+        ({"steps": ((400, 90), (200, 150), (100, 150))}, "curve:not-monotone"),
+        ({"steps": ((400, 90), (200, 80), (100, 240))}, "curve:not-monotone"),
+        ({"side": "buy"}, "curve:not-monotone"),
+        ({"steps": ((400, 90), (200, 150), (99, 240))}, "curve:energy-sum"),
+        ({"energy_wh": 0}, "curve:energy-sum"),
+        ({"limit_price": 100}, "curve:first-price"),
+        ({"steps": ((400, 90), (300, True))}, "schema:steps"),
+        ({"steps": None}, "schema:steps"),
+    ],
+)
+def test_a_bad_curve_is_refused_with_its_reason(changes: dict[str, Any], reason: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Bid(**(CURVE | changes))
+    assert schema_reason(caught.value) == reason
+
+
+_ANY = st.one_of(st.integers(-5, 2_000_000), st.booleans(), st.none(), st.text(max_size=3))
+_PAIR = st.lists(st.integers(-5, 1_000_002), min_size=2, max_size=2)
+
+
+@st.composite
+def _curves(draw: st.DrawFn) -> list[list[int]]:
+    """A monotone curve of 1 to 11 steps for either side, mostly in bounds, then maybe spoiled:
+    a step's Wh or price pushed out of bounds, two prices made equal, or the steps reversed."""
+    count = draw(st.integers(1, 11))
+    sign = draw(st.sampled_from([1, -1]))
+    price = draw(st.integers(0, 1_000_000))
+    steps = []
+    for _ in range(count):
+        steps.append([draw(st.integers(1, 5000)), price])
+        price += sign * draw(st.integers(1, 50))
+    spoil = draw(st.sampled_from(["none", "none", "energy", "price", "equal", "reverse"]))
+    at = draw(st.integers(0, count - 1))
+    if spoil == "energy":
+        steps[at][0] = draw(st.sampled_from([0, -1, 1_000_001]))
+    elif spoil == "price":
+        steps[at][1] = draw(st.sampled_from([-1, 1_000_001]))
+    elif spoil == "equal" and count > 1:
+        steps[at][1] = steps[at - 1][1]
+    elif spoil == "reverse":
+        steps.reverse()
+    return steps
+
+
+_STEPS = st.one_of(_ANY, st.lists(st.one_of(_PAIR, st.lists(_ANY, max_size=3), _ANY),
+                                  max_size=4), _curves(), _curves())
+
+
+def expected_reason(side: str, energy: int, limit: int, steps: object) -> str | None:
+    """What the schema must say about ``steps`` (the other fields valid), or None: valid."""
+    if not isinstance(steps, list) or not all(
+        isinstance(s, list) and len(s) == 2 and all(type(v) is int for v in s) for s in steps
+    ):
+        return "schema:steps"
+    if len(steps) < 2:
+        return "curve:one-step"
+    if len(steps) > 8:
+        return "curve:too-many-steps"
+    for wh, price in steps:
+        if not 0 < wh <= 1_000_000:
+            return "curve:step-energy"
+        if not 0 <= price <= 1_000_000:
+            return "curve:step-price"
+    sign = 1 if side == "sell" else -1
+    if any(sign * (b[1] - a[1]) <= 0 for a, b in zip(steps, steps[1:], strict=False)):
+        return "curve:not-monotone"
+    if sum(wh for wh, _ in steps) != energy:
+        return "curve:energy-sum"
+    if steps[0][1] != limit:
+        return "curve:first-price"
+    return None
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    side=st.sampled_from(["buy", "sell"]),
+    steps=_STEPS,
+    energy=st.integers(0, 1_000_000),
+    limit=st.integers(0, 1_000_000),
+    matched=st.sampled_from(["nothing", "energy", "energy", "both", "both", "both"]),
+)
+def test_a_signed_malformed_curve_gets_its_reason_and_never_an_exception(
+    side: str, steps: object, energy: int, limit: int, matched: str
+) -> None:
+    """A peer's signed bid with any ``steps`` is either verified or rejected with the reason the
+    rules give (``curve:<problem>`` or ``schema:steps``), never an exception. ``matched`` makes
+    energy (and the limit) agree with the steps, so each of the curve's own rules is reached."""
+    if matched != "nothing" and isinstance(steps, list) and steps and all(
+        isinstance(s, list) and len(s) == 2 and all(type(v) is int for v in s) for s in steps
+    ):
+        energy = min(max(sum(s[0] for s in steps), 0), 1_000_000)
+        if matched == "both":
+            limit = min(max(steps[0][1], 0), 1_000_000)
+    body = dict(BID) | {"side": side, "energy_wh": energy, "limit_price": limit, "steps": steps}
+    key = generate_key()
+    data = SignedEnvelope(kind="bid", body=body, signer=public_key_hex(key),
+                          sig=key.sign(signed_bytes("bid", body)).hex()).to_bytes()
+    opened = open_envelope(data, expected_kind="bid")
+    reason = expected_reason(side, energy, limit, steps)
+    if reason is None:
+        assert isinstance(opened, Verified) and opened.body.curve() == tuple(map(tuple, steps))
+    else:
+        assert opened == Rejected(reason)
