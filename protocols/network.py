@@ -20,12 +20,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from protocols.clearing.allocation import build_result, buy_limit, checked_sides, sell_limit
+from protocols.clearing.allocation import (
+    build_result,
+    buy_limit,
+    checked_sides,
+    key,
+    path_fee,
+    sell_limit,
+)
 from protocols.clearing.types import ClearingParams, Order, Result, Trade
 
 __all__ = [
     "FeeSchedule",
     "Feeder",
+    "FeederFees",
     "Line",
     "NetworkError",
     "TradeFee",
@@ -76,6 +84,7 @@ class Feeder:
         self._depth: dict[str, int] = {root: 0}
         for bus in self._up:
             self._depth[bus] = len(self._climb(bus))
+        self._distance: dict[tuple[str, str], int] = {}  # filled as pairs are asked for
 
     def _climb(self, bus: str) -> list[Line]:
         """Lines from ``bus`` up to the root; refuses loops and buses cut off from the root."""
@@ -125,9 +134,14 @@ class Feeder:
         return up, down
 
     def distance_m(self, from_bus: str, to_bus: str) -> int:
-        """Electrical distance: total length of the lines between the two buses."""
-        up, down = self.path(from_bus, to_bus)
-        return sum(line.length_m for line in up) + sum(line.length_m for line in down)
+        """Electrical distance: total length of the lines between the two buses (kept once
+        computed: clearing with fees asks for every pair of a seller's and a buyer's bus)."""
+        known = self._distance.get((from_bus, to_bus))
+        if known is None:
+            up, down = self.path(from_bus, to_bus)
+            known = sum(line.length_m for line in up) + sum(line.length_m for line in down)
+            self._distance[from_bus, to_bus] = known
+        return known
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +161,22 @@ class FeeSchedule:
 
     def fee_per_wh(self, distance_m: int) -> int:
         return self.base + self.per_km * distance_m // 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeederFees:
+    """The fee per Wh between two buses of ``feeder`` by ``schedule``: what clearing charges
+    inside the limits (:class:`protocols.clearing.PathFees`), the same figure
+    :func:`network_fees` charges each trade afterwards."""
+
+    feeder: Feeder
+    schedule: FeeSchedule
+
+    def fee_per_wh(self, seller_bus: str, buyer_bus: str) -> int:
+        return self.schedule.fee_per_wh(self.feeder.distance_m(seller_bus, buyer_bus))
+
+    def distance_m(self, seller_bus: str, buyer_bus: str) -> int:
+        return self.feeder.distance_m(seller_bus, buyer_bus)
 
 
 class TradeFee(NamedTuple):
@@ -208,6 +238,26 @@ def _overload_cut(
     return min(worst, trade.energy_wh)
 
 
+def _marginal_limits(result: Result, orders: Sequence[Order], params: ClearingParams
+                     ) -> dict[str, int]:
+    """Per node, the effective limit of the last step of its curve that traded (its steps are
+    filled best first): what the node gives up first when its trades are cut."""
+    tariffs = params.tariffs
+    steps: dict[str, list[Order]] = {}
+    for order in sorted(orders, key=key):
+        steps.setdefault(order.node, []).append(order)
+    limits = {}
+    for outcome in result.outcomes:
+        traded = outcome.bought_wh + outcome.sold_wh
+        for order in steps[outcome.node]:
+            limits[outcome.node] = (buy_limit(order, tariffs) if order.side == "buy"
+                                    else -sell_limit(order, tariffs))
+            traded -= order.energy_wh
+            if traded <= 0:
+                break
+    return limits
+
+
 def curtail(
     result: Result,
     *,
@@ -218,20 +268,24 @@ def curtail(
 ) -> Result:
     """Cut ``result``'s trades until no line carries more than its capacity.
 
-    The margin is the trade with the least gain from trade (buyer's effective limit minus the
-    seller's, ties by buyer then seller): while a line is overloaded, the marginal trade that loads
-    it in the overloaded direction is reduced by the overload (or removed). Curtailed energy falls
-    back to the grid at the tariffs; prices are unchanged, so budget balance and individual
-    rationality carry over from the mechanism. Deterministic: it depends only on its inputs.
+    The margin is the trade with the least gain from trade (the buyer's effective limit minus
+    the seller's, for a curve the limit of its last step that traded, less the network fee with
+    ``params.fees``; ties by buyer, seller, price): while a line is overloaded, the marginal
+    trade that loads it in the overloaded direction is reduced by the overload (or removed).
+    Curtailed energy falls back to the grid at the tariffs; prices are unchanged, so budget
+    balance and individual rationality (fees included) carry over from the mechanism.
+    Deterministic: it depends only on its inputs.
     """
     tariffs = params.tariffs
     buyers, sellers = checked_sides(orders, params)
-    gain_of = {o.node: buy_limit(o, tariffs) for o in buyers}
-    gain_of.update({o.node: -sell_limit(o, tariffs) for o in sellers})
+    gain_of = _marginal_limits(result, orders, params)
     trades = list(result.trades)
+    fees = params.fees
+    cost = [0 if fees is None else path_fee(fees, _bus(bus_of, t.seller), _bus(bus_of, t.buyer))
+            for t in trades]
     margin = sorted(
         range(len(trades)),
-        key=lambda i: (gain_of[trades[i].buyer] + gain_of[trades[i].seller], i),
+        key=lambda i: (gain_of[trades[i].buyer] + gain_of[trades[i].seller] - cost[i], i),
     )
     capacity = {line.bus: line.capacity_wh for line in feeder.lines}
     directions = []

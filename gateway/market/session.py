@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TypeVar
 
@@ -78,7 +78,14 @@ from protocols.messages import (
     bid_set_digest,
     message_digest,
 )
-from protocols.network import Feeder, FeeSchedule, TradeFee, curtail, network_fees
+from protocols.network import (
+    Feeder,
+    FeederFees,
+    FeeSchedule,
+    TradeFee,
+    curtail,
+    network_fees,
+)
 from protocols.signing import Rejected, sign
 
 
@@ -299,7 +306,10 @@ class IntervalSession:
         self._identity = identity
         self._timing = timing
         self._mechanism = mechanism
-        self._params = params
+        # With fees, clearing keeps every buyer's price + fee within its limit (the same fees
+        # network_fees charges each trade afterwards).
+        self._params = (params if fees is None or feeder is None
+                        else replace(params, fees=FeederFees(feeder=feeder, schedule=fees)))
         self._active = active
         self._certified = certified
         self._quorum = quorum

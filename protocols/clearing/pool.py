@@ -5,7 +5,9 @@ tariffs, then serves the short side fully and shares the long side's part pro ra
 (largest remainder); the rest goes to the grid at the tariffs.
 
 Limits. Classic pool schemes ignore limit prices; here a signed limit is a promise we keep, so an
-order whose effective limit refuses the formula price sits out (to the grid). Removing orders
+order (a step of a curve) whose effective limit refuses the formula price sits out (to the
+grid); a buyer's limit is net of its cheapest network fee, and pairing keeps every trade's price
++ fee within the buyer's limit (:mod:`protocols.clearing.allocation`). Removing orders
 changes D and S and thus the price, so participation is found by iteration: compute the price
 over the current participants, drop every order that refuses it, repeat until nobody is dropped.
 Each round drops at least one order, so it ends after at most n rounds (in practice a few), and
@@ -19,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from protocols.clearing.book import Fills, Side, load, pair, share
+from protocols.clearing.book import Fills, Side, load, share
 from protocols.clearing.types import ClearingParams, Order, Result, Tariffs
 
 __all__ = ["PriceRule", "clear_pool"]
@@ -63,12 +65,5 @@ def clear_pool(
             break
         buy_cut, sell_cut, demand, supply = next_buy, next_sell, next_demand, next_supply
     quantity = min(demand, supply)
-    bought = _fills(buyers, buy_cut, quantity)
-    sold = _fills(sellers, sell_cut, quantity)
-    return book.result(
-        mechanism=mechanism,
-        price=price,
-        trades=pair(book, bought, sold, price),
-        bought=bought,
-        sold=sold,
-    )
+    return book.traded(mechanism, price, _fills(buyers, buy_cut, quantity),
+                       _fills(sellers, sell_cut, quantity))

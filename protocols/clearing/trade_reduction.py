@@ -1,8 +1,9 @@
 """``trade-reduction``: McAfee's double auction, made budget-balanced.
 
-Rule. Rank and match as in ``uniform`` (see :mod:`protocols.clearing.uniform`); let ``b`` and
-``a`` be the effective limits of the marginal buyer and seller orders, and ``b'`` and ``a'`` those
-of the best orders that did not trade at all. If both exist and ``p0 = floor((b' + a') / 2)`` lies
+Rule. Rank and match as in ``uniform`` (see :mod:`protocols.clearing.uniform`; a curve's steps
+are orders, a buyer's limit is net of its cheapest fee); let ``b`` and ``a`` be the effective
+limits of the marginal buyer and seller orders, and ``b'`` and ``a'`` those of the best orders
+that did not trade at all. If both exist and ``p0 = floor((b' + a') / 2)`` lies
 in ``[a, b]``, everything matched trades at ``p0`` (McAfee's first case: no reduction). Otherwise
 the marginal buyer and seller orders are dropped (they go to the grid) and the orders ranked above
 them trade: the short side fully, the long side's marginal level pro rata, at the single price
@@ -21,7 +22,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from itertools import accumulate
 
-from protocols.clearing.book import Book, Fills, Side, crossing, fill, load, pair
+from protocols.clearing.book import Side, crossing, fill, load
 from protocols.clearing.types import ClearingParams, Order, Result
 from protocols.clearing.uniform import k_price
 
@@ -66,23 +67,13 @@ def clear_trade_reduction(orders: Sequence[Order], params: ClearingParams) -> Re
     if next_bid is not None and next_ask is not None:
         candidate = (next_bid + next_ask) // 2
         if ask <= candidate <= bid:
-            return _result(book, candidate, fill(buyers, quantity), fill(sellers, quantity))
+            return book.traded(_NAME, candidate, fill(buyers, quantity), fill(sellers, quantity))
     reduced = min(kept_b_wh, kept_s_wh)
     if not reduced:
         return book.result(mechanism=_NAME, price=None)
-    return _result(
-        book,
-        k_price(bid=bid, ask=ask, params=params),
+    return book.traded(
+        _NAME,
+        k_price(low=ask, high=bid, params=params),
         fill(buyers, reduced, marginal=(t_b, kept_b)),
         fill(sellers, reduced, marginal=(t_s, kept_s)),
-    )
-
-
-def _result(book: Book, price: int, bought: Fills, sold: Fills) -> Result:
-    return book.result(
-        mechanism=_NAME,
-        price=price,
-        trades=pair(book, bought, sold, price),
-        bought=bought,
-        sold=sold,
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Literal, NamedTuple, Self, TypeVar, overload
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, Protocol, Self, TypeVar, overload
 
 from protocols.canonical import digest
 from protocols.clearing.collector import collector_paused
@@ -26,6 +26,7 @@ __all__ = [
     "NodeOutcome",
     "Order",
     "Outcomes",
+    "PathFees",
     "Result",
     "Side",
     "Tariffs",
@@ -43,11 +44,13 @@ class ClearingError(ValueError):
 
 
 class Order(NamedTuple):
-    """One node's position in one interval, as the mechanisms see it.
+    """One step of one node's bid in one interval, as the mechanisms see it.
 
-    ``digest`` is the bid's :func:`protocols.messages.message_digest`: unique, and the final
-    tie-breaker everywhere, so equal prices never depend on input order. ``bus`` is the node's
-    feeder bus (from its certificate); ``created_ms`` only orders the continuous double auction.
+    ``digest`` is the bid's :func:`protocols.messages.message_digest`: unique per node, and the
+    final tie-breaker everywhere (with ``step``), so equal prices never depend on input order.
+    ``bus`` is the node's feeder bus (from its certificate); ``created_ms`` only orders the
+    continuous double auction. A bid curve is several orders of one node, ``step`` 0, 1, ... in
+    the curve's order (best first), sharing side, digest, bus and time; a one-step bid is step 0.
     """
 
     node: str
@@ -57,6 +60,7 @@ class Order(NamedTuple):
     digest: str
     bus: str = ""
     created_ms: int = 0
+    step: int = 0
 
 
 _MS_PER_HOUR = 3_600_000
@@ -100,15 +104,28 @@ class Tariffs:
             )
 
 
+class PathFees(Protocol):
+    """The network fee a trade pays per Wh, by the buses of its seller and buyer (see
+    :class:`protocols.network.FeederFees`), and the path's length, which breaks ties between
+    paths of equal fee (the shorter loads fewer lines)."""
+
+    def fee_per_wh(self, seller_bus: str, buyer_bus: str) -> int: ...
+
+    def distance_m(self, seller_bus: str, buyer_bus: str) -> int: ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClearingParams:
     """Community settings a mechanism reads. ``k_num / k_den`` is the k of the k-double auction
-    (0 = price at the marginal ask, 1 = at the marginal bid); trade-reduction uses it for its
-    single price too."""
+    (0 = the bottom of the competitive-equilibrium interval, 1 = its top); trade-reduction uses
+    it for its single price too. ``fees``: the network fee every trade's buyer pays on top of
+    the price; with it, every mechanism clears so that price + fee stays within each buyer's
+    limit (see :mod:`protocols.clearing.allocation`). None: trading is free."""
 
     tariffs: Tariffs
     k_num: int = 1
     k_den: int = 2
+    fees: PathFees | None = None
 
     def __post_init__(self) -> None:
         if type(self.k_num) is not int or type(self.k_den) is not int:
@@ -131,7 +148,8 @@ class Trade(NamedTuple):
 
 
 class NodeOutcome(NamedTuple):
-    """One node's whole interval: P2P energy and money, and what the grid balanced at the tariffs.
+    """One node's whole interval (all the steps of its curve): P2P energy and money, and what
+    the grid balanced at the tariffs.
 
     A buyer's unfilled demand is ``grid_import_wh`` (paid at retail); a seller's unfilled supply is
     ``grid_export_wh`` (paid at feed-in). All fields are >= 0; direction is in the field name.
@@ -211,14 +229,15 @@ class _Columns(Sequence[Row], Generic[Row]):
 
 
 class Trades(_Columns[Trade]):
-    """A result's trades, sorted by (buyer, seller)."""
+    """A result's trades, sorted by (buyer, seller, price): one per pair at a uniform price, one
+    per pair and price in the continuous double auction."""
 
     __slots__ = ()
     row = Trade
 
 
 class Outcomes(_Columns[NodeOutcome]):
-    """A result's outcomes, one per order, sorted by node."""
+    """A result's outcomes, one per node that has an order, sorted by node."""
 
     __slots__ = ()
     row = NodeOutcome
@@ -235,7 +254,7 @@ class Outcomes(_Columns[NodeOutcome]):
 class Result:
     """A clearing's outcome. ``price`` is the uniform P2P price, or None when there is none (no
     trade, or the continuous double auction, whose trades carry their own prices). ``trades`` are
-    sorted by (buyer, seller), ``outcomes`` by node, one per order."""
+    sorted by (buyer, seller, price), ``outcomes`` by node, one per node."""
 
     mechanism: str
     price: int | None
@@ -279,10 +298,12 @@ def orders_from_bids(
 
     The caller has already kept one bid per node (the session resolves replacements and
     equivocation); clearing refuses duplicates rather than guess which one counts. A withdrawal
-    (0 Wh) becomes no order: the node takes no part, as if it had not bid. ``limits`` clips a
-    node's order to what its certificate lets it trade (:class:`Limits`): a signed bid is only
-    the node's wish, and every gateway must clip it the same way for their results to agree; an
-    order clipped to 0 is no order either.
+    (0 Wh) becomes no order: the node takes no part, as if it had not bid. A curve becomes one
+    order per step. ``limits`` clips a node's offer to what its certificate lets it trade
+    (:class:`Limits`): a signed bid is only the node's wish, and every gateway must clip it the
+    same way for their results to agree. The clip holds for the curve's sum: its steps are kept
+    best first up to the limit (a seller that may export 500 Wh sells its cheapest 500); a step
+    clipped to 0 is no order.
     """
     bus_of = buses or {}
     limit_of = limits or {}
@@ -296,8 +317,17 @@ def orders_from_bids(
             limit = limit_of.get(bid.node)
             if limit is not None:
                 energy = min(energy, limit.of(bid.side))
-            if energy:
-                orders.append(_new_order(Order, (bid.node, bid.side, energy, bid.limit_price,
-                                                 bid_digest, bus_of.get(bid.node, ""),
-                                                 bid.created_ms)))
+            if not energy:
+                continue
+            node, side, bus, created = bid.node, bid.side, bus_of.get(bid.node, ""), bid.created_ms
+            if not bid.steps:
+                orders.append(_new_order(Order, (node, side, energy, bid.limit_price, bid_digest,
+                                                 bus, created, 0)))
+                continue
+            for step, (wh, price) in enumerate(bid.steps):
+                orders.append(_new_order(Order, (node, side, min(wh, energy), price, bid_digest,
+                                                 bus, created, step)))
+                energy -= wh
+                if energy <= 0:
+                    break
         return tuple(orders)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
+from dataclasses import replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -23,7 +24,7 @@ from gateway.market.session import (
 )
 from protocols.clearing import Order, clear, result_hash
 from protocols.messages import Bid, MembershipCertificate, message_digest
-from protocols.network import Feeder, FeeSchedule, Line, line_flows
+from protocols.network import Feeder, FeederFees, FeeSchedule, Line, line_flows
 from protocols.signing import Rejected, generate_key, public_key_hex, sign
 from tests.market.community import COMMUNITY, HOUR_MS, PARAMS, Community, now_ms
 
@@ -154,7 +155,9 @@ def test_100_nodes_on_a_100_bus_feeder_are_curtailed_at_the_margin() -> None:
 
     orders = [Order(b.node, b.side, b.energy_wh, b.limit_price, message_digest(b), buses[b.node])
               for b in bids]
-    free = clear("uniform", orders, PARAMS)
+    # The clearing before curtailment, fees inside it as the session clears (issue 16).
+    fees = FeederFees(feeder=feeder, schedule=FEES)
+    free = clear("uniform", orders, replace(PARAMS, fees=fees))
     assert line_flows(free.trades, feeder=feeder, bus_of=buses)["bus0"] > CAPACITY
     flows = line_flows(got.result.trades, feeder=feeder, bus_of=buses)
     assert flows["bus0"] == CAPACITY
@@ -167,7 +170,8 @@ def test_100_nodes_on_a_100_bus_feeder_are_curtailed_at_the_margin() -> None:
     # Trades that stay in the east are untouched; west-to-east ones are cut least gain first:
     # ordered by gain, a prefix is cut entirely, at most one is cut in part, the rest is whole.
     assert local and all(kept[(t.buyer, t.seller)] == t.energy_wh for t in local)
-    by_gain = sorted(crossing, key=lambda t: limit[t.buyer] - limit[t.seller])
+    by_gain = sorted(crossing, key=lambda t: limit[t.buyer] - limit[t.seller]
+                     - fees.fee_per_wh(buses[t.seller], buses[t.buyer]))
     status = [0 if (t.buyer, t.seller) not in kept
               else 2 if kept[(t.buyer, t.seller)] == t.energy_wh else 1 for t in by_gain]
     assert status == sorted(status) and status.count(1) <= 1

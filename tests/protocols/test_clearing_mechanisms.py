@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from protocols.clearing import (
     ClearingError,
     ClearingParams,
+    Limits,
     Order,
     Tariffs,
     Trade,
@@ -17,23 +18,27 @@ from protocols.clearing import (
     result_hash,
 )
 from protocols.clearing.sdr import sdr_price
-from protocols.messages import Bid, message_digest
+from protocols.messages import Bid, Step, message_digest
+from protocols.network import Feeder, FeederFees, FeeSchedule, Line, network_fees
 
 TARIFFS = Tariffs(retail_price=300, feed_in_price=100)
 PARAMS = ClearingParams(tariffs=TARIFFS)
 
 
-def order(node: str, side: str, energy: int, limit: int, created_ms: int = 0) -> Order:
+def order(node: str, side: str, energy: int, limit: int, created_ms: int = 0, *, step: int = 0,
+          bus: str = "") -> Order:
     digest = hashlib.sha256(node.encode()).hexdigest()
-    return Order(node, side, energy, limit, digest, "", created_ms)  # type: ignore[arg-type]
+    return Order(node, side, energy, limit, digest, bus, created_ms, step)  # type: ignore[arg-type]
 
 
-def buy(node: str, energy: int, limit: int, created_ms: int = 0) -> Order:
-    return order(node, "buy", energy, limit, created_ms)
+def buy(node: str, energy: int, limit: int, created_ms: int = 0, *, step: int = 0,
+        bus: str = "") -> Order:
+    return order(node, "buy", energy, limit, created_ms, step=step, bus=bus)
 
 
-def sell(node: str, energy: int, limit: int, created_ms: int = 0) -> Order:
-    return order(node, "sell", energy, limit, created_ms)
+def sell(node: str, energy: int, limit: int, created_ms: int = 0, *, step: int = 0,
+         bus: str = "") -> Order:
+    return order(node, "sell", energy, limit, created_ms, step=step, bus=bus)
 
 
 def outcome(result: object, node: str) -> tuple[int, ...]:
@@ -42,24 +47,44 @@ def outcome(result: object, node: str) -> tuple[int, ...]:
     return tuple(found[0][1:5])  # bought, sold, grid import, grid export
 
 
-def test_uniform_prices_between_the_marginal_bid_and_ask() -> None:
+def test_uniform_prices_at_the_competitive_equilibrium_where_the_marginal_seller_sits() -> None:
+    """Issue 16's first book: CE price 220 (the marginal pair's midpoint, 235, left s2 rationed
+    at a price it would sell more at)."""
     book = [buy("b1", 100, 250), buy("b2", 50, 200), sell("s1", 80, 120), sell("s2", 100, 220)]
     result = clear("uniform", book, PARAMS)
-    assert result.price == 220 + (250 - 220) // 2
+    assert result.price == 220
     assert result.trades == (
-        Trade("b1", "s1", 80, 235, 80 * 235),
-        Trade("b1", "s2", 20, 235, 20 * 235),
+        Trade("b1", "s1", 80, 220, 80 * 220),
+        Trade("b1", "s2", 20, 220, 20 * 220),
     )
-    assert outcome(result, "b2") == (0, 0, 50, 0)
-    assert outcome(result, "s2") == (0, 20, 0, 80)
+    assert outcome(result, "b2") == (0, 0, 50, 0)  # bids 200 < 220
+    assert outcome(result, "s2") == (0, 20, 0, 80)  # asks 220 = the price: rationed at the margin
     assert (result.grid_import_wh, result.grid_export_wh) == (50, 80)
 
 
-@pytest.mark.parametrize(("k_num", "k_den", "price"), [(0, 1, 220), (1, 1, 250), (1, 3, 230)])
-def test_uniform_k_moves_the_price_across_the_gap(k_num: int, k_den: int, price: int) -> None:
-    book = [buy("b1", 100, 250), sell("s1", 80, 120), sell("s2", 100, 220)]
+@pytest.mark.parametrize(("k_num", "k_den", "price"),
+                         [(1, 2, 242), (0, 1, 240), (1, 1, 245), (1, 3, 241)])
+def test_uniform_k_picks_the_price_inside_the_competitive_equilibrium_interval(
+    k_num: int, k_den: int, price: int
+) -> None:
+    """Issue 16's second book: CE interval [240, 245] (the old rule cleared at 175, with b2
+    unserved although it bid 240 > 175)."""
+    book = [buy("b1", 100, 250), buy("b2", 100, 240), sell("s1", 100, 100), sell("s2", 100, 245)]
     params = ClearingParams(tariffs=TARIFFS, k_num=k_num, k_den=k_den)
-    assert clear("uniform", book, params).price == price
+    result = clear("uniform", book, params)
+    assert result.price == price
+    assert result.trades == (Trade("b1", "s1", 100, price, 100 * price),)
+    assert outcome(result, "b2") == (0, 0, 100, 0) and outcome(result, "s2") == (0, 0, 0, 100)
+
+
+def test_uniform_golden_books_hash() -> None:
+    """The two books' results, pinned (a change is a protocol change)."""
+    first = [buy("b1", 100, 250), buy("b2", 50, 200), sell("s1", 80, 120), sell("s2", 100, 220)]
+    second = [buy("b1", 100, 250), buy("b2", 100, 240), sell("s1", 100, 100),
+              sell("s2", 100, 245)]
+    assert [result_hash(clear("uniform", book, PARAMS)) for book in (first, second)] == [
+        "bf5224b6ae2b6c682ce85dc1ccddfd50b6bda8d12af86794b5426b2d8692334f",
+        "a6d3484fdb93130b3146769a7640b7c56889bfe71bdc36128af3b4d23461eb57"]
 
 
 def test_uniform_rations_the_marginal_level_pro_rata() -> None:
@@ -166,6 +191,103 @@ def test_cda_replays_in_timestamp_order_at_resting_prices() -> None:
     assert outcome(result, "b2") == (50, 0, 50, 0) and outcome(result, "s1") == (0, 50, 0, 50)
 
 
+def test_a_curve_trades_its_steps_best_first_and_is_one_outcome() -> None:
+    """b1 wants 60 Wh at up to 250 and 40 more at up to 200; s1 sells 50 at 120 and 50 more at
+    210. The CE price is 200: b1's second step is at the margin, s1's second step does not sell."""
+    book = [buy("b1", 60, 250), buy("b1", 40, 200, step=1), sell("s1", 50, 120),
+            sell("s1", 50, 210, step=1), sell("s2", 30, 150)]
+    result = clear("uniform", book, PARAMS)
+    assert result.price == 200
+    assert result.trades == (Trade("b1", "s1", 50, 200, 10_000), Trade("b1", "s2", 30, 200, 6_000))
+    assert outcome(result, "b1") == (80, 0, 20, 0)
+    assert outcome(result, "s1") == (0, 50, 0, 50)
+    assert [o.node for o in result.outcomes] == ["b1", "s1", "s2"]
+
+
+def test_cda_curves_meet_at_several_prices() -> None:
+    """s1's two steps rest; b1's first step takes both (each at its resting price): one trade
+    per (buyer, seller, price)."""
+    book = [sell("s1", 30, 120, created_ms=0), sell("s1", 20, 150, created_ms=0, step=1),
+            buy("b1", 40, 200, created_ms=1), buy("b1", 40, 100, created_ms=1, step=1)]
+    result = clear("cda", book, PARAMS)
+    assert result.trades == (Trade("b1", "s1", 30, 120, 3_600), Trade("b1", "s1", 10, 150, 1_500))
+    assert outcome(result, "b1") == (40, 0, 40, 0) and outcome(result, "s1") == (0, 40, 0, 10)
+
+
+# b0 and b2 sit 100 m apart under one cabinet 1 km from the substation; b1 is 10 m from it,
+# so 1,060 m from either.
+FEEDER = Feeder(root="sub", lines=[
+    Line(bus="cab", parent="sub", length_m=1_000, capacity_wh=10**6),
+    Line(bus="b0", parent="cab", length_m=50, capacity_wh=10**6),
+    Line(bus="b2", parent="cab", length_m=50, capacity_wh=10**6),
+    Line(bus="b1", parent="sub", length_m=10, capacity_wh=10**6),
+])
+
+
+def fees(base: int, per_km: int) -> ClearingParams:
+    return ClearingParams(tariffs=TARIFFS,
+                          fees=FeederFees(feeder=FEEDER, schedule=FeeSchedule(base=base,
+                                                                              per_km=per_km)))
+
+
+def test_the_fee_is_inside_the_buyers_limit() -> None:
+    """Bid 250, ask 240, fee 20: after the fee the buyer would pay 265 at the old midpoint; it
+    bids 230 net of the fee, below the ask, so nothing trades."""
+    book = [buy("b", 100, 250, bus="b0"), sell("s", 100, 240, bus="b0")]
+    assert clear("uniform", book, PARAMS).price == 245
+    assert clear("uniform", book, fees(20, 0)).trades == ()
+    # Bid 270, 250 net: the CE interval is [240, 250], and at 245 the buyer pays 265 <= 270.
+    result = clear("uniform", [buy("b", 100, 270, bus="b0"), sell("s", 100, 240, bus="b0")],
+                   fees(20, 0))
+    assert result.price == 245
+
+
+def test_pairing_prefers_the_cheaper_path() -> None:
+    """Two buyers, two sellers, one price: each buyer gets the seller under its own cabinet
+    (b0 and b2 are 100 m apart, b1 1,060 m from both); the walk in bus order would have sent
+    b0's buyer to b1's seller."""
+    book = [buy("x", 50, 300, bus="b0"), buy("y", 50, 300, bus="b1"),
+            sell("p", 50, 100, bus="b1"), sell("q", 50, 100, bus="b2")]
+    free = clear("uniform", book, PARAMS)
+    assert {(t.buyer, t.seller) for t in free.trades} == {("x", "p"), ("y", "q")}
+    priced = clear("uniform", book, fees(1, 20))
+    assert {(t.buyer, t.seller) for t in priced.trades} == {("x", "q"), ("y", "p")}
+    bus_of = {o.node: o.bus for o in book}
+    schedule = FeeSchedule(base=1, per_km=20)
+    charged = [f.fee_per_wh for f in network_fees(priced.trades, feeder=FEEDER, bus_of=bus_of,
+                                                   schedule=schedule)]
+    assert charged == [1 + 20 * 100 // 1000, 1]  # not 1 + 20 * 1060 // 1000 = 22 each
+
+
+def test_cda_prefers_the_cheaper_path_between_equal_asks_and_charges_the_resting_buyer_its_limit(
+) -> None:
+    """An arriving buyer on b0 meets two equal asks: it takes b2's (100 m) before b1's (1,060 m).
+    An arriving seller meets a resting buyer bidding 300 across a fee of 22: the price is 278,
+    so the buyer pays its limit, fee included."""
+    book = [sell("far", 50, 150, 0, bus="b1"), sell("near", 50, 150, 0, bus="b2"),
+            buy("b", 60, 300, 1, bus="b0")]
+    result = clear("cda", book, fees(1, 20))
+    assert result.trades == (Trade("b", "far", 10, 150, 1_500), Trade("b", "near", 50, 150, 7_500))
+    late = clear("cda", [buy("b", 60, 300, 0, bus="b0"), sell("far", 50, 150, 1, bus="b1")],
+                 fees(1, 20))
+    fee = 1 + 20 * FEEDER.distance_m("b1", "b0") // 1000
+    assert late.trades == (Trade("b", "far", 50, 300 - fee, 50 * (300 - fee)),)
+
+
+def test_energy_a_buyer_cannot_afford_to_fetch_goes_to_the_grid() -> None:
+    """The far buyer is ranked on its cheapest path (its own bus's seller, who asks too much to
+    trade). The seller that trades is 1,060 m away: at 20 per km its fee (21) fits the buyer's
+    headroom at the price 130 (30), at 40 per km (42) it does not, and the far buyer's share goes
+    to the grid, on both sides."""
+    book = [buy("near", 50, 300, bus="b0"), buy("far", 50, 160, bus="b1"),
+            sell("s", 100, 100, bus="b0"), sell("dear", 10, 290, bus="b1")]
+    assert outcome(clear("uniform", book, fees(0, 20)), "far")[0] == 50
+    result = clear("uniform", book, fees(0, 40))
+    assert result.price == 130
+    assert outcome(result, "far") == (0, 0, 50, 0)
+    assert outcome(result, "near") == (50, 0, 0, 0) and outcome(result, "s") == (0, 50, 0, 50)
+
+
 def test_result_hash_changes_with_the_result() -> None:
     book = [buy("b1", 100, 250), sell("s1", 80, 120)]
     one = clear("uniform", book, PARAMS)
@@ -184,6 +306,19 @@ def test_orders_from_bids_carry_bus_digest_and_time() -> None:
     assert made == Order("n1", "sell", 5, 7, message_digest(bid), "b4", 99)
 
 
+def test_orders_from_bids_make_one_order_per_step_and_clip_the_curve_best_steps_first() -> None:
+    bid = Bid(community="c", interval=1, node="n1", seq=0, side="sell", energy_wh=700,
+              limit_price=90, created_ms=5, steps=(Step(400, 90), Step(200, 150), Step(100, 240)))
+    digest = message_digest(bid)
+    assert orders_from_bids([(bid, digest)]) == (
+        Order("n1", "sell", 400, 90, digest, "", 5, 0),
+        Order("n1", "sell", 200, 150, digest, "", 5, 1),
+        Order("n1", "sell", 100, 240, digest, "", 5, 2),
+    )
+    clipped = orders_from_bids([(bid, digest)], limits={"n1": Limits(import_wh=0, export_wh=500)})
+    assert [(o.energy_wh, o.limit_price, o.step) for o in clipped] == [(400, 90, 0), (100, 150, 1)]
+
+
 @pytest.mark.parametrize(
     ("book", "match"),
     [
@@ -194,6 +329,11 @@ def test_orders_from_bids_carry_bus_digest_and_time() -> None:
         ([buy("a", 1, -1)], "limit_price"),
         ([buy("a", 1, 1.5)], "limit_price"),  # type: ignore[arg-type]
         ([order("a", "hold", 1, 1)], "side"),
+        ([buy("a", 1, 5), buy("a", 1, 4, step=2)], "gap in its steps"),
+        ([buy("a", 1, 5), buy("a", 1, 5, step=1)], "buy steps descend"),
+        ([sell("a", 1, 5), sell("a", 1, 4, step=1)], "sell steps must ascend"),
+        ([buy("a", 1, 5), buy("a", 1, 4, step=1, bus="b1")], "share side, digest, bus"),
+        ([buy("a", 1, 5, step=8)], "step must be an int in 0..7"),
         ([("a", "buy", 1, 1, "d")], "expected Order"),
     ],
 )
