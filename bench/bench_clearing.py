@@ -31,6 +31,14 @@ Two pymarket quirks the harness works around (both documented in docs/benchmarks
 
 Welfare = sum(bought Wh x buyer limit) - sum(sold Wh x seller limit), in µ, against the efficient
 maximum (the uniform walk's matched quantity is the welfare-maximising one).
+
+Curves (issue 16): books of 4-step bid curves (``make_curves``: sellers' prices ascending,
+buyers' descending, inside the tariff band), at 100,000 orders (25,000 curves) for every
+mechanism and at 100,000 curves (400,000 orders) for ``uniform``, CPU time only (a curve's
+welfare needs each step's fill, which a result does not report), and the gateway path on
+25,000 signed curve bids. The run ends with the issue's two checks on the same run's figures:
+``uniform`` at least 200x pymarket's MUDA (CPU) at 5,000 bids, and under 0.25 s CPU at 100,000
+one-step orders.
 """
 
 from __future__ import annotations
@@ -51,12 +59,13 @@ from protocols.clearing import (
     ClearingParams,
     Order,
     Result,
+    Side,
     Tariffs,
     clear,
     orders_from_bids,
     result_hash,
 )
-from protocols.messages import Bid
+from protocols.messages import Bid, Step
 
 SEED = 20261121
 FEED_IN, RETAIL = 80, 300
@@ -84,6 +93,27 @@ def make_orders(n: int, seed: int = SEED) -> list[Order]:
         )
         for i in range(n)
     ]
+
+
+CURVE_STEPS = 4
+
+
+def make_curves(n: int, seed: int = SEED, steps: int = CURVE_STEPS) -> list[Order]:
+    """``n`` orders as curves of ``steps`` steps (``n // steps`` nodes): energy 25..1,250 Wh per
+    step, distinct prices in the tariff band, ascending for a seller and descending for a buyer.
+    """
+    rng = random.Random(seed + n + steps)
+    orders = []
+    for i in range(n // steps):
+        side: Side = "buy" if rng.random() < 0.5 else "sell"
+        prices = sorted(rng.sample(range(FEED_IN, RETAIL + 1), steps),
+                        reverse=side == "buy")
+        digest = f"{rng.getrandbits(256):064x}"
+        created = rng.randint(0, 900_000)
+        for step, price in enumerate(prices):
+            orders.append(Order(node=f"n{i:06d}", side=side, energy_wh=rng.randint(25, 1_250),
+                                limit_price=price, digest=digest, created_ms=created, step=step))
+    return orders
 
 
 def best_time(fn: Callable[[], T], repeats: int, *, gc_off: bool = True) -> tuple[float, T]:
@@ -229,6 +259,56 @@ def main() -> None:
         )
     gc_on(make_orders(100_000))
     gateway_path(make_orders(100_000))
+    curves()
+    if ("muda", 5_000) in theirs:
+        muda = theirs["muda", 5_000][1] / cpu["uniform", 5_000]
+        print(f"check: uniform @5,000 bids, cpu ratio to pymarket muda {muda:.0f}x "
+              f"({'meets' if muda >= 200 else 'MISSES'} >= 200x)")
+    flat = cpu["uniform", 100_000]
+    print(f"check: uniform @100,000 one-step orders, cpu {flat * 1e3:.0f} ms "
+          f"({'meets' if flat < 0.25 else 'MISSES'} < 250 ms)")
+
+
+def curves() -> None:
+    """Curve bids: every mechanism on 100,000 orders of 4-step curves, ``uniform`` on 100,000
+    curves (400,000 orders), and the gateway path on 25,000 signed 4-step bids."""
+    repeats = REPEATS[100_000]
+    orders = make_curves(100_000)
+    for name in MECHANISMS:
+        seconds, _ = best_time(partial(clear, name, orders, PARAMS), repeats)
+        print(f"clear {name} @100,000 orders in {len(orders) // CURVE_STEPS:,} curves of "
+              f"{CURVE_STEPS} steps: {seconds * 1e3:.0f} ms (cpu {CPU[-1] * 1e3:.0f} ms; GC off)")
+    many = make_curves(100_000 * CURVE_STEPS)
+    seconds, _ = best_time(partial(clear, "uniform", many, PARAMS), max(1, repeats - 1))
+    print(f"clear uniform @100,000 curves of {CURVE_STEPS} steps ({len(many):,} orders): "
+          f"{seconds * 1e3:.0f} ms (cpu {CPU[-1] * 1e3:.0f} ms; GC off)")
+    del many
+    by_node: dict[str, list[Order]] = {}
+    for order in orders:
+        by_node.setdefault(order.node, []).append(order)
+    bids = [
+        (
+            Bid(community="bench", interval=0, node=node, seq=0, side=steps[0].side,
+                energy_wh=sum(o.energy_wh for o in steps), limit_price=steps[0].limit_price,
+                created_ms=steps[0].created_ms,
+                steps=tuple(Step(o.energy_wh, o.limit_price) for o in steps)),
+            steps[0].digest,
+        )
+        for node, steps in by_node.items()
+    ]
+    random.Random(SEED).shuffle(bids)
+    _, arrived = best_time(partial(orders_from_bids, bids), repeats, gc_off=False)
+    convert = CPU[-1]
+    _, result = best_time(partial(clear, "uniform", arrived, PARAMS), repeats, gc_off=False)
+    clearing = CPU[-1]
+    best_time(partial(result_hash, result), repeats, gc_off=False)
+    hashing = CPU[-1]
+    print(
+        f"gateway path uniform @{len(bids):,} bids of {CURVE_STEPS} steps ({len(arrived):,} "
+        f"orders) in arrival order, GC on, cpu: {(convert + clearing + hashing) * 1e3:.0f} ms = "
+        f"orders_from_bids {convert * 1e3:.0f} ms + clear {clearing * 1e3:.0f} ms + "
+        f"result_hash {hashing * 1e3:.0f} ms"
+    )
 
 
 def gc_on(orders: list[Order]) -> None:

@@ -67,6 +67,7 @@ def clear_cda(orders: Sequence[Order], params: ClearingParams) -> Result:
     bids: dict[int, list[tuple[int, int]]] = {}  # per bus: (-limit, arrival number)
     asks: dict[int, list[tuple[int, int]]] = {}  # per bus: (limit, arrival number)
     pieces: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
+    add_buyer, add_seller, add_energy, add_price = (column.append for column in pieces)
     for number, order in enumerate(arrivals):
         want = left[order]
         mine = group[order]
@@ -91,14 +92,16 @@ def clear_cda(orders: Sequence[Order], params: ClearingParams) -> Result:
             resting = arrivals[best[3]]
             avail = left[resting]
             q = want if want < avail else avail
-            buyer, seller = (order, resting) if buying else (resting, order)
-            for column, value in zip(pieces, (buyer, seller - n_buy, q, price), strict=True):
-                column.append(value)
+            add_buyer(order if buying else resting)
+            add_seller((resting if buying else order) - n_buy)
+            add_energy(q)
+            add_price(price)
             want -= q
             left[resting] = avail - q
-            for row in (order, resting):
-                traded[row] += q
-                money[row] += q * price
+            traded[order] += q
+            money[order] += q * price
+            traded[resting] += q
+            money[resting] += q * price
             if avail == q:
                 books = asks if buying else bids
                 heappop(books[where])
