@@ -7,6 +7,7 @@ import datetime as dt
 import getpass
 import os
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 
@@ -33,12 +34,20 @@ def write_site(out: Path, port: int, *, bridge_to: tuple[str, int] | None = None
     return files
 
 
-def tls_agent(community: Community, files: BrokerFiles, port: int, node: str) -> MarketAgent:
+TEST_LIMIT_W = 10_000_000
+"""Certificate limits of the test agents: orders are clipped to the limit over the interval, and
+the tests' bids of 1,000s of Wh in 1 s intervals need megawatts (2,777 Wh a second here)."""
+
+
+def tls_agent(community: Community, files: BrokerFiles, port: int, node: str,
+              **options: Any) -> MarketAgent:
     key = generate_key()
     return MarketAgent(
         broker_url=f"mqtts://127.0.0.1:{port}", community=COMMUNITY, node=node, identity=key,
-        certificate=community.certificate(node, key), authority_key_hex=community.authority_hex,
-        timing=community.timing, params=PARAMS, clock=now_ms, tls=files.node(node),
+        certificate=community.certificate(node, key, import_limit_w=TEST_LIMIT_W,
+                                          export_limit_w=TEST_LIMIT_W),
+        authority_key_hex=community.authority_hex,
+        timing=community.timing, params=PARAMS, clock=now_ms, tls=files.node(node), **options,
     )
 
 

@@ -22,7 +22,7 @@ from gateway.market.session import Agreed
 from gateway.node import GatewayNode
 from gateway.pki import CommunityCa, TlsFiles
 from tests.deploy.mosquitto import Brokers, free_port
-from tests.deploy.site import tls_agent, write_site
+from tests.deploy.site import TEST_LIMIT_W, tls_agent, write_site
 from tests.market.community import COMMUNITY, Community
 
 pytestmark = pytest.mark.mosquitto
@@ -88,7 +88,10 @@ async def test_a_gateway_configured_for_mqtts_trades_over_tls(
     home = tmp_path / "dave"
     home.mkdir()
     key = create_key_file(home / "node.key")
-    save_envelope(home / "node.cert", community.certificate("dave", key))
+    # Every gateway clips an order to its sender's certificate over the interval, the test agents
+    # with the same interval length as the gateway: 1,000 Wh in these 1 s intervals needs 3.6 MW.
+    save_envelope(home / "node.cert", community.certificate(
+        "dave", key, import_limit_w=TEST_LIMIT_W, export_limit_w=TEST_LIMIT_W))
     for name, src in (("ca.crt", files.ca_cert), ("dave.crt", files.node("dave").cert),
                       ("dave.key", files.node("dave").key)):
         (home / name).write_bytes(src.read_bytes())
@@ -106,8 +109,9 @@ async def test_a_gateway_configured_for_mqtts_trades_over_tls(
         config.certificate_file)[0], clock=Clock.wall())
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(gateway)
-        alice, bob = [await stack.enter_async_context(tls_agent(community, files, port, node))
-                      for node in ("alice", "bob")]
+        alice, bob = [await stack.enter_async_context(tls_agent(
+            community, files, port, node, energy_interval_ms=community.timing.length_ms))
+            for node in ("alice", "bob")]
         await asyncio.sleep(0.2)
         assert gateway.agent is not None
         k = community.next_interval()
