@@ -10,7 +10,6 @@ from gateway.config import load_config
 from protocols.messages import SignedEnvelope
 from protocols.signing import Verified, check_certificate
 
-
 AUTHORITY = "0a" * 32  # a point of full order: any such key will do where none is checked
 
 
