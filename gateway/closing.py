@@ -86,9 +86,13 @@ class IntervalCloser:
         if isinstance(outcome, Agreed) and meter is not None:
             signed = self._sign(k, delivered_wh, meter, bus_wh=bus_wh)
         if signed is None:
-            position = outcome.position if isinstance(outcome, Agreed) else None
-            figures = settle(position or no_position(self.node), delivered_wh=delivered_wh,
-                             tariffs=self._tariffs)
+            position, fees = no_position(self.node), 0
+            if isinstance(outcome, Agreed):
+                # the same money a signed settlement carries: the buyer's network fees included
+                position = outcome.position or position
+                fees = sum(fee.fee for fee in outcome.fees if fee.buyer == self.node)
+            figures = settle(position, delivered_wh=delivered_wh, tariffs=self._tariffs)
+            figures = figures._replace(money=figures.money + fees)
         else:
             figures = SettlementFigures(*(getattr(signed[1], name)
                                           for name in SettlementFigures._fields))

@@ -33,7 +33,7 @@ from gateway.clock import Clock
 from gateway.config import load_config
 from gateway.flash import save_key
 from gateway.identity import create_key_file, load_certificate, load_key_file, save_envelope
-from gateway.node import BidMade, Event, GatewayNode, IntervalClosed, running
+from gateway.node import BidMade, Event, GatewayNode, IntervalClosed, IntervalEnded, running
 from protocols.messages import MembershipCertificate
 from protocols.signing import public_key_hex, sign
 from sim_devices.dcbus import DcBusSpec
@@ -119,8 +119,8 @@ class CommunityLog:
     An interval is complete once every home closed it. An interval without an outcome at some
     gateway (it never heard a quorum) still completes: the run must not wait for an outcome that
     will not come. ``consumed_wh`` is ground truth from the world: each home's load (base plus
-    flexible) over the complete intervals, read when its gateway closed them, so it spans the same
-    meter readings as the settlement.
+    flexible) over the complete intervals, read when its gateway ended them (took the closing
+    meter reading), so it spans the same meter readings as the settlement.
     """
 
     homes: tuple[str, ...]
@@ -130,15 +130,19 @@ class CommunityLog:
     complete: list[int] = field(default_factory=list)
     consumed_wh: dict[str, float] = field(default_factory=dict)
     _load_mark_wh: dict[str, float] = field(default_factory=dict)
+    _load_wh: dict[tuple[str, int], float] = field(default_factory=dict)  # ended, not closed
 
     def add(self, event: Event, world: World) -> int | None:
         """Record an event; returns the interval it completed, if any."""
         if isinstance(event, BidMade) and event.interval in self.window:
             self.bids[event.interval][event.node] = event
-        elif isinstance(event, IntervalClosed):
+        elif isinstance(event, IntervalEnded):
             load_wh = world.home(event.node).state.load_mj / MJ_PER_WH
             mark = self._load_mark_wh.get(event.node)
             self._load_mark_wh[event.node] = load_wh
+            if mark is not None and event.interval in self.window:
+                self._load_wh[event.node, event.interval] = load_wh - mark
+        elif isinstance(event, IntervalClosed):
             if event.interval not in self.window:
                 return None
             if not event.in_market:
@@ -146,9 +150,8 @@ class CommunityLog:
                     f"{event.node}'s gateway was not trading yet in interval {event.interval} of "
                     "the run: its start-up took longer than the warm-up (a slow host: try a "
                     "lower --speed)")
-            if mark is not None:
-                self.consumed_wh[event.node] = (self.consumed_wh.get(event.node, 0.0)
-                                                + load_wh - mark)
+            self.consumed_wh[event.node] = (self.consumed_wh.get(event.node, 0.0)
+                                            + self._load_wh.pop((event.node, event.interval), 0.0))
             self.closed[event.interval][event.node] = event
             if len(self.closed[event.interval]) == len(self.homes):
                 self.complete.append(event.interval)

@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -98,6 +98,17 @@ class IntervalClosed:
 
 
 @dataclass(frozen=True, slots=True)
+class IntervalEnded:
+    """``interval`` ended here and its closing meter reading was taken. Its
+    :class:`IntervalClosed` (settlement and block) follows once the market's outcome is final:
+    at once when it was agreed in time, up to an interval later when it was not (see
+    :meth:`GatewayNode._settle_ended`); in interval order either way."""
+
+    node: str
+    interval: int
+
+
+@dataclass(frozen=True, slots=True)
 class SetpointWritten:
     node: str
     interval: int
@@ -105,7 +116,7 @@ class SetpointWritten:
     soc_pct: float
 
 
-Event = BidMade | IntervalClosed | SetpointWritten
+Event = BidMade | IntervalEnded | IntervalClosed | SetpointWritten
 
 
 @dataclass(slots=True)
@@ -118,6 +129,23 @@ class _IntervalRecord:
     last_decision: Decision | None = None
     dc_start_wh: float | None = None
     """The converter's bus-side energy counter (+ into the home) when the interval opened."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """An interval as it was measured when it ended, waiting for the market's final outcome."""
+
+    interval: int
+    record: _IntervalRecord | None
+    metered_wh: int
+    delivered_wh: int
+    """What settles: the metered energy and the DC bus's part, 0 if the meter is not trusted."""
+    bus_wh: int
+    meter: MeterReading | None
+    """The closing reading, None when it is not to be trusted (``meter_problem`` says why)."""
+    meter_problem: str
+    setpoint_w: int
+    soc_pct: float
 
 
 @dataclass(slots=True)
@@ -226,6 +254,7 @@ class GatewayNode:
         # and re-reading the day's blocks each time was ~20 % of a gateway's control CPU.
         self._money_memo: tuple[int, int, int] | None = None
         self._closer: IntervalCloser | None = None
+        self._ended: deque[_Ended] = deque()  # ended, not settled yet: oldest first
 
     @property
     def name(self) -> str:
@@ -486,12 +515,13 @@ class GatewayNode:
             try:
                 while current < k:  # a stalled loop (a busy host) must not skip closing one
                     try:
-                        self._close_interval(current)
+                        self._end_interval(current)
                     finally:
                         # Its outcome no longer matters once closed; a gateway runs for months.
                         if (watcher := watchers.pop(current, None)) is not None:
                             watcher.cancel()
                         current += 1
+                self._settle_ended()
                 for j in (k, k + 1):
                     if j not in watchers and j >= self._first_traded:
                         watchers[j] = asyncio.create_task(self._watch_outcome(j))
@@ -932,19 +962,18 @@ class GatewayNode:
         tmp.write_text(json.dumps(self.snapshot(), indent=1))
         os.replace(tmp, path)
 
-    def _close_interval(self, k: int) -> None:
-        """Settle interval ``k`` into the ledger and hand its closing meter reading to ``k + 1``.
+    def _end_interval(self, k: int) -> None:
+        """Take interval ``k``'s closing meter reading and hand it to ``k + 1``; ``k`` is settled
+        by :meth:`_settle_ended`.
 
         The reading that closes one interval opens the next, so no metered Wh falls between two.
         With a meter key, a delivery counts only if both readings' tags verified; otherwise the
         interval is settled with the grid as undelivered (``delivered_wh`` 0) and, having no
         reading to back it, publishes no settlement. On a DC bus the delivery also counts what
         the converter moved over the bus (``bus_wh``): the trade flows there, not through the
-        meter. The settlement and the block are :class:`IntervalCloser`'s.
+        meter.
         """
         record = self.state.records.pop(k, None)
-        if record is not None:
-            self._adopt_late(k, record)
         meter = self._fresh(self.meter)
         metered = 0
         end_checked = False
@@ -956,43 +985,73 @@ class GatewayNode:
             following = self._record(k + 1)
             following.meter_start_wh = net_wh
             following.meter_start_checked = end_checked
-        outcome = record.outcome if record is not None else None
-        if outcome is None and k >= self._first_traded:
-            # No quorum was ever heard (broker away, outcome pending): the interval ran in safe
-            # mode and its metered energy is still settled, with the grid, and recorded.
-            outcome = Abstained(interval=k, reason="no-outcome")
         trusted = self._meter_key is None or (
             end_checked and record is not None and record.meter_start_checked)
         bus = self._bus_delivered_wh(record) if record is not None else 0
-        figures = None
-        if outcome is not None and self._closer is not None:
-            figures = self._closer.close(
-                k, outcome, delivered_wh=metered + bus if trusted else 0,
-                meter=meter if trusted else None, bus_wh=bus,
-                meter_problem="" if trusted else "meter reading not verified").figures
         self._save_forecaster()
         battery = self._fresh(self.battery)
-        self._on_event(IntervalClosed(
-            node=self.name, interval=k, outcome=outcome, metered_wh=metered,
+        self._ended.append(_Ended(
+            interval=k, record=record, metered_wh=metered,
+            delivered_wh=metered + bus if trusted else 0, bus_wh=bus,
+            meter=meter if trusted else None,
+            meter_problem="" if trusted else "meter reading not verified",
             setpoint_w=self.state.setpoint_w,
-            soc_pct=battery.soc_pct if battery is not None else float("nan"),
-            settlement=figures, in_market=k >= self._first_traded,
-        ))
+            soc_pct=battery.soc_pct if battery is not None else float("nan")))
+        self._on_event(IntervalEnded(node=self.name, interval=k))
 
-    def _adopt_late(self, k: int, record: _IntervalRecord) -> None:
-        """Settle against a quorum result the agent adopted after abstaining: the peers pay for
-        this node's position whether or not it heard the quorum in time.
+    def _settle_ended(self) -> None:
+        """Settle the ended intervals whose outcome is final, oldest first, each into its block.
 
-        Settle only: the interval keeps running in safe mode. Dispatching a position from the
-        middle of its interval would squeeze all of it into the time left, and on a DC bus the
-        members that adopted it at once push more current than the master can absorb (the
-        all-day dc-bus-cluster test tripped the bus at 380.1 V that way).
+        An interval waits while the market may still agree or adopt it (:meth:`_outcome`), and
+        the ones after it wait behind it, so blocks stay in interval order. The settlement and
+        the block are :class:`IntervalCloser`'s.
         """
-        if self.agent is None or isinstance(record.outcome, Agreed):
-            return
+        while self._ended:
+            ended = self._ended[0]
+            k = ended.interval
+            outcome: Agreed | Abstained | None = None
+            if k >= self._first_traded:
+                outcome = self._outcome(ended)
+                if outcome is None:
+                    return
+            self._ended.popleft()
+            figures = None
+            if outcome is not None and self._closer is not None:
+                figures = self._closer.close(
+                    k, outcome, delivered_wh=ended.delivered_wh, meter=ended.meter,
+                    bus_wh=ended.bus_wh, meter_problem=ended.meter_problem).figures
+            self._on_event(IntervalClosed(
+                node=self.name, interval=k, outcome=outcome, metered_wh=ended.metered_wh,
+                setpoint_w=ended.setpoint_w, soc_pct=ended.soc_pct, settlement=figures,
+                in_market=k >= self._first_traded,
+            ))
+
+    def _outcome(self, ended: _Ended) -> Agreed | Abstained | None:
+        """What a traded interval that ended settles against: the result it dispatched, else the
+        one the agent agreed or adopted, else, once the agent can no longer agree or adopt it,
+        an abstention (settled with the grid); None while it still can.
+
+        The peers settle their side of this node's trades against the quorum's result whether or
+        not it heard that result in time, so settling an interval as abstained before the agent
+        is done with it would leave their P2P payments unmatched. A result known only after the
+        interval ended, or heard too late to dispatch, is settled only (``late``): the interval
+        ran in safe mode. Dispatching a position from the middle of its interval would squeeze
+        all of it into the time left, and on a DC bus the members that adopted it at once push
+        more current than the master can absorb (the all-day dc-bus-cluster test tripped the bus
+        at 380.1 V that way).
+        """
+        k, record = ended.interval, ended.record
+        dispatched = record.outcome if record is not None else None
+        if isinstance(dispatched, Agreed) or self.agent is None:
+            return dispatched or Abstained(interval=k, reason="no-outcome")
         agreed = self.agent.agreed(k)
         if agreed is not None:
-            record.outcome = agreed
+            return replace(agreed, late=True)
+        if self.agent.undecided(k):
+            return None
+        # No quorum was heard (broker away, commitments lost): the interval ran in safe mode and
+        # its metered energy is settled with the grid.
+        return dispatched or Abstained(interval=k, reason="no-outcome")
 
     def _meter_checked(self, k: int, meter: MeterReading) -> bool:
         """Whether the meter's tag on ``meter`` verifies (True when no key is held to check it);

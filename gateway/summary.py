@@ -16,12 +16,13 @@ nothing is traded and the settled grid import is everything the meters imported.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from gateway.community import CommunityLog
 from gateway.market.session import Agreed
-from protocols.clearing import Result
+from gateway.node import IntervalClosed
+from protocols.clearing import Result, Tariffs
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,44 @@ def agreed_result(log: CommunityLog, k: int) -> Result | None:
 def agreed_everywhere(log: CommunityLog, k: int) -> bool:
     """Whether every gateway agreed on interval ``k`` (none abstained as a minority)."""
     return all(isinstance(c.outcome, Agreed) for c in log.closed[k].values())
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """What one interval's settlements add up to across the homes that closed it; both are 0.
+
+    ``traded_wh``: the settled P2P positions summed (+ bought, - sold), since every Wh one
+    neighbour bought another sold. ``money`` (µ): the bills summed, less what the homes paid the
+    grid for their imports and were paid for their exports, less the network fees their trades
+    owe, since every µ one neighbour paid for a trade another received. Anything else is energy
+    or money created or lost: homes that settled against different results, or one that settled
+    none while its peers settled a trade against its bid.
+    """
+
+    traded_wh: int
+    money: int
+
+
+def balance(closed: Iterable[IntervalClosed], tariffs: Tariffs) -> Balance:
+    """The :class:`Balance` of one interval from every home's closing of it."""
+    traded = money = 0
+    for event in closed:
+        figures = event.settlement
+        if figures is None:
+            continue
+        outcome = event.outcome
+        fees = (sum(fee.fee for fee in outcome.fees if fee.buyer == event.node)
+                if isinstance(outcome, Agreed) else 0)
+        traded += figures.cleared_wh
+        money += (figures.money - fees - figures.grid_import_wh * tariffs.retail_price
+                  + figures.grid_export_wh * tariffs.feed_in_price)
+    return Balance(traded, money)
+
+
+def unbalanced(log: CommunityLog, tariffs: Tariffs) -> dict[int, Balance]:
+    """The complete intervals whose settlements do not balance (none, when all is well)."""
+    balances = {k: balance(log.closed[k].values(), tariffs) for k in log.complete}
+    return {k: b for k, b in balances.items() if b != Balance(0, 0)}
 
 
 def summarise(log: CommunityLog) -> CommunitySummary:
@@ -196,5 +235,6 @@ def format_summary(market: CommunitySummary, baseline: CommunitySummary | None =
     return "\n".join([*headline(market, baseline), "", *table])
 
 
-__all__ = ["CommunitySummary", "HomeSummary", "Series", "agreed_everywhere", "agreed_result",
-           "format_summary", "headline", "series", "summarise", "summary_rows"]
+__all__ = ["Balance", "CommunitySummary", "HomeSummary", "Series", "agreed_everywhere",
+           "agreed_result", "balance", "format_summary", "headline", "series", "summarise",
+           "summary_rows", "unbalanced"]

@@ -19,7 +19,9 @@ from gateway.community import CommunityLog, Timing, dc_bus_master, run_community
 from gateway.config import load_config
 from gateway.devices import DcDcConverter, discover
 from gateway.market.session import Agreed
-from gateway.node import Event, IntervalClosed, SetpointWritten, open_bus
+from gateway.node import Event, IntervalClosed, IntervalEnded, SetpointWritten, open_bus
+from gateway.summary import unbalanced
+from protocols.clearing import Tariffs
 from sim_devices.physics import MJ_PER_WH
 from sim_devices.scenario import load_scenario
 from sim_devices.world import World
@@ -46,9 +48,10 @@ def timing(speed: float) -> Timing:
 class BusGroundTruth:
     """Each home's bus-side converter energy and cleared position per interval it closed.
 
-    The energy is read from the world when the home's gateway closes the interval, so it spans
-    the same control steps as the gateway's own count (from its first step in one interval to
-    its first step in the next).
+    The energy is read from the world when the home's gateway ends the interval (takes its
+    closing reading; it settles it then or, while the market may still agree it, later), so it
+    spans the same control steps as the gateway's own count (from its first step in one interval
+    to its first step in the next).
     """
 
     def __init__(self) -> None:
@@ -60,14 +63,15 @@ class BusGroundTruth:
         self._mark: dict[str, float] = {}
 
     def observe(self, event: Event, world: World, log: CommunityLog) -> None:
-        if not isinstance(event, IntervalClosed):
+        if isinstance(event, IntervalEnded):
+            moved = world.home(event.node).dc_bus_mj / MJ_PER_WH
+            mark = self._mark.get(event.node)
+            self._mark[event.node] = moved
+            if mark is not None and event.interval in log.window:
+                self.moved_wh[event.node][event.interval] = moved - mark
+        if (not isinstance(event, IntervalClosed) or event.interval not in log.window
+                or event.interval not in self.moved_wh[event.node]):
             return
-        moved = world.home(event.node).dc_bus_mj / MJ_PER_WH
-        mark = self._mark.get(event.node)
-        self._mark[event.node] = moved
-        if mark is None or event.interval not in log.window:
-            return
-        self.moved_wh[event.node][event.interval] = moved - mark
         outcome = event.outcome
         position = outcome.position if isinstance(outcome, Agreed) else None
         self.cleared_wh[event.node][event.interval] = (
@@ -105,6 +109,9 @@ async def test_traded_energy_flows_over_the_dc_bus_inside_its_window(tmp_path: P
         f"{k}:{''.join(_letter(log.closed[k][h].outcome) for h in HOMES)}" for k in window))
     assert len(agreed) >= intervals // 2  # agreement itself is tested elsewhere
     assert truth.trades >= 5, truth.cleared_wh
+    # Whatever the timing, every interval's P2P energy and money balance across the homes.
+    assert unbalanced(log, Tariffs(retail_price=SCENARIO.tariffs.retail_price,
+                                   feed_in_price=SCENARIO.tariffs.feed_in_price)) == {}
 
     # The bus voltage stayed in its window at the end of every physics step, all day.
     bus = world.dc_bus

@@ -23,7 +23,8 @@ from gateway.config import EnvelopeConfig
 from gateway.demo import BASELINE_FOLDER, day_intervals, run_baseline, timing
 from gateway.market.session import Agreed
 from gateway.node import Event, IntervalClosed
-from gateway.summary import CommunitySummary, agreed_everywhere, summarise
+from gateway.summary import CommunitySummary, agreed_everywhere, summarise, unbalanced
+from protocols.clearing import Tariffs
 from sim_devices.scenario import load_scenario
 from sim_devices.world import World
 from tests.brokers import mosquitto_config
@@ -40,6 +41,14 @@ SHORTFALL = 0.15
 battery could not absorb, and the first control period of each interval)."""
 BILL_TOLERANCE = 20_000
 """µ per home per day (0.02): two runs of one day differ by sub-second timing, not by the market."""
+TARIFFS = Tariffs(retail_price=SCENARIO.tariffs.retail_price,
+                  feed_in_price=SCENARIO.tariffs.feed_in_price)
+
+
+def _late(outcome: object) -> bool:
+    """Settled against the quorum's result but dispatched in safe mode: the home heard the result
+    only after the interval had started (or ended)."""
+    return isinstance(outcome, Agreed) and outcome.late
 
 
 async def _sample(world: World, truth: list[tuple[str, int, float]]) -> None:
@@ -119,9 +128,18 @@ def test_the_street_buys_less_from_the_grid_and_pays_less_with_the_market(day: D
 
 
 def test_no_home_pays_more_than_without_the_market(day: Day) -> None:
+    """Up to a tolerance for timing, and for what the intervals a home heard agreed only after
+    they started may cost it: it dispatched those as without the market but settles its position
+    all the same (its peers traded against its bid), so a seller that kept its energy buys the
+    shortfall at retail. That costs at most its position at the retail/feed-in spread, and how
+    many intervals a busy host adopts late is the machine's doing, not the market's."""
+    spread = TARIFFS.retail_price - TARIFFS.feed_in_price
     for home in day.market.homes:
-        assert home.bill <= day.without.home(home.name).bill + BILL_TOLERANCE, (
-            home, day.without.home(home.name))
+        late_wh = sum(abs(c.settlement.cleared_wh) for k in day.log.complete
+                      if _late((c := day.log.closed[k][home.name]).outcome)
+                      and c.settlement is not None)
+        assert home.bill <= (day.without.home(home.name).bill + BILL_TOLERANCE
+                             + late_wh * spread), (home, day.without.home(home.name), late_wh)
 
 
 def test_every_setpoint_the_batteries_received_was_inside_the_envelope(day: Day) -> None:
@@ -136,21 +154,17 @@ def test_every_setpoint_the_batteries_received_was_inside_the_envelope(day: Day)
         assert low <= soc_pct <= high, (name, soc_pct)
 
 
-def test_delivered_energy_follows_the_cleared_and_the_money_balances(day: Day) -> None:
-    """Sellers exported and buyers imported what they cleared; what buyers paid their neighbours
-    is what sellers received, and the street's bills add up to what it paid and was paid by the
-    grid."""
+def test_delivered_energy_follows_the_cleared(day: Day) -> None:
+    """Sellers exported and buyers imported what they cleared, in the intervals every home
+    dispatched (agreed in time by all: a home that heard the result late ran in safe mode)."""
     cleared = shortfall = 0
     for k in day.log.complete:
-        if not agreed_everywhere(day.log, k):
+        outcomes = [c.outcome for c in day.log.closed[k].values()]
+        if not agreed_everywhere(day.log, k) or any(_late(o) for o in outcomes):
             continue
-        paid = received = 0
         for closed in day.log.closed[k].values():
-            assert isinstance(closed.outcome, Agreed) and closed.settlement is not None
             figures = closed.settlement
-            if closed.outcome.position is not None:
-                paid += closed.outcome.position.paid_p2p
-                received += closed.outcome.position.received_p2p
+            assert figures is not None
             if figures.cleared_wh:
                 # a seller keeps its sale by exporting it, a buyer by importing what it bought;
                 # beyond that a home may trade with the grid as it likes
@@ -159,10 +173,23 @@ def test_delivered_energy_follows_the_cleared_and_the_money_balances(day: Day) -
                            else -figures.delivered_wh, 0)
                 cleared += promised
                 shortfall += max(promised - kept, 0)
-        assert paid == received, k
     assert cleared > 0 and shortfall <= SHORTFALL * cleared, (shortfall, cleared)
-    retail, feed_in = SCENARIO.tariffs.retail_price, SCENARIO.tariffs.feed_in_price
-    grid_money = sum(c.settlement.grid_import_wh * retail - c.settlement.grid_export_wh * feed_in
-                     for k in day.log.complete for c in day.log.closed[k].values()
-                     if c.settlement is not None)
-    assert sum(h.bill for h in day.market.homes) == grid_money
+
+
+def test_energy_and_money_balance_in_every_interval(day: Day) -> None:
+    """Whatever the timing: in every interval the Wh the homes bought from each other are the
+    Wh they sold, and what buyers paid their neighbours is what sellers received, so the
+    street's bills add up to what it paid and was paid by the grid (and the network's fees). A
+    home that heard the result late settles against it like the others; a host too busy to
+    agree abstains more, and creates or loses nothing."""
+    assert unbalanced(day.log, TARIFFS) == {}
+    assert (sum(h.bought_wh for h in day.market.homes)
+            == sum(h.sold_wh for h in day.market.homes))
+    closed = [c for k in day.log.complete for c in day.log.closed[k].values()
+              if c.settlement is not None]
+    grid_money = sum(c.settlement.grid_import_wh * TARIFFS.retail_price
+                     - c.settlement.grid_export_wh * TARIFFS.feed_in_price
+                     for c in closed if c.settlement is not None)
+    fees = sum(fee.fee for c in closed if isinstance(c.outcome, Agreed)
+               for fee in c.outcome.fees if fee.buyer == c.node)
+    assert sum(h.bill for h in day.market.homes) == grid_money + fees

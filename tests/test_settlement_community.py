@@ -16,18 +16,23 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from firmware.metering import TaggedCounter
 from gateway.community import CommunityLog, Timing, run_community
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
 from gateway.market import topics
 from gateway.market.peerlink import PeerLink
+from gateway.market.session import Agreed
 from gateway.node import Event, IntervalClosed
+from gateway.summary import Balance, balance
 from protocols.messages import Settlement, SignedEnvelope
 from protocols.metering import Verified, verify_reading
 from protocols.signing import Rejected, sign, verify
 from sim_devices.scenario import parse_scenario
 from sim_devices.world import World, sim_meter_key
+from tests.faults.street import INTERVAL_MS, NAMES, TIMING, Street, check_ledgers, street
 
 HONEST = ("home-1", "home-2", "home-3")
 TAMPERED = "home-4"
@@ -170,3 +175,61 @@ async def test_every_ledger_holds_every_verified_settlement_and_tampering_is_ref
         block = ledgers[TAMPERED][k]
         assert "settlement" not in block and block["meter"] == "meter reading not verified"
         assert block["outcome"]["delivered_wh"] == 0
+
+
+# --- money and energy balance whatever the timing ------------------------------------------------
+
+LATE = "home-3"
+"""The gateway that hears its peers late: a buyer, so the seller's result gives it a position."""
+
+
+def _commitments(topic: str) -> bool:
+    return topic.split("/")[2] == "commit"
+
+
+def _balanced(s: Street, k: int) -> None:
+    """Interval ``k`` balances to the Wh and the µ across the gateways' settlements."""
+    closed = [s.closed[node][k] for node in NAMES]
+    assert balance(closed, s.nodes[NAMES[0]].tariffs) == Balance(0, 0), (
+        k, [(c.node, c.outcome, c.settlement) for c in closed])
+
+
+@pytest.mark.parametrize("held", ["commitments", "everything"])
+async def test_a_gateway_that_hears_the_quorum_only_after_the_interval_ended_settles_against_it(
+    tmp_path: Path, held: str,
+) -> None:
+    """home-3's bid and commitment reach its peers in time, and they agree a result that sells it
+    energy; what the broker sends home-3 reaches it only after the interval has ended: the
+    peers' commitments (its link holds them back), or everything (its link stalls from before
+    its commitment goes out, so its market waits for the broker's acknowledgement, as on a
+    starved host). home-3 runs the interval in safe mode and still settles against the agreed
+    result, as its peers settled their side of its trade: nothing is created or lost."""
+    async with street(tmp_path, proxied=(LATE,)) as s:
+        proxy = s.proxies[LATE]
+        k = s.now_k() + 2
+        start_s = k * INTERVAL_MS / 1000
+        if held == "commitments":
+            await s.until_sim_s(start_s - TIMING.gate_s - 5)  # its bid for k is out
+            proxy.hold(_commitments)
+            await s.until_sim_s(start_s + TIMING.interval_s + 2 * TIMING.poll_s)
+        else:
+            # From just before it clears until k has ended: about 8 real seconds, under the
+            # MQTT keep-alive's limit (twice 5 s without a byte from the broker).
+            await s.until_sim_s(start_s - TIMING.gate_s + TIMING.grace_s - 1)
+            proxy.hold()
+            await s.until_sim_s(start_s + TIMING.interval_s + TIMING.poll_s + 2)
+        assert proxy.held > 0, "nothing was held back"
+        proxy.release()
+        await s.until_closed(k + 2, timeout_s=120)
+    peers = [s.closed[n][k].outcome for n in NAMES if n != LATE]
+    assert all(isinstance(o, Agreed) and not o.late for o in peers), peers
+    agreed = peers[0]
+    assert isinstance(agreed, Agreed) and agreed.result.outcomes.of(LATE) is not None, (
+        "the peers' result gave home-3 no position: nothing to test", agreed)
+    for j in range(k, k + 3):
+        _balanced(s, j)
+    late = s.closed[LATE][k].outcome
+    assert isinstance(late, Agreed) and late.late, late  # safe mode, settled against the quorum
+    assert late.result_hash == agreed.result_hash
+    ledgers = check_ledgers(s)
+    assert all(ledgers[n][k] == "agreed" for n in NAMES), {n: ledgers[n][k] for n in NAMES}

@@ -377,11 +377,13 @@ class MarketAgent:
 
     def undecided(self, interval: int) -> bool:
         """Whether ``interval`` may still be agreed or adopted here: its session is alive, or one
-        may still be made for it. Once False it stays False, and :meth:`agreed` then says for
-        good what the interval came to here (None: abstained). A node settles an interval only
-        then: its peers settle their side of its trades against a result it may hear after the
-        interval has ended (a starved host, a congested link)."""
-        return interval in self._sessions or not self._closed(interval, self._clock())
+        may still be made for it, and the agent is running. Once False it stays False, and
+        :meth:`agreed` then says for good what the interval came to here (None: abstained). A
+        node settles an interval only then: its peers settle their side of its trades against a
+        result it may hear after the interval has ended (a starved host, a congested link)."""
+        running = bool(self._loops) and not any(task.done() for task in self._loops)
+        return running and (interval in self._sessions
+                            or not self._closed(interval, self._clock()))
 
     def commitments(self, interval: int) -> list[SignedEnvelope]:
         """The signed commitments of the quorum that agreed ``interval`` (this node's own

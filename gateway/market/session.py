@@ -44,8 +44,10 @@ Timeline of interval k (``Timing``)::
 Halfway from clearing to the start (``Timing.union_ms``), a member whose commitments have no
 quorum yet clears the union of the bids the eligible commitments list and commits again, so
 members that each missed a different bid still converge. A node that abstained keeps listening
-until the interval ends: once it holds a quorum's
+until its agent retires the interval, after the interval's end: once it holds a quorum's
 commitments and their bids, it reproduces that result and adopts it for settlement (``_adopt``).
+Its peers settle their side of its trades whether it hears them in time or not, so the end of the
+interval is no deadline for adopting: a starved host may hear the quorum only after it.
 """
 
 from __future__ import annotations
@@ -535,8 +537,7 @@ class IntervalSession:
                 self.outcome = Abstained(k, reason)
                 self._fetched = False  # the agent dropped that fetch with the outcome
                 actions.append(self.outcome)
-        if (self._state is State.ABSTAINED and now_ms < timing.end_ms(k)
-                and self._adopt_tried != self._version):
+        if self._state is State.ABSTAINED and self._adopt_tried != self._version:
             self._adopt_tried = self._version
             actions += self._adopt()
         if self._state is State.AGREED and now_ms >= timing.start_ms(k):

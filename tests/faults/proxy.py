@@ -3,14 +3,23 @@
 Severing aborts every proxied connection (both ends see a reset, as when a home's uplink dies)
 and refuses new ones until :meth:`TcpProxy.restore`; the listening port stays the same, so the
 gateway's reconnect loop finds its way back by itself.
+
+Holding (:meth:`TcpProxy.hold`) keeps back what the broker sends the gateway, whole MQTT
+packets, and :meth:`TcpProxy.release` sends it on, in order: every packet (the link stalls, as
+for a starved host that reads its socket late: its publishes wait for their acknowledgements), or
+only the PUBLISH packets whose topic a test picks (those messages arrive late, everything else
+flows).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
+
+_PUBLISH = 3
 
 
 class TcpProxy:
@@ -25,6 +34,10 @@ class TcpProxy:
         self.severed = False
         self.port = 0
         self.refused = 0
+        self._holds: Callable[[bytes], bool] | None = None
+        self._held: list[tuple[asyncio.StreamWriter, bytes]] = []
+        self.held = 0
+        """Packets kept back so far."""
 
     async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._accept, self._host, 0)
@@ -52,6 +65,31 @@ class TcpProxy:
     def restore(self) -> None:
         self.severed = False
 
+    def hold(self, topics: Callable[[str], bool] | None = None) -> None:
+        """Keep back, from now on, every packet the broker sends the gateway, or (``topics``)
+        only the PUBLISH packets whose topic it picks."""
+        if topics is None:
+            self._holds = lambda _packet: True
+        else:
+            self._holds = lambda packet: packet[0] >> 4 == _PUBLISH and topics(_topic(packet))
+
+    def release(self) -> None:
+        """Stop holding and send on what was held, in the order the broker sent it."""
+        self._holds = None
+        held, self._held = self._held, []
+        for writer, packet in held:
+            if not writer.transport.is_closing():
+                writer.write(packet)
+
+    def _down(self, writer: asyncio.StreamWriter, packet: bytes) -> None:
+        """One whole MQTT packet from the broker to the gateway: held or passed on."""
+        holds = self._holds
+        if holds is not None and holds(packet):
+            self._held.append((writer, packet))
+            self.held += 1
+        else:
+            writer.write(packet)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.severed:
             self.refused += 1
@@ -64,7 +102,7 @@ class TcpProxy:
             return
         self._writers.update((writer, up_writer))
         pipes = [asyncio.create_task(_pipe(reader, up_writer)),
-                 asyncio.create_task(_pipe(up_reader, writer))]
+                 asyncio.create_task(_pipe_packets(up_reader, writer, self._down))]
         self._pipes.update(pipes)
         try:
             await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
@@ -83,3 +121,32 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
+
+
+async def _pipe_packets(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        deliver: Callable[[asyncio.StreamWriter, bytes], None]) -> None:
+    """Like :func:`_pipe`, one whole MQTT packet at a time (fixed header, then the remaining
+    length as a variable byte integer, then that many bytes)."""
+    with contextlib.suppress(ConnectionError, OSError, asyncio.IncompleteReadError):
+        while True:
+            header = await reader.readexactly(1)
+            length, multiplier, size = 0, 1, b""
+            while True:
+                byte = await reader.readexactly(1)
+                size += byte
+                length += (byte[0] & 0x7F) * multiplier
+                multiplier *= 128
+                if not byte[0] & 0x80:
+                    break
+            deliver(writer, header + size + await reader.readexactly(length))
+            await writer.drain()
+
+
+def _topic(packet: bytes) -> str:
+    """The topic of a PUBLISH packet: after the fixed header, a two-byte length and the name."""
+    at = 1
+    while packet[at] & 0x80:
+        at += 1
+    at += 1
+    size = int.from_bytes(packet[at:at + 2], "big")
+    return packet[at + 2:at + 2 + size].decode("utf-8", "replace")

@@ -3,10 +3,11 @@
 home-3 reaches the broker through a TCP proxy that the test severs (every connection reset, new
 ones refused) and later restores. While it is cut off, the broker fires its last will, so the
 others count two members present and reach the quorum of two; home-3 hears no quorum and runs
-those intervals in safe mode (abstained: no market setpoint). An interval it hears nothing of
-until it ends is settled with the grid; the one it is restored in, it adopts from the retained
-commitments before it ends (settled against the others' result, where it has no position).
-Once restored it reconnects by itself and agrees with the others again.
+those intervals in safe mode (abstained: no market setpoint). Each interval it hears the
+others' result of before its market retires it (the one it is restored in, and the one before,
+which ended meanwhile) it adopts from the retained commitments and settles against it, where it
+has no position: with the grid, as abstaining would. Once restored it reconnects by itself and
+agrees with the others again.
 """
 
 from gateway.market.session import Abstained, Agreed
@@ -41,5 +42,4 @@ async def test_a_cut_off_gateway_is_left_out_and_rejoins(tmp_path):
         assert all(CUT not in (t.buyer, t.seller) for t in result.trades), result.trades
     for k in rejoined:
         assert agreed[k] == set(NAMES), (k, agreed[k])
-    ledgers = check_ledgers(s)
-    assert ledgers[CUT][cut[0]] == "abstained"  # heard nothing of it before it ended
+    check_ledgers(s)

@@ -192,13 +192,15 @@ def test_late_commitments_are_adopted_after_a_no_quorum_abstention() -> None:
     assert adopted.committed_by == {"alice", "bob"} and adopted.position is not None
 
 
-def test_nothing_is_adopted_once_the_interval_has_ended() -> None:
+def test_a_quorum_heard_only_after_the_interval_ended_is_still_adopted() -> None:
+    """Bob settles his side of alice's trade whenever she hears the quorum: she must too."""
     a, b = session("alice"), session("bob")
     cleared(a)
     cb = cleared(b)
     a.tick(START)
     heard(a, cb)
-    assert a.tick(TIMING.end_ms(K)) == [] and a.state is State.ABSTAINED
+    [adopted] = a.tick(TIMING.end_ms(K) + TIMING.length_ms // 2)
+    assert isinstance(adopted, Agreed) and adopted.late and a.state is State.ADOPTED
 
 
 def test_bid_rules() -> None:
