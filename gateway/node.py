@@ -70,7 +70,7 @@ from gateway.market.settlement import MeterKey
 from gateway.meterkey import load_meter_key
 from gateway.pki import TlsFiles
 from protocols.clearing import ClearingParams, Tariffs
-from protocols.messages import SignedEnvelope
+from protocols.messages import SignedEnvelope, curve_head
 from protocols.metering import Rejected as MeterRejected
 from protocols.settlement import SettlementFigures
 
@@ -374,7 +374,7 @@ class GatewayNode:
         if plan is not None and plan.side is not None:
             await self.agent.submit_bid(
                 interval=k, side=plan.side, energy_wh=plan.energy_wh,
-                limit_price=plan.limit_price,
+                limit_price=plan.limit_price, steps=plan.steps,
             )
         if plan is not None:
             self._on_event(BidMade(node=self.name, interval=k, plan=plan))
@@ -409,18 +409,21 @@ class GatewayNode:
             kept = plan.energy_wh if plan is not None and plan.side == side else 0
             if kept >= offered.energy_wh:
                 continue
+            cut = curve_head(offered.curve(), kept)  # its best Wh: a seller's cheapest first
             try:  # 0 Wh withdraws the offer
                 await self.agent.submit_bid(interval=k, side=side, energy_wh=kept,
-                                            limit_price=offered.limit_price)
+                                            limit_price=offered.limit_price, steps=cut)
             except MarketError as exc:
                 log.warning("%s: offer for interval %d not replaced: %s", self.name, k, exc)
                 return
             log.warning("%s: %s stale: %s offer for interval %d cut from %d to %d Wh", self.name,
                         ", ".join(sorted(gone)), side, k, offered.energy_wh, kept)
             if plan is not None and kept:
-                offered = replace(plan, limit_price=offered.limit_price)
+                offered = replace(plan, limit_price=offered.limit_price,
+                                  steps=cut if len(cut) > 1 else ())
             else:
-                offered = replace(plan or offered, side=None, energy_wh=0, limit_price=0)
+                offered = replace(plan or offered, side=None, energy_wh=0, limit_price=0,
+                                  steps=())
             self._record(k).plan = None if plan is None else offered
             self._on_event(BidMade(node=self.name, interval=k, plan=offered))
             if not kept:
@@ -459,11 +462,13 @@ class GatewayNode:
         pv_wh, load_wh = self.forecaster.forecast_wh(
             start_s=self.timing.start_ms(k) / 1000 % DAY_S, length_s=length_s
         )
-        if self.pv is not None and self._fresh(self.pv) is None:
-            pv_wh = 0  # a silent inverter may have tripped: its output is not ours to offer
         block_s, count = horizon(length_s)
-        ahead = Ahead(block_s=block_s, blocks=self.forecaster.learned_ahead(
+        ahead: Ahead | None = Ahead(block_s=block_s, blocks=self.forecaster.learned_ahead(
             start_s=self.timing.start_ms(k + 1) / 1000 % DAY_S, block_s=block_s, count=count))
+        if self.pv is not None and self._fresh(self.pv) is None:
+            # A silent inverter may have tripped: its output is not ours to offer, now or as
+            # the sun that would refill energy sold from the battery (self-consumption alone).
+            pv_wh, ahead = 0, None
         return plan_interval(
             pv_wh=pv_wh, load_wh=load_wh, battery=state, prefs=self.prefs, tariffs=self.tariffs,
             interval_s=length_s, flex=self._plan_loads(k, surplus_wh=pv_wh - load_wh),

@@ -13,6 +13,7 @@ counter label. Signatures are checked in :mod:`protocols.signing`.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from itertools import pairwise
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -42,6 +43,7 @@ __all__ = [
     "SignedEnvelope",
     "Step",
     "bid_set_digest",
+    "curve_head",
     "message_digest",
     "schema_reason",
 ]
@@ -198,6 +200,19 @@ class Bid(_Frozen):
     def curve(self) -> tuple[Step, ...]:
         """The bid's steps, best first; a one-step bid is its one step."""
         return self.steps or (Step(self.energy_wh, self.limit_price),)
+
+
+def curve_head(curve: Sequence[Step], wh: int) -> tuple[Step, ...]:
+    """The first ``wh`` of ``curve``, best steps first: what is left of an offer cut or capped to
+    ``wh`` (the rule :func:`protocols.clearing.orders_from_bids` clips a certificate's limit by).
+    """
+    head: list[Step] = []
+    for step in curve:
+        if wh <= 0:
+            break
+        head.append(Step(min(step.wh, wh), step.price))
+        wh -= step.wh
+    return tuple(head)
 
 
 def bid_set_digest(bid_digests: tuple[str, ...]) -> str:

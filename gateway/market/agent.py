@@ -47,7 +47,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Literal, Self
 
@@ -84,6 +84,8 @@ from protocols.messages import (
     Presence,
     Settlement,
     SignedEnvelope,
+    Step,
+    curve_head,
 )
 from protocols.network import Feeder, FeeSchedule
 from protocols.settlement import ReputationRule, offer_cap_wh
@@ -260,10 +262,13 @@ class MarketAgent:
         side: Literal["buy", "sell"],
         energy_wh: int,
         limit_price: int,
+        steps: Sequence[Step] = (),
     ) -> Bid:
         """Sign and publish (retained) this node's bid for ``interval``; a later call replaces
         it (higher ``seq``), and ``energy_wh`` 0 withdraws it. Clearing the retained copy would
-        not withdraw anything: every peer that heard the bid keeps it."""
+        not withdraw anything: every peer that heard the bid keeps it. ``steps`` is the bid's
+        curve (:class:`Bid`), ``energy_wh`` and ``limit_price`` then its total and first price;
+        capped, the curve keeps its best steps."""
         session = self._session(interval, self._clock())
         if session is None or session.state is not State.OPEN:
             raise MarketError(f"{self.node}: the gate of interval {interval} is closed")
@@ -272,10 +277,11 @@ class MarketAgent:
             raise MarketError(f"{self.node}: its certificate allows no "
                               f"{'export' if side == 'sell' else 'import'}")
         energy_wh = min(energy_wh, cap)  # capped, not refused: see the module docstring
+        curve = curve_head(steps, energy_wh)
         bid = Bid(
             community=self.community, interval=interval, node=self.node,
             seq=self._seq[interval], side=side, energy_wh=energy_wh, limit_price=limit_price,
-            created_ms=self._clock(),
+            created_ms=self._clock(), **({"steps": curve} if len(curve) > 1 else {}),
         )
         self._seq[interval] += 1
         await self._carry_out(session.on_bid(bid))

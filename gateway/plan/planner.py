@@ -78,7 +78,7 @@ class Planner:
             self.counters.fallbacks[exc.reason] += 1
             log.warning("plan: the heuristic plans this interval (%s)", exc.reason)
             interval = heuristic(problem)
-            return Outcome(interval=interval, curve=_one_step(interval), day=None,
+            return Outcome(interval=interval, curve=_as_curve(interval), day=None,
                            source="heuristic", reason=exc.reason)
         self.counters.optimised += 1
         return Outcome(interval=interval_plan(problem, day, curve), curve=curve, day=day,
@@ -223,9 +223,9 @@ def _band(import_price: int, export_price: int) -> Tariffs:
     return Tariffs(retail_price=retail, feed_in_price=min(max(export_price, 0), retail - 1))
 
 
-def _one_step(plan: Plan) -> BidCurve:
-    """The heuristic's one-step bid as a curve."""
+def _as_curve(plan: Plan) -> BidCurve:
+    """The heuristic's bid as a curve."""
     if plan.side is None or plan.energy_wh <= 0:
         return BidCurve()
-    step = (Step(plan.energy_wh, plan.limit_price),)
-    return BidCurve(sell=step) if plan.side == "sell" else BidCurve(buy=step)
+    steps = tuple(Step(wh, price) for wh, price in plan.curve())
+    return BidCurve(sell=steps) if plan.side == "sell" else BidCurve(buy=steps)

@@ -61,15 +61,21 @@ def test_the_look_ahead_plan_keeps_the_window_the_balance_and_the_tariffs(
         after = stored + plan.battery_wh / battery.discharge_efficiency
         assert after >= battery.capacity_wh * prefs.reserve_pct / 100 - 1e-6
     if plan.side is not None:
-        assert TARIFFS.feed_in_price <= plan.limit_price <= TARIFFS.retail_price
+        assert all(TARIFFS.feed_in_price <= p <= TARIFFS.retail_price for _, p in plan.curve())
         assert plan.energy_wh == abs(plan.residual_wh) >= prefs.min_bid_wh
-    # the look-ahead only ever adds energy to the battery, and only by buying it below retail
-    assert plan.battery_wh >= alone.battery_wh
+    # the look-ahead adds energy to the battery only by buying it below retail, and takes it out
+    # only by selling it (the sell curve's prices: tests/gateway/test_ems.py)
     if plan.battery_wh > alone.battery_wh:
-        assert plan.side == "buy" and plan.limit_price < TARIFFS.retail_price
+        assert plan.side == "buy"
+        assert all(p < TARIFFS.retail_price or wh <= -alone.residual_wh for wh, p in plan.curve())
         assert plan.limit_price <= min(max(prefs.max_buy_price, 80), 300)  # the owner's limit
         if plan.battery_wh > max(0, pv - load - ev):  # charged beyond the home's own surplus
-            assert plan.limit_price <= ROUND_TRIP_CAP
+            assert plan.curve()[-1].price <= ROUND_TRIP_CAP
+            dear = sum(wh for wh, p in plan.curve() if p > ROUND_TRIP_CAP)
+            assert dear <= max(0, -alone.residual_wh) + max(0, -alone.battery_wh)
+    elif plan.battery_wh < alone.battery_wh:
+        assert plan.side == "sell" and alone.residual_wh >= 0
+        assert plan.limit_price == alone.limit_price or alone.side is None
     else:
         assert plan == alone
 
@@ -137,24 +143,36 @@ def test_midday_surplus_is_stored_not_sold_and_room_left_is_bought_below_the_rou
     owner_pays_retail = Preferences(min_sell_price=120, max_buy_price=300, reserve_pct=20)
     dear = _plan(500, 100, BIG, owner_pays_retail, ahead=EVENING)
     assert (dear.side, dear.energy_wh, dear.limit_price) == ("buy", 162, ROUND_TRIP_CAP)
-    # a surplus beyond that is stored all the same: only charging from the market is held back
-    assert _plan(900, 100, BIG, ahead=EVENING).battery_wh == 750
+    # a surplus beyond the battery's power is offered at the owner's minimum (exported
+    # otherwise), the energy the battery stores for the evening only above what it saves then
+    beyond = _plan(900, 100, BIG, ahead=EVENING)
+    assert beyond.curve() == ((50, 120), (750, ROUND_TRIP_CAP + 1))
 
 
-def test_charging_never_lowers_the_price_of_a_deficit_the_home_buys_anyway():
+def test_each_kind_of_energy_bought_is_its_own_step():
+    """The deficit is bought at the owner's maximum (retail otherwise), the kept Wh just below
+    retail, the Wh bought to charge just below retail times the round trip: one price would
+    either overpay for charging or lose the deficit's bid."""
     owner_pays_retail = Preferences(min_sell_price=120, max_buy_price=300, reserve_pct=20)
     at_reserve = BatteryState(capacity_wh=15_000, soc_pct=20, max_charge_w=3000,
                               max_discharge_w=3000)
     plan = _plan(0, 400, at_reserve, owner_pays_retail, ahead=EVENING)
-    assert (plan.battery_wh, plan.side, plan.energy_wh, plan.limit_price) == (0, "buy", 400, 300)
+    assert (plan.battery_wh, plan.side, plan.limit_price) == (562, "buy", 300)
+    assert plan.curve() == ((400, 300), (562, ROUND_TRIP_CAP))
+    keeping = BatteryState(capacity_wh=15_000, soc_pct=60, max_charge_w=3000,
+                           max_discharge_w=3000)
+    kept = _plan(0, 400, keeping, owner_pays_retail, ahead=EVENING, ev_wh=300)
+    assert kept.curve() == ((300, 300), (400, 299), (562, ROUND_TRIP_CAP))
+    # the owner's maximum caps every step: below the round trip's cap they are one price
+    assert _plan(0, 400, keeping, ahead=EVENING, ev_wh=300).curve() == ((1262, 250),)
 
 
-def test_without_a_shortfall_ahead_the_plan_is_self_consumption():
+def test_without_a_shortfall_ahead_nothing_is_bought_for_later():
     sunny = Ahead(block_s=QUARTER_S, blocks=((2000, 200),) * 40)
     for pv, load in ((80, 112), (500, 100), (0, 900)):
-        assert _plan(pv, load, BIG, ahead=sunny) == _plan(pv, load, BIG)
-        assert _plan(pv, load, BIG, ahead=Ahead(block_s=QUARTER_S, blocks=())) == _plan(
-            pv, load, BIG)
+        plan, alone = _plan(pv, load, BIG, ahead=sunny), _plan(pv, load, BIG)
+        assert plan.battery_wh <= alone.battery_wh and plan.side != "buy" or plan == alone
+        assert _plan(pv, load, BIG, ahead=Ahead(block_s=QUARTER_S, blocks=())) == alone
 
 
 def test_bad_forecast_blocks_are_refused_with_the_reason():
@@ -236,10 +254,10 @@ def _simulate(days: int, *, look_ahead: bool) -> tuple[list[int], list[Plan], fl
             plans.append(plan)
             price = _p2p_price(k)
             bought = sold = 0
-            if price is not None and plan.side == "buy" and plan.limit_price >= price:
-                bought = plan.energy_wh
-            if price is not None and plan.side == "sell" and plan.limit_price <= price:
-                sold = plan.energy_wh
+            if price is not None and plan.side == "buy":
+                bought = sum(wh for wh, limit in plan.curve() if limit >= price)
+            if price is not None and plan.side == "sell":
+                sold = sum(wh for wh, limit in plan.curve() if limit <= price)
             wanted = bought - sold + PV[k] - LOAD[k]  # battery (+ charge) for the meter to follow
             if wanted > 0:
                 room = (PREFS.soc_max_pct - soc) / 100 * capacity
@@ -260,11 +278,14 @@ def _simulate(days: int, *, look_ahead: bool) -> tuple[list[int], list[Plan], fl
 
 def test_a_day_on_the_look_ahead_costs_less_than_one_interval_at_a_time():
     """Evening 12.5 kWh against 7.5 kWh in the battery above its reserve, midday sun too weak to
-    fill it: the look-ahead fills it from the neighbours' cheap surplus in the morning and never
-    sells its own midday surplus. Day two is compared: both days start and end at the reserve."""
+    fill it: the look-ahead fills it from the neighbours' cheap surplus in the morning and offers
+    its own midday surplus only above what the evening makes of it (retail x round trip), so it
+    never sells it at the neighbours' price. Day two is compared: both days start and end at the
+    reserve."""
     alone, _, soc_alone = _simulate(2, look_ahead=False)
     ahead, plans, soc_ahead = _simulate(2, look_ahead=True)
     assert soc_alone == pytest.approx(soc_ahead) == PREFS.reserve_pct  # same energy left over
-    assert not any(p.side == "sell" for p in plans)
+    assert all(price > 300 * 0.95 * 0.95 for p in plans if p.side == "sell"
+               for _, price in p.curve())
     # measured: 2_720_700 µ one interval at a time, 2_430_900 µ looking ahead (-10.7 %)
     assert ahead[1] < alone[1] - 200_000, (ahead, alone)

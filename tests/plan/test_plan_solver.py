@@ -123,8 +123,7 @@ def test_zero_time_limit_falls_back_to_todays_heuristic_counted_with_its_reason(
         ahead=Ahead(block_s=900.0, blocks=tuple(zip(problem.pv_wh[1:], problem.load_wh[1:],
                                                      strict=True))))
     side = outcome.curve.buy if outcome.interval.side == "buy" else outcome.curve.sell
-    assert [(s.wh, s.price) for s in side] == [(outcome.interval.energy_wh,
-                                                 outcome.interval.limit_price)]
+    assert [(s.wh, s.price) for s in side] == list(outcome.interval.curve())
 
 
 def test_solver_stopped_by_its_own_time_limit_falls_back() -> None:
