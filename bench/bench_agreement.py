@@ -66,11 +66,10 @@ import aiomqtt
 
 from bench._report import line, machine
 from gateway.broker import EmbeddedBroker
-from gateway.market import topics
 from gateway.market.agent import MarketAgent
 from gateway.market.peerlink import PeerLinkError
-from gateway.market.session import Agreed, Timing, agreed_hash, quorum_size
 from protocols.clearing import ClearingParams, Tariffs, clear, orders_from_bids
+from protocols.market import Agreed, Timing, agreed_hash, quorum_size, topics
 from protocols.messages import (
     MAX_INLINE_BIDS,
     Bid,

@@ -42,7 +42,7 @@ from gateway.config import GatewayConfig, PreferencesConfig, parse_config
 from gateway.dashboard import Dashboard, Limits
 from gateway.dashboard.status import DashboardNode, Status, StatusView, flows, month_start_ms
 from gateway.ledger import Ledger, LedgerOwner
-from gateway.market.session import Timing
+from protocols.market import Timing
 from protocols.messages import MembershipCertificate, Settlement
 from protocols.signing import generate_key, public_key_hex, sign
 

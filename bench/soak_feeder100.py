@@ -90,9 +90,8 @@ from gateway.devices import Meter, MeterReading, ModbusBus, ModbusTcpBus, discov
 from gateway.ledger import Ledger, LedgerOwner
 from gateway.market.agent import MarketAgent, MarketError
 from gateway.market.peerlink import PeerLinkError
-from gateway.market.session import Abstained, Agreed, Timing
-from gateway.market.settlement import MeterKey
 from protocols.clearing import ClearingParams, Tariffs
+from protocols.market import Abstained, Agreed, MeterKey, Timing
 from protocols.messages import MembershipCertificate, SignedEnvelope
 from protocols.signing import generate_key, public_key_hex, sign
 from sim_devices.scenario import Scenario, load_scenario

@@ -32,7 +32,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.market import topics
 from gateway.market.packetgate import MAX_PACKET_BYTES
 from gateway.pki import (
     CommunityCa,
@@ -42,6 +41,7 @@ from gateway.pki import (
     revoked_certificates,
     write_crl,
 )
+from protocols.market import topics
 
 DEFAULT_PORT = 8883
 MAX_INFLIGHT_MESSAGES = 100

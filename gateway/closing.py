@@ -30,11 +30,11 @@ from pydantic import ValidationError
 from gateway.devices import MeterReading
 from gateway.ledger import Ledger
 from gateway.market.agent import MarketAgent, MarketError
-from gateway.market.session import Abstained, Agreed
-from gateway.market.settlement import MeterReading as TaggedReading
-from gateway.market.settlement import no_position
 from protocols.clearing import Tariffs
 from protocols.ledger import Block, quorum_record
+from protocols.market import Abstained, Agreed
+from protocols.market import MeterReading as TaggedReading
+from protocols.market.settlement import no_position
 from protocols.messages import MAX_ENERGY_WH, Settlement, SignedEnvelope
 from protocols.settlement import SettlementFigures, settle
 from protocols.signing import Rejected, verify

@@ -25,7 +25,6 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 from gateway.community import CommunityLog, Timing, run_community
-from gateway.market.session import Agreed
 from gateway.node import Event, IntervalClosed
 from gateway.report import render
 from gateway.summary import (
@@ -36,6 +35,7 @@ from gateway.summary import (
     series,
     summarise,
 )
+from protocols.market import Agreed
 from sim_devices.scenario import Scenario
 from sim_devices.world import World
 

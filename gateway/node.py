@@ -65,11 +65,10 @@ from gateway.forecast import DAY_S, HomeForecaster
 from gateway.ledger import Ledger, LedgerOwner
 from gateway.lookahead import Ahead, horizon
 from gateway.market.agent import MarketAgent, MarketError
-from gateway.market.session import Abstained, Agreed, Timing
-from gateway.market.settlement import MeterKey
 from gateway.meterkey import load_meter_key
 from gateway.pki import TlsFiles
 from protocols.clearing import ClearingParams, Tariffs
+from protocols.market import Abstained, Agreed, MeterKey, Timing
 from protocols.messages import SignedEnvelope, curve_head
 from protocols.metering import Rejected as MeterRejected
 from protocols.settlement import SettlementFigures

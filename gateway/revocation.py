@@ -15,9 +15,9 @@ from pathlib import Path
 
 import aiomqtt
 
-from gateway.market import topics
 from gateway.market.peerlink import broker_tls_context, parse_broker_url
 from gateway.pki import TlsFiles
+from protocols.market import topics
 from protocols.messages import MessageError, Revocation, SignedEnvelope
 from protocols.signing import Rejected, verify
 

@@ -20,9 +20,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from gateway.community import CommunityLog
-from gateway.market.session import Agreed
 from gateway.node import IntervalClosed
 from protocols.clearing import Result, Tariffs
+from protocols.market import Agreed
 
 
 @dataclass(frozen=True, slots=True)

@@ -228,7 +228,7 @@ class Commitment(_Frozen):
 
     ``bid_set_digest`` is :func:`bid_set_digest` of the digests of the bids cleared;
     ``result_hash`` is :func:`protocols.clearing.result_hash` of the result (with the network
-    fees, see :func:`gateway.market.session.agreed_hash`). A set of up to ``MAX_INLINE_BIDS``
+    fees, see :func:`protocols.market.session.agreed_hash`). A set of up to ``MAX_INLINE_BIDS``
     travels inline in ``bid_digests`` (sorted, duplicate-free, matching the digest), so a
     member of a street joins a majority or judges a dissent with no round trip. A longer set is
     ``None`` here and travels once, as the committer's :class:`BidSet`, fetched only by a peer

@@ -18,10 +18,10 @@ from firmware.roles.dcdc import TRIPPED, WAIT
 from gateway.community import CommunityLog, Timing, dc_bus_master, run_community
 from gateway.config import load_config
 from gateway.devices import DcDcConverter, discover
-from gateway.market.session import Agreed
 from gateway.node import Event, IntervalClosed, IntervalEnded, SetpointWritten, open_bus
 from gateway.summary import unbalanced
 from protocols.clearing import Tariffs
+from protocols.market import Agreed
 from sim_devices.physics import MJ_PER_WH
 from sim_devices.scenario import load_scenario
 from sim_devices.world import World

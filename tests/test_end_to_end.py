@@ -4,8 +4,8 @@ import io
 
 from gateway.demo import DEFAULT_SCENARIO, run_demo
 from gateway.ledger import Ledger
-from gateway.market.session import Agreed
 from gateway.node import BidMade, Event, IntervalClosed
+from protocols.market import Agreed
 from sim_devices.scenario import load_scenario
 from sim_devices.world import World
 

@@ -13,8 +13,8 @@ import sim_devices
 from gateway.config import load_config
 from gateway.demo import DEFAULT_SCENARIO, run_demo
 from gateway.ledger import Ledger
-from gateway.market.session import Agreed
 from gateway.node import Event, IntervalClosed
+from protocols.market import Agreed
 from protocols.network import FeeSchedule, line_flows
 from sim_devices.scenario import Scenario, parse_scenario
 from sim_devices.world import World

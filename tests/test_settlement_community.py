@@ -22,11 +22,10 @@ from firmware.metering import TaggedCounter
 from gateway.community import CommunityLog, Timing, run_community
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
-from gateway.market import topics
 from gateway.market.peerlink import PeerLink
-from gateway.market.session import Agreed
 from gateway.node import Event, IntervalClosed
 from gateway.summary import Balance, balance
+from protocols.market import Agreed, topics
 from protocols.messages import Settlement, SignedEnvelope
 from protocols.metering import Verified, verify_reading
 from protocols.signing import Rejected, sign, verify

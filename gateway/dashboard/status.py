@@ -24,8 +24,8 @@ from typing import Any, Protocol
 from gateway.config import GatewayConfig, PreferencesConfig
 from gateway.devices import DevicePoller, PvReading
 from gateway.ledger import Ledger
-from gateway.market.session import Timing
 from protocols.ledger import Block
+from protocols.market import Timing
 
 DAY_MS = 86_400_000
 

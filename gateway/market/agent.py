@@ -25,7 +25,7 @@ certificate allows over the interval (``energy_interval_ms``, :class:`protocols.
 and this node caps its own bids the same way.
 
 A flood is cut before its signatures are checked: once a node has had as many distinct verified
-messages on one of its topics as the kind allows (:class:`gateway.market.quota.Quota`: bids,
+messages on one of its topics as the kind allows (:class:`protocols.market.quota.Quota`: bids,
 commitments, bid sets, settlements), further live ones there are counted as "flood" unread (only
 verified messages fill the quota, so a forger cannot silence anyone).
 
@@ -53,27 +53,28 @@ from typing import Literal, Self
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.market import topics
 from gateway.market.peerlink import Incoming, PeerLink, PeerLinkError
-from gateway.market.quota import Quota
-from gateway.market.roster import Member, Roster
-from gateway.market.session import (
-    MAX_BIDS_PER_NODE,
+from gateway.pki import TlsFiles
+from protocols.clearing import ClearingParams, Limits
+from protocols.market import (
     Abstained,
     Action,
     Agreed,
     Cleared,
     Evidence,
     Fetch,
-    IntervalSession,
+    MeterKey,
+    MeterReading,
     Outcome,
     Publish,
     State,
     Timing,
+    topics,
 )
-from gateway.market.settlement import MeterKey, MeterReading, SettlementBook, expected_settlement
-from gateway.pki import TlsFiles
-from protocols.clearing import ClearingParams, Limits
+from protocols.market.quota import Quota
+from protocols.market.roster import Member, Roster
+from protocols.market.session import MAX_BIDS_PER_NODE, IntervalSession
+from protocols.market.settlement import SettlementBook, expected_settlement
 from protocols.messages import (
     DEFAULT_MAX_ENVELOPE_BYTES,
     MAX_ENERGY_WH,
@@ -157,7 +158,7 @@ class MarketAgent:
         connect_timeout_s: float = 5.0,
         keepalive_s: int = 5,
     ) -> None:
-        """``feeder``/``fees``: the community's network (see :mod:`gateway.market.session`).
+        """``feeder``/``fees``: the community's network (see :mod:`protocols.market.session`).
         ``meter_keys``: meters whose tags this gateway can check. ``energy_interval_ms``: the
         physical length of an interval, which turns a certificate's export limit (W) into the Wh
         a member may offer at full trust; None where intervals are not physical time (tests with
@@ -298,7 +299,7 @@ class MarketAgent:
 
     def _limits(self, node: str) -> Limits:
         """What ``node``'s certificate lets it trade in one interval (every gateway clips its
-        orders to this, :mod:`gateway.market.session`)."""
+        orders to this, :mod:`protocols.market.session`)."""
         member = self._roster.member(node, now_ms=self._clock())
         if isinstance(member, Rejected):
             raise MarketError(f"{node} is not a member now: {member.reason}")

@@ -26,7 +26,7 @@ from typing import Any
 
 import aiomqtt
 
-from gateway.market import topics
+from protocols.market import topics
 from protocols.messages import DEFAULT_MAX_ENVELOPE_BYTES
 
 _FIXED_HEADER_MAX = 5  # packet type byte + at most 4 bytes of remaining length

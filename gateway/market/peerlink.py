@@ -36,7 +36,6 @@ import aiomqtt
 
 from gateway.aio import raise_if_cancelling
 from gateway.logs import worth_logging
-from gateway.market import topics
 from gateway.market.packetgate import (
     CUT,
     MAX_PACKET_BYTES,
@@ -46,6 +45,7 @@ from gateway.market.packetgate import (
 )
 from gateway.market.retained import MAX_TOPICS, OwnRetained
 from gateway.pki import TlsFiles
+from protocols.market import topics
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gateway.dashboard.status import Earnings, StatusView, flows, month_start_ms, read_month
 from gateway.ledger import Ledger
-from gateway.market.session import Timing
+from protocols.market import Timing
 from tests.ledger_owner import make_owner
 
 TIMING = Timing(epoch_ms=0, length_ms=900_000, gate_ms=60_000, grace_ms=10_000)

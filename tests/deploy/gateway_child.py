@@ -17,8 +17,8 @@ from typing import Any
 
 from gateway.identity import load_certificate, load_key_file
 from gateway.market.agent import MarketAgent
-from gateway.market.session import Agreed, Timing
 from gateway.pki import TlsFiles
+from protocols.market import Agreed, Timing
 from tests.market.community import COMMUNITY, PARAMS, now_ms
 
 _OUTCOME_S = 30.0

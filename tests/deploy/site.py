@@ -12,8 +12,8 @@ from typing import Any
 import aiomqtt
 
 from gateway.brokerconfig import BrokerFiles, write_broker_config
-from gateway.market import topics
 from gateway.market.agent import MarketAgent
+from protocols.market import topics
 from protocols.signing import generate_key
 from tests.market.community import COMMUNITY, PARAMS, Community, now_ms
 

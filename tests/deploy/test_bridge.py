@@ -16,8 +16,7 @@ import aiomqtt
 import pytest
 
 from gateway.brokerconfig import Bridge, BrokerFiles, render_config
-from gateway.market import topics
-from gateway.market.session import Agreed
+from protocols.market import Agreed, topics
 from tests.deploy.mosquitto import Brokers, free_port
 from tests.deploy.site import run_as, tls_agent, write_site
 from tests.market.community import COMMUNITY, Community

@@ -17,10 +17,9 @@ from gateway.brokerconfig import BrokerFiles
 from gateway.clock import Clock
 from gateway.config import load_config
 from gateway.identity import create_key_file, load_certificate, save_envelope
-from gateway.market import topics
-from gateway.market.session import Agreed
 from gateway.node import GatewayNode
 from gateway.pki import CommunityCa, TlsFiles
+from protocols.market import Agreed, topics
 from tests.deploy.mosquitto import Brokers, free_port
 from tests.deploy.site import TEST_LIMIT_W, tls_agent, write_site
 from tests.market.community import COMMUNITY, Community

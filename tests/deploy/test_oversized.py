@@ -29,9 +29,8 @@ import pytest
 from gateway.broker import EmbeddedBroker
 from gateway.brokerconfig import BrokerFiles
 from gateway.identity import create_key_file, save_envelope
-from gateway.market import topics
 from gateway.market.agent import MarketAgent
-from gateway.market.session import Timing
+from protocols.market import Timing, topics
 from tests.deploy.mosquitto import Brokers, free_port
 from tests.deploy.site import retained, tls_agent, write_site
 from tests.market.community import COMMUNITY, Community, now_ms

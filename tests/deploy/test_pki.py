@@ -14,8 +14,8 @@ from gateway.brokerconfig import revoke_client, write_broker_config
 from gateway.cli import main
 from gateway.market.packetgate import MAX_PACKET_BYTES
 from gateway.market.peerlink import PeerLink
-from gateway.market.topics import SLOTS
 from gateway.pki import CLIENT_DAYS, CommunityCa, PkiError, TlsFiles
+from protocols.market.topics import SLOTS
 
 NOW = dt.datetime(2030, 6, 1, 12, tzinfo=dt.UTC)
 

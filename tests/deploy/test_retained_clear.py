@@ -10,8 +10,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from gateway.market import topics
 from gateway.market.peerlink import PeerLink
+from protocols.market import topics
 from tests.deploy.mosquitto import Brokers, free_port
 from tests.deploy.site import retained, write_site
 from tests.market.community import COMMUNITY

@@ -12,9 +12,9 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from gateway.market import topics
 from gateway.market.peerlink import Incoming, PeerLink
-from gateway.market.topics import SLOTS
+from protocols.market import topics
+from protocols.market.topics import SLOTS
 from tests.deploy.mosquitto import Brokers, free_port
 from tests.deploy.site import write_site
 from tests.market.community import COMMUNITY

@@ -27,8 +27,8 @@ from gateway.config import load_config
 from gateway.devices import DeviceError
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
-from gateway.market.session import Abstained, Agreed
 from gateway.node import BidMade, Event, GatewayNode, IntervalClosed, running
+from protocols.market import Abstained, Agreed
 from sim_devices.faults import FaultSpec
 from sim_devices.home import HomeSpec
 from sim_devices.world import World

@@ -10,7 +10,7 @@ has no position: with the grid, as abstaining would. Once restored it reconnects
 agrees with the others again.
 """
 
-from gateway.market.session import Abstained, Agreed
+from protocols.market import Abstained, Agreed
 from tests.faults.street import INTERVAL_MS, NAMES, TIMING, check_consistent, check_ledgers, street
 
 CUT = "home-3"

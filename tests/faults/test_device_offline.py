@@ -13,7 +13,7 @@ device drops every response, as a dead RS-485 node would). Through the real Modb
 
 import asyncio
 
-from gateway.market.session import Agreed
+from protocols.market import Agreed
 from sim_devices.faults import FaultSpec
 from tests.faults.street import (
     INTERVAL_MS,

@@ -33,8 +33,8 @@ from gateway.community import Timing, provision
 from gateway.config import load_config
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
-from gateway.market.session import Agreed
 from gateway.node import Event, GatewayNode, IntervalClosed, SetpointWritten, running
+from protocols.market import Agreed
 from sim_devices.home import HomeSpec
 from sim_devices.physics import MJ_PER_WH
 from sim_devices.world import World

@@ -39,8 +39,8 @@ import aiomqtt
 
 from gateway.community import Rules, Timing, provision
 from gateway.identity import load_key_file
-from gateway.market import topics
-from gateway.market.session import Timing as MarketTiming
+from protocols.market import Timing as MarketTiming
+from protocols.market import topics
 from protocols.messages import (
     Bid,
     Commitment,

@@ -22,8 +22,7 @@ from gateway.closing import IntervalCloser
 from gateway.devices import MeterReading
 from gateway.ledger import Ledger, LedgerOwner
 from gateway.market.agent import MarketAgent
-from gateway.market.session import Agreed, Timing
-from gateway.market.settlement import MeterKey
+from protocols.market import Agreed, MeterKey, Timing
 from protocols.messages import SignedEnvelope
 from protocols.metering import reading_tag
 from protocols.signing import generate_key, public_key_hex

@@ -17,8 +17,8 @@ import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.market.agent import MarketAgent
-from gateway.market.session import Timing
 from protocols.clearing import ClearingParams, Tariffs
+from protocols.market import Timing
 from protocols.messages import MembershipCertificate, SignedEnvelope
 from protocols.signing import generate_key, public_key_hex, sign
 

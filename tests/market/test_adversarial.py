@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 from contextlib import AsyncExitStack
 
-from gateway.market import topics
 from gateway.market.agent import MarketAgent
 from gateway.market.peerlink import PeerLink
-from gateway.market.session import Agreed, Timing
+from protocols.market import Agreed, Timing, topics
 from protocols.messages import DEFAULT_MAX_ENVELOPE_BYTES, Bid, BidSet, Commitment, SignedEnvelope
 from protocols.signing import generate_key, sign
 from tests.market.community import COMMUNITY, HOUR_MS, Community, now_ms

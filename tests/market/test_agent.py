@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack
 import pytest
 
 from gateway.market.agent import MarketError
-from gateway.market.session import Agreed, State
+from protocols.market import Agreed, State
 from protocols.signing import verify
 from tests.market.community import Community
 

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.market.agent import MarketAgent
-from gateway.market.session import Agreed
+from protocols.market import Agreed
 from protocols.messages import MAX_STEPS, Step, curve_head
 from protocols.signing import generate_key
 from tests.market.community import COMMUNITY, HOUR_MS, PARAMS, Community, now_ms

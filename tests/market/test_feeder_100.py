@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from gateway.market.agent import MarketAgent
-from gateway.market.session import Agreed, Timing, agreed_hash
 from protocols.clearing import Order, clear
+from protocols.market import Agreed, Timing, agreed_hash
 from protocols.messages import MembershipCertificate, message_digest
 from protocols.network import line_flows
 from protocols.signing import generate_key, public_key_hex, sign

@@ -16,9 +16,8 @@ from unittest.mock import patch
 import aiomqtt
 
 from gateway.market import agent as agent_module
-from gateway.market import topics
 from gateway.market.agent import QUOTAS
-from gateway.market.session import Agreed, Timing
+from protocols.market import Agreed, Timing, topics
 from protocols.messages import Bid, Commitment, Settlement, bid_set_digest
 from protocols.signing import generate_key, public_key_hex, sign, verify
 from tests.brokers import mosquitto_config

@@ -18,9 +18,8 @@ from contextlib import AsyncExitStack
 
 import aiomqtt
 
-from gateway.market import topics
 from gateway.market.agent import MarketAgent
-from gateway.market.session import Abstained, Agreed, Outcome, Timing
+from protocols.market import Abstained, Agreed, Outcome, Timing, topics
 from tests.market.community import COMMUNITY, Community, faulty, now_ms
 
 NODES = ("alice", "bob", "carol", "dave")  # quorum: 3 of 4

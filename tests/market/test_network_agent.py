@@ -15,14 +15,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.broker import EmbeddedBroker
 from gateway.market.agent import MarketAgent
-from gateway.market.session import (
-    Agreed,
-    Cleared,
-    IntervalSession,
-    Timing,
-    agreed_hash,
-)
 from protocols.clearing import Order, clear, result_hash
+from protocols.market import Agreed, Cleared, Timing, agreed_hash
+from protocols.market.session import IntervalSession
 from protocols.messages import Bid, MembershipCertificate, message_digest
 from protocols.network import Feeder, FeederFees, FeeSchedule, Line, line_flows
 from protocols.signing import Rejected, generate_key, public_key_hex, sign

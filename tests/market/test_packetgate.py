@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.market import topics
 from gateway.market.packetgate import (
     CUT,
     MAX_PACKET_BYTES,
@@ -16,6 +15,7 @@ from gateway.market.packetgate import (
     PacketGate,
     publish_size,
 )
+from protocols.market import topics
 from protocols.messages import DEFAULT_MAX_ENVELOPE_BYTES
 
 LIMIT = 300

@@ -9,9 +9,9 @@ import aiomqtt
 import pytest
 
 from gateway.broker import EmbeddedBroker
-from gateway.market import topics
 from gateway.market.packetgate import MAX_PACKET_BYTES
 from gateway.market.peerlink import Incoming, PeerLink, PeerLinkError
+from protocols.market import topics
 
 COMMUNITY = "test"
 

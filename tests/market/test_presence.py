@@ -13,10 +13,9 @@ from contextlib import AsyncExitStack
 
 import aiomqtt
 
-from gateway.market import topics
 from gateway.market.agent import MarketAgent
 from gateway.market.peerlink import parse_broker_url
-from gateway.market.session import Agreed
+from protocols.market import Agreed, topics
 from protocols.messages import Presence
 from protocols.signing import generate_key, sign
 from tests.faults.proxy import TcpProxy

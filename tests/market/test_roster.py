@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.market.roster import Member, Roster
+from protocols.market.roster import Member, Roster
 from protocols.messages import Revocation
 from protocols.signing import Rejected, generate_key, public_key_hex, sign
 from tests.market.community import COMMUNITY, Community, now_ms

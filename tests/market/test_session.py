@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.market import topics
-from gateway.market.session import (
-    TRANSITIONS,
+from protocols.market import (
     Abstained,
     Action,
     Agreed,
     Cleared,
     Fetch,
-    IntervalSession,
     Publish,
     SessionError,
     State,
     Timing,
     quorum_size,
+    topics,
 )
+from protocols.market.session import TRANSITIONS, IntervalSession
 from protocols.messages import MAX_INLINE_BIDS, Bid, BidSet, Commitment, SignedEnvelope
 from protocols.signing import Rejected, generate_key, public_key_hex, sign, verify
 from tests.market.community import COMMUNITY, PARAMS

@@ -13,11 +13,9 @@ from contextlib import AsyncExitStack
 import pytest
 
 from gateway.broker import EmbeddedBroker
-from gateway.market import topics
 from gateway.market.agent import MarketAgent, MarketError
 from gateway.market.peerlink import PeerLink
-from gateway.market.session import Abstained, Agreed, State
-from gateway.market.settlement import MeterKey, MeterReading
+from protocols.market import Abstained, Agreed, MeterKey, MeterReading, State, topics
 from protocols.messages import Settlement, SignedEnvelope
 from protocols.metering import reading_tag
 from protocols.signing import Rejected, generate_key, sign, verify

@@ -3,14 +3,9 @@ conflicts, and reputation moving with the delivery ratio."""
 
 from __future__ import annotations
 
-from gateway.market.session import Agreed, agreed_hash
-from gateway.market.settlement import (
-    MeterKey,
-    MeterReading,
-    SettlementBook,
-    expected_settlement,
-)
 from protocols.clearing import Order, clear
+from protocols.market import Agreed, MeterKey, MeterReading, agreed_hash
+from protocols.market.settlement import SettlementBook, expected_settlement
 from protocols.messages import Settlement
 from protocols.metering import reading_tag
 from protocols.network import TradeFee

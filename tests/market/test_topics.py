@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.market import topics
-from gateway.market.topics import BadTopic, Kind, Topic
+from protocols.market import topics
+from protocols.market.topics import BadTopic, Kind, Topic
 
 ids = st.from_regex(r"[a-z0-9][a-z0-9-]{0,31}", fullmatch=True)
 

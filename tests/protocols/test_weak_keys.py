@@ -18,11 +18,10 @@ from hypothesis import strategies as st
 from gateway.cli import main
 from gateway.config import ConfigError, load_config
 from gateway.identity import IdentityError, load_certificate, save_envelope
-from gateway.market import topics
 from gateway.market.peerlink import PeerLink
-from gateway.market.roster import Roster
-from gateway.market.session import Agreed
 from protocols.keycheck import SMALL_ORDER_KEYS, key_problem
+from protocols.market import Agreed, topics
+from protocols.market.roster import Roster
 from protocols.messages import Bid, MembershipCertificate, SignedEnvelope
 from protocols.signing import (
     Rejected,

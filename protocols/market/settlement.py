@@ -33,8 +33,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.market.session import Agreed
 from protocols.clearing import NodeOutcome, Tariffs
+from protocols.market.session import Agreed
 from protocols.messages import Settlement
 from protocols.metering import Rejected as MeterRejected
 from protocols.metering import verify_reading

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 
-from gateway.market.topics import Kind, Topic
+from protocols.market.topics import Kind, Topic
 
 
 class Quota:

@@ -60,7 +60,6 @@ from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.market import topics
 from protocols.canonical import digest
 from protocols.clearing import (
     ClearingParams,
@@ -71,6 +70,7 @@ from protocols.clearing import (
     orders_from_bids,
 )
 from protocols.clearing import result_hash as hash_result
+from protocols.market import topics
 from protocols.messages import (
     MAX_INLINE_BIDS,
     Bid,
