@@ -88,10 +88,10 @@ from gateway.clock import Clock
 from gateway.closing import Closed, IntervalCloser
 from gateway.devices import Meter, MeterReading, ModbusBus, ModbusTcpBus, discover
 from gateway.ledger import Ledger, LedgerOwner
-from gateway.market.agent import MarketAgent, MarketError
+from gateway.market.agent import MarketAgent
 from gateway.market.peerlink import PeerLinkError
 from protocols.clearing import ClearingParams, Tariffs
-from protocols.market import Abstained, Agreed, MeterKey, Timing
+from protocols.market import Abstained, Agreed, MarketError, MeterKey, Timing
 from protocols.messages import MembershipCertificate, SignedEnvelope
 from protocols.signing import generate_key, public_key_hex, sign
 from sim_devices.scenario import Scenario, load_scenario

@@ -1,12 +1,13 @@
-"""One market interval as a sans-I/O state machine: verified messages and the time in, actions out.
+"""One market interval for one node: verified messages and the time in, what to do out.
 
-This file may know the protocol rules of one interval k (docs/architecture.md, design brief
-"Peer protocol"): which bids count, when the gate closes, how the community clears, when a quorum
-of commitments agrees, when to abstain. It may not know MQTT, sockets, the clock or certificates:
-the caller (``agent.py``) has already checked signatures and membership, passes ``now_ms``, and
-carries out the returned actions (:class:`Publish`, :class:`Fetch`, ...). A peer's message that
-breaks a rule comes back as a :class:`Rejected` action with a reason to count; a transition that
-the table below does not allow is *our* bug and raises :class:`SessionError`.
+This file may know the protocol rules of one interval k (docs/architecture.md, "Peer protocol"):
+which bids count, when the gate closes, how the community clears, when a quorum of commitments
+agrees, when to abstain. It may not know topics, keys, the clock or certificates: the
+:class:`~protocols.market.market.Market` has checked signatures and membership, passes
+``now_ms``, and turns what comes back into wire actions: a :class:`Commit` is signed and
+published, a :class:`Missing` fetched. A peer's message that breaks a rule comes back as a
+:class:`Rejected` with a reason to count; the states and which events may move them are the table
+in :mod:`protocols.market.state`, and an event it does not allow raises :class:`SessionError`.
 
 Network. With a ``feeder``, every bid's node must sit on one of its buses (its certificate's bus,
 looked up through ``bus_of`` when the bid is first heard), the clearing is curtailed until no line
@@ -23,14 +24,14 @@ Every gateway clips from the same certificate and interval length, so the result
 Commitments are published *retained*, like bids. A gateway whose link dropped after the
 commitments went out gets them back from the broker when it reconnects and can still reach the
 quorum; with plain publishes it would abstain for an interval it had cleared correctly. The cost
-is one retained message per node and interval on the broker, which the agent clears when it
+is one retained message per node and interval on the broker, which the market clears when it
 retires the interval (as it does for bids). A retained commitment is not a replay risk: it names
-its interval, and an agent ignores retained history for intervals before it started.
+its interval, and a market ignores retained history for intervals before it started.
 
 A commitment carries its list of bid digests inline up to ``MAX_INLINE_BIDS``. A longer list goes
 out once, retained, as the committer's :class:`~protocols.messages.BidSet`, which no one
 subscribes to, and the commitment names it by digest only; a member fetches the lists
-(``bidsets_of``) only when it needs one: to join a majority, clear the union, adopt a result, or
+(:class:`Missing`) only when it needs one: to join a majority, clear the union, adopt a result, or
 judge a dissenting commitment. With the list inside every commitment, each member of a
 1,000-node community parsed ~66 MB of commitments per interval; a street keeps it inline
 because fetching costs a round trip on the paths that must be quick (joining a majority).
@@ -44,7 +45,7 @@ Timeline of interval k (``Timing``)::
 Halfway from clearing to the start (``Timing.union_ms``), a member whose commitments have no
 quorum yet clears the union of the bids the eligible commitments list and commits again, so
 members that each missed a different bid still converge. A node that abstained keeps listening
-until its agent retires the interval, after the interval's end: once it holds a quorum's
+until its market retires the interval, after the interval's end: once it holds a quorum's
 commitments and their bids, it reproduces that result and adopts it for settlement (``_adopt``).
 Its peers settle their side of its trades whether it hears them in time or not, so the end of the
 interval is no deadline for adopting: a starved host may hear the quorum only after it.
@@ -55,28 +56,26 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
-from enum import StrEnum
-from typing import TypeVar
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typing import Literal, TypeVar
 
 from protocols.canonical import digest
 from protocols.clearing import (
     ClearingParams,
     Limits,
-    NodeOutcome,
     Result,
     clear,
     orders_from_bids,
 )
 from protocols.clearing import result_hash as hash_result
-from protocols.market import topics
+from protocols.market.actions import Abstained, Agreed, Cleared, Evidence, Outcome
+from protocols.market.errors import SessionError
+from protocols.market.state import Event, State, advance
+from protocols.market.timing import Timing
 from protocols.messages import (
     MAX_INLINE_BIDS,
     Bid,
     BidSet,
     Commitment,
-    SignedEnvelope,
     bid_set_digest,
     message_digest,
 )
@@ -88,158 +87,27 @@ from protocols.network import (
     curtail,
     network_fees,
 )
-from protocols.signing import Rejected, sign
-
-
-class State(StrEnum):
-    OPEN = "open"
-    GATE_CLOSED = "gate-closed"
-    CLEARED = "cleared"
-    COMMITTED = "committed"
-    AGREED = "agreed"
-    ABSTAINED = "abstained"
-    ADOPTED = "adopted"
-    DISPATCHING = "dispatching"
-    SETTLED = "settled"
-
-
-class Event(StrEnum):
-    GATE = "gate"  # now >= gate closure
-    CLEAR = "clear"  # now >= gate closure + grace: the local clearing ran
-    COMMIT = "commit"  # our signed commitment went out
-    RECOMMIT = "recommit"  # we recomputed with the majority's bids, or with every bid committed
-    QUORUM = "quorum"  # a quorum of commitments matches ours
-    ABSTAIN = "abstain"  # interval start came without a quorum we could join
-    ADOPT = "adopt"  # after abstaining: we reproduced the quorum's result, and settle against it
-    START = "start"  # interval start after agreement
-    SETTLE = "settle"  # the settlement layer finished the interval
-
-
-#: The whole life of an interval. Anything not listed is illegal and raises SessionError.
-TRANSITIONS: dict[tuple[State, Event], State] = {
-    (State.OPEN, Event.GATE): State.GATE_CLOSED,
-    (State.GATE_CLOSED, Event.CLEAR): State.CLEARED,
-    (State.CLEARED, Event.COMMIT): State.COMMITTED,
-    (State.COMMITTED, Event.RECOMMIT): State.COMMITTED,
-    (State.COMMITTED, Event.QUORUM): State.AGREED,
-    (State.COMMITTED, Event.ABSTAIN): State.ABSTAINED,
-    (State.ABSTAINED, Event.ADOPT): State.ADOPTED,
-    (State.AGREED, Event.START): State.DISPATCHING,
-    (State.DISPATCHING, Event.SETTLE): State.SETTLED,
-    (State.ADOPTED, Event.SETTLE): State.SETTLED,
-}
-
-
-class SessionError(RuntimeError):
-    """Our own misuse of a session (an illegal transition, a bad configuration)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Timing:
-    """Interval k starts at ``epoch_ms + k * length_ms``; the gate closes ``gate_ms`` before that;
-    clearing runs ``grace_ms`` after the gate (time for late deliveries through the broker); the
-    rest of ``gate_ms`` is for commitments to reach a quorum before dispatch begins."""
-
-    epoch_ms: int
-    length_ms: int
-    gate_ms: int
-    grace_ms: int
-
-    def __post_init__(self) -> None:
-        if self.length_ms <= 0 or self.grace_ms <= 0 or self.gate_ms <= self.grace_ms:
-            raise SessionError(
-                f"need length_ms > 0 and gate_ms > grace_ms > 0, got length {self.length_ms}, "
-                f"gate {self.gate_ms}, grace {self.grace_ms}"
-            )
-
-    def start_ms(self, k: int) -> int:
-        return self.epoch_ms + k * self.length_ms
-
-    def end_ms(self, k: int) -> int:
-        return self.start_ms(k + 1)
-
-    def gate_close_ms(self, k: int) -> int:
-        return self.start_ms(k) - self.gate_ms
-
-    def clear_ms(self, k: int) -> int:
-        return self.gate_close_ms(k) + self.grace_ms
-
-    def union_ms(self, k: int) -> int:
-        """Halfway from clearing to the start: with no quorum by then, every member clears the
-        union of the bids the commitments list (:meth:`IntervalSession._union_round`)."""
-        return self.clear_ms(k) + (self.start_ms(k) - self.clear_ms(k)) // 2
-
-    def open_interval(self, now_ms: int) -> int:
-        """The earliest interval whose gate is still open at ``now_ms``."""
-        return (now_ms + self.gate_ms - self.epoch_ms) // self.length_ms + 1
-
-
-# --- actions: what the caller must do or may want to know ---------------------------------------
+from protocols.signing import Rejected
 
 
 @dataclass(frozen=True, slots=True)
-class Publish:
-    topic: str
-    payload: bytes
-    retain: bool
+class Commit:
+    """Publish this node's commitment, unsigned as yet; ``bidset``, the list it names by digest
+    when that is too long to travel inline, goes out first (both retained: module docstring)."""
+
+    commitment: Commitment
+    bidset: BidSet | None
 
 
 @dataclass(frozen=True, slots=True)
-class Fetch:
-    """Ask the broker for what it retains under ``topic_filter`` (bids we missed, peers' bid
-    sets)."""
+class Missing:
+    """Ask the broker for what it retains of this interval's ``bids`` (ones we missed) or
+    ``bidsets`` (a peer's list a held commitment names)."""
 
-    topic_filter: str
-
-
-@dataclass(frozen=True, slots=True)
-class Cleared:
-    interval: int
-    result: Result
-    result_hash: str
-    fees: tuple[TradeFee, ...] = ()
+    what: Literal["bids", "bidsets"]
 
 
-@dataclass(frozen=True, slots=True)
-class Agreed:
-    """A quorum committed to this result; ``position`` is this node's outcome (None: no bid);
-    ``fees`` the network fee of every trade (empty without a fee schedule); ``late``: learnt only
-    after this node had abstained (it dispatched in safe mode, and settles against it);
-    ``commitments``: the signed commitments of ``committed_by`` as their signers sent them (by
-    node), the proof anyone can re-verify that a quorum agreed."""
-
-    interval: int
-    result: Result
-    result_hash: str
-    bid_set_digest: str
-    committed_by: frozenset[str]
-    position: NodeOutcome | None
-    fees: tuple[TradeFee, ...] = ()
-    late: bool = False
-    commitments: tuple[SignedEnvelope, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Abstained:
-    """Safe mode for the interval: "no-quorum" (no result reached one) or "minority" (one did, and
-    we could not reproduce it from the bids we hold)."""
-
-    interval: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Evidence:
-    """Proof that ``node`` misbehaved: for equivocation, the two signed-over bid bodies."""
-
-    interval: int
-    node: str
-    reason: str
-    bids: tuple[Bid, ...]
-
-
-Action = Publish | Fetch | Cleared | Agreed | Abstained | Evidence | Rejected
-Outcome = Agreed | Abstained
+SessionAction = Commit | Missing | Cleared | Agreed | Abstained | Evidence | Rejected
 
 
 K = TypeVar("K", str, tuple[str, str])
@@ -272,7 +140,7 @@ def quorum_size(members: int, num: int, den: int) -> int:
 
 class IntervalSession:
     """The protocol of one interval for one node. Feed it :meth:`on_bid`, :meth:`on_commitment`,
-    :meth:`tick`; each returns the actions to carry out, in order."""
+    :meth:`on_bidset`, :meth:`tick`; each returns what to do, in order."""
 
     def __init__(
         self,
@@ -280,7 +148,6 @@ class IntervalSession:
         community: str,
         interval: int,
         node: str,
-        identity: Ed25519PrivateKey,
         timing: Timing,
         mechanism: str,
         params: ClearingParams,
@@ -305,7 +172,6 @@ class IntervalSession:
         self.community = community
         self.interval = interval
         self.node = node
-        self._identity = identity
         self._timing = timing
         self._mechanism = mechanism
         # With fees, clearing keeps every buyer's price + fee within its limit (the same fees
@@ -330,7 +196,6 @@ class IntervalSession:
         self._current: dict[str, tuple[Bid, str]] = {}
         self._excluded: set[str] = set()
         self._commitments: dict[str, Commitment] = {}
-        self._signed: dict[str, SignedEnvelope] = {}  # each held commitment as it was signed
         # Kept in step with _commitments (see _keep): how many name each bid set, and how many
         # voters back each (bid set, result). Rescanning the commitments at each new one cost a
         # hundred agents a fifth of their CPU in the feeder-100 soak.
@@ -357,11 +222,21 @@ class IntervalSession:
         self._last_join: tuple[tuple[str, str], int] | None = None
         self._dissent_counted: set[str] = set()
         self._verdicts: dict[tuple[str, str], str] = {}  # (bid set, result) -> dissent reason
-        self.outcome: Outcome | None = None
+        self._outcome: Outcome | None = None
 
     @property
     def state(self) -> State:
         return self._state
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """What the interval came to here so far (an :class:`Abstained` may turn into an
+        :class:`Agreed` with ``late`` set, :meth:`_adopt`)."""
+        return self._outcome
+
+    def held(self, node: str) -> Commitment | None:
+        """The commitment of ``node`` this session counts (its latest, or none)."""
+        return self._commitments.get(node)
 
     @property
     def bid_set_published(self) -> bool:
@@ -369,16 +244,11 @@ class IntervalSession:
         return self._mine is not None and self._mine.bid_digests is None
 
     def _fire(self, event: Event) -> None:
-        try:
-            self._state = TRANSITIONS[(self._state, event)]
-        except KeyError:
-            raise SessionError(
-                f"interval {self.interval}: event {event!r} is illegal in state {self._state!r}"
-            ) from None
+        self._state = advance(self._state, event, interval=self.interval)
 
     # --- inputs ----------------------------------------------------------------------------------
 
-    def on_bid(self, bid: Bid) -> list[Action]:
+    def on_bid(self, bid: Bid) -> list[SessionAction]:
         """A bid whose signature and membership the caller has verified."""
         if bid.community != self.community:
             return [Rejected("wrong-community")]
@@ -419,8 +289,8 @@ class IntervalSession:
         """``node`` has sent as many distinct bids as it may: anything more is a flood."""
         return self._per_node[node] >= self._max_bids
 
-    def _equivocation(self, bid: Bid, earlier: Bid) -> list[Action]:
-        actions: list[Action] = [Rejected("equivocation")]
+    def _equivocation(self, bid: Bid, earlier: Bid) -> list[SessionAction]:
+        actions: list[SessionAction] = [Rejected("equivocation")]
         if bid.node not in self._excluded:
             self._excluded.add(bid.node)
             self._retally()
@@ -429,15 +299,15 @@ class IntervalSession:
             self._current.pop(bid.node, None)
         return actions
 
-    def on_commitment(self, commitment: Commitment, signed: SignedEnvelope) -> list[Action]:
-        """A commitment whose signature and membership the caller has verified, with the
-        envelope it came in (kept as the proof an :class:`Agreed` carries)."""
+    def on_commitment(self, commitment: Commitment) -> list[SessionAction]:
+        """A commitment whose signature and membership the caller has verified (the caller keeps
+        its envelope, the proof an :class:`Agreed` carries)."""
         refused = self._misplaced(commitment)
         if refused:
             return refused
         if self._commitments.get(commitment.node) == commitment:
             return []
-        replaced = self._keep(commitment, signed)
+        replaced = self._keep(commitment)
         waiting = self._unclaimed.get(commitment.node)
         if commitment.bid_digests is not None:
             self._lists.setdefault(commitment.bid_set_digest, commitment.bid_digests)
@@ -448,11 +318,11 @@ class IntervalSession:
             self._drop_unnamed(replaced.bid_set_digest)
         if self._state is State.COMMITTED:
             return self._try_agree()
-        if isinstance(self.outcome, Agreed):
+        if isinstance(self._outcome, Agreed):
             return self._dissent()
         return []
 
-    def on_bidset(self, bidset: BidSet) -> list[Action]:
+    def on_bidset(self, bidset: BidSet) -> list[SessionAction]:
         """A peer's list of bid digests (signature and membership verified by the caller)."""
         refused = self._misplaced(bidset)
         if refused:
@@ -466,9 +336,9 @@ class IntervalSession:
             return []
         self._lists[named] = bidset.bid_digests
         self._version += 1
-        return self._dissent() if isinstance(self.outcome, Agreed) else []
+        return self._dissent() if isinstance(self._outcome, Agreed) else []
 
-    def _misplaced(self, message: Commitment | BidSet) -> list[Action]:
+    def _misplaced(self, message: Commitment | BidSet) -> list[SessionAction]:
         """Why a peer's commitment or bid set is not this session's to count, if it is not."""
         if message.community != self.community:
             return [Rejected("wrong-community")]
@@ -478,11 +348,10 @@ class IntervalSession:
             return [Rejected("excluded")]
         return []
 
-    def _keep(self, commitment: Commitment, signed: SignedEnvelope) -> Commitment | None:
-        """Hold ``commitment`` (signed as ``signed``) as its node's, with the counts over
-        commitments in step; returns the commitment it replaces."""
+    def _keep(self, commitment: Commitment) -> Commitment | None:
+        """Hold ``commitment`` as its node's, with the counts over commitments in step; returns
+        the commitment it replaces."""
         node = commitment.node
-        self._signed[node] = signed
         voter = node in self._eligible and node not in self._excluded
         replaced = self._commitments.get(node)
         if replaced is not None:
@@ -509,10 +378,10 @@ class IntervalSession:
         if (mine is None or mine.bid_set_digest != set_digest) and not self._named[set_digest]:
             self._lists.pop(set_digest, None)
 
-    def tick(self, now_ms: int) -> list[Action]:
+    def tick(self, now_ms: int) -> list[SessionAction]:
         """Advance to ``now_ms``: close the gate, clear and commit, abstain or start dispatch."""
         timing, k = self._timing, self.interval
-        actions: list[Action] = []
+        actions: list[SessionAction] = []
         if self._state is State.OPEN and now_ms >= timing.gate_close_ms(k):
             # Who counts towards the quorum is fixed at gate closure, the same instant for all.
             self._eligible = frozenset(self._active(now_ms)) | {self.node}
@@ -534,9 +403,9 @@ class IntervalSession:
             if self._state is State.COMMITTED and now_ms >= timing.start_ms(k):
                 reason = "minority" if self._winner() is not None else "no-quorum"
                 self._fire(Event.ABSTAIN)
-                self.outcome = Abstained(k, reason)
-                self._fetched = False  # the agent dropped that fetch with the outcome
-                actions.append(self.outcome)
+                self._outcome = Abstained(k, reason)
+                self._fetched = False  # the market dropped that fetch with the outcome
+                actions.append(self._outcome)
         if self._state is State.ABSTAINED and self._adopt_tried != self._version:
             self._adopt_tried = self._version
             actions += self._adopt()
@@ -582,29 +451,24 @@ class IntervalSession:
 
     def _commit(
         self, result: Result, fees: tuple[TradeFee, ...], commitment: Commitment
-    ) -> list[Publish]:
-        """The commitment, after the bid set it names when that is not inline (both retained:
-        module docstring)."""
+    ) -> Commit:
+        """Make ``commitment`` ours, counted at once, with the bid set it names when that is
+        not inline."""
         self._result, self._fees, self._mine = result, fees, commitment
-        k, node, key = self.interval, self.node, self._identity
-        signed = sign("commit", commitment, key)
-        self._keep(commitment, signed)
-        publish = [Publish(topics.commit(self.community, k, node), signed.to_bytes(),
-                           retain=True)]
+        self._keep(commitment)
+        listed = None
         if commitment.bid_digests is None:
-            listed = BidSet(community=self.community, interval=k, node=node,
+            listed = BidSet(community=self.community, interval=self.interval, node=self.node,
                             bid_digests=self._lists[commitment.bid_set_digest])
-            publish.insert(0, Publish(topics.bidset(self.community, k, node),
-                                      sign("bidset", listed, key).to_bytes(), retain=True))
-        return publish
+        return Commit(commitment, listed)
 
-    def _clear_and_commit(self) -> list[Action]:
+    def _clear_and_commit(self) -> list[SessionAction]:
         bids = [pair for node, pair in self._current.items() if node not in self._excluded]
         result, fees, commitment = self._run(bids)
         self._fire(Event.CLEAR)
-        publish = self._commit(result, fees, commitment)
+        commit = self._commit(result, fees, commitment)
         self._fire(Event.COMMIT)
-        return [Cleared(self.interval, result, commitment.result_hash, fees), *publish]
+        return [Cleared(self.interval, result, commitment.result_hash, fees), commit]
 
     def _voters(self) -> frozenset[str]:
         return self._eligible - self._excluded
@@ -622,23 +486,23 @@ class IntervalSession:
         need = max(quorum_size(len(self._voters()), *self._quorum), self._floor)
         return next((key for key, count in self._tally.items() if count >= need), None)
 
-    def _try_agree(self) -> list[Action]:
+    def _try_agree(self) -> list[SessionAction]:
         winner = self._winner()
         mine = self._mine
         if winner is None or mine is None:
             return []
-        actions: list[Action] = []
+        actions: list[SessionAction] = []
         if winner != (mine.bid_set_digest, mine.result_hash):
             joined = self._join(winner)
             if joined is None:
                 return self._fetch_once()
             actions += joined
         self._fire(Event.QUORUM)
-        self.outcome = self._agreed(winner, late=False)
-        actions.append(self.outcome)
+        self._outcome = self._agreed(winner, late=False)
+        actions.append(self._outcome)
         return actions + self._dissent()
 
-    def _union_round(self) -> list[Action]:
+    def _union_round(self) -> list[SessionAction]:
         """No quorum halfway to the start: clear every bid some voter committed to, and commit
         again.
 
@@ -667,12 +531,12 @@ class IntervalSession:
         if mine is not None and (mine.bid_set_digest, mine.result_hash) == (
                 commitment.bid_set_digest, commitment.result_hash):
             return []  # we already hold the union
-        publish = self._commit(result, fees, commitment)
+        commit = self._commit(result, fees, commitment)
         self._fire(Event.RECOMMIT)
-        return [Cleared(self.interval, result, commitment.result_hash, fees), *publish,
+        return [Cleared(self.interval, result, commitment.result_hash, fees), commit,
                 *self._try_agree()]
 
-    def _adopt(self) -> list[Action]:
+    def _adopt(self) -> list[SessionAction]:
         """After abstaining, take the quorum's result as ours once we can reproduce it.
 
         The agreement is the community's, not this node's: the peers trade against its bid and
@@ -689,10 +553,12 @@ class IntervalSession:
             return self._fetch_once()
         self._result, self._fees, _ = recomputed
         self._fire(Event.ADOPT)
-        self.outcome = self._agreed(winner, late=True)
-        return [self.outcome, *self._dissent()]
+        self._outcome = self._agreed(winner, late=True)
+        return [self._outcome, *self._dissent()]
 
     def _agreed(self, winner: tuple[str, str], *, late: bool) -> Agreed:
+        """The agreed result, without the committers' envelopes: the market, which verified
+        and signed them, adds those."""
         result = self._result
         assert result is not None  # set with self._mine, or by _adopt
         committed = frozenset(
@@ -701,16 +567,16 @@ class IntervalSession:
         )
         position = result.outcomes.of(self.node)
         return Agreed(self.interval, result, winner[1], winner[0], committed, position,
-                      self._fees, late, tuple(self._signed[node] for node in sorted(committed)))
+                      self._fees, late)
 
-    def _join(self, winner: tuple[str, str]) -> list[Publish] | None:
+    def _join(self, winner: tuple[str, str]) -> list[SessionAction] | None:
         """Recompute with the majority's bid set; the commitment to publish if we now match."""
         recomputed = self._recompute(winner)
         if recomputed is None:
             return None
-        publish = self._commit(*recomputed)
+        commit = self._commit(*recomputed)
         self._fire(Event.RECOMMIT)
-        return publish
+        return [commit]
 
     def _recompute(
         self, winner: tuple[str, str]
@@ -739,24 +605,24 @@ class IntervalSession:
             return None
         return self._run(bids)
 
-    def _fetch_once(self) -> list[Action]:
+    def _fetch_once(self) -> list[SessionAction]:
         """Ask the broker for the bids (once per attempt), and for the bid sets when a held
         commitment names one this node has not got (once per interval)."""
-        actions: list[Action] = []
+        actions: list[SessionAction] = []
         if not self._fetched:
             self._fetched = True
-            actions.append(Fetch(topics.bids_of(self.community, self.interval)))
+            actions.append(Missing("bids"))
         if not self._fetched_lists and any(
                 c.bid_set_digest not in self._lists for c in self._commitments.values()):
             self._fetched_lists = True
-            actions.append(Fetch(topics.bidsets_of(self.community, self.interval)))
+            actions.append(Missing("bidsets"))
         return actions
 
-    def _dissent(self) -> list[Action]:
+    def _dissent(self) -> list[SessionAction]:
         """Count once per node a commitment that contradicts the agreed result, by its kind."""
-        agreed = self.outcome
+        agreed = self._outcome
         assert isinstance(agreed, Agreed)
-        actions: list[Action] = []
+        actions: list[SessionAction] = []
         unjudged = False
         for node, c in self._commitments.items():
             if node in self._dissent_counted or node == self.node:

@@ -1,6 +1,6 @@
 """After an interval: this node's signed settlement, the peers' settlements checked, reputation.
 
-Sans-I/O, like the session: the agent has already checked a settlement's signature and its
+Sans-I/O, like the session: the market has already checked a settlement's signature and its
 signer's certificate, and hands over the parsed :class:`Settlement`; what comes back is the
 settlement accepted or a :class:`Rejected` with the reason to count. Nothing here reads the clock.
 
@@ -25,7 +25,7 @@ the keys checks the readings too.
 Reputation is kept per node as the smoothed delivery ratio (integer per-mille) and moves once per
 accepted settlement, in the order this gateway accepted them. Two gateways can therefore differ
 for a while (one heard interval 7's settlement before 6's), which is why a reputation only caps
-what a node offers *itself* (:meth:`MarketAgent.submit_bid`) and is not a rule peers clear by.
+what a node offers *itself* (:meth:`protocols.market.Market.bid`) and is not a rule peers clear by.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from protocols.clearing import NodeOutcome, Tariffs
-from protocols.market.session import Agreed
+from protocols.market.actions import Agreed
 from protocols.messages import Settlement
 from protocols.metering import Rejected as MeterRejected
 from protocols.metering import verify_reading

@@ -16,8 +16,8 @@ import aiomqtt
 import pytest
 
 from gateway.identity import create_key_file, save_envelope
-from gateway.market.agent import MarketAgent, MarketError
-from protocols.market import Agreed, topics
+from gateway.market.agent import MarketAgent
+from protocols.market import Agreed, MarketError, topics
 from protocols.messages import Bid, Revocation
 from protocols.signing import generate_key, public_key_hex, sign
 from tests.deploy.mosquitto import Brokers, free_port

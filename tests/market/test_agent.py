@@ -8,8 +8,7 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from gateway.market.agent import MarketError
-from protocols.market import Agreed, State
+from protocols.market import Agreed, MarketError, State
 from protocols.signing import verify
 from tests.market.community import Community
 

@@ -15,9 +15,8 @@ from unittest.mock import patch
 
 import aiomqtt
 
-from gateway.market import agent as agent_module
-from gateway.market.agent import QUOTAS
-from protocols.market import Agreed, Timing, topics
+from protocols.market import QUOTAS, Agreed, Timing, topics
+from protocols.market import market as market_module
 from protocols.messages import Bid, Commitment, Settlement, bid_set_digest
 from protocols.signing import generate_key, public_key_hex, sign, verify
 from tests.brokers import mosquitto_config
@@ -94,7 +93,7 @@ async def test_floods_of_signed_commitments_and_settlements_are_cut_unverified(
                                         grace_ms=500))
     mallory_key = generate_key()
     mallory_hex = public_key_hex(mallory_key)
-    checked = patch.object(agent_module, "verify", wraps=verify)  # counts, changes nothing
+    checked = patch.object(market_module, "verify", wraps=verify)  # counts, changes nothing
     async with AsyncExitStack() as stack:
         spy = stack.enter_context(checked)
         port = free_port()

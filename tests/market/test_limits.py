@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.market.agent import MarketAgent, MarketError
+from gateway.market.agent import MarketAgent
 from gateway.market.peerlink import parse_broker_url
 from protocols.clearing import Limits, orders_from_bids
-from protocols.market import Agreed, topics
+from protocols.market import Agreed, MarketError, topics
 from protocols.messages import MAX_ENERGY_WH, Bid, message_digest
 from protocols.signing import generate_key, sign
 from tests.market.community import COMMUNITY, PARAMS, Community, now_ms

@@ -127,7 +127,7 @@ def community_100() -> tuple[dict[str, str], list[Bid]]:
 
 def session(buses: dict[str, str]) -> IntervalSession:
     return IntervalSession(
-        community=COMMUNITY, interval=K, node="n000", identity=generate_key(), timing=TIMING,
+        community=COMMUNITY, interval=K, node="n000", timing=TIMING,
         mechanism="uniform", params=PARAMS, active=lambda now_ms: list(buses),
         bus_of=lambda node: buses.get(node, "nowhere"), feeder=feeder_100(), fees=FEES,
     )

@@ -97,7 +97,7 @@ async def test_a_vanished_member_is_offline_by_its_signed_will_and_back_when_it_
             community.agent(f"mqtt://127.0.0.1:{proxy.port}", "dave", keepalive_s=1))
 
         def present(agent: MarketAgent) -> bool:
-            return "dave" in agent._active(now_ms())
+            return "dave" in agent._market.active(now_ms())
 
         await until(lambda: present(alice) and present(bob))
         proxy.sever()  # no goodbye: the broker publishes dave's will

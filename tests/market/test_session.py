@@ -1,38 +1,33 @@
-"""The interval state machine without a broker: bids, clearing, quorum, joining, abstaining."""
+"""The interval state machine on its own: bids, clearing, quorum, joining, abstaining."""
 
 from __future__ import annotations
 
 import pytest
 
-from protocols.market import (
-    Abstained,
-    Action,
-    Agreed,
-    Cleared,
-    Fetch,
-    Publish,
-    SessionError,
-    State,
-    Timing,
+from protocols.market.actions import Abstained, Agreed, Cleared
+from protocols.market.errors import SessionError
+from protocols.market.session import (
+    Commit,
+    IntervalSession,
+    Missing,
+    SessionAction,
     quorum_size,
-    topics,
 )
-from protocols.market.session import TRANSITIONS, IntervalSession
-from protocols.messages import MAX_INLINE_BIDS, Bid, BidSet, Commitment, SignedEnvelope
-from protocols.signing import Rejected, generate_key, public_key_hex, sign, verify
+from protocols.market.state import TRANSITIONS, State
+from protocols.market.timing import Timing
+from protocols.messages import MAX_INLINE_BIDS, Bid, BidSet, Commitment
+from protocols.signing import Rejected
 from tests.market.community import COMMUNITY, PARAMS
 
 TIMING = Timing(epoch_ms=0, length_ms=1000, gate_ms=600, grace_ms=100)
 K = 5
 GATE, CLEAR, START = TIMING.gate_close_ms(K), TIMING.clear_ms(K), TIMING.start_ms(K)
 NODES = ("alice", "bob", "carol")
-KEYS = {node: generate_key() for node in (*NODES, "mallory")}
 
 
 def session(node: str, active: tuple[str, ...] = NODES) -> IntervalSession:
-    return IntervalSession(community=COMMUNITY, interval=K, node=node, identity=KEYS[node],
-                           timing=TIMING, mechanism="uniform", params=PARAMS,
-                           active=lambda now_ms: active)
+    return IntervalSession(community=COMMUNITY, interval=K, node=node, timing=TIMING,
+                           mechanism="uniform", params=PARAMS, active=lambda now_ms: active)
 
 
 def bid(node: str, side: str, energy_wh: int, price: int, seq: int = 0, k: int = K) -> Bid:
@@ -44,34 +39,25 @@ BIDS = (bid("alice", "sell", 2000, 100), bid("bob", "buy", 1500, 250),
         bid("carol", "buy", 1000, 200))
 
 
-def published(actions: list[Action]) -> tuple[BidSet | None, Commitment]:
-    """The commitment the session published, and before it the bid set it names unless that
-    travels inline."""
-    publishes = [a for a in actions if isinstance(a, Publish)]
-    assert publishes[-1].topic.startswith("gridpeer/oak-street/commit/5/")
-    bodies = []
-    for publish in publishes:
-        kind = "commit" if "/commit/" in publish.topic else "bidset"
-        checked = verify(SignedEnvelope.from_bytes(publish.payload), expected_kind=kind)
-        assert not isinstance(checked, Rejected)
-        bodies.append(checked.body)
-    commitment = bodies[-1]
-    assert isinstance(commitment, Commitment)
-    if len(bodies) == 1:
+def published(actions: list[SessionAction]) -> tuple[BidSet | None, Commitment]:
+    """The commitment the session made, and the bid set it names unless that travels inline."""
+    [commit] = [a for a in actions if isinstance(a, Commit)]
+    commitment, bidset = commit.commitment, commit.bidset
+    assert (commitment.community, commitment.interval) == (COMMUNITY, K)
+    if bidset is None:
         assert commitment.bid_digests is not None  # inline
         return None, commitment
-    bidset = bodies[0]
-    assert isinstance(bidset, BidSet) and commitment.bid_digests is None
+    assert commitment.bid_digests is None
     assert bidset.set_digest() == commitment.bid_set_digest
     return bidset, commitment
 
 
-def heard(s: IntervalSession, commitment: Commitment) -> list[Action]:
-    """``s`` hears ``commitment`` in an envelope signed by its node (checked by the agent)."""
-    return s.on_commitment(commitment, sign("commit", commitment, KEYS[commitment.node]))
+def heard(s: IntervalSession, commitment: Commitment) -> list[SessionAction]:
+    """``s`` hears ``commitment`` (its signature checked by the market)."""
+    return s.on_commitment(commitment)
 
 
-def commitment_of(actions: list[Action]) -> Commitment:
+def commitment_of(actions: list[SessionAction]) -> Commitment:
     return published(actions)[1]
 
 
@@ -100,9 +86,9 @@ def test_timing_arithmetic() -> None:
 def test_quorum_is_two_thirds_rounded_up() -> None:
     assert [quorum_size(n, 2, 3) for n in (1, 2, 3, 4, 5, 6)] == [1, 2, 2, 3, 4, 4]
     with pytest.raises(SessionError, match="quorum"):
-        IntervalSession(community=COMMUNITY, interval=K, node="a", identity=generate_key(),
-                        timing=TIMING, mechanism="uniform", params=PARAMS,
-                        active=lambda now_ms: (), quorum=(1, 2))
+        IntervalSession(community=COMMUNITY, interval=K, node="a", timing=TIMING,
+                        mechanism="uniform", params=PARAMS, active=lambda now_ms: (),
+                        quorum=(1, 2))
 
 
 def test_two_matching_commitments_of_three_agree_and_dispatch() -> None:
@@ -113,17 +99,14 @@ def test_two_matching_commitments_of_three_agree_and_dispatch() -> None:
     assert isinstance(agreed, Agreed) and a.state is State.AGREED
     assert agreed.committed_by == {"alice", "bob"}
     assert agreed.position is not None and agreed.position.sold_wh == 2000
-    # The quorum's proof: each voter's commitment as it signed it, by node.
-    assert [e.signer for e in agreed.commitments] == [public_key_hex(KEYS[n])
-                                                       for n in ("alice", "bob")]
-    assert [verify(e, expected_kind="commit").body for e in agreed.commitments] == [ca, cb]
+    # The signed proof of the quorum is the market's: tests/market/test_markets.py
     a.tick(START)
     assert a.state is State.DISPATCHING
     a.settled()
     assert a.state is State.SETTLED
 
 
-FETCH = [Fetch(topics.bids_of(COMMUNITY, K))]
+FETCH = [Missing("bids")]
 
 
 def test_minority_fetches_missed_bids_recomputes_and_joins() -> None:
@@ -134,7 +117,7 @@ def test_minority_fetches_missed_bids_recomputes_and_joins() -> None:
     assert heard(c, ca) == []  # one vote is no quorum yet
     assert heard(c, cb) == FETCH  # the list is inline: only the bid it lacks
     actions = c.on_bid(BIDS[0])  # the broker resends the retained bid
-    assert [type(x) for x in actions] == [Publish, Agreed]
+    assert [type(x) for x in actions] == [Commit, Agreed]
     rejoined = commitment_of(actions)
     assert rejoined.result_hash == ca.result_hash and c.state is State.AGREED
 
@@ -239,10 +222,9 @@ def test_illegal_transitions_raise() -> None:
 def test_a_quorum_is_never_less_than_a_majority_of_the_roster() -> None:
     """An agent that sees only two of six certified members present cannot agree on its own."""
     def lonely(node: str) -> IntervalSession:
-        return IntervalSession(community=COMMUNITY, interval=K, node=node,
-                               identity=generate_key(), timing=TIMING, mechanism="uniform",
-                               params=PARAMS, active=lambda now_ms: ("alice", "bob"),
-                               certified=lambda now_ms: 6)
+        return IntervalSession(community=COMMUNITY, interval=K, node=node, timing=TIMING,
+                               mechanism="uniform", params=PARAMS,
+                               active=lambda now_ms: ("alice", "bob"), certified=lambda now_ms: 6)
     a, b = lonely("alice"), lonely("bob")
     cleared(a)
     assert heard(a, cleared(b)) == []  # 2 of its 2 present: short of 4 of 6
@@ -288,12 +270,12 @@ def test_a_long_bid_set_travels_apart_and_a_minority_fetches_it_to_join() -> Non
     assert la is not None and len(la.bid_digests) == len(many) and ca.bid_digests is None
     cleared(c, many[1:])  # carol missed one bid before the gate
     assert heard(c, ca) == []
-    assert heard(c, cb) == [Fetch(topics.bids_of(COMMUNITY, K)),
-                                   Fetch(topics.bidsets_of(COMMUNITY, K))]
+    assert heard(c, cb) == [Missing("bids"), Missing("bidsets")]
     assert c.on_bidset(la) == []  # the broker resends alice's retained list ...
     actions = c.on_bid(many[0])  # ... and the bid it names that carol lacked
-    assert [type(x) for x in actions] == [Publish, Publish, Agreed]
-    rejoined = published(actions)[1]
+    assert [type(x) for x in actions] == [Commit, Agreed]
+    listed, rejoined = published(actions)
+    assert listed is not None  # the list goes out again with the commitment that names it
     assert (rejoined.bid_set_digest, rejoined.result_hash) == (ca.bid_set_digest, ca.result_hash)
 
 
@@ -310,5 +292,5 @@ def test_a_dissent_is_judged_once_its_long_bid_set_arrives() -> None:
     assert heard(a, cc) == []
     actions = heard(a, cb)  # agreed with bob; carol's dissent waits for her list
     assert isinstance(actions[0], Agreed)
-    assert Fetch(topics.bidsets_of(COMMUNITY, K)) in actions
+    assert Missing("bidsets") in actions
     assert a.on_bidset(lc) == [Rejected("minority-commitment")]

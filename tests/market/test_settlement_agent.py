@@ -13,9 +13,9 @@ from contextlib import AsyncExitStack
 import pytest
 
 from gateway.broker import EmbeddedBroker
-from gateway.market.agent import MarketAgent, MarketError
+from gateway.market.agent import MarketAgent
 from gateway.market.peerlink import PeerLink
-from protocols.market import Abstained, Agreed, MeterKey, MeterReading, State, topics
+from protocols.market import Abstained, Agreed, MarketError, MeterKey, MeterReading, State, topics
 from protocols.messages import Settlement, SignedEnvelope
 from protocols.metering import reading_tag
 from protocols.signing import Rejected, generate_key, sign, verify
