@@ -1,6 +1,11 @@
 """Suite-wide fixtures."""
 
+import fcntl
+import tempfile
 import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,16 +19,60 @@ _REAL_TIME = (
     "tests/market/test_feeder_100.py",
     "tests/market/test_flood.py",
 )
-"""Whole communities on a scaled clock: with ``-n 2 --dist loadgroup`` they all run on one
-worker, one at a time, so two of them never compete for the same cores and miss each other's
-deadlines; the rest of the suite shares the other worker."""
+"""Whole communities on a scaled clock, marked ``realtime``: their deadlines are real
+milliseconds, so two of them must never compete for the same cores. With ``-n 2 --dist
+loadgroup`` they all run on one worker (``xdist_group``), and a lock file lets only one run at a
+time on the machine, whatever runs them (another worker, another pytest on the same host);
+``-m realtime`` / ``-m "not realtime"`` run them apart from the rest of the suite."""
+_REAL_TIME_LOCK = Path(tempfile.gettempdir()) / "gridpeer-realtime.lock"
+_REAL_TIME_WAIT_S = 3600.0
+"""How long a real-time test waits for another to finish before it fails (a day test and its
+baseline take a few minutes; an hour means the holder is stuck)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "realtime: a whole community on a scaled clock; one runs at a time per machine")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.nodeid.startswith(_REAL_TIME):
+            item.add_marker(pytest.mark.realtime)
             item.add_marker(pytest.mark.xdist_group("real-time"))
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """A real-time test holds the machine's real-time lock from its setup (a module's shared day
+    is made in its first test's setup) to its teardown."""
+    if item.get_closest_marker("realtime") is None:
+        yield
+        return
+    with _REAL_TIME_LOCK.open("a") as lock:
+        held = _lock(lock.fileno())
+        if not held:
+            item.warn(pytest.PytestWarning(
+                f"ran without the real-time lock: another test held {_REAL_TIME_LOCK} for "
+                f"{_REAL_TIME_WAIT_S:.0f} s"))
+        try:
+            yield
+        finally:
+            if held:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _lock(fd: int) -> bool:
+    deadline = time.monotonic() + _REAL_TIME_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
