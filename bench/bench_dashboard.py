@@ -2,9 +2,9 @@
 
 The ledger is one home's month in a 100-home community: a block every 15 minutes for 31 days
 (2,975 blocks: every interval ended by 23:59 on the 31st), each with the quorum's names and the
-99 peers' signed settlements, as ``gateway.closing`` writes them (the settlements are signed once
-per peer and reused, which keeps their size and shape). The node is a stand-in that reads the
-ledger as ``GatewayNode.snapshot`` does (the last block, the height). The dashboard is the real
+99 peers' signed settlements, as ``gateway.home.closing`` writes them (the settlements are signed
+once per peer and reused, which keeps their size and shape). The node is a stand-in that reads the
+ledger as ``GatewayNode.status`` does (the last block, the height). The dashboard is the real
 one, on a real socket; the clients run in another process, each on its own keep-alive connection.
 
 Figures, per storm of N clients (each from an address of its own, asking back to back; a
@@ -40,7 +40,15 @@ from typing import Any
 from bench._report import line, machine
 from gateway.config import GatewayConfig, PreferencesConfig, parse_config
 from gateway.dashboard import Dashboard, Limits
-from gateway.dashboard.status import DashboardNode, Status, StatusView, flows, month_start_ms
+from gateway.dashboard.status import (
+    DashboardNode,
+    PageStatus,
+    StatusDocument,
+    StatusView,
+    flows,
+    month_start_ms,
+)
+from gateway.home.status import BatteryStatus, ClearingStatus, MeterStatus, Status
 from gateway.ledger import Ledger, LedgerOwner
 from protocols.market import Timing
 from protocols.messages import MembershipCertificate, Settlement
@@ -83,29 +91,31 @@ def build_ledger(path: Path) -> None:
 
 
 class BenchNode:
-    """The node parts the dashboard reads; the snapshot reads the ledger as the real one does."""
+    """The node parts the dashboard reads; its status reads the ledger as the real one does."""
 
     def __init__(self, *, config: GatewayConfig, ledger: Ledger) -> None:
-        self.config, self.ledger, self.timing, self.pv = config, ledger, TIMING, None
+        self.config, self.ledger, self.timing = config, ledger, TIMING
         self._money: tuple[int, int] | None = None  # (height, money today), as the node memoizes
 
-    def snapshot(self) -> dict[str, Any]:
+    def status(self) -> Status:
         last, height = self.ledger.last(), self.ledger.height()
         if self._money is None or self._money[0] != height:
             day = (NOW_MS - NOW_MS % DAY_MS) // TIMING.length_ms
             self._money = (height, sum(int(b.content["outcome"]["money"])
                                        for b, _ in self.ledger.blocks(from_interval=day)))
         assert last is not None
-        return {
-            "node": "home-1", "now_ms": NOW_MS, "interval": NOW_MS // TIMING.length_ms,
-            "mode": "market", "safe_reason": "", "devices": {},
-            "battery": {"soc_pct": 55.0, "power_w": -800, "setpoint_w": -800},
-            "meter": {"power_w": -1500, "import_wh": 10_000, "export_wh": 20_000},
-            "bid": None, "money_today": self._money[1], "rejections": {},
-            "last_clearing": {"interval": last.interval, "status": last.status,
-                              "price": last.content.get("price"),
-                              "outcome": last.content.get("outcome")},
-        }
+        return Status(
+            node="home-1", now_ms=NOW_MS, interval=NOW_MS // TIMING.length_ms,
+            mode="market", safe_reason="", devices={},
+            battery=BatteryStatus(soc_pct=55.0, power_w=-800, setpoint_w=-800),
+            meter=MeterStatus(power_w=-1500, import_wh=10_000, export_wh=20_000), pv=None,
+            bid=None, money_today=self._money[1], rejections={},
+            last_clearing=ClearingStatus(interval=last.interval, status=last.status,
+                                         price=last.content.get("price"),
+                                         outcome=last.content.get("outcome")),
+            reputation=None, meter_rejections={}, control_faults={}, device_holds={},
+            converter=None,
+        )
 
     def update_preferences(self, prefs: PreferencesConfig) -> None:
         pass
@@ -131,12 +141,13 @@ class FullReadView(StatusView):
         super().__init__(node=node)
         self._read = node
 
-    def current(self) -> Status:
+    def current(self) -> StatusDocument:
         node = self._read
-        snap = node.snapshot()
-        data = {**snap, "flows": flows(snap, pv_w=None),
-                "earnings": full_read_earnings(node, now_ms=int(snap["now_ms"]))}
-        return Status(data=data, body=json.dumps(data).encode())
+        status = node.status()
+        page = PageStatus(home=status, flows=flows(status),
+                          earnings=full_read_earnings(node, now_ms=status.now_ms))
+        data = page.to_json()
+        return StatusDocument(page=page, data=data, body=json.dumps(data).encode())
 
 
 class Ticker:

@@ -85,8 +85,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
-from gateway.closing import Closed, IntervalCloser
 from gateway.devices import Meter, MeterReading, ModbusBus, ModbusTcpBus, discover
+from gateway.home.closing import Closed, IntervalCloser
 from gateway.ledger import Ledger, LedgerOwner
 from gateway.market.agent import MarketAgent
 from gateway.market.peerlink import PeerLinkError

@@ -242,8 +242,8 @@ async def _run_gateway(config_path: Path) -> int:
 
     from gateway.clock import Clock
     from gateway.config import load_config
+    from gateway.home import GatewayNode
     from gateway.identity import load_certificate, load_key_file
-    from gateway.node import GatewayNode
 
     config = load_config(config_path)
     envelope, cert = load_certificate(config.certificate_file)
@@ -310,40 +310,43 @@ def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from gateway.config import load_config
+    from gateway.home.status import Status
 
     config = load_config(args.config)
     path = config.state_dir / "status.json"
     try:
-        status = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise UsageError(f"{path}: no status yet (is `gridpeer run` running?)") from None
     if args.json:
-        print(json.dumps(status, indent=1))
+        print(json.dumps(json.loads(text), indent=1))
         return 0
-    age_s = (time.time_ns() // 1_000_000 - int(status["now_ms"])) / 1000
-    print(f"node {status['node']}: {status['mode']} mode"
-          + (f" ({status['safe_reason']})" if status["safe_reason"] else "")
+    try:
+        status = Status.from_json(text)
+    except ValueError as exc:
+        raise UsageError(f"{path}: not a gateway status: {exc}") from None
+    age_s = (time.time_ns() // 1_000_000 - status.now_ms) / 1000
+    print(f"node {status.node}: {status.mode} mode"
+          + (f" ({status.safe_reason})" if status.safe_reason else "")
           + f", status {age_s:.0f} s old")
-    for name, dev in status["devices"].items():
-        state = "STALE" if dev["stale"] else "ok"
-        print(f"  device {name:8} {state:5} polls {dev['polls']}, failures {dev['failures']}"
-              + (f", last error: {dev['last_error']}" if dev["last_error"] else ""))
-    if status["battery"]:
-        b = status["battery"]
-        print(f"  battery SoC {b['soc_pct']:.1f} %, power {_signed_w(b['power_w'])}, "
-              f"setpoint {_signed_w(b['setpoint_w'])}")
-    bid = status["bid"]
-    print("  current bid: " + (f"{bid['side']} {bid['energy_wh']} Wh at {bid['limit_price']} µ/Wh "
-                              f"for interval {bid['interval']}" if bid else "none"))
-    last = status["last_clearing"]
-    if last:
-        own = last.get("outcome") or {}
-        print(f"  last clearing: interval {last['interval']} {last['status']}, "
-              f"price {last.get('price')} µ/Wh, bought {own.get('bought_wh', 0)} Wh, "
+    for name, dev in status.devices.items():
+        state = "STALE" if dev.stale else "ok"
+        print(f"  device {name:8} {state:5} polls {dev.polls}, failures {dev.failures}"
+              + (f", last error: {dev.last_error}" if dev.last_error else ""))
+    if b := status.battery:
+        print(f"  battery SoC {b.soc_pct:.1f} %, power {_signed_w(b.power_w)}, "
+              f"setpoint {_signed_w(b.setpoint_w)}")
+    bid = status.bid
+    print("  current bid: " + (f"{bid.side} {bid.energy_wh} Wh at {bid.limit_price} µ/Wh "
+                              f"for interval {bid.interval}" if bid else "none"))
+    if last := status.last_clearing:
+        own = last.outcome or {}
+        print(f"  last clearing: interval {last.interval} {last.status}, "
+              f"price {last.price} µ/Wh, bought {own.get('bought_wh', 0)} Wh, "
               f"sold {own.get('sold_wh', 0)} Wh")
     else:
         print("  last clearing: none yet")
-    print(f"  money today: {-status['money_today'] / 1e6:+.4f} (+ = earned)")
+    print(f"  money today: {-status.money_today / 1e6:+.4f} (+ = earned)")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Gateway configuration: one TOML file, validated once at the edge, then passed around frozen.
+"""Gateway configuration: one TOML file, validated once at the edge, then passed around frozen;
+its sections give the domain objects they configure (``market.timing()``, ...).
 
 Every error names the key path (``market.gate_s``) and what is wrong with it, because the person
 reading it is a homeowner or installer looking at their own file, not a Python developer. A value
@@ -16,7 +17,13 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway.ems import Preferences
+from gateway.envelope import BatteryEnvelope, ConverterEnvelope
+from gateway.flex_plan import parse_hhmm
+from gateway.pki import TlsFiles
+from protocols.clearing import Tariffs
 from protocols.keycheck import key_problem
+from protocols.market import Timing
 from protocols.messages import MAX_PRICE
 from protocols.network import Feeder, FeeSchedule, Line, NetworkError
 
@@ -137,21 +144,18 @@ class MarketConfig(_Model):
             raise ValueError("broker must look like mqtt://host:1883 or mqtts://host:8883")
         return v
 
-    @property
-    def length_ms(self) -> int:
-        return _ms(self.interval_s)
+    def timing(self) -> Timing:
+        return Timing(epoch_ms=self.epoch_ms, length_ms=_ms(self.interval_s),
+                      gate_ms=_ms(self.gate_s), grace_ms=_ms(self.grace_s))
 
-    @property
-    def gate_ms(self) -> int:
-        return _ms(self.gate_s)
-
-    @property
-    def grace_ms(self) -> int:
-        return _ms(self.grace_s)
+    def tls(self) -> TlsFiles | None:  # an mqtts:// broker's, validated to come as three
+        if self.tls_ca is None or self.tls_cert is None or self.tls_key is None:
+            return None
+        return TlsFiles(ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key)
 
     @model_validator(mode="after")
     def _timing(self) -> MarketConfig:
-        if self.gate_ms <= self.grace_ms:
+        if _ms(self.gate_s) <= _ms(self.grace_s):
             raise ValueError(f"gate_s ({self.gate_s:g} s) must be longer than grace_s "
                              f"({self.grace_s:g} s): clearing runs grace_s after the gate, and "
                              "the rest of gate_s is for the quorum to agree before the interval")
@@ -181,6 +185,9 @@ class TariffConfig(_Model):
         if self.feed_in_price >= self.retail_price:
             raise ValueError("feed_in_price must be below retail_price")
         return self
+
+    def tariffs(self) -> Tariffs:
+        return Tariffs(retail_price=self.retail_price, feed_in_price=self.feed_in_price)
 
 
 class PreferencesConfig(_Model):
@@ -223,6 +230,14 @@ class EnvelopeConfig(_Model):
         if self.soc_min_pct + 2 * self.master_headroom_pct >= self.soc_max_pct:
             raise ValueError("master_headroom_pct leaves the bus master no SoC window")
         return self
+
+    def battery(self) -> BatteryEnvelope:
+        return BatteryEnvelope(**self.model_dump(include={
+            "soc_min_pct", "soc_max_pct", "max_charge_w", "max_discharge_w", "ramp_w_per_s"}))
+
+    def converter(self) -> ConverterEnvelope:
+        return ConverterEnvelope(max_current_a=self.converter_max_a, bus_v_min=self.bus_v_min,
+                                 bus_v_max=self.bus_v_max)
 
 
 class DcBusConfig(_Model):
@@ -296,6 +311,25 @@ class GatewayConfig(_Model):
             raise ValueError("meter_key_file is set but there is no meter device to check")
         self._dc_bus(kinds)
         return self
+
+    @property
+    def dc_master(self) -> bool:
+        """Whether this node's converter holds the DC bus (every member's config names it)."""
+        return self.dc_bus is not None and self.dc_bus.master == self.node
+
+    @property
+    def headroom_pct(self) -> float:
+        """How far inside the SoC window the bus master keeps its battery (0 if not master)."""
+        return self.envelope.master_headroom_pct if self.dc_master else 0.0
+
+    def plan_preferences(self, prefs: PreferencesConfig) -> Preferences:
+        """The owner's ``prefs`` inside the SoC window, less the bus master's headroom."""
+        return Preferences(
+            min_sell_price=prefs.min_sell_price, max_buy_price=prefs.max_buy_price,
+            reserve_pct=max(prefs.reserve_pct, self.envelope.soc_min_pct + self.headroom_pct),
+            soc_max_pct=self.envelope.soc_max_pct - self.headroom_pct,
+            ev_ready_by_min=None if prefs.ev_ready_by is None else parse_hhmm(prefs.ev_ready_by),
+        )
 
     def _dc_bus(self, kinds: Sequence[str]) -> None:
         """A converter trades over the bus only with a battery behind it and a named master."""

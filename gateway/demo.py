@@ -25,7 +25,7 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 from gateway.community import CommunityLog, Timing, run_community
-from gateway.node import Event, IntervalClosed
+from gateway.home import Event, IntervalClosed
 from gateway.report import render
 from gateway.summary import (
     CommunitySummary,

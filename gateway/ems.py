@@ -42,7 +42,7 @@ Bids are priced so they only clear when they pay, and a step that does not clear
 the dispatch follows the cleared position, so the battery covers an uncleared deficit, and keeps
 an uncleared surplus, as it would have without the market.
 
-Pure: readings and forecasts in, a plan out. The asyncio side (gateway/node.py) feeds it.
+Pure: readings and forecasts in, a plan out. The trader (gateway/home/trader.py) feeds it.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from gateway.community import CommunityLog
-from gateway.node import IntervalClosed
+from gateway.home import IntervalClosed
 from protocols.clearing import Result, Tariffs
 from protocols.market import Agreed
 

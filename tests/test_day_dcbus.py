@@ -18,7 +18,8 @@ from firmware.roles.dcdc import TRIPPED, WAIT
 from gateway.community import CommunityLog, Timing, dc_bus_master, run_community
 from gateway.config import load_config
 from gateway.devices import DcDcConverter, discover
-from gateway.node import Event, IntervalClosed, IntervalEnded, SetpointWritten, open_bus
+from gateway.devices.registry import open_bus
+from gateway.home import Event, IntervalClosed, IntervalEnded, SetpointWritten
 from gateway.summary import unbalanced
 from protocols.clearing import Tariffs
 from protocols.market import Agreed
@@ -187,7 +188,8 @@ async def test_a_tripped_bus_puts_every_gateway_in_safe_mode_with_converters_wai
             for home in MEMBERS:
                 config = load_config(tmp_path / home / "gridpeer.toml")
                 (device,) = [d for d in config.devices if d.kind == "dcdc"]
-                modbus = await stack.enter_async_context(open_bus(device))
+                modbus = await stack.enter_async_context(
+                    open_bus(device.url, timeout_s=device.timeout_s))
                 drivers.append(DcDcConverter(bus=modbus, device=await discover(modbus, unit=1)))
             for _ in range(50):
                 for driver in drivers:

@@ -21,7 +21,7 @@ import pytest
 from gateway.community import CommunityLog, run_community
 from gateway.config import EnvelopeConfig
 from gateway.demo import BASELINE_FOLDER, day_intervals, run_baseline, timing
-from gateway.node import Event, IntervalClosed
+from gateway.home import Event, IntervalClosed
 from gateway.summary import CommunitySummary, agreed_everywhere, summarise, unbalanced
 from protocols.clearing import Tariffs
 from protocols.market import Agreed

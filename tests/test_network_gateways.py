@@ -12,8 +12,8 @@ from pathlib import Path
 import sim_devices
 from gateway.config import load_config
 from gateway.demo import DEFAULT_SCENARIO, run_demo
+from gateway.home import Event, IntervalClosed
 from gateway.ledger import Ledger
-from gateway.node import Event, IntervalClosed
 from protocols.market import Agreed
 from protocols.network import FeeSchedule, line_flows
 from sim_devices.scenario import Scenario, parse_scenario

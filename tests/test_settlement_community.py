@@ -20,10 +20,10 @@ import pytest
 
 from firmware.metering import TaggedCounter
 from gateway.community import CommunityLog, Timing, run_community
+from gateway.home import Event, IntervalClosed
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
 from gateway.market.peerlink import PeerLink
-from gateway.node import Event, IntervalClosed
 from gateway.summary import Balance, balance
 from protocols.market import Agreed, topics
 from protocols.messages import Settlement, SignedEnvelope

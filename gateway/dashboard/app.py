@@ -218,7 +218,7 @@ class DashboardApp:
         return Response(status=200, body=self.status.current().body)
 
     def _metrics(self, _request: Request) -> Response:
-        text = metrics.render(self.status.current().data, refusals=self.refusals.counts)
+        text = metrics.render(self.status.current().page, refusals=self.refusals.counts)
         return Response(status=200, body=text.encode(), content_type=metrics.CONTENT_TYPE)
 
     def _get_preferences(self, _request: Request) -> Response:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
-from gateway.dashboard.status import DashboardNode, StatusView
+from gateway.dashboard.status import DashboardNode, PageStatus, StatusView
 
 _PORTS = {"mqtt": 1883, "mqtts": 8883}
 ONLINE, OFFLINE = "online", "offline"
@@ -31,11 +32,11 @@ ONLINE, OFFLINE = "online", "offline"
 
 @dataclass(frozen=True, slots=True)
 class Sensor:
-    """One HA sensor: ``key`` in the state document, taken from ``path`` in the status."""
+    """One HA sensor: ``key`` in the state document, its ``value`` read from the status."""
 
     key: str
     name: str
-    path: tuple[str, ...]
+    value: Callable[[PageStatus], float | None]
     device_class: str | None
     unit: str | None
     state_class: str
@@ -46,19 +47,28 @@ def sensors(*, currency: str) -> tuple[Sensor, ...]:
     """Money goes to HA in currency units (µ / 10⁶): HA's ``monetary`` class wants an ISO code."""
     power = ("power", "W", "measurement")
     return (
-        Sensor("soc", "Battery state of charge", ("battery", "soc_pct"), "battery", "%",
+        Sensor("soc", "Battery state of charge", _soc, "battery", "%", "measurement"),
+        Sensor("pv_power", "Solar power", lambda p: p.flows.pv_w, *power),
+        Sensor("home_power", "Home power", lambda p: p.flows.home_w, *power),
+        Sensor("grid_power", "Grid power (+ import)", lambda p: p.flows.grid_w, *power),
+        Sensor("battery_power", "Battery power (+ charge)", lambda p: p.flows.battery_w, *power),
+        Sensor("battery_setpoint", "Battery setpoint", _setpoint, *power),
+        Sensor("earnings_today", "Earnings today", lambda p: p.earnings.get("today"),
+               "monetary", currency, "total", scale=1e-6),
+        Sensor("earnings_month", "Earnings this month", lambda p: p.earnings.get("month"),
+               "monetary", currency, "total", scale=1e-6),
+        Sensor("stale_devices", "Stale devices",
+               lambda p: sum(1 for d in p.home.devices.values() if d.stale), None, None,
                "measurement"),
-        Sensor("pv_power", "Solar power", ("flows", "pv_w"), *power),
-        Sensor("home_power", "Home power", ("flows", "home_w"), *power),
-        Sensor("grid_power", "Grid power (+ import)", ("flows", "grid_w"), *power),
-        Sensor("battery_power", "Battery power (+ charge)", ("flows", "battery_w"), *power),
-        Sensor("battery_setpoint", "Battery setpoint", ("battery", "setpoint_w"), *power),
-        Sensor("earnings_today", "Earnings today", ("earnings", "today"), "monetary", currency,
-               "total", scale=1e-6),
-        Sensor("earnings_month", "Earnings this month", ("earnings", "month"), "monetary",
-               currency, "total", scale=1e-6),
-        Sensor("stale_devices", "Stale devices", ("stale_devices",), None, None, "measurement"),
     )
+
+
+def _soc(page: PageStatus) -> float | None:
+    return None if page.home.battery is None else page.home.battery.soc_pct
+
+
+def _setpoint(page: PageStatus) -> float | None:
+    return None if page.home.battery is None else page.home.battery.setpoint_w
 
 
 def state_topic(node: str) -> str:
@@ -97,15 +107,11 @@ def discovery_messages(
     return messages
 
 
-def state_payload(status: dict[str, Any], *, sensor_list: tuple[Sensor, ...]) -> bytes:
+def state_payload(page: PageStatus, *, sensor_list: tuple[Sensor, ...]) -> bytes:
     """The state document; an unknown value is ``null``, which HA shows as "unknown"."""
-    values = {**status, "stale_devices": sum(
-        1 for d in (status.get("devices") or {}).values() if d.get("stale"))}
-    state: dict[str, Any] = {}
+    state: dict[str, float | None] = {}
     for sensor in sensor_list:
-        value: Any = values
-        for key in sensor.path:
-            value = value.get(key) if isinstance(value, dict) else None
+        value = sensor.value(page)
         state[sensor.key] = value if value is None or sensor.scale == 1.0 else value * sensor.scale
     return json.dumps(state).encode()
 
@@ -156,7 +162,7 @@ class HomeAssistantBridge:
         await self._client.__aexit__(exc_type, exc, tb)
 
     async def publish_state(self) -> None:
-        payload = state_payload(self._status.current().data, sensor_list=self._sensors)
+        payload = state_payload(self._status.current().page, sensor_list=self._sensors)
         await self._client.publish(state_topic(self._name), payload, qos=0, retain=True)
 
     async def run(self) -> None:

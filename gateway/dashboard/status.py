@@ -1,8 +1,9 @@
-"""What the dashboard shows: the node's snapshot, plus power flows and earnings from the ledger.
+"""What the dashboard shows: the node's status, plus power flows and earnings from the ledger.
 
-The node's ``snapshot()`` is the owner's view of the gateway's state; the dashboard adds the two
-things a homeowner asks first ("where is my power going?", "what did I earn?") so the page, the
-metrics and Home Assistant all read one dictionary and can never disagree.
+The node's :class:`~gateway.home.status.Status` is the owner's view of the gateway's state; the
+dashboard adds the two things a homeowner asks first ("where is my power going?", "what did I
+earn?") as one :class:`PageStatus`, so the page, the metrics and Home Assistant all read one
+document and can never disagree.
 
 Signs follow the project (+ = import / charge / consume) except ``pv_w``, shown as production
 (≥ 0) because nobody reads "−3 kW of sunshine" as good news.
@@ -16,13 +17,13 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.config import GatewayConfig, PreferencesConfig
-from gateway.devices import DevicePoller, PvReading
+from gateway.home.status import Status
 from gateway.ledger import Ledger
 from protocols.ledger import Block
 from protocols.market import Timing
@@ -42,10 +43,7 @@ class DashboardNode(Protocol):
     @property
     def ledger(self) -> Ledger | None: ...
 
-    @property
-    def pv(self) -> DevicePoller[PvReading] | None: ...
-
-    def snapshot(self) -> dict[str, Any]: ...
+    def status(self) -> Status: ...
 
     def update_preferences(self, prefs: PreferencesConfig) -> None: ...
 
@@ -71,7 +69,7 @@ class Earnings:
     """Money earned per interval this month, added block by block as the ledger grows.
 
     An interval counts for the day or month its start falls in; the day boundary is the same as
-    the snapshot's ``money_today`` so ``at(now).today == -money_today`` always holds. Blocks come
+    the status's ``money_today`` so ``at(now).today == -money_today`` always holds. Blocks come
     in interval order (the chain refuses any other), so ``next_interval`` is where the next read
     starts. The arithmetic is sans-I/O; ``catch_up`` is the one place that reads a ledger.
     """
@@ -116,49 +114,59 @@ def read_month(path: Path, *, timing: Timing, now_ms: int) -> Earnings:
     return earnings
 
 
-def pv_power_w(node: DashboardNode) -> int | None:
-    """PV production now (W, ≥ 0), None when the inverter is missing or stale.
+@dataclass(frozen=True, slots=True)
+class Flows:
+    """Grid, battery, PV and home power now (W); None where it is not known."""
 
-    The snapshot carries no PV reading yet, so this reads the poller as the snapshot does for the
-    battery and meter.
-    """
-    poller = node.pv
-    if poller is None or poller.stale or poller.latest is None:
-        return None
-    return -poller.latest.power_w
+    pv_w: int | None
+    home_w: int | None
+    battery_w: int | None
+    grid_w: int | None
 
 
-def flows(snapshot: dict[str, Any], *, pv_w: int | None) -> dict[str, int | None]:
+def flows(status: Status) -> Flows:
     """Grid, battery, PV and home power; the home load follows from the other three.
 
     The home load is None unless all three are known: a guess built on a stale reading would show
     the owner a consumption that never happened.
     """
-    meter, battery = snapshot.get("meter"), snapshot.get("battery")
-    grid_w = None if meter is None else int(meter["power_w"])
-    battery_w = None if battery is None else int(battery["power_w"])
+    grid_w = None if status.meter is None else status.meter.power_w
+    battery_w = None if status.battery is None else status.battery.power_w
+    pv_w = None if status.pv is None else -status.pv.power_w
     home_w = None
     if grid_w is not None and battery_w is not None and pv_w is not None:
         home_w = grid_w - battery_w + pv_w
-    return {"pv_w": pv_w, "home_w": home_w, "battery_w": battery_w, "grid_w": grid_w}
-
-
-def build_status(node: DashboardNode, earnings: Earnings) -> dict[str, Any]:
-    """``node.snapshot()`` plus ``flows`` and ``earnings``: the body of ``GET /api/status``."""
-    snap = node.snapshot()
-    if node.ledger is not None:
-        earnings.catch_up(node.ledger)
-    return {
-        **snap,
-        "flows": flows(snap, pv_w=pv_power_w(node)),
-        "earnings": earnings.at(int(snap["now_ms"])),
-    }
+    return Flows(pv_w=pv_w, home_w=home_w, battery_w=battery_w, grid_w=grid_w)
 
 
 @dataclass(frozen=True, slots=True)
-class Status:
-    """One status document: ``data`` as built, ``body`` its JSON, encoded once for every client."""
+class PageStatus:
+    """The body of ``GET /api/status``: the home's status, its power flows, and its earnings
+    (µ, + = received) ``today`` and this ``month``."""
 
+    home: Status
+    flows: Flows
+    earnings: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.home.to_json(), "flows": asdict(self.flows),
+                "earnings": dict(self.earnings)}
+
+
+def build_status(node: DashboardNode, earnings: Earnings) -> PageStatus:
+    """The node's status plus its flows and earnings."""
+    status = node.status()
+    if node.ledger is not None:
+        earnings.catch_up(node.ledger)
+    return PageStatus(home=status, flows=flows(status), earnings=earnings.at(status.now_ms))
+
+
+@dataclass(frozen=True, slots=True)
+class StatusDocument:
+    """One status as built (``page``), its JSON data, and ``body``, encoded once for every
+    client."""
+
+    page: PageStatus
     data: dict[str, Any]
     body: bytes
 
@@ -166,7 +174,7 @@ class Status:
 class StatusView:
     """The status every reader shares, rebuilt at most once per ``max_age_s``.
 
-    However many clients poll, the node's snapshot is taken and the document encoded at most once
+    However many clients poll, the node's status is taken and the document encoded at most once
     per ``max_age_s``, and the ledger is read only for the blocks written since the last build:
     serving a request costs the same on a year-old ledger as on a new one, and a crowd of clients
     cannot hold the event loop (the market's ticks, the MQTT keep-alive) for longer than one
@@ -179,7 +187,7 @@ class StatusView:
         self._max_age_s = max_age_s
         self._monotonic = monotonic
         self._earnings: Earnings | None = None
-        self._built: tuple[float, Status] | None = None
+        self._built: tuple[float, StatusDocument] | None = None
 
     async def open(self) -> None:
         """Read this month's blocks once, in a thread, before the first status is served."""
@@ -187,19 +195,20 @@ class StatusView:
         if ledger is None:
             self._earnings = Earnings(timing=timing)
             return
-        now_ms = int(self._node.snapshot()["now_ms"])
+        now_ms = self._node.status().now_ms
         loop = asyncio.get_running_loop()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dashboard-ledger") as pool:
             self._earnings = await loop.run_in_executor(
                 pool, functools.partial(read_month, ledger.path, timing=timing, now_ms=now_ms))
 
-    def current(self) -> Status:
+    def current(self) -> StatusDocument:
         if self._earnings is None:
             raise RuntimeError("StatusView.open() first: it reads the month's earnings")
         now = self._monotonic()
         if self._built is not None and now - self._built[0] < self._max_age_s:
             return self._built[1]
-        data = build_status(self._node, self._earnings)
-        status = Status(data=data, body=json.dumps(data).encode())
+        page = build_status(self._node, self._earnings)
+        data = page.to_json()
+        status = StatusDocument(page=page, data=data, body=json.dumps(data).encode())
         self._built = (now, status)
         return status

@@ -16,8 +16,8 @@ from gateway.clock import Clock
 from gateway.community import Timing, provision
 from gateway.config import load_config
 from gateway.dashboard.pairing import CREDENTIAL_FILE, CredentialFile, OwnerCredential
+from gateway.home import Event, GatewayNode, running
 from gateway.identity import load_certificate, load_key_file
-from gateway.node import Event, GatewayNode, running
 from sim_devices.home import HomeSpec
 from sim_devices.scenario import load_scenario
 from sim_devices.world import World
@@ -52,7 +52,7 @@ async def community(
             for node in nodes.values():
                 await stack.enter_async_context(running(node))
             async with asyncio.timeout(10):
-                while not all(n.snapshot()["battery"] and n.snapshot()["meter"]
+                while not all(n.status().battery and n.status().meter
                               for n in nodes.values()):
                     await asyncio.sleep(0.05)
             yield nodes

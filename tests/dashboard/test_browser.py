@@ -1,8 +1,8 @@
 """The dashboard page in headless Chromium against a real gateway of the demo community.
 
 The page polls the API every second while the community runs at 300x, so the node the dashboard
-reads is held still between the test's ``freeze()`` calls (``Frozen``: the real node's snapshot
-and PV reading, taken at one moment). The ledger stays live, so the API is read again at every
+reads is held still between the test's ``freeze()`` calls (``Frozen``: the real node's status,
+taken at one moment). The ledger stays live, so the API is read again at every
 check. That makes "the page shows what the API returns" an exact comparison, and "the page
 updates" a visible change after the next ``freeze()``. Changing preferences goes the owner's way:
 ``gridpeer dashboard pair`` prints a token, the token is typed into the page's login form, then the
@@ -20,13 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from gateway.cli import main
 from gateway.dashboard import Dashboard
 from gateway.dashboard.app import Request
-from gateway.node import GatewayNode
+from gateway.home import GatewayNode, Status
 from tests._require import require
 from tests.dashboard.community import community
 
@@ -35,7 +34,7 @@ DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 
 
 class Frozen:
-    """A real node's state, read at the last ``freeze()``; preferences go to the real node."""
+    """A real node's status, read at the last ``freeze()``; preferences go to the real node."""
 
     def __init__(self, node: GatewayNode) -> None:
         self._node = node
@@ -43,13 +42,10 @@ class Frozen:
         self.freeze()
 
     def freeze(self) -> None:
-        self._snapshot = self._node.snapshot()
-        pv = self._node.pv
-        assert pv is not None
-        self.pv = SimpleNamespace(stale=pv.stale, latest=pv.latest)
+        self._status = self._node.status()
 
-    def snapshot(self) -> dict[str, Any]:
-        return self._snapshot
+    def status(self) -> Status:
+        return self._status
 
     def update_preferences(self, prefs) -> None:
         self._node.update_preferences(prefs)
@@ -163,7 +159,7 @@ async def test_page_shows_the_api_values_and_updates(tmp_path, capsys):
                             status = json.loads(api.body)
                             want = {f: expected_text(k, pick(status, f)) for f, k, _ in fields}
                             got = {f: text for f, _, text in fields}
-                            frozen_ms = str(frozen.snapshot()["now_ms"])
+                            frozen_ms = str(frozen.status().now_ms)
                             if now_ms == str(status["now_ms"]) == frozen_ms and got == want:
                                 assert rows == len(status["devices"]) and link == "live"
                                 return got

@@ -3,18 +3,21 @@
 import re
 
 from gateway.dashboard import metrics
+from gateway.dashboard.status import Flows
+from gateway.home.status import BatteryStatus
+from tests.dashboard.statuses import health, page
 
-STATUS = {
-    "node": "home-1", "mode": "safe", "money_today": -1234,
-    "battery": {"soc_pct": 47.5, "power_w": -800, "setpoint_w": -750},
-    "devices": {
-        "meter": {"stale": False, "polls": 10, "failures": 0},
-        "bat\"tery\\x\n": {"stale": True, "polls": 7, "failures": 3},
+STATUS = page(
+    node="home-1", mode="safe", money_today=-1234,
+    battery=BatteryStatus(soc_pct=47.5, power_w=-800, setpoint_w=-750),
+    devices={
+        "meter": health(stale=False, polls=10, failures=0),
+        "bat\"tery\\x\n": health(stale=True, polls=7, failures=3),
     },
-    "rejections": {"bad-signature": 2, "late": 1},
-    "flows": {"pv_w": 3000, "home_w": None, "battery_w": -800, "grid_w": -1500},
-    "earnings": {"today": 1234, "month": 56789},
-}
+    rejections={"bad-signature": 2, "late": 1},
+    flows=Flows(pv_w=3000, home_w=None, battery_w=-800, grid_w=-1500),
+    earnings={"today": 1234, "month": 56789},
+)
 
 # text format 0.0.4: comment lines, or name{labels} value (no timestamps from us)
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
@@ -67,6 +70,6 @@ def test_values_and_labels():
 
 
 def test_a_node_with_nothing_known_yet_still_renders():
-    text = metrics.render({"node": "n", "mode": "market", "battery": None, "devices": {}})
+    text = metrics.render(page(node="n", mode="market", battery=None, devices={}))
     assert 'gridpeer_safe_mode{node="n"} 0' in text
     assert "gridpeer_battery_soc_percent{" not in text

@@ -10,9 +10,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.dashboard.status import Earnings, StatusView, flows, month_start_ms, read_month
+from gateway.dashboard.status import (
+    Earnings,
+    Flows,
+    StatusView,
+    flows,
+    month_start_ms,
+    read_month,
+)
+from gateway.home.status import BatteryStatus, MeterStatus, PvStatus
 from gateway.ledger import Ledger
 from protocols.market import Timing
+from tests.dashboard.statuses import status as a_status
 from tests.ledger_owner import make_owner
 
 TIMING = Timing(epoch_ms=0, length_ms=900_000, gate_ms=60_000, grace_ms=10_000)
@@ -55,15 +64,15 @@ class CountingLedger(Ledger):
 
 
 class StandIn:
-    """The node parts ``StatusView`` reads, around a real ledger; counts its snapshots."""
+    """The node parts ``StatusView`` reads, around a real ledger; counts its statuses taken."""
 
     def __init__(self, ledger: Ledger, now_ms: int) -> None:
-        self.ledger, self.timing, self.pv, self.now_ms = ledger, TIMING, None, now_ms
+        self.ledger, self.timing, self.now_ms = ledger, TIMING, now_ms
         self.snapshots = 0
 
-    def snapshot(self):
+    def status(self):
         self.snapshots += 1
-        return {"now_ms": self.now_ms, "meter": None, "battery": None}
+        return a_status(now_ms=self.now_ms)
 
 
 def test_earnings_today_and_this_month_from_the_ledger(tmp_path):
@@ -149,8 +158,8 @@ async def test_status_is_built_once_per_max_age_and_reads_only_the_new_blocks(tm
 
 
 async def test_a_node_without_a_ledger_has_earned_nothing():
-    view = StatusView(node=SimpleNamespace(ledger=None, timing=TIMING, pv=None,
-                                           snapshot=lambda: {"now_ms": ms(2024, 3, 15)}))
+    view = StatusView(node=SimpleNamespace(ledger=None, timing=TIMING,
+                                           status=lambda: a_status(now_ms=ms(2024, 3, 15))))
     await view.open()
     assert view.current().data["earnings"] == {"today": 0, "month": 0}
 
@@ -167,9 +176,10 @@ def test_month_start_is_midnight_utc_on_the_first():
 
 
 def test_home_load_is_what_grid_pv_and_battery_leave_and_unknown_if_any_is():
-    snap = {"meter": {"power_w": -1500}, "battery": {"power_w": 800}}
-    assert flows(snap, pv_w=3000) == {"pv_w": 3000, "home_w": 700, "battery_w": 800,
-                                      "grid_w": -1500}
-    assert flows(snap, pv_w=None)["home_w"] is None
-    assert flows({"meter": None, "battery": None}, pv_w=100) == {
-        "pv_w": 100, "home_w": None, "battery_w": None, "grid_w": None}
+    meter = MeterStatus(power_w=-1500, import_wh=0, export_wh=0)
+    battery = BatteryStatus(soc_pct=50.0, power_w=800, setpoint_w=800)
+    assert flows(a_status(meter=meter, battery=battery, pv=PvStatus(power_w=-3000))) == Flows(
+        pv_w=3000, home_w=700, battery_w=800, grid_w=-1500)
+    assert flows(a_status(meter=meter, battery=battery, pv=None)).home_w is None
+    assert flows(a_status(meter=None, battery=None, pv=PvStatus(power_w=-100))) == Flows(
+        pv_w=100, home_w=None, battery_w=None, grid_w=None)

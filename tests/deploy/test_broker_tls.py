@@ -16,8 +16,8 @@ import pytest
 from gateway.brokerconfig import BrokerFiles
 from gateway.clock import Clock
 from gateway.config import load_config
+from gateway.home import GatewayNode
 from gateway.identity import create_key_file, load_certificate, save_envelope
-from gateway.node import GatewayNode
 from gateway.pki import CommunityCa, TlsFiles
 from protocols.market import Agreed, topics
 from tests.deploy.mosquitto import Brokers, free_port

@@ -25,9 +25,9 @@ from gateway.clock import Clock
 from gateway.community import Timing, provision
 from gateway.config import load_config
 from gateway.devices import DeviceError
+from gateway.home import BidMade, Event, GatewayNode, IntervalClosed, running
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
-from gateway.node import BidMade, Event, GatewayNode, IntervalClosed, running
 from protocols.market import Abstained, Agreed
 from sim_devices.faults import FaultSpec
 from sim_devices.home import HomeSpec

@@ -47,12 +47,13 @@ async def test_a_silent_device_stops_offers_and_sends_its_gateway_to_safe_mode(t
             if s.world.now_s >= OFFLINE[0]:
                 safe["home-1"].add(home1.state.safe_reason)
                 safe["home-2"].add(home2.state.safe_reason)
-                if home1.battery.stale and battery.battery.command_w == 0:
+                if home1.devices["battery"].poller.stale and battery.battery.command_w == 0:
                     idle_while_offline = True
             await asyncio.sleep(0.01)
         recovered = range(K0 + 4, K0 + 5)
         await s.until_closed(recovered[-1], timeout_s=120)
-        fresh_again = not home1.battery.stale and not home2.meter.stale
+        fresh_again = (not home1.devices["battery"].poller.stale
+                       and not home2.devices["meter"].poller.stale)
     silent = [k for k in range(K0 - 1, K0 + 4) if OFFLINE[0] + 20 <= bid_time_s(k) < OFFLINE[1]]
     assert silent, "no bid time fell inside the silent window"
     for k in silent:

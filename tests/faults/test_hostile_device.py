@@ -31,9 +31,9 @@ from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
 from gateway.community import Timing, provision
 from gateway.config import load_config
+from gateway.home import Event, GatewayNode, IntervalClosed, SetpointWritten, running
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
-from gateway.node import Event, GatewayNode, IntervalClosed, SetpointWritten, running
 from protocols.market import Agreed
 from sim_devices.home import HomeSpec
 from sim_devices.physics import MJ_PER_WH
@@ -119,7 +119,7 @@ async def test_a_battery_in_backup_mode_from_boot_is_held_idle_and_the_gateway_r
     """Minimum SoC 100 % from the first reading (the restart case): the node starts, commands
     the battery idle with its revert time every control period, logs the device's window once,
     counts it, and takes the battery back once the inverter leaves backup mode."""
-    caplog.set_level(logging.INFO, logger="gateway.node")
+    caplog.set_level(logging.INFO, logger="gateway.home")
     async with home(tmp_path, before=_backup_mode) as h:
         await h.until("a setpoint", lambda: any(isinstance(e, SetpointWritten)
                                                 for e in h.events))
@@ -128,8 +128,8 @@ async def test_a_battery_in_backup_mode_from_boot_is_held_idle_and_the_gateway_r
         assert h.world.home(HOME.name).battery.command_w == 0
         assert "battery held idle" in h.node.state.safe_reason
         assert "[100, 100] %" in h.node.state.safe_reason
-        status = h.node.snapshot()
-        assert status["device_holds"] == {"battery": 1} and status["mode"] == "safe"
+        status = h.node.status()
+        assert status.device_holds == {"battery": 1} and status.mode == "safe"
         held = [r.getMessage() for r in caplog.records if "held idle" in r.getMessage()]
         assert len(held) == 1 and "SoC window [100, 100] %" in held[0], held
 
@@ -139,7 +139,7 @@ async def test_a_battery_in_backup_mode_from_boot_is_held_idle_and_the_gateway_r
             "released" in r.getMessage() for r in caplog.records))
         await h.until("a setpoint from the plan", lambda: h.node.state.safe_reason == "" or
                       h.node.state.safe_reason.startswith("no agreement"))
-        assert h.node.snapshot()["device_holds"] == {"battery": 1}
+        assert h.node.status().device_holds == {"battery": 1}
 
 
 @pytest.mark.parametrize(
@@ -165,21 +165,21 @@ async def test_hostile_battery_registers_never_stop_the_gateway(tmp_path, regist
             h.battery.put(802, name, value)
         await h.until_sim_s(TIMING.revert_s + 8 * TIMING.poll_s)
         truth = h.world.home(HOME.name).battery
-        status = h.node.snapshot()
+        status = h.node.status()
         if expected == "held":
             assert h.commanded_idle() and truth.command_w == 0
             assert "battery held idle" in h.node.state.safe_reason
-            assert status["device_holds"] == {"battery": 1}
+            assert status.device_holds == {"battery": 1}
         elif expected == "stale":
-            assert h.node.battery is not None and h.node.battery.stale
+            assert h.node.devices["battery"].poller.stale
             assert truth.command_w == 0  # its revert timer
             assert "battery stale" in h.node.state.safe_reason
-            battery = status["devices"]["battery"]
-            assert battery["failures"] >= 3 and "SoC" in battery["last_error"], battery
+            battery = status.devices["battery"]
+            assert battery.failures >= 3 and "SoC" in (battery.last_error or ""), battery
         else:
-            assert not h.node.battery.stale and status["device_holds"] == {}
+            assert not h.node.devices["battery"].poller.stale and status.device_holds == {}
             assert h.node.envelope.contains(w=truth.command_w, soc_pct=truth.soc_pct)
-        assert status["control_faults"] == {}
+        assert status.control_faults == {}
 
 
 async def test_an_unexpected_error_in_the_controller_or_trader_is_counted_and_answered_safe(
@@ -187,17 +187,17 @@ async def test_an_unexpected_error_in_the_controller_or_trader_is_counted_and_an
     """An error nobody expected (injected here) in each control step and each plan: counted by
     task and type, logged with its traceback once, the battery commanded idle with its revert
     time and no bid made; once it stops, the gateway controls and bids again."""
-    caplog.set_level(logging.INFO, logger="gateway.node")
+    caplog.set_level(logging.INFO, logger="gateway.home")
     async with home(tmp_path) as h:
         await h.until("a setpoint", lambda: any(isinstance(e, SetpointWritten)
                                                 for e in h.events))
-        with (patch("gateway.node.decide", side_effect=RuntimeError("injected")),
-              patch("gateway.node.plan_interval", side_effect=RuntimeError("injected"))):
+        with (patch("gateway.home.battery.decide", side_effect=RuntimeError("injected")),
+              patch("gateway.home.trader.plan_interval", side_effect=RuntimeError("injected"))):
             bids_before = h.node.state.records.copy()
             await h.until_sim_s(TIMING.interval_s + 2 * TIMING.poll_s)
             assert h.commanded_idle() and h.world.home(HOME.name).battery.command_w == 0
             assert h.node.state.safe_reason.startswith("control fault (controller/RuntimeError")
-            faults = h.node.snapshot()["control_faults"]
+            faults = h.node.status().control_faults
             assert faults["controller/RuntimeError"] >= 5 and faults["trader/RuntimeError"] >= 1
             tracebacks = [r.getMessage() for r in caplog.records if r.exc_info]
             assert len([t for t in tracebacks if "in the controller" in t]) == 1, tracebacks
@@ -225,7 +225,7 @@ async def test_a_meter_jump_past_a_mwh_is_settled_undelivered_and_the_interval_i
         # The meter's guard refuses the jump once and takes it at the next poll that confirms
         # it: in this interval or, near its end, in the next.
         await h.until("two more intervals closed", lambda: h.closed(at + 2) is not None)
-        assert h.node.snapshot()["meter_rejections"] == {"meter-jump": 1}
+        assert h.node.status().meter_rejections == {"meter-jump": 1}
         with Ledger.open(tmp_path / HOME.name / "state" / "ledger.db") as ledger:
             assert ledger.verify() == []
             blocks = {b.interval: b for b, _ in ledger.blocks()}

@@ -26,7 +26,7 @@ async def test_dropped_and_corrupted_responses_are_retried_and_never_used(tmp_pa
     caplog.set_level(logging.DEBUG, logger="gateway.devices.bus")
     async with street(tmp_path, faults=FAULTS, rtu=("home-1",)) as s:
         meter_home = s.world.home("home-1")
-        poller = s.nodes["home-1"].meter
+        poller = s.nodes["home-1"].devices["meter"].poller
         truth: list[tuple[float, int, int]] = []
         checked = stale_samples = samples = 0
         window = range(s.now_k() + 2, s.now_k() + 2 + INTERVALS)
@@ -47,8 +47,7 @@ async def test_dropped_and_corrupted_responses_are_retried_and_never_used(tmp_pa
                     assert low[2] <= reading.export_wh <= m.export_wh, (low, reading, m)
                     checked += 1
             await asyncio.sleep(0.005)
-        health = {p.name: p.health for p in (s.nodes["home-1"].meter, s.nodes["home-1"].battery,
-                                             s.nodes["home-1"].pv)}
+        health = {n: s.nodes["home-1"].devices[n].poller.health for n in ("meter", "battery", "pv")}
     retries = sum("attempt" in r.getMessage() and "failed" in r.getMessage()
                   for r in caplog.records)
     assert retries > 10, "the faults never hit: no request was retried"
@@ -75,6 +74,7 @@ async def test_corrupted_tcp_replies_are_refused_as_implausible_and_never_read(t
     async with street(tmp_path, faults=TCP_FAULTS) as s:
         home = s.world.home("home-1")
         node = s.nodes["home-1"]
+        pollers = {n: node.devices[n].poller for n in ("meter", "battery", "pv")}
         spec = home.spec
         truth: list[tuple[float, int, int, float]] = []
         checked = 0
@@ -83,7 +83,7 @@ async def test_corrupted_tcp_replies_are_refused_as_implausible_and_never_read(t
             now = time.monotonic()
             m, b = home.meter, home.battery
             truth.append((now, m.import_wh, m.export_wh, b.soc_pct))
-            for poller in (node.meter, node.battery, node.pv):
+            for poller in pollers.values():
                 if poller.stale or poller.age_s is None:
                     continue
                 since = now - poller.age_s - READING_SLACK_S
@@ -92,10 +92,10 @@ async def test_corrupted_tcp_replies_are_refused_as_implausible_and_never_read(t
                     continue  # read before the truth was first recorded
                 low, held = before[-1], [t for t in truth if t[0] > since]
                 reading = poller.latest
-                if poller is node.meter:
+                if poller is pollers["meter"]:
                     assert low[1] <= reading.import_wh <= m.import_wh, (low, reading, m)
                     assert low[2] <= reading.export_wh <= m.export_wh, (low, reading, m)
-                elif poller is node.battery:
+                elif poller is pollers["battery"]:
                     socs = [low[3]] + [t[3] for t in held]
                     assert min(socs) - SOC_SLACK_PCT <= reading.soc_pct <= (
                         max(socs) + SOC_SLACK_PCT), (socs, reading)
@@ -109,7 +109,7 @@ async def test_corrupted_tcp_replies_are_refused_as_implausible_and_never_read(t
                     assert abs(reading.power_w) <= spec.pv_peak_w, reading
                 checked += 1
             await asyncio.sleep(0.005)
-        health = {p.name: p.health for p in (node.meter, node.battery, node.pv)}
+        health = {p.name: p.health for p in pollers.values()}
     refused = [r.getMessage() for r in caplog.records if "ImplausibleReading" in r.getMessage()]
     print(f"{len(refused)} polls refused as implausible, {checked} fresh readings checked, "
           f"health {health}")

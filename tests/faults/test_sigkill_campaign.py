@@ -23,9 +23,9 @@ from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
 from gateway.community import Timing, provision
 from gateway.config import load_config
+from gateway.home import GatewayNode, running
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
-from gateway.node import GatewayNode, running
 from sim_devices.world import World
 from tests.faults.street import HOMES
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.broker import EmbeddedBroker
-from gateway.closing import IntervalCloser
 from gateway.devices import MeterReading
+from gateway.home.closing import IntervalCloser
 from gateway.ledger import Ledger, LedgerOwner
 from gateway.market.agent import MarketAgent
 from protocols.market import Agreed, MeterKey, Timing

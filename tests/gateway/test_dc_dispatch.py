@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.dc_dispatch import DcTarget, command_converter, trip_seen
 from gateway.devices.dcdc import ConverterState, DcDcReading
 from gateway.envelope import BatteryEnvelope, ConverterEnvelope
+from gateway.home.dc_dispatch import DcTarget, command_converter, trip_seen
 
 BATTERY = BatteryEnvelope(soc_min_pct=10, soc_max_pct=95, max_charge_w=3000,
                           max_discharge_w=3000, ramp_w_per_s=1000)

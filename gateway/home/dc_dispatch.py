@@ -20,7 +20,9 @@ window. A trip also holds the converter in WAIT for the rest of the interval (th
 control period. At the next interval the master re-energises the bus (CV is the path that brings
 a bus back into its window) and the members follow once it reads inside again.
 
-Pure: readings and the position in, a command out.
+Pure: readings and the position in, a command out; the energy the bus carried, which interval
+a command counts towards and what is left for the meter are here too
+(``gateway/home/dc_link.py`` polls, commands and keeps the count).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.devices.dcdc import ConverterState, DcDcReading
+from gateway.dispatch import IntervalTarget
 from gateway.envelope import BatteryEnvelope, ConverterEnvelope
 
 ConverterMode = Literal["wait", "cv", "cc"]
@@ -163,3 +166,64 @@ def _hold(env: ConverterEnvelope, battery: BatteryEnvelope, volts: float) -> Con
         return _wait("the master's battery can neither take nor give power")
     return ConverterCommand(mode="cv", voltage_v=volts, limit_a=limit, limits=tuple(limits),
                             reason="holding the dc bus")
+
+
+class BusEnergy:
+    """The converter's bus-side energy (+ into the home), integrated from its power readings.
+
+    Each reading's power is taken to have held since the integration before it: the caller adds
+    a reading once when it is sampled and again once the next command is written, so the energy
+    between two commands is the current the first one set.
+    """
+
+    def __init__(self) -> None:
+        self.wh = 0.0
+        self._last_ms: int | None = None
+
+    def add(self, reading: DcDcReading | None, now_ms: int) -> None:
+        """Add ``reading``'s power since the last integration (nothing for a missed reading: the
+        next one covers the gap)."""
+        if reading is None:
+            return
+        if self._last_ms is not None:
+            self.wh += reading.power_w * (now_ms - self._last_ms) / 3_600_000
+        self._last_ms = now_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Aim:
+    """Which interval a command counts towards, the energy already counted towards it and the
+    time left to count."""
+
+    interval: int
+    delivered_wh: float
+    remaining_s: float
+
+
+def aim(*, k: int, now_ms: int, period_ms: int, next_start_ms: int, length_ms: int,
+        counted_wh: float | None) -> Aim:
+    """Where the current commanded now at ``now_ms`` (in interval ``k``) counts.
+
+    The energy a command moves is measured at the next control step and counted in that step's
+    interval, as the meter reading of an interval's first step closes the interval before. So a
+    command counts towards ``k`` only while a later step still falls in ``k``; the last step of
+    ``k`` already carries ``k + 1``'s position. ``counted_wh`` is what the bus carried in ``k``
+    so far (None: ``k`` has no opening count).
+    """
+    later_steps = math.ceil((next_start_ms - now_ms) / period_ms) - 1
+    if later_steps >= 1 and counted_wh is not None:
+        return Aim(k, counted_wh, later_steps * period_ms / 1000)
+    return Aim(k + 1, 0.0, length_ms / 1000)
+
+
+def meter_target_over_bus(
+    target: IntervalTarget | None, reason: str, *, traded_wh: int, command: ConverterCommand
+) -> tuple[IntervalTarget | None, str]:
+    """The meter's target when the P2P energy goes over the DC bus: only what the grid balances
+    passes the meter (the cleared position less what was traded: nothing). A converter waiting
+    on a doubt puts the home into safe mode too: self-consumption, nothing promised to anyone."""
+    if command.safe_reason:
+        return None, command.safe_reason
+    if target is None:
+        return None, reason
+    return IntervalTarget(meter_wh=target.meter_wh - traded_wh, length_s=target.length_s), reason

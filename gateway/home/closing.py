@@ -1,9 +1,10 @@
 """Closing an ended interval for one home: its settlement, signed and published when it can be,
 and its ledger block.
 
-The gateway closes each interval this way (``GatewayNode``), and so does the feeder-100 soak for
-each of its hundred homes, from the same Modbus meter readings: one path from a meter's tagged
-counters to a signed ``Settlement`` on the broker and a block in the home's hash-chained ledger.
+The gateway closes each interval this way (:mod:`gateway.home.ending`), and so does the
+feeder-100 soak for each of its hundred homes, from the same Modbus meter readings: one path from
+a meter's tagged counters to a signed ``Settlement`` on the broker and a block in the home's
+hash-chained ledger.
 
 A settlement is signed only for an agreed interval whose closing reading verified and carries
 the meter's tag (``meter`` not None); otherwise the interval is settled locally, with the grid, and
@@ -29,10 +30,10 @@ from pydantic import ValidationError
 
 from gateway.devices import MeterReading
 from gateway.ledger import Ledger
-from gateway.market.agent import MarketAgent, MarketError
+from gateway.market.agent import MarketAgent
 from protocols.clearing import Tariffs
 from protocols.ledger import Block, quorum_record
-from protocols.market import Abstained, Agreed
+from protocols.market import Abstained, Agreed, MarketError
 from protocols.market import MeterReading as TaggedReading
 from protocols.market.settlement import no_position
 from protocols.messages import MAX_ENERGY_WH, Settlement, SignedEnvelope

@@ -1,0 +1,168 @@
+"""The battery controller: one setpoint per control period, from the agreed outcome or safe mode.
+
+The market agreed on energy at the meter, so the controller steers the battery to make the meter
+follow the cleared position (:func:`gateway.dispatch.decide`), inside the envelope the installer
+set, narrowed by what the battery itself reports, by the owner's reserve and, on a DC bus, by what
+the converter's port takes of the same cells. A report that leaves nothing to work with holds the
+battery idle (logged once, counted in ``device_holds``); a stale battery is left to its revert
+timer. It also feeds the forecaster the home's own load, measured as meter − battery + PV less
+what the plan shifted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+
+from gateway.aio import raise_if_cancelling
+from gateway.clock import Clock
+from gateway.devices import Battery, BatteryReading, Meter, MeterReading, PvInverter, PvReading
+from gateway.devices.errors import DeviceError
+from gateway.dispatch import decide
+from gateway.ems import Preferences
+from gateway.envelope import BatteryEnvelope
+from gateway.forecast import DAY_S, HomeForecaster
+from gateway.home.dc_link import DcLink
+from gateway.home.devices import Device
+from gateway.home.events import Event, SetpointWritten
+from gateway.home.records import NodeState
+from protocols.market import Timing
+
+log = logging.getLogger(__name__)
+
+
+def device_envelope(envelope: BatteryEnvelope, battery: BatteryReading) -> BatteryEnvelope:
+    """``envelope`` narrowed by what ``battery`` reports of itself (never widened)."""
+    return envelope.within_device(
+        max_charge_w=battery.max_charge_w, max_discharge_w=battery.max_discharge_w,
+        soc_min_pct=battery.soc_min_pct, soc_max_pct=battery.soc_max_pct,
+    )
+
+
+class BatteryController:
+    """Writes the battery's setpoint each control period (and commands the DC link first)."""
+
+    def __init__(
+        self, *, node: str, battery: Device[Battery, BatteryReading],
+        meter: Device[Meter, MeterReading] | None, pv: Device[PvInverter, PvReading] | None,
+        dc: DcLink | None, envelope: BatteryEnvelope, headroom_pct: float,
+        prefs: Callable[[], Preferences], forecaster: HomeForecaster,
+        shifted_w: Callable[[], int], state: NodeState, timing: Timing, clock: Clock,
+        revert_s: int, on_event: Callable[[Event], None],
+    ) -> None:
+        self.node = node
+        self.battery = battery
+        self._meter, self._pv, self._dc = meter, pv, dc
+        self.envelope = envelope
+        self._headroom_pct = headroom_pct
+        self._prefs = prefs
+        self._forecaster = forecaster
+        self._shifted_w = shifted_w
+        self._state = state
+        self._timing = timing
+        self._clock = clock
+        self._revert_s = revert_s
+        self._on_event = on_event
+        #: Times the battery's own report held it idle, by device name.
+        self.holds: Counter[str] = Counter()
+        self._held = ""  # why the battery's report holds it idle now ("" if not)
+
+    async def step(self, k: int, now_ms: int, period_ms: int) -> None:
+        """One control period of interval ``k``: the converter's command, then the battery's."""
+        meter = None if self._meter is None else self._meter.fresh()
+        battery = self.battery.fresh()
+        pv = None if self._pv is None else self._pv.fresh()
+        record = self._state.record(k)
+        dc = None
+        if self._dc is not None:
+            dc = await self._dc.step(
+                k, period_ms, record, meter, battery,
+                None if battery is None else device_envelope(self.envelope, battery))
+        if battery is None:
+            self._state.safe_reason = "battery stale: its revert timer returns it to idle"
+            return
+        envelope = self.ac_envelope(battery)
+        self._note_hold(envelope.held)
+        # A battery that does not measure its power (713 without 802) runs what it holds.
+        battery_w = battery.setpoint_w if battery.power_w is None else battery.power_w
+        if meter is not None:
+            pv_w = -pv.power_w if pv is not None else 0
+            self._forecaster.observe(
+                time_of_day_s=now_ms / 1000 % DAY_S, pv_w=pv_w,
+                load_w=meter.power_w - battery_w + pv_w - self._shifted_w(),
+            )
+            net_wh = meter.import_wh - meter.export_wh
+            if record.meter_start_wh is None:
+                record.meter_start_wh = net_wh
+        target, reason = record.target(meter, length_s=self._timing.length_ms / 1000)
+        if self._dc is not None and dc is not None:
+            target, reason = self._dc.meter_target(target, reason, record, dc)
+        if envelope.held:
+            target, reason = None, f"battery held idle: {envelope.held}"
+        elapsed_s = (now_ms - self._timing.start_ms(k)) / 1000
+        decision = decide(
+            target=target, elapsed_s=elapsed_s,
+            metered_wh=0.0 if meter is None or record.meter_start_wh is None
+            else meter.import_wh - meter.export_wh - record.meter_start_wh,
+            meter_w=meter.power_w if meter is not None else battery_w,
+            battery_w=battery_w, soc_pct=battery.soc_pct,
+            previous_w=self._state.setpoint_w, dt_s=period_ms / 1000,
+            envelope=envelope, safe_reason=reason,
+        )
+        try:
+            written = await self.battery.driver.set_power(watts=decision.setpoint_w,
+                                                          revert_s=self._revert_s)
+        except (DeviceError, ValueError) as exc:
+            log.warning("%s: battery setpoint not written: %s", self.node, exc)
+            return
+        self._state.setpoint_w = written
+        self._state.safe_reason = "" if decision.mode == "market" else decision.reason
+        first = record.last_decision is None
+        record.last_decision = decision
+        if first:
+            self._on_event(SetpointWritten(
+                node=self.node, interval=k, decision=decision, soc_pct=battery.soc_pct))
+
+    def ac_envelope(self, battery: BatteryReading) -> BatteryEnvelope:
+        """The battery inverter's envelope: the device's, less what the converter's port takes
+        of the same cells; the bus master also keeps its SoC off the window's edges, so its
+        converter can always absorb the bus's residual both ways."""
+        env = device_envelope(self.envelope, battery)
+        headroom = self._headroom_pct
+        if env.soc_max_pct - env.soc_min_pct > 2 * headroom + 1:
+            env = replace(env, soc_min_pct=env.soc_min_pct + headroom,
+                          soc_max_pct=env.soc_max_pct - headroom)
+        # The owner's reserve holds in every mode, safe mode included: kept for a power cut, it
+        # is not there for everyday self-consumption either (and a no-market baseline that
+        # could use it while the market could not would not be a fair comparison).
+        reserve = self._prefs().reserve_pct
+        if env.soc_min_pct < reserve < env.soc_max_pct:
+            env = replace(env, soc_min_pct=reserve)
+        port_w = None if self._dc is None else self._dc.port_w()
+        return env if port_w is None else env.beside(port_w)
+
+    def _note_hold(self, held: str) -> None:
+        """Log and count each time the battery's own report starts holding it idle, and say when
+        it lets go again."""
+        if held == self._held:
+            return
+        name = self.battery.name
+        if held:
+            self.holds[name] += 1
+            log.warning("%s: %s held idle: %s", self.node, name, held)
+        else:
+            log.info("%s: %s released: its report leaves a window to work in again", self.node,
+                     name)
+        self._held = held
+
+    async def go_safe(self) -> None:
+        """Idle with the revert time, now. Best effort: a write that fails is logged, and the
+        revert timer of the last setpoint written still holds."""
+        try:
+            self._state.setpoint_w = await self.battery.driver.set_power(
+                watts=0, revert_s=self._revert_s)
+        except Exception as exc:
+            raise_if_cancelling(exc)
+            log.warning("%s: battery not set idle: %s", self.node, exc)
