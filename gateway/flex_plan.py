@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 DAY_S = 86_400
-_SLACK = 1e-6
+_SLACK_S = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +61,10 @@ def must_run_wh(job: FlexJob, *, slot_s: float, period_s: float, margin_s: float
     if slot_s <= 0 or period_s <= 0 or margin_s < 0:
         raise ValueError("slot_s and period_s must be > 0 and margin_s >= 0")
     # A microsecond of slack: times of day computed two ways (from the interval's start, from
-    # now plus the rest of it) must not land one whole period apart through float rounding.
-    later = max(0, math.floor((job.due_s - margin_s - slot_s) / period_s + _SLACK))
+    # now plus the rest of it) must not land one whole period apart through float rounding. It is
+    # added in seconds, before dividing: as a fraction of a period it grew with the period, and
+    # a deadline a millisecond short of a boundary counted one whole period too many.
+    later = max(0, math.floor((job.due_s - margin_s - slot_s + _SLACK_S) / period_s))
     owed_after = job.need_wh - later * slot_wh(job.max_w, period_s)
     return max(0, min(owed_after, job.need_wh, slot_wh(job.max_w, slot_s)))
 

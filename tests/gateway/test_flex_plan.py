@@ -2,7 +2,7 @@
 never more than it owes; surplus first, earliest deadline first; and the plan's load in the bid."""
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.ems import BatteryState, Preferences, plan_interval
@@ -43,6 +43,7 @@ def feasible_runs(draw):
 
 @settings(max_examples=400, deadline=None)
 @given(feasible_runs())
+@example((1800.0, 2, 0.0, 3599.999, 1, 1, [0, 0]))  # due 1 ms before a 30 min boundary
 def test_a_feasible_deadline_is_always_met_never_above_max_power_never_beyond_the_need(case):
     slot_s, max_w, margin_s, due_s, need, usable, surplus = case
     owed, delivered_by_due_minus_margin = need, 0
