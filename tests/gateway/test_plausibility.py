@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from functools import cache
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.devices import Battery, CommonInfo, DiscoveredDevice, ModbusTcpBus
@@ -300,6 +300,7 @@ def test_a_static_scale_factor_change_is_refused_once_whatever_it_scales() -> No
 
 @settings(max_examples=300)
 @given(index=st.integers(0, 10**6), mask=st.integers(1, 255), dt_s=st.floats(0.5, 30))
+@example(index=2698, mask=128, dt_s=1.0)  # WHRtg's scale factor turned "not implemented"
 def test_a_corrupted_reply_checked_on_what_the_driver_reads_leaves_those_values_plausible(
         index: int, mask: int, dt_s: float) -> None:
     clock = FakeClock()
@@ -311,11 +312,14 @@ def test_a_corrupted_reply_checked_on_what_the_driver_reads_leaves_those_values_
     try:
         corrupted = sample_of("battery", genuine, flip=(index, mask))
         guard.check(corrupted, started_s=started)
+        b, c = corrupted[802], corrupted[124]
+        # what the driver reads: a point whose scale factor the flip made "not implemented" is
+        # refused here (BadDeviceData, a failed poll), never read as a number
+        soc, w = b.number("SoC"), b.number("W")
+        ratings = (b.number("WDisChaRteMax"), b.number("WHRtg"), c.number("WChaMax"))
     except BadDeviceData:
         return
-    b, c = corrupted[802], corrupted[124]
     most = (MARGIN * RATING_W + TRANSIENT_W) * dt_s / 3600 / CAPACITY_WH * 100 + 0.02
-    assert abs(b.number("SoC") - 55) <= most
-    assert (b.number("WDisChaRteMax"), b.number("WHRtg"), c.number("WChaMax")) == (
-        RATING_W, CAPACITY_WH, RATING_W)
-    assert abs(b.number("W")) <= MARGIN * RATING_W
+    assert abs(soc - 55) <= most
+    assert ratings == (RATING_W, CAPACITY_WH, RATING_W)
+    assert abs(w) <= MARGIN * RATING_W
