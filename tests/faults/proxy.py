@@ -8,7 +8,9 @@ Holding (:meth:`TcpProxy.hold`) keeps back what the broker sends the gateway, wh
 packets, and :meth:`TcpProxy.release` sends it on, in order: every packet (the link stalls, as
 for a starved host that reads its socket late: its publishes wait for their acknowledgements), or
 only the PUBLISH packets whose topic a test picks (those messages arrive late, everything else
-flows).
+flows). Holding reads the stream as MQTT packets, which a TLS stream does not allow: a proxy
+made with ``packets=False`` passes bytes through as they come, for a gateway on ``mqtts://``, and
+cannot hold.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ _PUBLISH = 3
 class TcpProxy:
     """``async with TcpProxy(target=(host, port)) as proxy:`` — listen on ``proxy.port``."""
 
-    def __init__(self, *, target: tuple[str, int], host: str = "127.0.0.1") -> None:
+    def __init__(self, *, target: tuple[str, int], host: str = "127.0.0.1",
+                 packets: bool = True) -> None:
         self._target = target
         self._host = host
+        self._packets = packets
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -68,6 +72,8 @@ class TcpProxy:
     def hold(self, topics: Callable[[str], bool] | None = None) -> None:
         """Keep back, from now on, every packet the broker sends the gateway, or (``topics``)
         only the PUBLISH packets whose topic it picks."""
+        if not self._packets:
+            raise RuntimeError("a proxy with packets=False passes bytes through: it cannot hold")
         if topics is None:
             self._holds = lambda _packet: True
         else:
@@ -101,8 +107,9 @@ class TcpProxy:
             writer.transport.abort()
             return
         self._writers.update((writer, up_writer))
-        pipes = [asyncio.create_task(_pipe(reader, up_writer)),
-                 asyncio.create_task(_pipe_packets(up_reader, writer, self._down))]
+        down = (_pipe_packets(up_reader, writer, self._down) if self._packets
+                else _pipe(up_reader, writer))
+        pipes = [asyncio.create_task(_pipe(reader, up_writer)), asyncio.create_task(down)]
         self._pipes.update(pipes)
         try:
             await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)

@@ -54,7 +54,7 @@ from sim_devices.home import HomeSpec
 from sim_devices.world import World
 from tests.deploy.mosquitto import Brokers, free_port
 from tests.deploy.site import write_site
-from tests.faults.raw_proxy import RawProxy
+from tests.faults.proxy import TcpProxy
 
 COMMUNITY = "oak-street"  # the broker site's community (tests/deploy/site.py)
 HOMES = (
@@ -186,7 +186,7 @@ async def test_one_certified_member_attacking_every_way_at_once_breaks_nothing(
     dave_tls = files.node("dave").client_context()
     async with AsyncExitStack() as stack:
         served = await stack.enter_async_context(world.serve())
-        proxy = await stack.enter_async_context(RawProxy(target=("127.0.0.1", port)))
+        proxy = await stack.enter_async_context(TcpProxy(target=("127.0.0.1", port), packets=False))
         addresses = {(h, r): served.address(h, r) for h in HONEST for r in ("meter", "battery",
                                                                               "pv")}
         paths = provision(tmp_path / "homes", HOMES, addresses,
