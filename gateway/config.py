@@ -45,6 +45,9 @@ class DeviceConfig(_Model):
     poll_s: float = Field(default=1.0, ge=0.01, le=3600)
     """The fastest device's poll period is the control period too: at least 10 ms."""
     timeout_s: float = Field(default=1.0, gt=0, le=60)
+    first_timeout_s: float | None = Field(default=None, gt=0, le=120)
+    """The wait for a new link's first answer (a Modbus stack waking, a TCP-to-RS-485 gateway
+    opening its line); None: ``timeout_s``."""
     stale_after: int = Field(default=3, ge=1, le=100)
 
     @field_validator("url")
@@ -60,6 +63,13 @@ class DeviceConfig(_Model):
         else:
             raise ValueError(f"scheme must be tcp:// or rtu://, got {parts.scheme or 'none'}")
         return v
+
+    @model_validator(mode="after")
+    def _first_answer(self) -> DeviceConfig:
+        if self.first_timeout_s is not None and self.first_timeout_s < self.timeout_s:
+            raise ValueError(f"first_timeout_s ({self.first_timeout_s:g} s) must be at least "
+                             f"timeout_s ({self.timeout_s:g} s): it is the longer wait")
+        return self
 
 
 class FeederLineConfig(_Model):
