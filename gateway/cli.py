@@ -288,7 +288,7 @@ async def _run_gateway(config_path: Path) -> int:
     return 0
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
+async def _cancel(task: asyncio.Task[object]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
@@ -503,8 +503,8 @@ _EXPECTED: tuple[type[Exception], ...] = (
 def _expected_errors() -> tuple[type[Exception], ...]:
     """Errors shown as one line: the ones above plus device and market faults at start-up."""
     from gateway.devices.errors import DeviceError
-    from gateway.market.agent import MarketError
     from gateway.market.peerlink import PeerLinkError
+    from protocols.market import MarketError
 
     return (*_EXPECTED, DeviceError, MarketError, PeerLinkError)
 

@@ -73,7 +73,7 @@ def clear_sky_fraction(t_ms: int, *, sunrise_h: float = 6.0, sunset_h: float = 2
     hour = (t_ms % DAY_MS) / 3_600_000
     if hour <= sunrise_h or hour >= sunset_h:
         return 0.0
-    return math.sin(math.pi * (hour - sunrise_h) / (sunset_h - sunrise_h)) ** 1.3
+    return float(math.sin(math.pi * (hour - sunrise_h) / (sunset_h - sunrise_h)) ** 1.3)
 
 
 def base_load_shape(t_ms: int) -> float:
