@@ -70,6 +70,13 @@ def render(page: PageStatus, *, refusals: Mapping[str, int] | None = None) -> st
          [({}, sum(1 for d in devices.values() if d.stale))]),
         ("gridpeer_device_stale", "gauge", "1 when this device's data is stale.",
          [({"device": name}, int(d.stale)) for name, d in devices.items()]),
+        ("gridpeer_device_adopted", "gauge",
+         "1 when the device is in the home, 0 while it is not and is tried again.",
+         [({"device": name}, int(d.adoption == "adopted")) for name, d in devices.items()]),
+        ("gridpeer_device_missing", "gauge",
+         "1 while a device is not in the home, by why: absent (no answer) or unsupported.",
+         [({"device": name, "why": d.why or "absent"}, 1)
+          for name, d in devices.items() if d.adoption == "waiting"]),
         ("gridpeer_device_polls_total", "counter", "Polls of each device since start.",
          [({"device": name}, d.polls) for name, d in devices.items()]),
         ("gridpeer_device_poll_failures_total", "counter", "Failed polls of each device.",

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
 from gateway.devices import DevicePoller
+from gateway.home.adoption import Adoption, Phase
 from gateway.ledger import Ledger
 from protocols.market import Timing
 
@@ -29,17 +30,37 @@ class DeviceHealth:
     polls: int
     failures: int
     last_error: str | None
+    adoption: Literal["adopted", "waiting", "found"] = "adopted"
+    """``waiting``: not in the home, retried (``why``, ``missing``, ``retry_in_s`` say more);
+    ``found``: answered, in the home from the next interval."""
+    why: Literal["absent", "unsupported"] | None = None
+    """``absent``: no answer (asleep, off, unplugged); ``unsupported``: answered with a map its
+    kind cannot be driven through."""
+    missing: str | None = None
+    """What the last try missed, in the device layer's words."""
+    retry_in_s: float | None = None
+    tries: int = 0
 
     @classmethod
-    def of(cls, poller: DevicePoller[Any]) -> DeviceHealth:
+    def of(cls, poller: DevicePoller[Any], adoption: Adoption | None = None,
+           now_s: float = 0.0) -> DeviceHealth:
+        """A device's health from its poller and, for a device not adopted yet, its adoption
+        (``now_s`` on the adoption's clock)."""
         health = poller.health
-        return cls(stale=poller.stale, age_s=poller.age_s, polls=health.polls,
-                   failures=health.failures, last_error=health.last_error)
+        polled = cls(stale=poller.stale, age_s=poller.age_s, polls=health.polls,
+                     failures=health.failures, last_error=health.last_error)
+        if adoption is None or adoption.phase is Phase.ADOPTED:
+            return polled
+        waiting = adoption.phase is Phase.WAITING
+        return replace(polled, stale=True, adoption=adoption.phase.value, why=adoption.why,
+                       missing=adoption.reason, tries=adoption.tries,
+                       retry_in_s=max(0.0, adoption.next_try_s - now_s) if waiting else None)
 
 
 @dataclass(frozen=True, slots=True)
 class BatteryStatus:
-    soc_pct: float
+    soc_pct: float | None
+    """None: unknown (the battery does not say, e.g. a 713 leaving SoC "not implemented")."""
     power_w: int | None
     """None: the battery does not measure its power (no model 802)."""
     setpoint_w: int

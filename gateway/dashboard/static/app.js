@@ -25,8 +25,9 @@ function pick(obj, path) {
 
 function show(el, value) {
   const fmt = FORMATS[el.dataset.format] || FORMATS.text;
-  el.textContent = value == null || value === "" ? (el.dataset.format === "text" ? "" : NONE)
-    : fmt(value);
+  // data-none: what an unknown value reads as (a battery that does not report its SoC)
+  const none = el.dataset.none || (el.dataset.format === "text" ? "" : NONE);
+  el.textContent = value == null || value === "" ? none : fmt(value);
 }
 
 function flowLine(id, watts, inward) {
@@ -36,14 +37,24 @@ function flowLine(id, watts, inward) {
   if (watts != null && Math.abs(watts) >= 10) line.classList.add(inward ? "in" : "out");
 }
 
+function deviceState(d) {
+  // A device not in the home yet: absent (no answer) or unsupported, and when it is tried again.
+  if (d.adoption === "waiting") {
+    const retry = d.retry_in_s == null ? "" : ", next try in " + Math.ceil(d.retry_in_s) + " s";
+    return (d.why || "absent") + retry;
+  }
+  if (d.adoption === "found") return "found, in the home from the next interval";
+  return d.stale ? "stale" : "ok";
+}
+
 function renderDevices(devices) {
   const body = document.getElementById("devices");
   body.replaceChildren(...Object.entries(devices || {}).map(([name, d]) => {
     const row = document.createElement("tr");
     row.className = d.stale ? "stale" : "ok";
     const age = d.age_s == null ? "never" : d.age_s.toFixed(1) + " s ago";
-    for (const text of [name, d.stale ? "stale" : "ok", age, d.polls, d.failures,
-                        d.last_error || ""]) {
+    for (const text of [name, deviceState(d), age, d.polls, d.failures,
+                        d.missing || d.last_error || ""]) {
       const cell = document.createElement("td");
       cell.textContent = String(text);
       row.append(cell);
@@ -63,7 +74,7 @@ function render(s) {
     f.grid_w == null ? "" : f.grid_w > 0 ? "importing" : f.grid_w < 0 ? "exporting" : "";
   document.getElementById("battery-dir").textContent =
     f.battery_w == null ? "" : f.battery_w > 0 ? "charging" : f.battery_w < 0 ? "discharging" : "";
-  const soc = s.battery ? s.battery.soc_pct : 0;
+  const soc = s.battery && s.battery.soc_pct != null ? s.battery.soc_pct : 0;
   document.getElementById("soc-fill").style.width = Math.max(0, Math.min(100, soc)) + "%";
   document.getElementById("mode").className = "badge " + s.mode;
   document.getElementById("bid").hidden = !s.bid;
