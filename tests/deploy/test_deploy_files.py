@@ -32,8 +32,9 @@ HARDENING = {
 }
 
 
-def unit_service_section() -> dict[str, list[str]]:
-    """Key -> every value given (systemd allows repeated keys, configparser does not)."""
+def unit_service_section(wanted: str = "[Service]") -> dict[str, list[str]]:
+    """Key -> every value given in ``wanted`` (systemd allows repeated keys, configparser does
+    not)."""
     values: dict[str, list[str]] = {}
     section = None
     for line in UNIT.read_text().splitlines():
@@ -44,7 +45,7 @@ def unit_service_section() -> dict[str, list[str]]:
             section = line
             continue
         key, _, value = line.partition("=")
-        if section == "[Service]":
+        if section == wanted:
             values.setdefault(key, []).append(value)
     return values
 
@@ -84,6 +85,17 @@ def test_unit_has_the_hardening_keys() -> None:
     parsed = configparser.ConfigParser(strict=False)
     parsed.read_string(UNIT.read_text())
     assert parsed["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_unit_never_hits_the_start_limit() -> None:
+    """systemd stops restarting a unit that starts StartLimitBurst times in
+    StartLimitIntervalSec; a gateway given up on stays down until someone intervenes. The unit
+    switches the limit off (0), or backs off with RestartSteps up to RestartMaxDelaySec."""
+    unit, service = unit_service_section("[Unit]"), unit_service_section()
+    limit_off = unit.get("StartLimitIntervalSec", [None])[-1] == "0"
+    backs_off = "RestartSteps" in service and "RestartMaxDelaySec" in service
+    assert limit_off or backs_off, (unit, service)
+    assert service["Restart"][-1] in ("on-failure", "always")
 
 
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
