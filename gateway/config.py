@@ -21,6 +21,9 @@ from gateway.ems import Preferences
 from gateway.envelope import BatteryEnvelope, ConverterEnvelope
 from gateway.flex_plan import parse_hhmm
 from gateway.pki import TlsFiles
+from gateway.plan.grid_limits import GridConfig
+from gateway.plan.planner import PlanConfig
+from gateway.plan.tariff_schedule import ScheduleError, TariffSchedule, load_schedule
 from protocols.clearing import Tariffs
 from protocols.keycheck import key_problem
 from protocols.market import Timing
@@ -189,6 +192,9 @@ class TariffConfig(_Model):
 
     retail_price: int = Field(default=300, gt=0, le=MAX_PRICE)
     feed_in_price: int = Field(default=80, ge=0, le=MAX_PRICE)
+    schedule: Path | None = None
+    """A time-of-use or day-ahead tariff file (``.csv`` or ``.toml``): the home's plan prices
+    each interval with it, the fixed prices above apply where it says nothing."""
 
     @model_validator(mode="after")
     def _order(self) -> TariffConfig:
@@ -198,6 +204,10 @@ class TariffConfig(_Model):
 
     def tariffs(self) -> Tariffs:
         return Tariffs(retail_price=self.retail_price, feed_in_price=self.feed_in_price)
+
+    def tariff_schedule(self) -> TariffSchedule:
+        """The prices through the day (``ScheduleError`` if the file cannot be used)."""
+        return load_schedule(self.schedule, fixed=self.tariffs())
 
 
 class PreferencesConfig(_Model):
@@ -301,6 +311,9 @@ class GatewayConfig(_Model):
     600): the gateway checks its own meter's readings with it before settling on them."""
     market: MarketConfig
     tariffs: TariffConfig = TariffConfig()
+    plan: PlanConfig = PlanConfig()
+    grid: GridConfig | None = None
+    """The grid operator's limits at the home's connection point (export, import, dimming)."""
     preferences: PreferencesConfig = PreferencesConfig()
     envelope: EnvelopeConfig = EnvelopeConfig()
     dashboard: DashboardConfig = DashboardConfig()
@@ -387,6 +400,14 @@ def parse_config(raw: dict[str, object], *, source: str, base: Path) -> GatewayC
     market = config.market
     tls = {name: (base / path).resolve() for name in ("tls_ca", "tls_cert", "tls_key")
            if (path := getattr(market, name)) is not None}
+    tariffs = config.tariffs
+    if tariffs.schedule is not None:
+        tariffs = tariffs.model_copy(update={"schedule": (base / tariffs.schedule).resolve()})
+        try:
+            tariffs.tariff_schedule()
+        except ScheduleError as exc:
+            raise ConfigError("\n".join(f"{source}: tariffs.schedule: {line}"
+                                         for line in str(exc).splitlines())) from None
     return config.model_copy(
         update={
             **{name: (base / getattr(config, name)).resolve()
@@ -394,6 +415,7 @@ def parse_config(raw: dict[str, object], *, source: str, base: Path) -> GatewayC
             **({} if config.meter_key_file is None
                else {"meter_key_file": (base / config.meter_key_file).resolve()}),
             "market": market.model_copy(update=tls),
+            "tariffs": tariffs,
         }
     )
 

@@ -8,7 +8,9 @@ over what is left of the interval, so delivered energy tracks cleared energy.
 
 When anything is uncertain (stale meter or battery, no agreement, broker unreachable) the target
 becomes zero at the meter: plain self-consumption, the safe mode every home can run alone.
-Whatever comes out goes through the safety envelope last.
+The grid operator's limits bound the meter's target in every mode (``meter_floor_w``: the export
+limit, ``meter_ceiling_w``: the import limit): the battery is never steered to export or import
+past them. Whatever comes out goes through the safety envelope last.
 
 Pure: readings and the plan in, a decision out.
 """
@@ -52,6 +54,8 @@ def decide(
     dt_s: float,
     envelope: BatteryEnvelope,
     safe_reason: str = "",
+    meter_floor_w: float | None = None,
+    meter_ceiling_w: float | None = None,
 ) -> Decision:
     """One control step.
 
@@ -72,6 +76,10 @@ def decide(
         error_wh = expected_so_far - metered_wh
         base_w = target.meter_wh * 3600 / target.length_s
         meter_target_w = base_w + error_wh * 3600 / remaining_s
+    if meter_floor_w is not None:
+        meter_target_w = max(meter_target_w, meter_floor_w)
+    if meter_ceiling_w is not None:
+        meter_target_w = min(meter_target_w, meter_ceiling_w)
     requested = round(meter_target_w - home_net_w)
     setpoint, limits = envelope.clamp(
         requested_w=requested, soc_pct=soc_pct, previous_w=previous_w, dt_s=dt_s

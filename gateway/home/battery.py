@@ -27,7 +27,9 @@ from gateway.forecast import DAY_S, HomeForecaster
 from gateway.home.dc_link import DcLink
 from gateway.home.devices import Device
 from gateway.home.events import Event, SetpointWritten
+from gateway.home.grid_point import margin_w
 from gateway.home.records import NodeState
+from gateway.plan import GridLimits
 from protocols.market import Timing
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ class BatteryController:
         dc: DcLink | None, envelope: BatteryEnvelope, headroom_pct: float,
         prefs: Callable[[], Preferences], forecaster: HomeForecaster,
         shifted_w: Callable[[], int], state: NodeState, timing: Timing, clock: Clock,
-        revert_s: int, on_event: Callable[[Event], None],
+        revert_s: int, on_event: Callable[[Event], None], limits: GridLimits | None = None,
     ) -> None:
         self.node = node
         self.battery = battery
@@ -65,6 +67,9 @@ class BatteryController:
         self._clock = clock
         self._revert_s = revert_s
         self._on_event = on_event
+        self._limits = limits
+        #: The last setpoint written less the battery's power before it (+ more charging).
+        self.change_w = 0
         #: Times the battery's own report held it idle, by device name.
         self.holds: Counter[str] = Counter()
         self._held = ""  # why the battery's report holds it idle now ("" if not)
@@ -109,7 +114,7 @@ class BatteryController:
             meter_w=meter.power_w if meter is not None else battery_w,
             battery_w=battery_w, soc_pct=battery.soc_pct,
             previous_w=self._state.setpoint_w, dt_s=period_ms / 1000,
-            envelope=envelope, safe_reason=reason,
+            envelope=envelope, safe_reason=reason, **self._meter_window(),
         )
         try:
             written = await self.battery.driver.set_power(watts=decision.setpoint_w,
@@ -118,12 +123,23 @@ class BatteryController:
             log.warning("%s: battery setpoint not written: %s", self.node, exc)
             return
         self._state.setpoint_w = written
+        self.change_w = written - battery_w
         self._state.safe_reason = "" if decision.mode == "market" else decision.reason
         first = record.last_decision is None
         record.last_decision = decision
         if first:
             self._on_event(SetpointWritten(
                 node=self.node, interval=k, decision=decision, soc_pct=battery.soc_pct))
+
+    def _meter_window(self) -> dict[str, float | None]:
+        """The grid operator's export and import limits as the meter's floor and ceiling (W),
+        the export limit less the PV guard's margin (:mod:`gateway.home.grid_point`)."""
+        limits = self._limits
+        if limits is None:
+            return {}
+        export = limits.export_w
+        return {"meter_floor_w": None if export is None else -(export - margin_w(export)),
+                "meter_ceiling_w": None if limits.import_w is None else float(limits.import_w)}
 
     def ac_envelope(self, battery: BatteryReading) -> BatteryEnvelope:
         """The battery inverter's envelope: the device's, less what the converter's port takes

@@ -17,7 +17,7 @@ from gateway.clock import Clock
 from gateway.devices import ControllableLoad, LoadKind, LoadReading
 from gateway.devices.errors import DeviceError
 from gateway.ems import Preferences
-from gateway.flex_plan import load_job, plan_flex, rest_limit_w
+from gateway.flex_plan import FlexJob, load_job, plan_flex, rest_limit_w
 from gateway.forecast import DAY_S, HomeForecaster
 from gateway.home.devices import Device
 from gateway.home.records import NodeState
@@ -48,11 +48,14 @@ class LoadsController:
         self._revert_s = revert_s
 
     def plan(self, k: int, *, surplus_wh: int) -> dict[str, int]:
-        """Energy each fresh, connected load runs in interval ``k``.
+        """Energy each fresh, connected load runs in interval ``k`` (the heuristic's shifting)."""
+        length_s = self._timing.length_ms / 1000
+        return plan_flex(self.jobs(k), slot_s=length_s, surplus_wh=surplus_wh, period_s=length_s,
+                         margin_s=length_s * FLEX_MARGIN_INTERVALS)
 
-        A load's need is taken as of the start of ``k``: what it owes now less what it draws
-        until then at its present power.
-        """
+    def jobs(self, k: int) -> list[FlexJob]:
+        """What each fresh, connected load owes as of the start of interval ``k``: what it owes
+        now less what it draws until then at its present power."""
         start_ms = self._timing.start_ms(k)
         ahead_h = max(0, start_ms - self._clock.now_ms()) / 3_600_000
         jobs = []
@@ -66,9 +69,7 @@ class LoadsController:
                 ready_by_min=self._ready_by(reading), time_of_day_s=start_ms / 1000 % DAY_S)
             if job is not None:
                 jobs.append(job)
-        length_s = self._timing.length_ms / 1000
-        return plan_flex(jobs, slot_s=length_s, surplus_wh=surplus_wh, period_s=length_s,
-                         margin_s=length_s * FLEX_MARGIN_INTERVALS)
+        return jobs
 
     def _ready_by(self, reading: LoadReading) -> int | None:
         """The owner's ready-by applies to EV chargers."""

@@ -36,6 +36,7 @@ from gateway.home.ending import EndedIntervals
 from gateway.home.events import Event
 from gateway.home.faults import Faults
 from gateway.home.forecasts import ForecastFile
+from gateway.home.grid_point import GridPointGuard
 from gateway.home.loads import LoadsController
 from gateway.home.records import NodeState
 from gateway.home.status import (
@@ -69,6 +70,7 @@ class _Concerns:
     battery: BatteryController | None
     dc: DcLink | None
     loads: LoadsController
+    grid_point: GridPointGuard | None
     ends: EndedIntervals
     closer: IntervalCloser
     money: MoneyToday
@@ -161,6 +163,7 @@ class GatewayNode:
         config, devices, revert_s = self.config, self.devices, self.config.envelope.revert_s
         forecaster, state, timing, clock = (self._forecasts.forecaster, self.state, self.timing,
                                             self.clock)
+        limits = None if config.grid is None else config.grid.limits()
         loads = LoadsController(node=self.name, loads=devices.loads, prefs=lambda: self.prefs,
                                 forecaster=forecaster, state=state, timing=timing, clock=clock,
                                 revert_s=revert_s)
@@ -177,10 +180,16 @@ class GatewayNode:
                 dc=dc, envelope=self.envelope, headroom_pct=config.headroom_pct,
                 prefs=lambda: self.prefs, forecaster=forecaster, shifted_w=loads.shifted_w,
                 state=state, timing=timing, clock=clock, revert_s=revert_s,
-                on_event=self._on_event)
+                on_event=self._on_event, limits=limits)
+        grid_point = None
+        if devices.pv is not None and limits is not None and limits.export_w is not None:
+            grid_point = GridPointGuard(node=self.name, export_limit_w=limits.export_w,
+                                        meter=devices.meter, pv=devices.pv, revert_s=revert_s)
         trader = Trader(
             node=self.name, agent=agent, meter=devices.meter, battery=devices.battery,
-            pv=devices.pv, loads=loads, envelope=self.envelope, tariffs=self.tariffs,
+            pv=devices.pv, loads=loads, envelope=self.envelope,
+            schedule=config.tariffs.tariff_schedule(),
+            limits=limits, planner=config.plan.make(),
             prefs=lambda: self.prefs, forecaster=forecaster, bid_lead_ms=self._bid_lead_ms,
             period_ms=self._period_ms, faults=self.faults, state=state, timing=timing,
             clock=clock, on_event=self._on_event)
@@ -189,7 +198,8 @@ class GatewayNode:
             node=self.name, state=self.state, meter=devices.meter, battery=devices.battery,
             meter_key=meter_key, bus_wh=dc.delivered_wh if dc is not None else lambda _r: 0,
             agent=agent, closer=closer, ended=self._forecasts.save, on_event=self._on_event)
-        return _Concerns(trader=trader, battery=battery, dc=dc, loads=loads, ends=ends,
+        return _Concerns(trader=trader, battery=battery, dc=dc, loads=loads,
+                         grid_point=grid_point, ends=ends,
                          closer=closer, money=MoneyToday(ledger=ledger, timing=self.timing))
 
     async def run(self) -> None:
@@ -235,6 +245,9 @@ class GatewayNode:
                     self.state.safe_reason = "no battery: nothing to dispatch"
                 else:
                     await concerns.battery.step(k, now, self._period_ms)
+                if concerns.grid_point is not None:
+                    await concerns.grid_point.step(battery_change_w=0 if concerns.battery is None
+                                                   else concerns.battery.change_w)
                 await concerns.loads.step(k, now)
                 self.write_status()
                 self.faults.clear("controller")

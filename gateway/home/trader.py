@@ -1,9 +1,13 @@
 """The trader: plans each interval ahead of its gate closure and bids what the plan leaves over.
 
-The plan (:func:`gateway.ems.plan_interval`) puts the home's own battery first and offers only
-the residual; it is made from the forecaster's profile and the devices' fresh readings, and not
-at all while the meter is stale (nothing to settle on). A bid stands until its gate, so the offer
-is kept no larger than what the devices can still deliver (:meth:`Trader._keep_offer`).
+The plan is the day's (:mod:`gateway.plan`: a linear programme over the learned day ahead,
+priced with the tariff schedule and bounded by the grid operator's limits), re-made for every
+interval from fresh readings; its bid is the curve of what energy in the interval is worth to the
+home. With ``[plan] planner = "heuristic"``, and whenever the solver fails, the heuristic plans
+(:func:`gateway.ems.plan_interval`: the home's own battery first, only the residual offered).
+Either way it is made from the forecaster's profile and the devices' fresh readings, and not at
+all while the meter is stale (nothing to settle on). A bid stands until its gate, so the offer is
+kept no larger than what the devices can still deliver (:meth:`Trader._keep_offer`).
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ from gateway.home.battery import device_envelope
 from gateway.home.devices import Device
 from gateway.home.events import BidMade, Event
 from gateway.home.faults import Faults
-from gateway.home.loads import LoadsController
+from gateway.home.loads import FLEX_MARGIN_INTERVALS, LoadsController
 from gateway.home.records import NodeState
 from gateway.lookahead import Ahead, horizon
 from gateway.market.agent import MarketAgent
-from protocols.clearing import Tariffs
+from gateway.plan import GridLimits, Outcome, Planner, TariffSchedule
+from gateway.plan.bidding import bid_plan, day_problem, horizon_steps
+from gateway.plan.planner import band
 from protocols.market import MarketError, Timing
-from protocols.messages import curve_head
+from protocols.messages import MAX_ENERGY_WH, curve_head
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +44,8 @@ class Trader:
     def __init__(
         self, *, node: str, agent: MarketAgent, meter: Device[Meter, MeterReading] | None,
         battery: Device[Battery, BatteryReading] | None, pv: Device[PvInverter, PvReading] | None,
-        loads: LoadsController, envelope: BatteryEnvelope, tariffs: Tariffs,
+        loads: LoadsController, envelope: BatteryEnvelope, schedule: TariffSchedule,
+        limits: GridLimits | None, planner: Planner | None,
         prefs: Callable[[], Preferences], forecaster: HomeForecaster, state: NodeState,
         timing: Timing, clock: Clock, bid_lead_ms: int, period_ms: int, faults: Faults,
         on_event: Callable[[Event], None],
@@ -48,7 +55,11 @@ class Trader:
         self._meter, self._battery, self._pv = meter, battery, pv
         self._loads = loads
         self._envelope = envelope
-        self._tariffs = tariffs
+        self._schedule = schedule
+        self._limits = limits
+        self.planner = planner
+        #: The optimiser's last outcome (its violations are the owner's to see).
+        self.last_outcome: Outcome | None = None
         self._prefs = prefs
         self._forecaster = forecaster
         self._state = state
@@ -160,19 +171,41 @@ class Trader:
                 max_discharge_w=min(int(battery.max_discharge_w),
                                     self._envelope.max_discharge_w),
             )
-        length_s = self._timing.length_ms / 1000
-        pv_wh, load_wh = self._forecaster.forecast_wh(
-            start_s=self._timing.start_ms(k) / 1000 % DAY_S, length_s=length_s
-        )
-        block_s, count = horizon(length_s)
-        ahead: Ahead | None = Ahead(block_s=block_s, blocks=self._forecaster.learned_ahead(
-            start_s=self._timing.start_ms(k + 1) / 1000 % DAY_S, block_s=block_s, count=count))
-        if self._pv is not None and self._pv.fresh() is None:
+        start_ms, length_s = self._timing.start_ms(k), self._timing.length_ms / 1000
+        pv_wh, load_wh = self._forecaster.forecast_wh(start_s=start_ms / 1000 % DAY_S,
+                                                      length_s=length_s)
+        pv_silent = self._pv is not None and self._pv.fresh() is None
+        if pv_silent:
             # A silent inverter may have tripped: its output is not ours to offer, now or as
             # the sun that would refill energy sold from the battery (self-consumption alone).
-            pv_wh, ahead = 0, None
+            pv_wh = 0
+        if self.planner is not None:
+            return self._optimise(k, self.planner, state, (pv_wh, load_wh), look=not pv_silent)
+        block_s, count = horizon(length_s)
+        ahead = None if pv_silent else Ahead(block_s=block_s, blocks=self._forecaster.learned_ahead(
+            start_s=self._timing.start_ms(k + 1) / 1000 % DAY_S, block_s=block_s, count=count))
         return plan_interval(
             pv_wh=pv_wh, load_wh=load_wh, battery=state, prefs=self._prefs(),
-            tariffs=self._tariffs, interval_s=length_s,
-            flex=self._loads.plan(k, surplus_wh=pv_wh - load_wh), ahead=ahead,
+            tariffs=band(*self._schedule.average(start_ms, self._timing.length_ms)),
+            interval_s=length_s, flex=self._loads.plan(k, surplus_wh=pv_wh - load_wh),
+            ahead=ahead,
         )
+
+    def _optimise(self, k: int, planner: Planner, battery: BatteryState | None,
+                  first: tuple[int, int], *, look: bool) -> Plan:
+        """The day's plan from interval ``k``, bid as its curve (:mod:`gateway.plan.bidding`).
+        Loads are planned to be done ``FLEX_MARGIN_INTERVALS`` before they are due, as the
+        heuristic plans them; the controller still runs them on live readings by their due."""
+        length_s = self._timing.length_ms / 1000
+        margin_s = length_s * FLEX_MARGIN_INTERVALS
+        ahead = self._forecaster.learned_ahead(
+            start_s=self._timing.start_ms(k + 1) / 1000 % DAY_S, block_s=length_s,
+            count=horizon_steps(length_s) - 1) if look else ()
+        prefs = self._prefs()
+        jobs = [replace(job, due_s=max(0.0, job.due_s - margin_s)) for job in self._loads.jobs(k)]
+        problem = day_problem(start_ms=self._timing.start_ms(k), step_s=length_s, first=first,
+                              ahead=ahead, battery=battery, prefs=prefs, jobs=jobs,
+                              schedule=self._schedule, limits=self._limits)
+        outcome = planner.plan(problem, max_buy_wh=MAX_ENERGY_WH, max_sell_wh=MAX_ENERGY_WH)
+        self.last_outcome = outcome
+        return bid_plan(outcome, min_bid_wh=prefs.min_bid_wh)

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from gateway.ems import Plan, plan_interval
 from gateway.flex_plan import FlexJob, plan_flex
 from gateway.lookahead import MAX_BLOCKS, Ahead
@@ -57,6 +59,23 @@ class PlanCounters:
 
     optimised: int = 0
     fallbacks: Counter[str] = field(default_factory=Counter)
+
+
+class PlanConfig(BaseModel):
+    """``[plan]`` of the gateway config: the optimiser, or the heuristic alone (the optimiser
+    falls back to it anyway); ``time_limit_s`` bounds the day's solve (seconds of solver time),
+    the bid curve's re-solves get half of it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    planner: Literal["optimiser", "heuristic"] = "optimiser"
+    time_limit_s: float = Field(default=0.5, gt=0, le=10)
+
+    def make(self) -> Planner | None:
+        """The planner the trader plans with; None: the heuristic alone."""
+        if self.planner == "heuristic":
+            return None
+        return Planner(time_limit_s=self.time_limit_s, curve_time_limit_s=self.time_limit_s / 2)
 
 
 class Planner:
@@ -212,11 +231,11 @@ def heuristic(problem: Problem) -> Plan:
     blocks = tuple(zip(problem.pv_wh[1:1 + MAX_BLOCKS], problem.load_wh[1:1 + MAX_BLOCKS],
                        strict=True))
     return plan_interval(pv_wh=pv, load_wh=load, battery=battery, prefs=problem.prefs,
-                         tariffs=_band(problem.import_price[0], problem.export_price[0]),
+                         tariffs=band(problem.import_price[0], problem.export_price[0]),
                          interval_s=step_s, flex=runs, ahead=Ahead(block_s=step_s, blocks=blocks))
 
 
-def _band(import_price: int, export_price: int) -> Tariffs:
+def band(import_price: int, export_price: int) -> Tariffs:
     """The first step's prices as the heuristic's ``Tariffs`` (``0 <= feed-in < retail``):
     a negative price is taken as zero, a step with no spread gets one of 1 µ/Wh."""
     retail = max(import_price, export_price + 1, 1)

@@ -226,8 +226,11 @@ def _local_ms(day: date, minute: int, zone: ZoneInfo) -> set[int]:
                   .timestamp() * 1000) for fold in (0, 1)}
 
 
-def load_schedule(path: Path, *, fixed: Tariffs) -> TariffSchedule:
-    """Read a ``.csv`` or ``.toml`` tariff file; ``ScheduleError`` names what is wrong."""
+def load_schedule(path: Path | None, *, fixed: Tariffs) -> TariffSchedule:
+    """Read a ``.csv`` or ``.toml`` tariff file; ``ScheduleError`` names what is wrong. No file
+    (None): the ``fixed`` tariffs all day."""
+    if path is None:
+        return TariffSchedule(fixed=fixed, zone=ZoneInfo("UTC"))
     if path.suffix not in (".csv", ".toml"):
         raise ScheduleError(f"{path}: a tariff file is .csv or .toml, not {path.suffix!r}")
     try:

@@ -1,0 +1,126 @@
+"""The gateway's side of the plan: the day's problem from the trader's forecasts, the tariff
+file and the operator's limits; the plan's curve bid on the side the plan trades on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.ems import BatteryState, Plan
+from gateway.plan import BidCurve, GridLimits, Outcome, Planner, Step, parse_toml
+from gateway.plan.bidding import bid_plan, day_problem, horizon_steps
+from gateway.plan.tariff_schedule import load_schedule
+from protocols.clearing import Tariffs
+from protocols.messages import MAX_STEPS
+from tests.plan.homes import PREFS
+
+FIXED = Tariffs(retail_price=300, feed_in_price=80)
+START = int(datetime.fromisoformat("2026-06-01T00:00+00:00").timestamp() * 1000)
+TOU = parse_toml("""
+unit = "uwh"
+[[window]]
+from = "17:00"
+to = "21:00"
+import = 450
+export = 60
+""", source="tou.toml", fixed=FIXED)
+BATTERY = BatteryState(capacity_wh=10_000, soc_pct=60, max_charge_w=4_000, max_discharge_w=4_000)
+
+
+def _plan(residual: int) -> Plan:
+    return Plan(pv_wh=0, load_wh=0, battery_wh=-residual, residual_wh=residual, side=None,
+                energy_wh=0, limit_price=0)
+
+
+def test_the_horizon_is_a_day_at_the_interval_and_at_most_96_steps() -> None:
+    assert horizon_steps(900) == 96 and horizon_steps(3600) == 24
+    assert horizon_steps(1) == 96 and horizon_steps(86_400) == 1
+
+
+def test_the_day_is_priced_by_the_tariff_file_and_bounded_by_the_operator() -> None:
+    """From 16:00: four hours at the fixed prices, then the evening window's; a 3 kW export
+    limit is 750 Wh per quarter hour."""
+    start = START + 16 * 3_600_000
+    ahead = [(100, 300)] * 31
+    problem = day_problem(start_ms=start, step_s=900, first=(500, 300), ahead=ahead,
+                          battery=BATTERY, prefs=PREFS, jobs=(), schedule=TOU,
+                          limits=GridLimits(export_w=3_000))
+    assert problem.steps == 32
+    assert problem.import_price == (300,) * 4 + (450,) * 16 + (300,) * 12
+    assert problem.export_price == (80,) * 4 + (60,) * 16 + (80,) * 12
+    assert problem.grid is not None and problem.grid.export_wh == (750,) * 32
+    assert problem.pv_wh[0] == 500 and problem.load_wh[1:] == (300,) * 31
+
+
+def test_no_tariff_file_prices_the_day_at_the_fixed_tariffs() -> None:
+    schedule = load_schedule(None, fixed=FIXED)
+    problem = day_problem(start_ms=START, step_s=900, first=(0, 0), ahead=[(0, 0)] * 3,
+                          battery=None, prefs=PREFS, jobs=(), schedule=schedule, limits=None)
+    assert problem.import_price == (300,) * 4 and problem.export_price == (80,) * 4
+    assert problem.grid is None
+
+
+def _outcome(plan: Plan, curve: BidCurve) -> Outcome:
+    return Outcome(interval=plan, curve=curve, day=None, source="optimiser")
+
+
+CURVE = BidCurve(sell=(Step(400, 120), Step(600, 200)), buy=(Step(300, 250), Step(200, 100)))
+
+
+def test_a_surplus_is_offered_on_the_curve_best_first() -> None:
+    bid = bid_plan(_outcome(_plan(400), CURVE), min_bid_wh=1)
+    assert (bid.side, bid.energy_wh, bid.limit_price) == ("sell", 1_000, 120)
+    assert bid.curve() == ((400, 120), (600, 200))
+
+
+def test_a_deficit_is_bid_for_on_the_curve_best_first() -> None:
+    bid = bid_plan(_outcome(_plan(-300), CURVE), min_bid_wh=1)
+    assert (bid.side, bid.energy_wh, bid.limit_price) == ("buy", 500, 250)
+    assert bid.curve() == ((300, 250), (200, 100))
+
+
+def test_nothing_at_the_meter_offers_what_the_battery_would_sell_at_a_price() -> None:
+    assert bid_plan(_outcome(_plan(0), CURVE), min_bid_wh=1).side == "sell"
+    assert bid_plan(_outcome(_plan(0), BidCurve(buy=CURVE.buy)), min_bid_wh=1).side == "buy"
+    none = bid_plan(_outcome(_plan(0), BidCurve()), min_bid_wh=1)
+    assert (none.side, none.energy_wh, none.steps) == (None, 0, ())
+
+
+def test_a_side_the_curve_does_not_offer_is_no_bid() -> None:
+    """A surplus the home will not sell below what the grid pays is exported, not bid."""
+    bid = bid_plan(_outcome(_plan(400), BidCurve(buy=CURVE.buy)), min_bid_wh=1)
+    assert bid.side is None and bid.energy_wh == 0
+
+
+def test_a_bid_below_the_owners_minimum_energy_is_not_made() -> None:
+    bid = bid_plan(_outcome(_plan(5), BidCurve(sell=(Step(5, 120),))), min_bid_wh=10)
+    assert bid.side is None
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pv=st.lists(st.integers(0, 3_000), min_size=8, max_size=8),
+       load=st.lists(st.integers(0, 2_000), min_size=8, max_size=8),
+       soc=st.floats(0, 100), export_w=st.none() | st.integers(0, 8_000))
+def test_the_planned_bid_is_a_valid_curve_within_the_export_limit(
+        pv: list[int], load: list[int], soc: float, export_w: int | None) -> None:
+    """Whatever the day, the bid the trader signs is one side, at most eight steps, prices
+    monotone the side's way, and never sells more than the export limit lets through the
+    meter in the interval."""
+    problem = day_problem(start_ms=START + 15 * 3_600_000, step_s=900,
+                          first=(pv[0], load[0]), ahead=list(zip(pv[1:], load[1:], strict=True)),
+                          battery=BatteryState(capacity_wh=10_000, soc_pct=soc,
+                                               max_charge_w=4_000, max_discharge_w=4_000),
+                          prefs=PREFS, jobs=(), schedule=TOU,
+                          limits=GridLimits(export_w=export_w))
+    bid = bid_plan(PLANNER.plan(problem, max_buy_wh=10_000, max_sell_wh=10_000), min_bid_wh=1)
+    steps = bid.curve()
+    assert len(steps) <= MAX_STEPS and sum(s.wh for s in steps) == bid.energy_wh
+    prices = [s.price for s in steps]
+    assert prices == (sorted(prices) if bid.side == "sell" else sorted(prices, reverse=True))
+    if bid.side == "sell" and export_w is not None:
+        assert bid.energy_wh <= export_w * 900 // 3600
+
+
+PLANNER = Planner(time_limit_s=5.0, curve_time_limit_s=5.0)

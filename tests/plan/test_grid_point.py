@@ -1,0 +1,68 @@
+"""The export limit held at the meter: the battery is never steered past it, and PV the battery
+cannot take is curtailed by what would pass it."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.dispatch import IntervalTarget, decide
+from gateway.envelope import BatteryEnvelope
+from gateway.home.grid_point import margin_w, pv_cap_w
+
+ENVELOPE = BatteryEnvelope(soc_min_pct=10, soc_max_pct=95, max_charge_w=5_000,
+                           max_discharge_w=5_000, ramp_w_per_s=1e6)
+
+
+def test_a_cleared_sale_beyond_the_export_limit_is_not_steered_through_the_meter() -> None:
+    """4 kWh sold in an hour under a 3 kW limit: the battery discharges to the floor only."""
+    decision = decide(target=IntervalTarget(meter_wh=-4_000, length_s=3600), elapsed_s=0,
+                      metered_wh=0, meter_w=0, battery_w=0, soc_pct=50, previous_w=0, dt_s=1,
+                      envelope=ENVELOPE, meter_floor_w=-(3_000 - margin_w(3_000)))
+    assert decision.setpoint_w == -(3_000 - margin_w(3_000))
+
+
+def test_safe_mode_under_zero_export_charges_the_surplus_and_imports_a_little() -> None:
+    """2 kW of surplus at the meter, zero export: the battery takes it all and the margin."""
+    decision = decide(target=None, elapsed_s=0, metered_wh=0, meter_w=-2_000, battery_w=0,
+                      soc_pct=50, previous_w=0, dt_s=1, envelope=ENVELOPE,
+                      meter_floor_w=margin_w(0))
+    assert decision.setpoint_w == 2_000 + margin_w(0)
+
+
+def test_an_import_limit_caps_what_a_cleared_purchase_charges() -> None:
+    decision = decide(target=IntervalTarget(meter_wh=5_000, length_s=3600), elapsed_s=0,
+                      metered_wh=0, meter_w=500, battery_w=0, soc_pct=50, previous_w=0, dt_s=1,
+                      envelope=ENVELOPE, meter_ceiling_w=3_000)
+    assert decision.setpoint_w == 2_500
+
+
+@given(limit=st.integers(0, 20_000), meter=st.integers(-20_000, 20_000),
+       change=st.integers(-5_000, 5_000), producing=st.integers(0, 15_000),
+       rated=st.integers(1, 15_000), cap=st.none() | st.integers(0, 15_000))
+def test_the_cap_keeps_the_meter_inside_the_limit_whenever_pv_can(
+        limit: int, meter: int, change: int, producing: int, rated: int, cap: int | None) -> None:
+    """With the inverter at the new cap (it produces at most that), the meter exports no more
+    than the limit less the margin, unless curtailing all PV could not get it there; a cap is
+    lifted only with room below the limit for the inverter's whole rating."""
+    producing = min(producing, rated)
+    new = pv_cap_w(export_limit_w=limit, meter_w=meter, battery_change_w=change,
+                   pv_w=-producing, cap_w=cap, rated_w=rated)
+    floor = -(limit - margin_w(limit))
+    predicted = meter + change
+    if new is None:
+        assert predicted >= floor
+        assert cap is None or predicted - floor + cap >= rated
+        return
+    assert 0 <= new < rated
+    after = predicted + max(0, producing - new)  # PV above the cap is not produced
+    assert after >= floor or new == 0
+
+
+def test_a_cap_comes_back_up_by_the_room_below_the_limit_then_is_lifted() -> None:
+    assert pv_cap_w(export_limit_w=0, meter_w=-1_000, battery_change_w=0, pv_w=-4_000,
+                    cap_w=None, rated_w=8_000) == 4_000 - 1_050
+    assert pv_cap_w(export_limit_w=0, meter_w=250, battery_change_w=0, pv_w=-2_950,
+                    cap_w=2_950, rated_w=8_000) == 3_150
+    assert pv_cap_w(export_limit_w=0, meter_w=6_000, battery_change_w=0, pv_w=-2_950,
+                    cap_w=2_950, rated_w=8_000) is None
