@@ -26,7 +26,6 @@ both ways to the first; the bridge has its own client certificate whose CN
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -367,57 +366,3 @@ def revoke_at_broker(root: Path, *, community: str, node: str) -> None:
     print(f"reload the broker to shut {node} out now: `systemctl reload mosquitto` (or "
           f"`kill -HUP` its pid); a bridged second site needs the same {files.crl.name} and "
           f"{files.acl.name} and a reload too")
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise argparse.ArgumentTypeError(f"expected a TCP port 1-65535, got {text!r}")
-    return int(text)
-
-
-def _cmd_broker_config(args: argparse.Namespace) -> int:
-    files, written = write_broker_config(
-        out=args.out, community=args.community, nodes=args.node, hostnames=args.hostname,
-        port=args.port, data_dir=args.data_dir, bridge_to=args.bridge_to, run_as=args.run_as,
-        now=dt.datetime.now(dt.UTC),
-    )
-    for path in written:
-        print(f"wrote {path}")
-    print(f"start the broker: mosquitto -c {files.config}")
-    if args.bridge_to is not None:
-        print(f"second site: copy {files.root} there and run mosquitto -c {files.bridged_config}")
-    print(f"give each node {files.root / 'ca.crt'} and its nodes/<id>.crt and nodes/<id>.key; "
-          f"keep {files.ca_key} offline")
-    return 0
-
-
-def add_broker_config_parser(
-    community_subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
-    """Register ``gridpeer community broker-config`` on the ``community`` subparsers."""
-    parser = community_subparsers.add_parser(
-        "broker-config",
-        help="write a Mosquitto config with TLS, client certificates and a per-node ACL",
-    )
-    parser.add_argument("--community", required=True)
-    parser.add_argument("--out", type=Path, required=True, help="folder for certificates, config")
-    parser.add_argument("--node", action="append", required=True,
-                        help="a node to issue a client certificate for (repeat for each)")
-    parser.add_argument("--hostname", action="append", default=[],
-                        help="a name or IP the nodes dial (repeat; localhost is always in)")
-    parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help="TLS listener port")
-    parser.add_argument("--data-dir", type=Path, help="persistence folder (default: OUT/data)")
-    parser.add_argument("--bridge-to", type=_host_port, metavar="HOST:PORT",
-                        help="also write mosquitto-bridge.conf for a second site bridged to "
-                             "the main broker at HOST:PORT")
-    parser.add_argument("--run-as", metavar="USER", default=None,
-                        help="account mosquitto switches to when started as root "
-                             "(default: mosquitto's own, 'mosquitto')")
-    parser.set_defaults(func=_cmd_broker_config)

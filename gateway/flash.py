@@ -19,7 +19,6 @@ mpremote runs as a subprocess, as an installer would run it, so its own messages
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -250,36 +249,3 @@ async def flash(*, port: str, role: str, device_id: str, unit: int = 1, baud: in
     progress(f"    {fields['Mn']} {fields['Md']} serial {fields['SN']} unit {fields['DA']}: ok")
     return Flashed(device_id=device_id, role=role, unit=unit, key_path=key_path,
                    files=len(compiled) + 2)
-
-
-def _cmd_flash(args: argparse.Namespace) -> int:
-    def progress(line: str) -> None:
-        print(line, flush=True)
-
-    try:
-        asyncio.run(flash(port=args.port, role=args.role, device_id=args.device_id,
-                          unit=args.unit, baud=args.baud, tcp_port=args.tcp_port,
-                          key_out_dir=args.key_dir, progress=progress, verify=args.verify,
-                          host=args.host, rtu_port=args.rtu_port))
-    except FlashError as exc:
-        print(f"gridpeer flash: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def add_flash_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``gridpeer flash`` on the CLI's subparsers."""
-    p = subparsers.add_parser("flash", help="flash a MicroPython board with gridpeer firmware")
-    p.add_argument("--port", required=True, help="the board's serial port (e.g. /dev/ttyUSB0)")
-    p.add_argument("--role", required=True, choices=ROLES, help="what the board is")
-    p.add_argument("--device-id", required=True, help="its serial number (1-32 of A-Za-z0-9._-)")
-    p.add_argument("--unit", type=int, default=1, help="Modbus unit address (default 1)")
-    p.add_argument("--baud", type=int, default=9600, choices=BAUDS, help="RS-485 baud rate")
-    p.add_argument("--tcp-port", type=int, default=502, help="Modbus TCP port (default 502)")
-    p.add_argument("--key-dir", type=Path, default=Path("keys"),
-                   help="where to keep the metering key for the gateway (default ./keys)")
-    p.add_argument("--verify", choices=VERIFY, default="rtu",
-                   help="how to read back the common model (default rtu at --port)")
-    p.add_argument("--host", help="the board's address, for --verify tcp")
-    p.add_argument("--rtu-port", help="RS-485 adapter, for --verify rtu if not --port")
-    p.set_defaults(func=_cmd_flash)

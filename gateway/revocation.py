@@ -9,7 +9,6 @@ The file is checked before anything is sent, so a wrong file never reaches the b
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 from pathlib import Path
 
@@ -61,34 +60,3 @@ async def publish_revocation(
         raise RevocationError(f"{broker_url}: revocation not published: {exc or 'timed out'}"
                               ) from None
     return topic
-
-
-def _cmd_publish_revocation(args: argparse.Namespace) -> int:
-    files = (args.tls_ca, args.tls_cert, args.tls_key)
-    if None not in files:
-        tls: TlsFiles | None = TlsFiles(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key)
-    elif files == (None, None, None):
-        tls = None
-    else:
-        raise RevocationError("give all of --tls-ca, --tls-cert and --tls-key, or none")
-    topic = asyncio.run(publish_revocation(args.revocation, broker_url=args.broker, tls=tls))
-    print(f"published {args.revocation} retained on {topic}; every gateway drops the node's "
-          "messages from its next check on")
-    return 0
-
-
-def add_publish_revocation_parser(
-    community_subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
-    """Register ``gridpeer community publish-revocation`` on the ``community`` subparsers."""
-    parser = community_subparsers.add_parser(
-        "publish-revocation", help="publish a signed revocation (from `revoke`) on the broker")
-    parser.add_argument("revocation", type=Path, help="the file `gridpeer community revoke` wrote")
-    parser.add_argument("--broker", required=True,
-                        help="the community broker, mqtts://host:8883 (or mqtt:// without TLS)")
-    parser.add_argument("--tls-ca", type=Path, help="the community CA (ca.crt)")
-    parser.add_argument("--tls-cert", type=Path,
-                        help="the authority's client certificate (authority.crt from "
-                             "`gridpeer community broker-config`)")
-    parser.add_argument("--tls-key", type=Path, help="its key (authority.key)")
-    parser.set_defaults(func=_cmd_publish_revocation)

@@ -7,12 +7,12 @@ script can read them off stdout; then the world runs until Ctrl-C (or SIGTERM), 
 cleanly: servers closed, ptys released, exit status 0. With a feeder in the scenario, a line that
 goes above or back below its rating is reported as it happens.
 
-``add_sim_parser`` registers the command on the ``gridpeer`` CLI, the one way to run it.
+The command's arguments are parsed by the ``gridpeer`` CLI (:mod:`gateway.cli.sim`), the one way
+to run it, which imports this module only when the command runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import signal
@@ -24,8 +24,7 @@ from sim_devices.feeder import FeederFlows, RadialFeeder, bus_net_w
 from sim_devices.scenario import Scenario, load_scenario
 from sim_devices.world import World
 
-__all__ = ["add_sim_parser", "positive_float", "positive_int", "run_scenario",
-           "serve_until_stopped"]
+__all__ = ["run_scenario", "run_until_stopped", "serve_until_stopped"]
 
 _FEEDER_CHECK_S = 1.0
 """Real seconds between feeder checks: often enough for a person watching, cheap for 100 homes."""
@@ -114,55 +113,13 @@ async def serve_until_stopped(scenario: Scenario, *, host: str, rtu: bool, strea
     print("stopped", file=stream, flush=True)
 
 
-def positive_float(text: str) -> float:
-    """An argparse type for speeds and other strictly positive numbers (this CLI and gridpeer's)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """An argparse type for counts and steps that must be whole and strictly positive."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scenario", help="a shipped scenario (sunny-street, dc-bus-cluster, "
-                        "feeder-100) or the path of a .toml file")
-    parser.add_argument("--speed", type=positive_float,
-                        help="simulated seconds per real second (default: the scenario's)")
-    parser.add_argument("--dt-ms", type=positive_int,
-                        help="physics step in simulated ms (default: the scenario's); a coarser "
-                        "step serves a large scenario at high speed with less CPU")
-    parser.add_argument("--rtu", action="store_true",
-                        help="also serve every device as Modbus RTU unit 1 on its own pty")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to serve Modbus TCP on (default: 127.0.0.1)")
-    parser.set_defaults(func=cmd_sim_run)
-
-
-def add_sim_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``sim run SCENARIO [--speed X] [--rtu] [--host H]`` on a CLI's subcommands."""
-    sim = subparsers.add_parser("sim", help="simulated devices for gateways and test rigs")
-    actions = sim.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
-    run = actions.add_parser("run", help="serve a scenario's devices over Modbus until Ctrl-C")
-    _add_run_arguments(run)
-
-
-def cmd_sim_run(args: argparse.Namespace) -> int:
-    """The ``sim run`` command: 0 after a clean stop; a bad scenario raises ``ScenarioError``."""
-    scenario = load_scenario(args.scenario)
-    overrides = {"speed": args.speed, "dt_ms": args.dt_ms}
-    scenario = scenario.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    asyncio.run(serve_until_stopped(scenario, host=args.host, rtu=args.rtu, stream=sys.stdout))
+def run_until_stopped(scenario: str, *, speed: float | None = None, dt_ms: int | None = None,
+                      host: str = "127.0.0.1", rtu: bool = False) -> int:
+    """``gridpeer sim run``: load ``scenario`` (a shipped name or a .toml path), override its
+    speed and step when given, serve until SIGINT/SIGTERM; 0 after a clean stop. A bad scenario
+    raises ``ScenarioError``."""
+    loaded = load_scenario(scenario)
+    overrides = {"speed": speed, "dt_ms": dt_ms}
+    loaded = loaded.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    asyncio.run(serve_until_stopped(loaded, host=host, rtu=rtu, stream=sys.stdout))
     return 0

@@ -21,7 +21,9 @@ import pytest
 
 from firmware import config
 from gateway import flash as flash_mod
-from gateway.flash import FlashError, add_flash_parser, flash
+from gateway.cli import flash as flash_cli
+from gateway.cli.flash import add_flash_parser
+from gateway.flash import FlashError, flash
 from tests._require import require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,4 +160,4 @@ def test_flash_subcommand_parses() -> None:
                               "--host", "10.0.0.7"])
     assert (args.port, args.role, args.device_id, args.unit, args.baud, args.verify,
             args.host) == ("/dev/ttyUSB0", "meter", "m-1", 3, 9600, "tcp", "10.0.0.7")
-    assert args.func is flash_mod._cmd_flash
+    assert args.func is flash_cli._cmd_flash

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.cli import VERIFY_FAILED, VERIFY_INTACT, VERIFY_NOT_A_LEDGER, main
+from gateway.cli import main
+from gateway.cli.ledger import VERIFY_FAILED, VERIFY_INTACT, VERIFY_NOT_A_LEDGER
 from gateway.identity import save_envelope
 from gateway.ledger import Ledger, LedgerError, NotALedger
 from protocols.ledger import Block, quorum_envelopes, quorum_record, sign_block

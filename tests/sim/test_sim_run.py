@@ -11,8 +11,9 @@ import sys
 import pytest
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
+from gateway.cli.sim import add_sim_parser, cmd_sim_run
 from protocols.sunspec.devices import SUNS_MARKER
-from sim_devices.runner import add_sim_parser, cmd_sim_run, run_scenario
+from sim_devices.runner import run_scenario
 from sim_devices.scenario import parse_scenario
 from tests._require import require
 
