@@ -23,7 +23,8 @@ from gateway.flex_plan import parse_hhmm
 from gateway.pki import TlsFiles
 from gateway.plan.grid_limits import GridConfig
 from gateway.plan.planner import PlanConfig
-from gateway.plan.tariff_schedule import ScheduleError, TariffSchedule, load_schedule
+from gateway.plan.tariff_file import load_schedule
+from gateway.plan.tariff_schedule import ScheduleError, TariffSchedule
 from protocols.clearing import Tariffs
 from protocols.keycheck import key_problem
 from protocols.market import Timing

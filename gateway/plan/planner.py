@@ -28,7 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.ems import Plan, plan_interval
 from gateway.flex_plan import FlexJob, plan_flex
 from gateway.lookahead import MAX_BLOCKS, Ahead
-from gateway.plan.problem import BATTERY, Model, Problem, build
+from gateway.plan.build import build
+from gateway.plan.model import Model
+from gateway.plan.problem import BATTERY, Problem
 from gateway.plan.result import DayPlan, read
 from gateway.plan.solve import SolveFailed, Solver
 from gateway.plan.values import BidCurve, Step, bid_curve
@@ -132,7 +134,7 @@ def _hold_wasting(problem: Problem, model: Model, solver: Solver,
     """Branch and bound on the steps that pay the home to take energy: where a battery charges
     and discharges at once, solve once with its discharge held at zero and once with its
     charge, keep the better, prune any branch whose relaxation is no better than the best plan
-    found (``gateway/plan/problem.py`` says why). Leaves ``solver`` holding the best plan;
+    found (``gateway/plan/build.py`` says why). Leaves ``solver`` holding the best plan;
     returns the steps where something was held.
 
     Depth first, discharge held first: in a step that pays for every Wh taken that is nearly

@@ -19,7 +19,8 @@ from typing import Literal
 
 import numpy as np
 
-from gateway.plan.problem import BATTERY, FloatArray, IntArray, Model, Problem
+from gateway.plan.model import FloatArray, IntArray, Model
+from gateway.plan.problem import BATTERY, Problem
 
 Kind = Literal["below-reserve", "above-top", "below-v2g-floor", "deadline", "import-limit"]
 _NOISE_WH = 1e-6

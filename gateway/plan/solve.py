@@ -1,4 +1,4 @@
-"""Run a programme (``gateway/plan/problem.py``) through HiGHS, within a time limit.
+"""Run a programme (``gateway/plan/model.py``) through HiGHS, within a time limit.
 
 One ``Solver`` holds one HiGHS instance for the life of the gateway: the bid curve re-solves the
 day's programme with one bound changed, and HiGHS restarts those from the last basis, at a
@@ -21,7 +21,7 @@ import math
 import highspy
 import numpy as np
 
-from gateway.plan.problem import FloatArray, Model
+from gateway.plan.model import FloatArray, Model
 
 
 class SolveFailed(Exception):

@@ -31,7 +31,8 @@ from itertools import pairwise
 from typing import Literal, NamedTuple
 
 from gateway.ems import Preferences
-from gateway.plan.problem import Model, Problem
+from gateway.plan.model import Model
+from gateway.plan.problem import Problem
 from gateway.plan.solve import SolveFailed, Solver
 
 MAX_STEPS = 8

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from gateway.ems import BatteryState, Plan
 from gateway.plan import BidCurve, GridLimits, Outcome, Planner, Step, parse_toml
 from gateway.plan.bidding import bid_plan, day_problem, horizon_steps
-from gateway.plan.tariff_schedule import load_schedule
+from gateway.plan.tariff_file import load_schedule
 from protocols.clearing import Tariffs
 from protocols.messages import MAX_STEPS
 from tests.plan.homes import PREFS
