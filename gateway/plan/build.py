@@ -272,7 +272,10 @@ def _short_row(b: Builder, name: str, soc_col: np.int64, target: float, owner_pe
 def _job(b: Builder, problem: Problem, job: FlexJob, balance: IntArray, owner_pen: float,
          shortfall: dict[str, int], fixed: dict[str, float]) -> IntArray:
     """A deferrable load: ``need − what fits after the horizon <= Σ run + short`` and
-    ``Σ run <= need``, running at most ``max_w`` in the steps before it is due."""
+    ``Σ run <= need``, running at most ``max_w`` in the steps before it is due. Where the
+    steps cost the same, it runs as late as it can (a tie-break of under ``_TIE`` µ/Wh): out of
+    the evening peak, and the plan, re-made every interval on fresher forecasts, keeps the
+    choice open."""
     steps, step_s = problem.steps, problem.step_s
     cols = np.full(steps, -1, dtype=np.int64)
     active = min(steps, math.ceil(job.due_s / step_s))
@@ -286,7 +289,8 @@ def _job(b: Builder, problem: Problem, job: FlexJob, balance: IntArray, owner_pe
     top = np.array([slot_wh(job.max_w, s) for s in span], dtype=np.float64)
     if job.name in problem.stale:
         top[0] = 0.0
-    cols[:active] = b.cols(active, upper=top)
+    wait = _TIE * (active - np.arange(active)) / active  # nothing to gain early: run late
+    cols[:active] = b.cols(active, upper=top, cost=wait)
     b.coef(balance[:active], cols[:active], -1.0)
     row = b.rows(1, lower=float(owed), upper=float(job.need_wh))
     b.coef(np.repeat(row, active), cols[:active], 1.0)

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.ems import BatteryState, Plan
+from gateway.flex_plan import FlexJob
 from gateway.plan import BidCurve, GridLimits, Outcome, Planner, Step, parse_toml
 from gateway.plan.bidding import bid_plan, day_problem, horizon_steps
 from gateway.plan.tariff_file import load_schedule
@@ -124,3 +125,17 @@ def test_the_planned_bid_is_a_valid_curve_within_the_export_limit(
 
 
 PLANNER = Planner(time_limit_s=5.0, curve_time_limit_s=5.0)
+
+
+def test_a_load_with_nothing_to_gain_early_runs_as_late_as_it_can() -> None:
+    """Flat prices, no sun: a 2 kWh job due in two hours at 4 kW runs in the last two quarter
+    hours before it is due, as the heuristic would (out of the evening peak, the choice left
+    open for the next interval's plan)."""
+    problem = day_problem(start_ms=START + 18 * 3_600_000, step_s=900, first=(0, 300),
+                          ahead=[(0, 300)] * 11, battery=None, prefs=PREFS,
+                          jobs=(FlexJob(name="ev", need_wh=2_000, max_w=4_000, due_s=7_200),),
+                          schedule=load_schedule(None, fixed=FIXED), limits=None)
+    day = PLANNER.plan(problem, max_buy_wh=0, max_sell_wh=0).day
+    assert day is not None
+    runs = dict(day.jobs)["ev"]
+    assert [round(r) for r in runs[:8]] == [0] * 6 + [1_000, 1_000]
