@@ -14,8 +14,9 @@ Both cases are one rule: ``deviation = delivered_wh - cleared_wh`` (same sign co
 :class:`protocols.messages.Settlement` message, + towards the home), imported at retail when
 positive and exported at feed-in when negative.
 
-Reputation is the smoothed delivery ratio in integer per-mille, and caps what a node may offer in
-the next interval, so a node that repeatedly sells energy it does not deliver sells less and less.
+Reputation is the smoothed delivery ratio in integer per-mille, and caps what a node may offer,
+so a node that repeatedly sells energy it does not deliver sells less and less; which settlements
+count towards it, so that every gateway computes the same cap, is :mod:`protocols.reputation`.
 """
 
 from __future__ import annotations
@@ -95,17 +96,27 @@ def delivery_ratio(*, cleared_wh: int, delivered_wh: int) -> int | None:
 class ReputationRule:
     """Exponential smoothing with weight ``alpha_num / alpha_den`` on the newest ratio, and a
     ``floor_per_mille`` below which the offer cap does not go (a node must still be able to offer
-    something, or it could never earn its reputation back)."""
+    something, or it could never earn its reputation back).
+
+    Interval k is cleared with the reputation of the settlements of the ``window`` intervals that
+    end ``lag`` intervals before it (k - lag - window < j <= k - lag, :mod:`protocols.reputation`):
+    a node settles j once its market is done with it, about two intervals later, so with a lag of
+    4 every member has had every settlement of j for more than an interval when it clears k.
+    """
 
     alpha_num: int = 1
     alpha_den: int = 4
     floor_per_mille: int = 100
+    lag: int = 4
+    window: int = 24
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha_num <= self.alpha_den:
             raise SettlementError("need 0 < alpha_num <= alpha_den")
         if not 0 <= self.floor_per_mille <= FULL_TRUST:
             raise SettlementError("floor_per_mille must be within 0..1000")
+        if self.lag < 1 or self.window < 1:
+            raise SettlementError("need lag >= 1 and window >= 1 (intervals)")
 
 
 def _check_per_mille(name: str, value: int) -> None:

@@ -17,6 +17,9 @@ Every ended interval gets its block, whatever the meter said: a delivery no home
 than a settlement may carry, ``MAX_ENERGY_WH``: a meter replaced or reset mid-interval, a counter
 gone wild) is settled as undelivered, counted, and the block says why; a settlement the message
 schema cannot carry is settled locally only. Nothing the peers would refuse is published.
+
+The settlements a block carries are also what a restarted gateway takes its members' reputations
+back from (:func:`ledgered_settlements`), so that it caps offers as its peers do.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from protocols.market import Abstained, Agreed, MarketError
 from protocols.market import MeterReading as TaggedReading
 from protocols.market.settlement import no_position
 from protocols.messages import MAX_ENERGY_WH, Settlement, SignedEnvelope
-from protocols.settlement import SettlementFigures, settle
+from protocols.settlement import ReputationRule, SettlementFigures, settle
 from protocols.signing import Rejected, verify
 
 log = logging.getLogger(__name__)
@@ -200,3 +203,28 @@ def ledger_content(
         "outcome": own,
         **extra,
     }
+
+
+def ledgered_settlements(ledger: Ledger, rule: ReputationRule) -> list[SignedEnvelope]:
+    """The signed settlements (the node's own and its peers') in the ledger's blocks recent enough
+    to count towards a reputation under ``rule``, as their signers sent them.
+
+    A peer's settlement of interval j is written into a block up to ``_PEER_LOOKBACK`` intervals
+    after j, so that many more blocks are read. An entry that is not a signed message is skipped
+    and logged (the market verifies the rest when it takes them back).
+    """
+    last = ledger.last()
+    if last is None:
+        return []
+    since = last.interval - rule.lag - rule.window - _PEER_LOOKBACK
+    found: list[SignedEnvelope] = []
+    for block, _ in ledger.blocks(from_interval=max(since, 0)):
+        own = block.content.get("settlement")
+        peers = block.content.get("peer_settlements") or []
+        for data in ([own] if own is not None else []) + list(peers):
+            try:
+                found.append(SignedEnvelope.model_validate(data))
+            except ValidationError:
+                log.warning("ledger block %d (interval %d): a settlement entry is not a signed "
+                            "message; not restored", block.height, block.interval)
+    return found

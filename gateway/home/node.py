@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.clock import Clock
 from gateway.config import GatewayConfig, PreferencesConfig
 from gateway.home.battery import BatteryController
-from gateway.home.closing import IntervalCloser
+from gateway.home.closing import IntervalCloser, ledgered_settlements
 from gateway.home.dc_link import DcLink
 from gateway.home.devices import HomeDevices, control_period_ms, open_devices
 from gateway.home.ending import EndedIntervals
@@ -56,6 +56,7 @@ from gateway.meterkey import load_meter_key
 from protocols.clearing import ClearingParams
 from protocols.market import Agreed, MarketError, MeterKey
 from protocols.messages import SignedEnvelope
+from protocols.settlement import ReputationRule
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ class GatewayNode:
                 interval_s=market.interval_s),
             fees=None if market.network is None else market.network.fees(),
             energy_interval_ms=self.timing.length_ms,
+            settlements=ledgered_settlements(self.ledger, ReputationRule()),
         ))
         self._concerns = self._wire(self.agent, self.ledger, meter_key)
 

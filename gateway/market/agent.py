@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Literal, Self
 
@@ -87,8 +87,11 @@ class MarketAgent:
         energy_interval_ms: int | None = None,
         connect_timeout_s: float = 5.0,
         keepalive_s: int = 5,
+        settlements: Iterable[SignedEnvelope] = (),
     ) -> None:
-        """The market's arguments are :class:`protocols.market.Market`'s. ``tick_s``: how often
+        """The market's arguments are :class:`protocols.market.Market`'s. ``settlements``: those
+        this gateway accepted before a restart, as its ledger kept them
+        (:meth:`protocols.market.Market.restore_settlements`). ``tick_s``: how often
         the market is ticked. ``connect_timeout_s``: how long joining (and a live publish) waits
         for the broker; ``keepalive_s``: the MQTT keep-alive, after 1.5 times which the broker
         declares the node gone (its last will): short, so the members present at a gate are the
@@ -102,7 +105,9 @@ class MarketAgent:
         )
         self.community = self._market.community
         self.node = self._market.node
+        restored = self._market.restore_settlements(settlements, clock())
         self._clock = clock
+        self._timing = timing
         self._tick_s = tick_s
         self._link = PeerLink(broker_url=broker_url, community=community, node=node, tls=tls,
                               connect_timeout_s=connect_timeout_s, keepalive_s=keepalive_s,
@@ -112,7 +117,9 @@ class MarketAgent:
         self._tasks: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
         #: Rejected peer messages by reason ("bad-signature", "unknown-key", "equivocation", ...).
-        self.rejections: Counter[str] = Counter()
+        self.rejections: Counter[str] = Counter(r.reason for r in restored)
+        for refused in restored:
+            log.warning("%s: a ledgered settlement not restored: %s", self.node, refused.reason)
         #: Misbehaviour with its signed proof, for the ledger and the operator: the latest
         #: ``EVIDENCE_KEPT`` (each is also logged), so a flooding peer cannot grow it unbounded.
         self.evidence: deque[Evidence] = deque(maxlen=EVIDENCE_KEPT)
@@ -172,13 +179,18 @@ class MarketAgent:
         await self._carry_out(actions)
         return bid
 
-    def offer_cap_wh(self, node: str) -> int:
-        """The most ``node`` may offer in one interval: its limit scaled by its reputation."""
-        return self._market.offer_cap_wh(node, self._clock())
+    def offer_cap_wh(self, node: str, interval: int | None = None) -> int:
+        """The most ``node`` may offer in ``interval`` (default: the next one to clear): its
+        limit scaled by its reputation, as every gateway clips its offers."""
+        now = self._clock()
+        return self._market.offer_cap_wh(
+            node, self._timing.open_interval(now) if interval is None else interval, now)
 
-    def reputation(self, node: str) -> int:
-        """``node``'s smoothed delivery ratio, per-mille, as this gateway has settled it."""
-        return self._market.reputation(node)
+    def reputation(self, node: str, interval: int | None = None) -> int:
+        """``node``'s smoothed delivery ratio (per-mille) that caps its offers in ``interval``
+        (default: the next one to clear, :mod:`protocols.reputation`)."""
+        return self._market.reputation(
+            node, self._timing.open_interval(self._clock()) if interval is None else interval)
 
     def settlements(self, interval: int) -> dict[str, Settlement]:
         """The verified settlements of ``interval`` by node (this node's own included)."""

@@ -29,18 +29,20 @@ presence counts only under its certified key, and the highest session wins, so n
 outsider nor a replay can make a member look offline.
 
 After an interval, :meth:`Market.settle` signs this node's settlement; the book checks the peers'
-against the agreed result and keeps each node's reputation, which caps what this node offers:
-:meth:`Market.bid` *caps* a sell offer at :meth:`Market.offer_cap_wh` rather than refusing it,
-because the excess would only have been exported at feed-in anyway. A signed order is only its
-member's wish: every gateway clips it to what the member's certificate allows over the interval
-(``energy_interval_ms``, :class:`protocols.clearing.Limits`), and this node caps its own bids the
-same way.
+against the agreed result and holds the accepted ones, from which every member's reputation for an
+interval follows (:mod:`protocols.reputation`). A signed order is only its member's wish: every
+gateway clips it to what the member's certificate allows over the interval
+(``energy_interval_ms``, :class:`protocols.clearing.Limits`) and a sell order further to the
+member's reputation-scaled cap (:meth:`Market.offer_cap_wh`) when it clears. This node caps its
+own bids the same way: :meth:`Market.bid` *caps* an offer rather than refusing it, because the
+excess would only have been exported at feed-in anyway. The settlements that count outlive a
+restart in the ledger, from which :meth:`Market.restore_settlements` takes them back.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Literal
 
@@ -61,6 +63,7 @@ from protocols.market.quota import Quota
 from protocols.market.roster import Member, Roster
 from protocols.market.session import (
     MAX_BIDS_PER_NODE,
+    UNLIMITED,
     Commit,
     IntervalSession,
     Missing,
@@ -76,7 +79,6 @@ from protocols.market.state import State
 from protocols.market.timing import Timing
 from protocols.messages import (
     DEFAULT_MAX_ENVELOPE_BYTES,
-    MAX_ENERGY_WH,
     Bid,
     BidSet,
     Commitment,
@@ -88,7 +90,7 @@ from protocols.messages import (
     curve_head,
 )
 from protocols.network import Feeder, FeeSchedule
-from protocols.settlement import ReputationRule, offer_cap_wh
+from protocols.settlement import ReputationRule
 from protocols.signing import Rejected, sign, verify
 
 _KINDS: dict[topics.Kind, Literal["bid", "commit", "bidset", "settle"]] = {
@@ -107,8 +109,6 @@ UNPLACED_PRESENCE = 1024
 """Presences held for nodes whose certificate has not arrived (a joining gateway's presence goes
 out just before its certificate); the oldest go first, so a flood of made-up names cannot grow
 it."""
-
-UNLIMITED = Limits(MAX_ENERGY_WH, MAX_ENERGY_WH)
 
 
 class Market:
@@ -275,7 +275,7 @@ class Market:
         session = self._session(interval, now_ms)
         if session is None or session.state is not State.OPEN:
             raise MarketError(f"{self.node}: the gate of interval {interval} is closed")
-        cap = (self.offer_cap_wh(self.node, now_ms) if side == "sell"
+        cap = (self.offer_cap_wh(self.node, interval, now_ms) if side == "sell"
                else self._limits(self.node, now_ms).import_wh)
         if cap <= 0:
             raise MarketError(f"{self.node}: its certificate allows no "
@@ -363,14 +363,38 @@ class Market:
         """``node``'s membership certificate as the authority signed it (None: none held)."""
         return self._roster.certificate(node)
 
-    def reputation(self, node: str) -> int:
-        """``node``'s smoothed delivery ratio, per-mille, as this gateway has settled it."""
-        return self._book.reputation(node)
+    def reputation(self, node: str, interval: int) -> int:
+        """``node``'s smoothed delivery ratio (per-mille) that caps its offers in ``interval``
+        (:mod:`protocols.reputation`)."""
+        return self._book.reputation(node, interval)
 
-    def offer_cap_wh(self, node: str, now_ms: int) -> int:
-        """The most ``node`` may offer in one interval: its limit scaled by its reputation."""
-        return offer_cap_wh(reputation=self._book.reputation(node),
-                            limit_wh=self._limits(node, now_ms).export_wh, rule=self._book.rule)
+    def offer_cap_wh(self, node: str, interval: int, now_ms: int) -> int:
+        """The most ``node`` may offer in ``interval``: its certificate's limit scaled by its
+        reputation, as every gateway clips its sell orders."""
+        return self._book.history.offer_cap_wh(node, interval,
+                                               self._limits(node, now_ms).export_wh)
+
+    def restore_settlements(self, envelopes: Iterable[SignedEnvelope], now_ms: int
+                            ) -> list[Rejected]:
+        """Take back the settlements this gateway accepted before a restart, as its ledger kept
+        them, so its members' reputations are what its peers still hold. Each must verify under
+        its signer's key and be of this community (a refused one comes back with its reason);
+        the ledger is this node's own signed chain, so who signed is not checked again against a
+        roster that has not arrived yet. Call it before :meth:`start`."""
+        refused: list[Rejected] = []
+        for envelope in envelopes:
+            verified = verify(envelope, expected_kind="settle")
+            if isinstance(verified, Rejected):
+                refused.append(verified)
+                continue
+            settlement = verified.body
+            assert isinstance(settlement, Settlement)  # by expected_kind
+            if settlement.community != self.community:
+                refused.append(Rejected("wrong-community"))
+                continue
+            self._book.history.add(settlement)
+        self._book.history.forget_before(self._timing.open_interval(now_ms))
+        return refused
 
     def settlements(self, interval: int) -> dict[str, Settlement]:
         """The verified settlements of ``interval`` by node (this node's own included)."""
@@ -428,6 +452,8 @@ class Market:
             bus_of=self._roster.bus, feeder=self._feeder, fees=self._fees,
             limits_of=(None if self._energy_interval_ms is None
                        else lambda node: self._limits(node, self._now)),
+            offer_cap_of=lambda node, export_wh: self._book.history.offer_cap_wh(
+                node, interval, export_wh),
         )
         return session
 
@@ -511,6 +537,7 @@ class Market:
         for kind in (topics.Kind.BIDS, topics.Kind.COMMIT, topics.Kind.BIDSET):
             self._quota.forget(kind, topics.slot(interval))
         clear += self._forget(interval, lists_too=True)
+        self._book.history.forget_before(interval + 1)
         # Settlements come after the interval; they are kept ``horizon`` intervals longer.
         old = interval - self._horizon
         own = self._book.settlements(old).get(self.node)

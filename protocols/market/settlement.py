@@ -22,10 +22,10 @@ Meter keys are symmetric (HMAC): only the gateway of the meter's home and whoeve
 (the community authority) hold one, so ordinary neighbours check the figures, and an auditor with
 the keys checks the readings too.
 
-Reputation is kept per node as the smoothed delivery ratio (integer per-mille) and moves once per
-accepted settlement, in the order this gateway accepted them. Two gateways can therefore differ
-for a while (one heard interval 7's settlement before 6's), which is why a reputation only caps
-what a node offers *itself* (:meth:`protocols.market.Market.bid`) and is not a rule peers clear by.
+Every accepted settlement goes into the book's :class:`~protocols.reputation.ReputationHistory`,
+from which each node's reputation for an interval follows as a function of the settlements held,
+not of the order they were accepted in (:mod:`protocols.reputation`): every gateway caps a
+member's offers by it in clearing.
 """
 
 from __future__ import annotations
@@ -38,13 +38,8 @@ from protocols.market.actions import Agreed
 from protocols.messages import Settlement
 from protocols.metering import Rejected as MeterRejected
 from protocols.metering import verify_reading
-from protocols.settlement import (
-    FULL_TRUST,
-    ReputationRule,
-    delivery_ratio,
-    settle,
-    update_reputation,
-)
+from protocols.reputation import ReputationHistory
+from protocols.settlement import ReputationRule, settle
 from protocols.signing import Rejected
 
 
@@ -101,7 +96,7 @@ def expected_settlement(
 
 
 class SettlementBook:
-    """Agreed results by interval, settlements held and accepted, and reputation per node."""
+    """Agreed results by interval, settlements held and accepted, and the reputation history."""
 
     def __init__(
         self,
@@ -113,17 +108,16 @@ class SettlementBook:
     ) -> None:
         self.community = community
         self._tariffs = tariffs
-        self.rule = rule or ReputationRule()
+        self.history = ReputationHistory(rule or ReputationRule())
         self._meter_keys = dict(meter_keys or {})
         self._agreed: dict[int, Agreed] = {}
         self._pending: dict[int, dict[str, Settlement]] = {}
         self._accepted: dict[int, dict[str, Settlement]] = {}
-        self._reputation: dict[str, int] = {}
         self._floor = 0  # intervals below it are forgotten
 
-    def reputation(self, node: str) -> int:
-        """Per-mille; a node never settled with is trusted fully until it has a record."""
-        return self._reputation.get(node, FULL_TRUST)
+    def reputation(self, node: str, interval: int) -> int:
+        """``node``'s reputation (per-mille) for clearing ``interval``."""
+        return self.history.reputation(node, interval)
 
     def agreed(self, interval: int) -> Agreed | None:
         return self._agreed.get(interval)
@@ -178,9 +172,7 @@ class SettlementBook:
         if meter is not None:
             return meter
         accepted[node] = settlement
-        ratio = delivery_ratio(cleared_wh=settlement.cleared_wh,
-                               delivered_wh=settlement.delivered_wh)
-        self._reputation[node] = update_reputation(self.reputation(node), ratio, rule=self.rule)
+        self.history.add(settlement)
         return settlement
 
     def _check_meter(self, settlement: Settlement) -> Rejected | None:

@@ -18,6 +18,7 @@ from gateway.market.peerlink import PeerLink
 from protocols.market import Abstained, Agreed, MarketError, MeterKey, MeterReading, State, topics
 from protocols.messages import Settlement, SignedEnvelope
 from protocols.metering import reading_tag
+from protocols.settlement import ReputationRule
 from protocols.signing import Rejected, generate_key, sign, verify
 from tests.market.community import COMMUNITY, PARAMS, Community, faulty, now_ms
 
@@ -108,14 +109,17 @@ async def test_settlements_are_verified_everywhere_and_reputation_caps_the_next_
         assert all(a.signed_settlements(k) == dict(zip(NODES, signed, strict=True))
                    for a in agents)
         await until(lambda: all(a.rejections["settle-mismatch"] == 1 for a in agents))
+        capped = k + ReputationRule().lag  # the first interval interval k's settlements cap
         for a in agents:
-            assert [a.reputation(n) for n in NODES] == [875, 1000, 1000], a.node
-            assert a.offer_cap_wh("alice") == 8_750 and a.offer_cap_wh("bob") == 10_000
+            assert [a.reputation(n, capped) for n in NODES] == [875, 1000, 1000], a.node
+            assert a.offer_cap_wh("alice", capped) == 8_750
+            assert a.offer_cap_wh("bob", capped) == 10_000
+            assert a.offer_cap_wh("alice", capped - 1) == 10_000  # not yet
             assert dict(a.rejections) == {"settle-mismatch": 1}, a.node
         assert own[0].grid_import_wh == 1_000 and own[0].cleared_wh == -2_000
 
-        # alice's next offer is capped at her reduced cap, not refused.
-        offered = await alice.submit_bid(community.next_interval(), "sell", 20_000, 100)
+        # alice's offer there is capped at her reduced cap, not refused.
+        offered = await alice.submit_bid(capped, "sell", 20_000, 100)
         assert offered.energy_wh == 8_750
 
 

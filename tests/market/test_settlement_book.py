@@ -9,12 +9,15 @@ from protocols.market.settlement import SettlementBook, expected_settlement
 from protocols.messages import Settlement
 from protocols.metering import reading_tag
 from protocols.network import TradeFee
-from protocols.settlement import FULL_TRUST
+from protocols.settlement import FULL_TRUST, ReputationRule
 from protocols.signing import Rejected
 from tests.market.community import COMMUNITY, PARAMS
 
 KEY = MeterKey(device_id="meter-alice", key=b"k" * 32)
 ORDERS = (Order("alice", "sell", 2000, 100, "a" * 64), Order("bob", "buy", 2000, 250, "b" * 64))
+
+
+LAG = ReputationRule().lag  # interval k's settlements cap offers from k + LAG on
 
 
 def agreed(k: int, fees: tuple[TradeFee, ...] = ()) -> Agreed:
@@ -51,7 +54,7 @@ def test_a_short_delivery_is_balanced_by_the_grid_and_lowers_reputation() -> Non
     assert b.on_settlement(settlement) == [settlement]
     assert b.settlements(3) == {"alice": settlement}
     # Ratio 500 per-mille, a quarter of the way from 1000: 875.
-    assert b.reputation("alice") == 875 and b.reputation("bob") == FULL_TRUST
+    assert b.reputation("alice", 3 + LAG) == 875 and b.reputation("bob", 3 + LAG) == FULL_TRUST
 
 
 def test_a_settlement_is_held_until_the_interval_is_agreed_here() -> None:
@@ -60,7 +63,7 @@ def test_a_settlement_is_held_until_the_interval_is_agreed_here() -> None:
     assert b.on_settlement(settlement) == []
     assert b.settlements(3) == {}
     assert b.on_agreed(agreed(3)) == [settlement]
-    assert b.reputation("alice") == FULL_TRUST
+    assert b.reputation("alice", 3 + LAG) == FULL_TRUST
 
 
 def test_figures_that_do_not_follow_from_the_agreed_position_are_rejected() -> None:
@@ -71,7 +74,7 @@ def test_figures_that_do_not_follow_from_the_agreed_position_are_rejected() -> N
     cheaper = honest.model_copy(update={"money": honest.money - 1})
     for forged in (claims_less_sold, cheaper):
         assert b.on_settlement(forged) == [Rejected("settle-mismatch")]
-    assert b.settlements(3) == {} and b.reputation("alice") == FULL_TRUST
+    assert b.settlements(3) == {} and b.reputation("alice", 3 + LAG) == FULL_TRUST
 
 
 def test_meter_tags_replays_and_counter_jumps_are_caught_with_the_key() -> None:
@@ -111,7 +114,7 @@ def test_energy_over_the_dc_bus_counts_beside_the_meter() -> None:
     claims_more_over_the_bus = alice(4, -2000, reading(8, 0, 250), bus_wh=-1800)
     assert b.on_settlement(claims_more_over_the_bus) == [Rejected("meter-mismatch")]
     assert b.on_settlement(over_bus) == [over_bus]
-    assert b.reputation("alice") == 993  # 975 per-mille delivered: 7 of the 25 down
+    assert b.reputation("alice", 4 + LAG) == 993  # 975 per-mille delivered: 7 of the 25 down
 
 
 def test_a_second_different_settlement_is_a_conflict_and_the_same_one_is_idempotent() -> None:
@@ -121,7 +124,7 @@ def test_a_second_different_settlement_is_a_conflict_and_the_same_one_is_idempot
     assert b.on_settlement(settlement) == [settlement]
     assert b.on_settlement(settlement) == [settlement]
     assert b.on_settlement(alice(3, -1500, reading(2, 0, 1500))) == [Rejected("settle-conflict")]
-    assert b.reputation("alice") == FULL_TRUST  # moved once, by the first
+    assert b.reputation("alice", 3 + LAG) == FULL_TRUST  # moved once, by the first
 
 
 def test_settlements_never_checkable_are_counted_when_the_interval_is_forgotten() -> None:

@@ -1,0 +1,103 @@
+"""Reputation every gateway computes alike: a pure function of the signed settlements it holds.
+
+A member's reputation caps what it may offer (:func:`protocols.settlement.offer_cap_wh`), and
+every gateway clips its orders to that cap in clearing, so the cap must be the same at every
+gateway or their results would not agree. It is therefore a function of *which* settlements are
+held, never of the order they arrived in or of when this gateway joined:
+
+* interval k is cleared with the node's settlements of the intervals
+  ``k - lag - window < j <= k - lag`` (:class:`~protocols.settlement.ReputationRule`), the
+  ``window`` intervals that every member has held for a while when it clears k;
+* their delivery ratios are folded in interval order, starting from full trust, with
+  :func:`~protocols.settlement.update_reputation` (integer arithmetic only);
+* a node with no settlement in the window is trusted fully, so a gateway that restarts or joins
+  late agrees with the others once it holds the same window, which it rebuilds from its ledger.
+
+Settlements a gateway accepts are ones whose figures follow from the agreed result and whose
+signature is the member's (:class:`~protocols.market.settlement.SettlementBook`), so the window
+holds at most one per node and interval. Should two ever reach this function (a bug elsewhere),
+the lower delivery ratio counts, whichever came first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from protocols.messages import Settlement
+from protocols.settlement import (
+    FULL_TRUST,
+    ReputationRule,
+    delivery_ratio,
+    offer_cap_wh,
+    update_reputation,
+)
+
+__all__ = ["ReputationHistory", "counted_intervals", "reputation_for"]
+
+_NO_POSITION = FULL_TRUST + 1  # ranks above any ratio: a real ratio wins a conflict
+
+
+def counted_intervals(interval: int, rule: ReputationRule) -> range:
+    """The intervals whose settlements count towards clearing ``interval``."""
+    last = interval - rule.lag
+    return range(last - rule.window + 1, last + 1)
+
+
+def reputation_for(
+    settlements: Iterable[Settlement], node: str, *, interval: int, rule: ReputationRule,
+) -> int:
+    """``node``'s reputation (per-mille) for clearing ``interval``, from ``settlements``.
+
+    Only ``node``'s settlements of :func:`counted_intervals` count; the result depends on that
+    set alone (see the module docstring).
+    """
+    counted = counted_intervals(interval, rule)
+    ratios: dict[int, int] = {}
+    for settlement in settlements:
+        if settlement.node != node or settlement.interval not in counted:
+            continue
+        ratio = delivery_ratio(cleared_wh=settlement.cleared_wh,
+                               delivered_wh=settlement.delivered_wh)
+        ranked = _NO_POSITION if ratio is None else ratio
+        ratios[settlement.interval] = min(ranked, ratios.get(settlement.interval, ranked))
+    score = FULL_TRUST
+    for j in sorted(ratios):
+        ranked = ratios[j]
+        score = update_reputation(score, None if ranked == _NO_POSITION else ranked, rule=rule)
+    return score
+
+
+class ReputationHistory:
+    """The settlements a gateway has accepted, kept for as long as they count
+    (:func:`counted_intervals`), and the reputation and offer cap they give."""
+
+    def __init__(self, rule: ReputationRule) -> None:
+        self.rule = rule
+        self._by_node: dict[str, dict[int, list[Settlement]]] = {}
+
+    def add(self, settlement: Settlement) -> None:
+        """Hold an accepted settlement (the same one twice is held once)."""
+        held = self._by_node.setdefault(settlement.node, {}).setdefault(settlement.interval, [])
+        if settlement not in held:
+            held.append(settlement)
+
+    def reputation(self, node: str, interval: int) -> int:
+        """``node``'s reputation for clearing ``interval`` (:func:`reputation_for`)."""
+        by_interval = self._by_node.get(node, {})
+        held = [s for j in counted_intervals(interval, self.rule) for s in by_interval.get(j, ())]
+        return reputation_for(held, node, interval=interval, rule=self.rule)
+
+    def offer_cap_wh(self, node: str, interval: int, limit_wh: int) -> int:
+        """The most ``node`` may offer in ``interval``: ``limit_wh`` scaled by its reputation."""
+        return offer_cap_wh(reputation=self.reputation(node, interval), limit_wh=limit_wh,
+                            rule=self.rule)
+
+    def forget_before(self, interval: int) -> None:
+        """Drop settlements that can no longer count for ``interval`` or any later one."""
+        first = counted_intervals(interval, self.rule).start
+        for node in list(self._by_node):
+            by_interval = self._by_node[node]
+            for j in [j for j in by_interval if j < first]:
+                del by_interval[j]
+            if not by_interval:
+                del self._by_node[node]

@@ -1,0 +1,112 @@
+"""Reputation is a rule peers clear by (protocols.reputation): a member that sold energy it did not
+deliver has its offers capped in every gateway's clearing, whatever its own gateway asks, and a
+peer that restarts takes the settlements back from what its ledger kept and caps alike."""
+
+from __future__ import annotations
+
+from protocols.market import Abstained, Agreed, MeterReading, topics
+from protocols.messages import Bid
+from protocols.settlement import ReputationRule
+from protocols.signing import sign
+from tests.market.community import COMMUNITY
+from tests.market.pair import TIMING, Street
+
+K = 2  # the interval alice under-delivers in
+CAPPED = K + ReputationRule().lag  # the first interval its settlement caps
+HOUR_MS = 3_600_000  # one interval counts as an hour: the 10 kW export limit is 10,000 Wh
+NO_TAG = MeterReading(seq=1, import_wh=0, export_wh=0, tag="ab" * 32)
+NODES = ("alice", "bob", "carol")
+
+
+def under_delivered() -> Street:
+    """alice sells 2,000 Wh in K and exports 1,000; everyone settles it (her reputation for
+    CAPPED on: 875 per-mille, her cap 8,750 Wh)."""
+    s = Street(*NODES, energy_interval_ms=HOUR_MS)
+    s.bid("alice", K, "sell", 2_000, 100)
+    s.bid("bob", K, "buy", 1_500, 250)
+    s.bid("carol", K, "buy", 1_000, 200)
+    s.run(TIMING.end_ms(K))
+    outcome = s.outcomes["bob"][K]
+    assert isinstance(outcome, Agreed)
+    bought = {o.node: o.bought_wh - o.sold_wh for o in outcome.result.outcomes}
+    delivered = {**bought, "alice": -1_000}
+    for node, market in s.markets.items():
+        _, actions = market.settle(K, delivered_wh=delivered.get(node, 0), meter_reading=NO_TAG,
+                                   bus_wh=0, now_ms=s.now_ms)
+        s.carry_out(node, actions)
+    s.deliver()
+    assert all(set(m.settlements(K)) == set(NODES) for m in s.markets.values())
+    return s
+
+
+def offer_uncapped(s: Street, energy_wh: int) -> None:
+    """alice's gateway, modified or without its history, signs an offer past her cap."""
+    bid = Bid(community=COMMUNITY, interval=CAPPED, node="alice", seq=0, side="sell",
+              energy_wh=energy_wh, limit_price=100, created_ms=s.now_ms)
+    s.broker.publish(topics.bid(COMMUNITY, CAPPED, "alice"),
+                     sign("bid", bid, s.keys["alice"]).to_bytes(), retain=True)
+    s.deliver()
+
+
+def sold(outcome: object) -> int:
+    assert isinstance(outcome, Agreed), outcome
+    alice = outcome.result.outcomes.of("alice")
+    return 0 if alice is None else alice.sold_wh
+
+
+def restart(s: Street, node: str, *, restore: bool) -> None:
+    """``node``'s gateway restarts: a new market, given back (or not) the settlements its ledger
+    kept, joins the broker again and is sent what it retains."""
+    old = s.markets[node]
+    kept = [envelope for j in range(K, CAPPED) for envelope in old.signed_settlements(j).values()]
+    market = s.market(node, s.keys[node], energy_interval_ms=HOUR_MS)
+    assert market.restore_settlements(kept if restore else [], s.now_ms) == []
+    s.markets[node] = market
+    online, _ = market.presence(2)
+    s.broker.publish(topics.presence(COMMUNITY, node), online, retain=True)
+    s.carry_out(node, market.start(s.now_ms))
+    for topic_filter in topics.subscriptions(COMMUNITY):
+        s.broker.unsubscribe(node, topic_filter)
+        s.broker.subscribe(node, topic_filter)
+    s.deliver()
+
+
+def test_every_peer_clips_an_offer_above_the_members_reputation_cap() -> None:
+    s = under_delivered()
+    for market in s.markets.values():
+        assert market.offer_cap_wh("alice", CAPPED, s.now_ms) == 8_750
+        assert market.offer_cap_wh("alice", CAPPED - 1, s.now_ms) == 10_000
+    s.run(TIMING.gate_close_ms(CAPPED) - 200)
+    offer_uncapped(s, 10_000)
+    s.bid("bob", CAPPED, "buy", 10_000, 250)
+    s.run(TIMING.start_ms(CAPPED))
+    assert [sold(s.outcomes[n][CAPPED]) for n in NODES] == [8_750] * 3
+
+
+def test_a_peer_that_restarts_caps_alike_from_the_settlements_its_ledger_kept() -> None:
+    s = under_delivered()
+    s.run(TIMING.start_ms(K + 2))
+    restart(s, "bob", restore=True)
+    restart(s, "carol", restore=True)
+    assert [s.markets[n].reputation("alice", CAPPED) for n in NODES] == [875] * 3
+    s.run(TIMING.gate_close_ms(CAPPED) - 200)
+    offer_uncapped(s, 10_000)
+    s.bid("bob", CAPPED, "buy", 10_000, 250)
+    s.run(TIMING.start_ms(CAPPED))
+    assert [sold(s.outcomes[n][CAPPED]) for n in NODES] == [8_750] * 3
+
+
+def test_a_peer_restarted_without_its_settlements_is_alone_and_does_not_decide() -> None:
+    """Why the ledger matters: a gateway that forgot the settlements clears alice's whole offer,
+    a result no quorum shares; the two that remember agree on the capped one."""
+    s = under_delivered()
+    s.run(TIMING.start_ms(K + 2))
+    restart(s, "carol", restore=False)
+    assert s.markets["carol"].reputation("alice", CAPPED) == 1_000
+    s.run(TIMING.gate_close_ms(CAPPED) - 200)
+    offer_uncapped(s, 10_000)
+    s.bid("bob", CAPPED, "buy", 10_000, 250)
+    s.run(TIMING.start_ms(CAPPED))
+    assert [sold(s.outcomes[n][CAPPED]) for n in ("alice", "bob")] == [8_750] * 2
+    assert s.outcomes["carol"][CAPPED] == Abstained(CAPPED, "minority")
+    assert s.rejections["alice"]["wrong-commitment"] == 1  # carol's, counted by her peers
