@@ -9,6 +9,9 @@ HiGHS compares ``time_limit`` with its instance's *cumulative* run clock, not th
 (ERGO-Code/HiGHS#1477), so a long-lived instance would soon stop every solve at once: each run's
 limit is set to the clock's reading plus the budget.
 
+HiGHS is imported when the first ``Solver`` is made (about 6 MB resident), so what only reads
+the config or drives the devices does not carry it.
+
 Anything short of an optimal solution raises ``SolveFailed`` with a short reason the planner
 counts and logs (``gateway/plan/planner.py``); the solver's own exceptions are caught here so
 none reaches the gateway.
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 import math
 
-import highspy
 import numpy as np
 
 from gateway.plan.model import FloatArray, Model
@@ -37,6 +39,8 @@ class Solver:
     """One HiGHS instance: ``load`` a model, ``run`` it, read values, change a bound, run again."""
 
     def __init__(self) -> None:
+        import highspy
+
         self._highs = highspy.Highs()  # type: ignore[no-untyped-call]
         # Presolve costs more than it saves on the day's LP (``bench/bench_ems.py``).
         for option, value in (("output_flag", False), ("threads", 1), ("presolve", "off")):
@@ -45,6 +49,8 @@ class Solver:
 
     def load(self, model: Model) -> None:
         """Replace the programme."""
+        import highspy
+
         lp = highspy.HighsLp()
         lp.num_col_ = model.num_col
         lp.num_row_ = model.num_row
@@ -67,6 +73,8 @@ class Solver:
 
     def run(self, *, time_limit_s: float) -> None:
         """Solve to optimality within ``time_limit_s`` of this run, or raise ``SolveFailed``."""
+        import highspy
+
         if self._model is None:
             raise RuntimeError("no model loaded")
         if not time_limit_s > 0 or not math.isfinite(time_limit_s):
