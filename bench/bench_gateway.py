@@ -3,7 +3,8 @@
 The simulated devices run in a subprocess (``python -m gateway sim run sunny-street``: every
 device of the scenario served over Modbus TCP on 127.0.0.1 by firmware's server core), so this
 process holds only the gateway side: one ``ModbusTcpBus`` per device, SunSpec discovery, the
-production drivers (``Meter``, ``Battery``, ``PvInverter``) under the gateway's ``DevicePoller``s.
+production drivers (``Meter``, ``Battery``, ``PvInverter``) in the home's ``Device`` records, under
+their ``DevicePoller``s.
 One *poll cycle* is what the gateway does every poll period: ``poll_once()`` on the meter, the
 battery and the PV inverter of one home, concurrently (each has its own connection and task).
 
@@ -32,8 +33,10 @@ import psutil  # type: ignore[import-untyped]
 from pymodbus.client import AsyncModbusTcpClient
 
 from bench._report import line, machine
-from gateway.devices import Battery, Meter, ModbusTcpBus, PvInverter, discover
+from gateway.config import DeviceConfig
+from gateway.devices import ModbusTcpBus
 from gateway.devices.poller import DevicePoller
+from gateway.home.devices import Device
 
 SCENARIO = "sunny-street"
 CYCLES = 1_000  # per round; a cycle is ~1-3 ms of CPU
@@ -111,16 +114,16 @@ async def measure(addresses: dict[str, tuple[str, int]]) -> None:
     for bus in buses.values():
         await bus.__aenter__()
     try:
-        found = {role: await discover(bus, unit=UNIT) for role, bus in buses.items()}
-        pollers: list[DevicePoller[Any]] = [
-            DevicePoller(name="meter", driver=Meter(bus=buses["meter"], device=found["meter"]),
-                         period_s=1.0),
-            DevicePoller(name="battery",
-                         driver=Battery(bus=buses["battery"], device=found["battery"]),
-                         period_s=1.0),
-            DevicePoller(name="pv", driver=PvInverter(bus=buses["pv"], device=found["pv"]),
-                         period_s=1.0),
-        ]
+        # As the gateway runs them: each device a home ``Device`` (discovered, its driver
+        # built, adopted), polled by its own poller through it.
+        devices: list[Device[Any, Any]] = [
+            Device(config=DeviceConfig.model_validate(
+                {"name": role, "kind": role, "url": f"tcp://{host}:{port}", "unit": UNIT}),
+                bus=buses[role], now_s=time.monotonic, period_s=1.0)
+            for role, (host, port) in addresses.items() if role in ROLES]
+        for device in devices:
+            assert await device.attempt(interval=0, trading=False), device.adoption.reason
+        pollers: list[DevicePoller[Any]] = [device.poller for device in devices]
 
         async def ours() -> None:
             readings = await asyncio.gather(*(p.poll_once() for p in pollers))

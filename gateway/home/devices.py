@@ -38,6 +38,7 @@ from gateway.devices import (
 )
 from gateway.devices.registry import DRIVERS, open_bus
 from gateway.home.adoption import Adoption, Phase
+from gateway.home.status import DeviceHealth
 from protocols.market import Timing
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,11 @@ class Device(Generic[D, R]):
         if self._driver is None or not self.adopted:
             raise NotAdopted(f"{self.name}: {self.adoption.reason or 'not adopted yet'}")
         return self._driver
+
+    def health(self) -> DeviceHealth:
+        """How the device is doing, for the owner's status: its polls, or why it is not in
+        the home and when it is tried again."""
+        return DeviceHealth.of(self.poller, self.adoption, self._monotonic())
 
     async def read(self) -> R:
         """One reading through the driver (what the poller calls)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -42,7 +43,6 @@ from gateway.home.records import NodeState
 from gateway.home.status import (
     BatteryStatus,
     BidStatus,
-    DeviceHealth,
     MeterStatus,
     MoneyToday,
     PvStatus,
@@ -141,7 +141,10 @@ class GatewayNode:
         self.devices = await open_devices(config.devices, clock=self.clock, stack=self._stack)
         meter = self.devices.meter
         meter_key = None
-        if config.meter_key_file is not None and meter is not None:
+        if config.meter_key_file is not None and meter is not None and not meter.adopted:
+            log.warning("%s: meter not in the home at start: its readings settle untagged "
+                        "(local only) until the gateway restarts with it", self.name)
+        elif config.meter_key_file is not None and meter is not None:
             meter_key = MeterKey(device_id=meter.found.common.serial,
                                  key=load_meter_key(config.meter_key_file))
         market = config.market
@@ -208,9 +211,10 @@ class GatewayNode:
         concerns = self._concerns
         assert concerns is not None, "use `async with GatewayNode(...)` first"
         async with asyncio.TaskGroup() as tg:
-            for device in self.devices:
-                if device is not self.devices.converter:  # the DC link polls it when it commands
-                    tg.create_task(device.poller.run(), name=f"{self.name}-poll-{device.name}")
+            for device in self.devices:  # tried until adopted, then polled
+                poll = device is not self.devices.converter  # the DC link polls it itself
+                tg.create_task(device.run(clock=self.clock, timing=self.timing, poll=poll),
+                               name=f"{self.name}-device-{device.name}")
             if self._trade_enabled:
                 tg.create_task(concerns.trader.run(), name=f"{self.name}-trader")
             else:  # self-consumption only, still settled and recorded (the no-market baseline)
@@ -293,9 +297,10 @@ class GatewayNode:
         return Status(
             node=self.name, now_ms=now, interval=k,
             mode="safe" if state.safe_reason else "market", safe_reason=state.safe_reason,
-            devices={d.name: DeviceHealth.of(d.poller) for d in self.devices},
+            devices={d.name: d.health() for d in self.devices},
             battery=None if battery is None else BatteryStatus(
-                soc_pct=battery.soc_pct, power_w=battery.power_w, setpoint_w=state.setpoint_w),
+                soc_pct=None if math.isnan(battery.soc_pct) else battery.soc_pct,
+                power_w=battery.power_w, setpoint_w=state.setpoint_w),
             meter=None if meter is None else MeterStatus(
                 power_w=meter.power_w, import_wh=meter.import_wh, export_wh=meter.export_wh),
             pv=None if pv is None else PvStatus(power_w=pv.power_w),
