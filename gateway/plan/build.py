@@ -22,12 +22,13 @@ or above zero and a wear price on discharge, wasting is never cheaper than curta
 programme is linear: a per-step row ``charge/max_charge + discharge/max_discharge <= 1`` keeps
 even a mixed step within what the converter can do by alternating. A step that pays the home to
 take energy (a negative import or market price) makes wasting pay: with full cells the
-programme would charge and discharge at once to be paid for the losses. The textbook answer is a
-binary per battery and step (charge or discharge), a MILP, which HiGHS's branch and cut solves
-many times slower than the LP (``python -m bench.bench_ems`` measures both). The planner
-branches itself instead (``gateway/plan/planner.py``):
-only on the steps where the solution wastes, each branch a warm re-solve of the LP with the
-charge or the discharge held at zero, pruned by the LP's bound. It is the same exact search
+programme would charge and discharge at once to be paid for the losses (and so it would to
+dump energy in them when the cells start above the owner's top with nowhere for it to go). The
+textbook answer is a binary per battery and step (charge or discharge), a MILP, which HiGHS's
+branch and cut solves many times slower than the LP (``python -m bench.bench_ems`` measures
+both). The planner branches itself instead (``gateway/plan/planner.py``): only on the steps
+where the solution wastes, each branch a warm re-solve of the LP with the charge or the
+discharge held at zero, pruned by the LP's bound. It is the same exact search
 (``tests/plan/test_plan_solver.py`` checks it against every charge/discharge choice), and the
 first dive, discharge held, is nearly always the optimum: in a step that pays for every Wh
 taken, energy a battery gives replaces energy the home would be paid to take.

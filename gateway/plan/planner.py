@@ -131,24 +131,29 @@ _WASTE_WH = 1e-6
 
 def _hold_wasting(problem: Problem, model: Model, solver: Solver,
                   time_left: Callable[[], float]) -> tuple[int, ...]:
-    """Branch and bound on the steps that pay the home to take energy: where a battery charges
-    and discharges at once, solve once with its discharge held at zero and once with its
-    charge, keep the better, prune any branch whose relaxation is no better than the best plan
-    found (``gateway/plan/build.py`` says why). Leaves ``solver`` holding the best plan;
-    returns the steps where something was held.
+    """Branch and bound where the plan charges and discharges a battery at once (a step that
+    pays the home to take energy, or cells above the owner's top with nowhere for the energy to
+    go: both make wasting it in the round trip pay): solve once with its discharge held at zero
+    and once with its charge, keep the better, prune any branch whose relaxation is no better
+    than the best plan found (``gateway/plan/build.py`` says why). Leaves ``solver`` holding the
+    best plan; returns the steps where something was held (none, and no re-solve, when the
+    plan wastes nothing).
 
     Depth first, discharge held first: in a step that pays for every Wh taken that is nearly
     always the answer, so the first dive finds the optimum and the other branches cost one
     warm re-solve each.
     """
     cols = model.columns
-    pairs = [(int(charge[t]), int(out[t])) for t in problem.paid_to_take()
+    pairs = [(int(charge[t]), int(out[t])) for t in range(problem.steps)
              for charge, out in ((cols.charge, cols.discharge),
                                  (cols.ev_charge, cols.ev_discharge))
              if charge[t] >= 0 and out[t] >= 0]
-    step = {col: t for t in problem.paid_to_take()
+    step = {col: t for t in range(problem.steps)
             for charge, out in ((cols.charge, cols.discharge), (cols.ev_charge, cols.ev_discharge))
             for col in (int(charge[t]), int(out[t])) if col >= 0}
+    x = solver.values()
+    if not any(min(x[c], x[o]) > _WASTE_WH for c, o in pairs):
+        return ()
     best: list[tuple[float, frozenset[int]]] = []
 
     def hold(held: frozenset[int]) -> None:
@@ -172,8 +177,6 @@ def _hold_wasting(problem: Problem, model: Model, solver: Solver,
         branch(held | {out})
         branch(held | {charge})
 
-    if not pairs:
-        return ()
     branch(frozenset())
     held = best[0][1]
     hold(held)

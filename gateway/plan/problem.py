@@ -178,13 +178,6 @@ class Problem:
     def horizon_s(self) -> float:
         return self.steps * self.step_s
 
-    def paid_to_take(self) -> tuple[int, ...]:
-        """Steps where taking more energy earns money: a battery's losses could be sold."""
-        market = self.market
-        return tuple(t for t in range(self.steps)
-                     if self.import_price[t] < 0
-                     or (market is not None and market.price[t] < 0 and market.buy_wh[t] > 0))
-
 
 def _check_battery(name: str, battery: BatteryState) -> None:
     if battery.capacity_wh < 0 or battery.max_charge_w < 0 or battery.max_discharge_w < 0:
