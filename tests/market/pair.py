@@ -1,10 +1,11 @@
 """Markets joined by an in-memory broker, as h11's tests join a client and a server by a fake
 link: the protocol on its own, every step in the test's hands, no asyncio and no real clock.
 
-:class:`Broker` keeps the rules of MQTT that the market relies on: one retained message per topic
-(an empty payload clears it), subscriptions by filter (``+``, ``#``), a client hears what it
-publishes itself, a new subscription is sent the retained messages it matches (flagged
-retained), and everything arrives in the order it was published. :class:`Street` holds one
+:class:`Broker` is the simulator's MQTT broker (:mod:`sim_devices.market_sim.broker`: retained
+messages and their clears, subscriptions by filter, a client hears what it publishes itself,
+retained replays on subscribe) with one in-order queue: no faults here, every step in the test's
+hands (for whole communities under faults and adversaries, seed by seed, see
+:mod:`sim_devices.market_sim`). :class:`Street` holds one
 :class:`~protocols.market.Market` per node on one clock and carries their actions out the way
 ``gateway.market.agent.MarketAgent`` does, with the broker in memory.
 """
@@ -32,50 +33,41 @@ from protocols.market import (
 )
 from protocols.messages import Bid, MembershipCertificate
 from protocols.signing import Rejected, generate_key, public_key_hex, sign
+from sim_devices.market_sim.broker import Broker as MqttBroker
+from sim_devices.market_sim.broker import Out
 from tests.market.community import COMMUNITY, PARAMS
 
 TIMING = Timing(epoch_ms=0, length_ms=1000, gate_ms=600, grace_ms=100)
 DAY_MS = 86_400_000
 
 
-def matches(topic_filter: str, topic: str) -> bool:
-    """Whether the MQTT ``topic_filter`` matches ``topic``."""
-    want, have = topic_filter.split("/"), topic.split("/")
-    for i, level in enumerate(want):
-        if level == "#":
-            return True
-        if i >= len(have) or level not in ("+", have[i]):
-            return False
-    return len(want) == len(have)
-
-
 class Broker:
-    """Retained messages, subscriptions and a queue of deliveries, in memory."""
+    """The simulator's broker (its MQTT rules, one implementation) with one queue of
+    deliveries, in publish order: every node connected, none ever lost by the wire."""
 
     def __init__(self) -> None:
-        self.retained: dict[str, bytes] = {}
-        self.filters: dict[str, set[str]] = {}  # by client
+        self.mqtt = MqttBroker(acl=False, persistence=False, max_queued=0)
         # What is on its way: (client, topic, payload, retained), in order.
-        self.queue: deque[tuple[str, str, bytes, bool]] = deque()
+        self.queue: deque[Out] = deque()
+
+    @property
+    def retained(self) -> dict[str, bytes]:
+        return self.mqtt.retained
+
+    @property
+    def filters(self) -> dict[str, set[str]]:
+        return {client: set(held.filters) for client, held in self.mqtt.sessions.items()}
 
     def subscribe(self, client: str, topic_filter: str) -> None:
-        self.filters.setdefault(client, set()).add(topic_filter)
-        for topic, payload in self.retained.items():
-            if matches(topic_filter, topic):
-                self.queue.append((client, topic, payload, True))
+        if client not in self.mqtt.sessions:
+            self.mqtt.connect(client, clean=True, will=None)
+        self.queue += self.mqtt.subscribe(client, topic_filter)
 
     def unsubscribe(self, client: str, topic_filter: str) -> None:
-        self.filters.get(client, set()).discard(topic_filter)
+        self.mqtt.unsubscribe(client, topic_filter)
 
     def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
-        if retain:
-            if payload:
-                self.retained[topic] = payload
-            else:
-                self.retained.pop(topic, None)
-        for client, filters in self.filters.items():
-            if any(matches(f, topic) for f in filters):
-                self.queue.append((client, topic, payload, False))
+        self.queue += self.mqtt.publish("", topic, payload, retain=retain)
 
 
 class Street:

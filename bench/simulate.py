@@ -1,0 +1,113 @@
+"""Whole communities in deterministic simulation (``sim_devices.market_sim``): many seeds, one
+seed replayed, or the scale table.
+
+    python -m bench.simulate --seeds 1000 --members 5          # a search: any failure's seed
+    python -m bench.simulate --seed 26 --members 5             # replay it, with its trace
+    python -m bench.simulate --scale 10,100,1000 --intervals 2 # messages and agreement time
+
+A search prints every failing seed with the rule it broke, then seeds per second and
+community-intervals per second (intervals the homes traded in, summed over seeds); a replay
+prints the run's fingerprint (the same on every machine) and, when it failed, the message trace
+that led there. The scale table runs without adversaries or faults: messages delivered per
+interval (every delivery to every member, retained replays and duplicates included) and the
+time from gate closure to the last member's agreement, in simulated time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+from bench._report import machine
+from sim_devices.market_sim import Config, Report, run
+
+
+def search(first: int, seeds: int, config: Config, *, stop: bool) -> int:
+    """Run ``seeds`` seeds from ``first``; returns how many failed."""
+    failed = intervals = steps = calm = 0
+    began = time.perf_counter()
+    for seed in range(first, first + seeds):
+        report = run(seed, config)
+        intervals += config.intervals
+        steps += report.steps
+        calm += report.calm
+        if not report.ok:
+            failed += 1
+            print(f"seed {seed}: {report.violation.rule if report.violation else ''} after "
+                  f"{report.steps} steps: {str(report.violation).splitlines()[0]}  "
+                  f"(replay: python -m bench.simulate --seed {seed} --members {config.members}"
+                  f" --intervals {config.intervals})", flush=True)
+            if stop:
+                break
+        done = seed - first + 1
+        if done % 1000 == 0:
+            elapsed = time.perf_counter() - began
+            print(f"... {done} seeds, {failed} failed, {done / elapsed:.2f} seeds/s",
+                  flush=True)
+    elapsed = time.perf_counter() - began
+    done = seed - first + 1
+    print(f"{done} seeds x {config.members} members x {config.intervals} intervals: "
+          f"{failed} failed; {done / elapsed:.2f} seeds/s, {intervals / elapsed:.1f} "
+          f"community-intervals/s, {steps / elapsed:,.0f} steps/s ({intervals:,} "
+          f"community-intervals, {calm:,} calm ones checked for liveness, {steps:,} steps, "
+          f"{elapsed:.0f} s); {machine()}")
+    return failed
+
+
+def replay(seed: int, config: Config) -> bool:
+    report = run(seed, config)
+    _describe(report)
+    if not report.ok:
+        print(f"\nthe last {report.trace.count(chr(10)) + 1} events before it:\n{report.trace}")
+        print(f"\n{report.violation}")
+    return report.ok
+
+
+def _describe(report: Report) -> None:
+    print(f"seed {report.seed}: {'ok' if report.ok else 'FAILED'}, {report.steps} steps, "
+          f"{report.delivered} delivered, {report.lost} lost, {report.agreed} intervals agreed, "
+          f"{report.calm} calm ones checked; adversaries {report.adversaries or 'none'}; "
+          f"faults {report.faults or 'none'}; fingerprint {report.fingerprint}")
+
+
+def scale(sizes: list[int], intervals: int, seed: int) -> None:
+    print("members | messages delivered per interval | gate -> all agreed (simulated ms, "
+          "median / max) | wall s")
+    for members in sizes:
+        began = time.perf_counter()
+        report = run(seed, Config(members=members, intervals=intervals, adversaries=False,
+                                  faults=False))
+        wall = time.perf_counter() - began
+        per = statistics.mean(report.per_interval) if report.per_interval else 0
+        agree = report.agree_ms[-intervals:] if report.agree_ms else [0]
+        print(f"{members:>7,} | {per:>12,.0f} | {statistics.median(agree):,.0f} / "
+              f"{max(agree):,.0f} | {wall:,.0f}{'' if report.ok else ' FAILED: '}"
+              f"{'' if report.ok else report.violation}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.simulate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=100, help="how many seeds to search")
+    parser.add_argument("--first", type=int, default=0, help="the first seed of the search")
+    parser.add_argument("--seed", type=int, help="replay this one seed, with its trace")
+    parser.add_argument("--members", type=int, default=5)
+    parser.add_argument("--intervals", type=int, default=Config().intervals)
+    parser.add_argument("--calm", action="store_true", help="no adversaries, no faults")
+    parser.add_argument("--stop", action="store_true", help="stop at the first failure")
+    parser.add_argument("--scale", help="comma-separated member counts: the scale table")
+    args = parser.parse_args(argv)
+    if args.scale:
+        scale([int(n) for n in args.scale.split(",")], args.intervals, args.first)
+        return 0
+    config = Config(members=args.members, intervals=args.intervals,
+                    adversaries=not args.calm, faults=not args.calm)
+    if args.seed is not None:
+        return 0 if replay(args.seed, config) else 1
+    return 1 if search(args.first, args.seeds, config, stop=args.stop) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

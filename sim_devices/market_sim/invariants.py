@@ -1,0 +1,192 @@
+"""The rules every run must keep, checked as each thing happens; the first broken one stops it.
+
+Safety: no two honest members agree on (dispatch, or adopt and settle) different results for an
+interval. Balance: in every agreed result energy and money balance exactly, in Wh and µ (bought
+= sold = traded energy, paid = received = traded money, each trade's money its energy times its
+price, the grid's share priced at the tariffs). Settlement: a member settles an interval once;
+an honest member accepts no settlement that does not follow from the agreed result, and never
+swaps one it accepted for another. Closure: no honest member publishes a commitment for an
+interval it has retired (the retired-interval storm). Boundedness: per member and interval at
+most :data:`COMMITS` commitments and :data:`PUBLISHES` publishes, and at most ``horizon`` +
+:data:`SESSIONS_OVER` intervals held open. Liveness (:meth:`Invariants.finish`), for an
+interval calm for everyone (:meth:`~sim_devices.market_sim.faults.FaultPlan.calm`), the honest
+members a quorum: without
+adversaries every honest member agrees it in time; with them, at least one does. The weaker
+form is what the protocol promises against a hostile member: one that makes its bids reach
+some members and not others before the gate, then hides its commitment from them, can leave a
+single honest member out of a quorum it completes for the rest.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from protocols.clearing import Result, Tariffs
+from protocols.market import Agreed, MeterReading, Outcome, Timing, topics
+from protocols.market.settlement import expected_settlement
+from protocols.messages import MessageError, Settlement, SignedEnvelope
+from sim_devices.market_sim.members import Member
+
+COMMITS = 3
+"""Commitments one member may publish for one interval: its first, the union round's, a join."""
+
+PUBLISHES = 40
+"""Publishes one member's market may make within one interval's length: a few bids, three
+commitments with their bid sets, a settlement and the clears of a retired interval, with room."""
+
+SESSIONS_OVER = 4
+"""Intervals a market may hold beyond its horizon: the running one, two waiting to retire, one
+whose gate is closing."""
+
+
+class Violation(Exception):
+    """An invariant broke: ``rule`` names it, the message says where."""
+
+    def __init__(self, rule: str, detail: str) -> None:
+        super().__init__(f"{rule}: {detail}")
+        self.rule = rule
+
+
+class Invariants:
+    def __init__(self, *, timing: Timing, tariffs: Tariffs, community: str,
+                 horizon: int) -> None:
+        self.timing = timing
+        self.tariffs = tariffs
+        self.community = community
+        self.horizon = horizon
+        self.agreed: dict[int, Agreed] = {}  # the first honest agreement of each interval
+        self._balanced: set[str] = set()  # result hashes checked
+        self._commits: Counter[tuple[str, int]] = Counter()
+        self._publishes: Counter[tuple[str, int]] = Counter()
+        self._settled: set[tuple[str, int]] = set()
+        self._accepted: dict[tuple[str, int, str], Settlement] = {}
+        self.agreed_at: dict[int, int] = {}  # when the last honest member agreed in time
+
+    # --- as it happens ---------------------------------------------------------------------------
+
+    def on_publish(self, member: Member, topic: str, payload: bytes) -> None:
+        if not member.honest:
+            return
+        window = member.world.scheduler.now // self.timing.length_ms
+        self._publishes[member.name, window] += 1
+        if self._publishes[member.name, window] > PUBLISHES:
+            raise Violation("bounded", f"{member.name} published more than {PUBLISHES} "
+                            f"messages in one interval's time (window {window})")
+        if not payload or topics.parse(topic).kind is not topics.Kind.COMMIT:
+            return
+        interval = _interval(payload)
+        if interval <= member.market.retired:
+            raise Violation("closed", f"{member.name} committed to interval {interval} after "
+                            f"retiring it (retired up to {member.market.retired})")
+        self._commits[member.name, interval] += 1
+        if self._commits[member.name, interval] > COMMITS:
+            raise Violation("bounded", f"{member.name} published more than {COMMITS} "
+                            f"commitments for interval {interval}")
+
+    def on_outcome(self, member: Member, outcome: Outcome) -> None:
+        if not member.honest or not isinstance(outcome, Agreed):
+            return
+        k = outcome.interval
+        if not outcome.late:
+            self.agreed_at[k] = member.world.scheduler.now
+        first = self.agreed.setdefault(k, outcome)
+        if (first.result_hash, first.bid_set_digest) != (outcome.result_hash,
+                                                          outcome.bid_set_digest):
+            raise Violation("safety", f"interval {k}: {member.name} agreed {outcome.result_hash}"
+                            f" where another honest member agreed {first.result_hash}")
+        if outcome.result_hash not in self._balanced:
+            self._balanced.add(outcome.result_hash)
+            balance(outcome.result, self.tariffs, where=f"interval {k}")
+
+    def on_settled(self, member: Member, settlement: Settlement) -> None:
+        key = (member.name, settlement.interval)
+        if key in self._settled:
+            raise Violation("settled-twice", f"{member.name} settled {settlement.interval} again")
+        self._settled.add(key)
+        agreed = self.agreed.get(settlement.interval)
+        if member.honest and agreed is None:
+            raise Violation("safety", f"{member.name} settled {settlement.interval}, which no "
+                            "honest member agreed")
+
+    def check_member(self, member: Member) -> None:
+        """The periodic checks of one honest member: what it holds open, what it accepted."""
+        market, now = member.market, member.now
+        k_open = self.timing.open_interval(now)
+        low = max(market.first, market.retired - 2 * self.horizon)
+        held = [k for k in range(low, k_open + self.horizon + 1)
+                if market.session_state(k) is not None]
+        if len(held) > self.horizon + SESSIONS_OVER:
+            raise Violation("bounded", f"{member.name} holds {len(held)} intervals open: {held}")
+        for k in range(max(market.first, market.retired - self.horizon), market.retired + 1):
+            agreed = self.agreed.get(k)
+            for node, s in market.settlements(k).items():
+                key = (member.name, k, node)
+                if self._accepted.setdefault(key, s) != s:
+                    raise Violation("settled-twice", f"{member.name} swapped {node}'s accepted "
+                                    f"settlement of interval {k}")
+                if key[2] != member.name and agreed is not None:
+                    _follows(agreed, s, self.tariffs, self.community, where=member.name)
+
+    # --- at the end ------------------------------------------------------------------------------
+
+    def finish(self, honest: list[Member], trading: Iterable[int],
+               calm: Callable[[int], bool], *, hostile: bool) -> int:
+        """Liveness over the run (``hostile``: adversaries took part); returns how many
+        intervals were calm (checked)."""
+        checked = 0
+        for k in trading:
+            if not calm(k):
+                continue
+            checked += 1
+            came = {m.name: m.outcomes.get(k) for m in honest}
+            in_time = [n for n, o in came.items() if isinstance(o, Agreed) and not o.late]
+            if len(in_time) < (1 if hostile else len(honest)):
+                raise Violation("liveness", f"interval {k} was calm, yet the honest members "
+                                f"came to {came}")
+        return checked
+
+
+def balance(result: Result, tariffs: Tariffs, *, where: str) -> None:
+    """Energy and money of ``result`` balance exactly."""
+    trades, outcomes = list(result.trades), list(result.outcomes)
+    sums = {
+        "bought": sum(o.bought_wh for o in outcomes), "sold": sum(o.sold_wh for o in outcomes),
+        "traded": sum(t.energy_wh for t in trades),
+    }
+    money = {
+        "paid": sum(o.paid_p2p for o in outcomes),
+        "received": sum(o.received_p2p for o in outcomes),
+        "traded": sum(t.money for t in trades),
+    }
+    wrong = [t for t in trades if t.money != t.energy_wh * t.price or t.energy_wh <= 0]
+    grid = [o.node for o in outcomes
+            if o.paid_grid != o.grid_import_wh * tariffs.retail_price
+            or o.received_grid != o.grid_export_wh * tariffs.feed_in_price]
+    totals = (result.grid_import_wh == sum(o.grid_import_wh for o in outcomes)
+              and result.grid_export_wh == sum(o.grid_export_wh for o in outcomes))
+    if len(set(sums.values())) != 1 or len(set(money.values())) != 1 or wrong or grid \
+            or not totals:
+        raise Violation("balance", f"{where}: energy {sums}, money {money}, trades off "
+                        f"{wrong[:3]}, grid off {grid[:3]}, grid totals ok: {totals}")
+
+
+def _follows(agreed: Agreed, s: Settlement, tariffs: Tariffs, community: str,
+             *, where: str) -> None:
+    reading = MeterReading(seq=s.meter_seq, import_wh=s.meter_import_wh,
+                           export_wh=s.meter_export_wh, tag=s.meter_tag)
+    expected = expected_settlement(agreed, community=community, node=s.node,
+                                   delivered_wh=s.delivered_wh, reading=reading,
+                                   tariffs=tariffs, bus_wh=s.bus_wh)
+    if expected != s:
+        raise Violation("settlement", f"{where} accepted {s.node}'s settlement of "
+                        f"{s.interval}, which the agreed result does not give: {s} != {expected}")
+
+
+def _interval(payload: bytes) -> int:
+    try:
+        interval = SignedEnvelope.from_bytes(payload).body.get("interval")
+    except MessageError as exc:
+        raise Violation("malformed", f"a member published a malformed commitment: {exc}") from None
+    assert isinstance(interval, int)
+    return interval

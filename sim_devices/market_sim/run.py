@@ -1,0 +1,163 @@
+"""One seed, one community, start to finish: build it from the seed, run it, check it.
+
+Everything comes from one ``random.Random(seed)`` in a fixed order (keys, certificates, homes,
+clocks, links, broker options, adversaries, fault windows, then every draw while running), and
+time is the :class:`~sim_devices.market_sim.scheduler.Scheduler`'s, so ``run(seed, config)``
+is the same run each time, on any machine; its :attr:`Report.fingerprint` proves it.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protocols.clearing import ClearingParams, Tariffs
+from protocols.market import Market, MeterKey, Timing
+from protocols.messages import MembershipCertificate
+from protocols.signing import public_key_hex, sign
+from sim_devices.market_sim.adversaries import BY_KIND, KINDS
+from sim_devices.market_sim.broker import Broker
+from sim_devices.market_sim.faults import FaultPlan
+from sim_devices.market_sim.invariants import Invariants, Violation
+from sim_devices.market_sim.members import Clock, Home, Member, Meter, World
+from sim_devices.market_sim.network import Link, Network
+from sim_devices.market_sim.scheduler import Scheduler
+from sim_devices.market_sim.trace import Trace
+
+COMMUNITY = "sim-street"
+PARAMS = ClearingParams(tariffs=Tariffs(retail_price=300, feed_in_price=80))
+TIMING = Timing(epoch_ms=0, length_ms=1_000, gate_ms=600, grace_ms=150)
+"""Intervals of one simulated second, as the real-broker tests run them."""
+DAY_MS = 86_400_000
+JOIN_MS = 1_000  # members join over the next half interval
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    members: int = 5
+    intervals: int = 12
+    adversaries: bool = True
+    faults: bool = True
+    horizon: int = 4
+
+
+@dataclass
+class Report:
+    seed: int
+    config: Config
+    steps: int = 0
+    delivered: int = 0
+    lost: int = 0
+    calm: int = 0  # intervals whose liveness was checked
+    agreed: int = 0  # intervals some honest member agreed
+    adversaries: list[str] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)
+    agree_ms: list[int] = field(default_factory=list)  # gate to the last honest agreement
+    per_interval: list[int] = field(default_factory=list)  # deliveries in each traded interval
+    rejections: Counter[str] = field(default_factory=Counter)  # the honest members', summed
+    violation: Violation | None = None
+    trace: str = ""
+    fingerprint: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.violation is None
+
+
+def key_from(rng: random.Random) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(rng.randbytes(32))
+
+
+def run(seed: int, config: Config = Config()) -> Report:
+    rng = random.Random(seed)
+    report = Report(seed=seed, config=config)
+    timing = TIMING
+    scheduler, trace = Scheduler(), Trace()
+    broker = Broker(acl=rng.random() < 0.7, persistence=rng.random() < 0.5,
+                    max_queued=rng.choice((100, 1_000)))
+    network = Network(scheduler, rng, broker, trace, detect_ms=rng.choice((300, 1_500, 7_500)))
+    checker = Invariants(timing=timing, tariffs=PARAMS.tariffs, community=COMMUNITY,
+                         horizon=config.horizon)
+    first = timing.open_interval(JOIN_MS * 2) + 1
+    trading = range(first, first + config.intervals)
+    world = World(scheduler=scheduler, network=network, rng=rng, timing=timing, checker=checker,
+                  trading=trading, community=COMMUNITY)
+    authority = key_from(rng)
+    names = [f"m{i:05d}" for i in range(config.members)]
+    bad = config.members // 3 if config.adversaries else 0
+    hostile = dict(zip(sorted(rng.sample(names, rng.randint(0, bad))),
+                       (rng.choice(KINDS) for _ in range(bad)), strict=False))
+    members: list[Member] = []
+    for name in names:
+        members.append(_member(world, name, authority, rng, config, hostile.get(name)))
+        report.adversaries += [f"{name}:{hostile[name]}"] if name in hostile else []
+    end_ms = timing.end_ms(trading[-1]) + (config.horizon + 3) * timing.length_ms
+    plan = FaultPlan.draw(rng, names, start_ms=JOIN_MS * 2, end_ms=timing.end_ms(trading[-1]),
+                          length_ms=timing.length_ms, persistence=broker.persistence,
+                          count=rng.randint(0, 4) if config.faults else 0)
+    report.faults = [f"{w.kind}:{w.member}@{w.start_ms}-{w.end_ms}/{w.amount}"
+                     for w in plan.windows]
+    plan.apply(network, until_ms=end_ms)
+    honest = [m for m in members if m.honest]
+    for m in members:
+        scheduler.at(JOIN_MS + rng.randint(0, JOIN_MS // 2), m.start)
+
+    def check_members() -> None:
+        for m in honest:
+            checker.check_member(m)
+    for t in range(timing.start_ms(first), end_ms, timing.length_ms):
+        scheduler.at(t, check_members)
+
+    def calm(k: int) -> bool:
+        start = timing.gate_close_ms(k) - 3 * timing.length_ms
+        return plan.calm(network, [m.name for m in honest], start, timing.start_ms(k) + 50)
+
+    try:
+        scheduler.run_until(end_ms, lambda: None)
+        report.calm = checker.finish(honest, trading, calm, hostile=bool(hostile))
+    except Violation as violation:
+        report.violation = violation
+    except Exception as exc:  # a crash inside a member is a finding too, with its trace
+        report.violation = Violation("crash", "".join(traceback.format_exception(exc)))
+    report.steps, report.delivered, report.lost = scheduler.steps, network.delivered, network.lost
+    report.agreed = len(checker.agreed)
+    report.agree_ms = [checker.agreed_at[k] - timing.gate_close_ms(k)
+                       for k in sorted(checker.agreed_at)]
+    # Each second is one interval (TIMING): one commitment round, one round of bids.
+    report.per_interval = [network.delivered_at[timing.start_ms(k) // 1_000] for k in trading]
+    report.rejections = sum((m.rejections for m in honest), Counter())
+    report.fingerprint = trace.fingerprint
+    if report.violation is not None:
+        report.trace = trace.render()
+    return report
+
+
+def _member(world: World, name: str, authority: Ed25519PrivateKey, rng: random.Random,
+            config: Config, hostile: str | None) -> Member:
+    key = key_from(rng)
+    cert = MembershipCertificate(
+        community=COMMUNITY, node=name, public_key=public_key_hex(key), bus="b1",
+        import_limit_w=10_000, export_limit_w=10_000, valid_from_ms=0, valid_until_ms=DAY_MS)
+    meter = Meter(device_id=f"meter-{name}", key=rng.randbytes(32))
+    market = Market(community=COMMUNITY, node=name, identity=key,
+                    certificate=sign("cert", cert, authority),
+                    authority_key_hex=public_key_hex(authority), timing=TIMING, params=PARAMS,
+                    horizon=config.horizon,
+                    meter_keys={name: MeterKey(device_id=meter.device_id, key=meter.key)})
+    cls = Member if hostile is None else BY_KIND[hostile]
+    member = cls(world, name=name, key=key, market=market,
+                 clock=Clock(skew_ms=rng.randint(-20, 20), drift_ppm=rng.randint(-100, 100)),
+                 tick_ms=rng.randint(15, 50), retry_ms=rng.randint(100, 1_000),
+                 clean=rng.random() < 0.8,
+                 home=Home(seller=rng.random() < 0.4, bid_share=rng.uniform(0.6, 1.0),
+                           short_share=rng.choice((0.0, 0.1, 0.5))),
+                 meter=meter)
+    world.network.attach(name, member, Link(
+        base_ms=rng.randint(1, 15), jitter_ms=rng.randint(0, 25),
+        dup=rng.choice((0.0, 0.01, 0.1)), reorder=rng.random() < 0.3,
+        queue_limit=rng.choice((50, 1_000))))
+    return member
