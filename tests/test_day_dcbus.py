@@ -15,14 +15,14 @@ from collections import defaultdict
 from pathlib import Path
 
 from firmware.roles.dcdc import TRIPPED, WAIT
-from gateway.community import CommunityLog, Timing, dc_bus_master, run_community
 from gateway.config import load_config
 from gateway.devices import DcDcConverter, discover
 from gateway.devices.registry import open_bus
 from gateway.home import Event, IntervalClosed, IntervalEnded, SetpointWritten
-from gateway.summary import unbalanced
 from protocols.clearing import Tariffs
 from protocols.market import Agreed
+from sim_devices.demo.community import CommunityLog, Timing, dc_bus_master, run_community
+from sim_devices.demo.summary import unbalanced
 from sim_devices.physics import MJ_PER_WH
 from sim_devices.scenario import load_scenario
 from sim_devices.world import World

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.community import CommunityLog, run_community
 from gateway.config import EnvelopeConfig
-from gateway.demo import BASELINE_FOLDER, day_intervals, run_baseline, timing
 from gateway.home import Event, IntervalClosed
-from gateway.summary import CommunitySummary, agreed_everywhere, summarise, unbalanced
 from protocols.clearing import Tariffs
 from protocols.market import Agreed
+from sim_devices.demo.community import CommunityLog, run_community
+from sim_devices.demo.run import BASELINE_FOLDER, day_intervals, run_baseline, timing
+from sim_devices.demo.summary import CommunitySummary, agreed_everywhere, summarise, unbalanced
 from sim_devices.scenario import load_scenario
 from sim_devices.world import World
 from tests.brokers import mosquitto_config

@@ -2,10 +2,10 @@
 
 import io
 
-from gateway.demo import DEFAULT_SCENARIO, run_demo
 from gateway.home import BidMade, Event, IntervalClosed
 from gateway.ledger import Ledger
 from protocols.market import Agreed
+from sim_devices.demo.run import DEFAULT_SCENARIO, run_demo
 from sim_devices.scenario import load_scenario
 from sim_devices.world import World
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import sim_devices
 from gateway.config import load_config
-from gateway.demo import DEFAULT_SCENARIO, run_demo
 from gateway.home import Event, IntervalClosed
 from gateway.ledger import Ledger
 from protocols.market import Agreed
 from protocols.network import FeeSchedule, line_flows
+from sim_devices.demo.run import DEFAULT_SCENARIO, run_demo
 from sim_devices.scenario import Scenario, parse_scenario
 from sim_devices.world import World
 

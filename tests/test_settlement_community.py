@@ -19,16 +19,16 @@ from typing import Any
 import pytest
 
 from firmware.metering import TaggedCounter
-from gateway.community import CommunityLog, Timing, run_community
 from gateway.home import Event, IntervalClosed
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
 from gateway.market.peerlink import PeerLink
-from gateway.summary import Balance, balance
 from protocols.market import Agreed, topics
 from protocols.messages import Settlement, SignedEnvelope
 from protocols.metering import Verified, verify_reading
 from protocols.signing import Rejected, sign, verify
+from sim_devices.demo.community import CommunityLog, Timing, run_community
+from sim_devices.demo.summary import Balance, balance
 from sim_devices.scenario import parse_scenario
 from sim_devices.world import World, sim_meter_key
 from tests.faults.street import INTERVAL_MS, NAMES, TIMING, Street, check_ledgers, street

@@ -15,8 +15,8 @@ from gateway.cli.args import UsageError, positive_float, positive_int
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.community import CommunityError
-    from gateway.demo import DEFAULT_SPEED, BaselineError, run_demo
+    from sim_devices.demo.community import CommunityError
+    from sim_devices.demo.run import DEFAULT_SPEED, BaselineError, run_demo
     from sim_devices.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)

@@ -22,13 +22,13 @@ from pathlib import Path
 
 from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
-from gateway.community import Timing, provision
 from gateway.config import load_config
 from gateway.devices import DeviceError
 from gateway.home import BidMade, Event, GatewayNode, IntervalClosed, running
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
 from protocols.market import Abstained, Agreed
+from sim_devices.demo.community import Timing, provision
 from sim_devices.faults import FaultSpec
 from sim_devices.home import HomeSpec
 from sim_devices.world import World

@@ -37,7 +37,6 @@ from typing import Any
 
 import aiomqtt
 
-from gateway.community import Rules, Timing, provision
 from gateway.identity import load_key_file
 from protocols.market import Timing as MarketTiming
 from protocols.market import topics
@@ -50,6 +49,7 @@ from protocols.messages import (
     bid_set_digest,
 )
 from protocols.signing import Rejected, generate_key, public_key_hex, sign, verify
+from sim_devices.demo.community import Rules, Timing, provision
 from sim_devices.home import HomeSpec
 from sim_devices.world import World
 from tests.deploy.mosquitto import Brokers, free_port

@@ -13,10 +13,10 @@ from collections import defaultdict
 from firmware.roles.load import LIMITED
 from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
-from gateway.community import Timing, provision
 from gateway.config import load_config
 from gateway.home import BidMade, Event, GatewayNode, running
 from gateway.identity import load_certificate, load_key_file
+from sim_devices.demo.community import Timing, provision
 from sim_devices.ev import EvSpec
 from sim_devices.home import HomeSpec
 from sim_devices.physics import MJ_PER_WH

@@ -1,7 +1,7 @@
 """The demo's HTML report: one self-contained file, its plots inline SVG drawn here.
 
 No plotting library and nothing fetched from a CDN: the report is opened from a folder on a
-laptop, maybe offline, years later. The figures come from :mod:`gateway.summary`; this module
+laptop, maybe offline, years later. The figures come from :mod:`.summary`; this module
 only draws them.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 
-from gateway.summary import CommunitySummary, Series, headline, summary_rows
+from sim_devices.demo.summary import CommunitySummary, Series, headline, summary_rows
 
 _W, _H = 760, 260
 _LEFT, _RIGHT, _TOP, _BOTTOM = 64, 130, 28, 34

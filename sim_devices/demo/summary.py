@@ -2,7 +2,7 @@
 per-interval series the report plots.
 
 Pure: the closed intervals of every gateway in, figures out. The comparison that matters is a
-**real baseline run** (``trade=False`` in :func:`gateway.community.run_community`): the same homes,
+**real baseline run** (``trade=False`` in :func:`.community.run_community`): the same homes,
 weather and day with every gateway in self-consumption only, settled the same way. Comparing two
 summaries shows what the market did for each home's bill, and also catches a market dispatch that
 is worse than plain self-consumption (pricing the market run's own meter flows at grid tariffs
@@ -19,10 +19,10 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from gateway.community import CommunityLog
 from gateway.home import IntervalClosed
 from protocols.clearing import Result, Tariffs
 from protocols.market import Agreed
+from sim_devices.demo.community import CommunityLog
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """``gridpeer demo``: a simulated day of a scenario's community, through every real part.
 
-:func:`gateway.community.run_community` provisions the homes, serves their devices over Modbus
+:func:`.community.run_community` provisions the homes, serves their devices over Modbus
 TCP, runs the broker and one real gateway per home; this module shows the day as it passes (one
 line per interval, or one updating line on a terminal), runs the no-market baseline of the same
 day, and ends with the summary table and ``OUT/report.html``.
@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from gateway.community import CommunityLog, Timing, run_community
 from gateway.home import Event, IntervalClosed
-from gateway.report import render
-from gateway.summary import (
+from protocols.market import Agreed
+from sim_devices.demo.community import CommunityLog, Timing, run_community
+from sim_devices.demo.report import render
+from sim_devices.demo.summary import (
     CommunitySummary,
     agreed_everywhere,
     agreed_result,
@@ -35,7 +36,6 @@ from gateway.summary import (
     series,
     summarise,
 )
-from protocols.market import Agreed
 from sim_devices.scenario import Scenario
 from sim_devices.world import World
 
