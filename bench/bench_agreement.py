@@ -65,7 +65,6 @@ from typing import Any
 import aiomqtt
 
 from bench._report import line, machine
-from gateway.broker import EmbeddedBroker
 from gateway.market.agent import MarketAgent
 from gateway.market.peerlink import PeerLinkError
 from protocols.clearing import ClearingParams, Tariffs, clear, orders_from_bids
@@ -89,6 +88,7 @@ from protocols.signing import (
     public_key_hex,
     sign,
 )
+from sim_devices.demo.broker import EmbeddedBroker
 
 COMMUNITY = "bench-street"
 PARAMS = ClearingParams(tariffs=Tariffs(retail_price=300, feed_in_price=80))

@@ -83,7 +83,6 @@ from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
 from gateway.devices import Meter, MeterReading, ModbusBus, ModbusTcpBus, discover
 from gateway.home.closing import Closed, IntervalCloser
@@ -94,6 +93,7 @@ from protocols.clearing import ClearingParams, Tariffs
 from protocols.market import Abstained, Agreed, MarketError, MeterKey, Timing
 from protocols.messages import MembershipCertificate, SignedEnvelope
 from protocols.signing import generate_key, public_key_hex, sign
+from sim_devices.demo.broker import EmbeddedBroker
 from sim_devices.scenario import Scenario, load_scenario
 from sim_devices.world import sim_meter_key
 

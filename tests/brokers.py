@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.broker import EmbeddedBroker
 from gateway.brokerconfig import render_limits
+from sim_devices.demo.broker import EmbeddedBroker
 from tests.deploy.mosquitto import Brokers, free_port, mosquitto_binary
 
 BROKERS = ("amqtt", "mosquitto")

@@ -28,7 +28,6 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
 from gateway.config import load_config
 from gateway.flash import save_key
@@ -37,6 +36,7 @@ from gateway.identity import create_key_file, load_certificate, load_key_file, s
 from protocols.messages import MembershipCertificate
 from protocols.signing import public_key_hex, sign
 from sim_devices.dcbus import DcBusSpec
+from sim_devices.demo.broker import EmbeddedBroker
 from sim_devices.home import HomeSpec
 from sim_devices.physics import MJ_PER_WH
 from sim_devices.scenario import FeederModel, Scenario

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
 from gateway.config import load_config
 from gateway.dashboard.pairing import CREDENTIAL_FILE, CredentialFile, OwnerCredential
 from gateway.home import Event, GatewayNode, running
 from gateway.identity import load_certificate, load_key_file
+from sim_devices.demo.broker import EmbeddedBroker
 from sim_devices.demo.community import Timing, provision
 from sim_devices.home import HomeSpec
 from sim_devices.scenario import load_scenario

@@ -7,8 +7,8 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
-from gateway.broker import EmbeddedBroker
 from gateway.dashboard.homeassistant import HomeAssistantBridge
+from sim_devices.demo.broker import EmbeddedBroker
 from tests.dashboard.community import DEMO_HOMES, community
 
 KEYS = {"soc", "pv_power", "home_power", "grid_power", "battery_power", "battery_setpoint",

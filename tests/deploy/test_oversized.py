@@ -26,11 +26,11 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from gateway.broker import EmbeddedBroker
 from gateway.brokerconfig import BrokerFiles
 from gateway.identity import create_key_file, save_envelope
 from gateway.market.agent import MarketAgent
 from protocols.market import Timing, topics
+from sim_devices.demo.broker import EmbeddedBroker
 from tests.deploy.mosquitto import Brokers, free_port
 from tests.deploy.site import retained, tls_agent, write_site
 from tests.market.community import COMMUNITY, Community, now_ms

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
 from gateway.config import load_config
 from gateway.home import BidMade, Event, GatewayNode, IntervalClosed, SetpointWritten, running
 from gateway.identity import load_certificate, load_key_file
 from protocols.market import Agreed
+from sim_devices.demo.broker import EmbeddedBroker
 from sim_devices.demo.community import provision
 from sim_devices.world import World
 from tests.devices.served import INVERTER_129, device_file, framed, serve

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
 from gateway.config import load_config
 from gateway.devices import DeviceError
@@ -28,6 +27,7 @@ from gateway.home import BidMade, Event, GatewayNode, IntervalClosed, running
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
 from protocols.market import Abstained, Agreed
+from sim_devices.demo.broker import EmbeddedBroker
 from sim_devices.demo.community import Timing, provision
 from sim_devices.faults import FaultSpec
 from sim_devices.home import HomeSpec

@@ -27,13 +27,13 @@ from unittest.mock import patch
 
 import pytest
 
-from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
 from gateway.config import load_config
 from gateway.home import Event, GatewayNode, IntervalClosed, SetpointWritten, running
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
 from protocols.market import Agreed
+from sim_devices.demo.broker import EmbeddedBroker
 from sim_devices.demo.community import Timing, provision
 from sim_devices.home import HomeSpec
 from sim_devices.physics import MJ_PER_WH

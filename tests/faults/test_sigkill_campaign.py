@@ -19,12 +19,12 @@ import signal
 import sys
 from pathlib import Path
 
-from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
 from gateway.config import load_config
 from gateway.home import GatewayNode, running
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
+from sim_devices.demo.broker import EmbeddedBroker
 from sim_devices.demo.community import Timing, provision
 from sim_devices.world import World
 from tests.faults.street import HOMES

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.broker import EmbeddedBroker
 from gateway.devices import MeterReading
 from gateway.home.closing import IntervalCloser
 from gateway.ledger import Ledger, LedgerOwner
@@ -26,6 +25,7 @@ from protocols.market import Agreed, MeterKey, Timing
 from protocols.messages import SignedEnvelope
 from protocols.metering import reading_tag
 from protocols.signing import generate_key, public_key_hex
+from sim_devices.demo.broker import EmbeddedBroker
 from tests.market.community import COMMUNITY, PARAMS, Community, now_ms
 
 NODES = ("alice", "bob", "carol")

@@ -11,11 +11,11 @@ import asyncio
 from collections import defaultdict
 
 from firmware.roles.load import LIMITED
-from gateway.broker import EmbeddedBroker
 from gateway.clock import Clock
 from gateway.config import load_config
 from gateway.home import BidMade, Event, GatewayNode, running
 from gateway.identity import load_certificate, load_key_file
+from sim_devices.demo.broker import EmbeddedBroker
 from sim_devices.demo.community import Timing, provision
 from sim_devices.ev import EvSpec
 from sim_devices.home import HomeSpec

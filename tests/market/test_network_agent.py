@@ -13,7 +13,6 @@ from dataclasses import replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.broker import EmbeddedBroker
 from gateway.market.agent import MarketAgent
 from protocols.clearing import Order, clear, result_hash
 from protocols.market import Agreed, Cleared, Timing, agreed_hash
@@ -21,6 +20,7 @@ from protocols.market.session import IntervalSession
 from protocols.messages import Bid, MembershipCertificate, message_digest
 from protocols.network import Feeder, FeederFees, FeeSchedule, Line, line_flows
 from protocols.signing import Rejected, generate_key, public_key_hex, sign
+from sim_devices.demo.broker import EmbeddedBroker
 from tests.market.community import COMMUNITY, HOUR_MS, PARAMS, Community, now_ms
 
 #        sub

@@ -8,10 +8,10 @@ import asyncio
 import aiomqtt
 import pytest
 
-from gateway.broker import EmbeddedBroker
 from gateway.market.packetgate import MAX_PACKET_BYTES
 from gateway.market.peerlink import Incoming, PeerLink, PeerLinkError
 from protocols.market import topics
+from sim_devices.demo.broker import EmbeddedBroker
 
 COMMUNITY = "test"
 

@@ -12,7 +12,6 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from gateway.broker import EmbeddedBroker
 from gateway.market.agent import MarketAgent
 from gateway.market.peerlink import PeerLink
 from protocols.market import Abstained, Agreed, MarketError, MeterKey, MeterReading, State, topics
@@ -20,6 +19,7 @@ from protocols.messages import Settlement, SignedEnvelope
 from protocols.metering import reading_tag
 from protocols.settlement import ReputationRule
 from protocols.signing import Rejected, generate_key, sign, verify
+from sim_devices.demo.broker import EmbeddedBroker
 from tests.market.community import COMMUNITY, PARAMS, Community, faulty, now_ms
 
 NODES = ("alice", "bob", "carol")
