@@ -20,11 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.ems import Preferences
 from gateway.envelope import BatteryEnvelope, ConverterEnvelope
 from gateway.flex_plan import parse_hhmm
-from gateway.pki import TlsFiles
 from gateway.plan.grid_limits import GridConfig
 from gateway.plan.planner import PlanConfig
 from gateway.plan.tariff_file import load_schedule
 from gateway.plan.tariff_schedule import ScheduleError, TariffSchedule
+from gateway.tls import TlsFiles
 from protocols.clearing import Tariffs
 from protocols.keycheck import key_problem
 from protocols.market import Timing

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.brokerconfig import render_limits
+from gateway.installer.brokerconfig import render_limits
 from sim_devices.demo.broker import EmbeddedBroker
 from tests.deploy.mosquitto import Brokers, free_port, mosquitto_binary
 

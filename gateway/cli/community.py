@@ -59,7 +59,7 @@ def _cmd_community_revoke(args: argparse.Namespace) -> int:
               "--broker-dir (the folder `gridpeer community broker-config` wrote)",
               file=sys.stderr)
     else:
-        from gateway.brokerconfig import revoke_at_broker
+        from gateway.installer.brokerconfig import revoke_at_broker
 
         revoke_at_broker(args.broker_dir, community=args.community, node=args.node)
     return 0
@@ -114,7 +114,7 @@ def _port(text: str) -> int:
 
 
 def _cmd_broker_config(args: argparse.Namespace) -> int:
-    from gateway.brokerconfig import write_broker_config
+    from gateway.installer.brokerconfig import write_broker_config
 
     files, written = write_broker_config(
         out=args.out, community=args.community, nodes=args.node, hostnames=args.hostname,
@@ -134,7 +134,7 @@ def _cmd_broker_config(args: argparse.Namespace) -> int:
 def _add_broker_config_parser(
     community_subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
-    from gateway.brokerconfig import DEFAULT_PORT
+    from gateway.installer.brokerconfig import DEFAULT_PORT
 
     parser = community_subparsers.add_parser(
         "broker-config",
@@ -158,8 +158,8 @@ def _add_broker_config_parser(
 
 
 def _cmd_publish_revocation(args: argparse.Namespace) -> int:
-    from gateway.pki import TlsFiles
-    from gateway.revocation import RevocationError, publish_revocation
+    from gateway.installer.revocation import RevocationError, publish_revocation
+    from gateway.tls import TlsFiles
 
     files = (args.tls_ca, args.tls_cert, args.tls_key)
     if None not in files:

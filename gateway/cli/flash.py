@@ -1,5 +1,5 @@
 """``gridpeer flash``: put the firmware on a board, give it an identity and a key, check it
-answers (:mod:`gateway.flash`, imported inside the command)."""
+answers (:mod:`gateway.installer.flash`, imported inside the command)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def _cmd_flash(args: argparse.Namespace) -> int:
-    from gateway.flash import FlashError, flash
+    from gateway.installer.flash import FlashError, flash
 
     def progress(line: str) -> None:
         print(line, flush=True)
@@ -28,7 +28,7 @@ def _cmd_flash(args: argparse.Namespace) -> int:
 
 def add_flash_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``gridpeer flash``."""
-    from gateway.flash import BAUDS, ROLES, VERIFY
+    from gateway.installer.flash import BAUDS, ROLES, VERIFY
 
     p = subparsers.add_parser("flash", help="flash a MicroPython board with gridpeer firmware")
     p.add_argument("--port", required=True, help="the board's serial port (e.g. /dev/ttyUSB0)")

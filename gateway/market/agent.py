@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.logs import worth_logging
 from gateway.market.peerlink import PeerLink, PeerLinkError
-from gateway.pki import TlsFiles
+from gateway.tls import TlsFiles
 from protocols.clearing import ClearingParams
 from protocols.market import (
     Abstained,

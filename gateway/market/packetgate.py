@@ -2,9 +2,10 @@
 
 paho reads a whole packet into memory before anyone sees it, so a peer's 100 MB retained message
 would be buffered (and copied) whole before the envelope's size check, at every reconnect. The
-field broker refuses such packets (``max_packet_size``, :mod:`gateway.brokerconfig`), but the
-embedded broker and a broker configured by hand do not, and the gateway must hold whatever the
-broker does. So the bytes from the broker pass through a :class:`PacketGate` on their way to paho:
+field broker refuses such packets (``max_packet_size``, :mod:`gateway.installer.brokerconfig`),
+but the embedded broker and a broker configured by hand do not, and the gateway must hold
+whatever the broker does. So the bytes from the broker pass through a :class:`PacketGate` on
+their way to paho:
 every packet up to the limit passes unchanged; a PUBLISH over it reaches paho as the same PUBLISH
 (topic, QoS, packet id, retain flag) with the payload :data:`CUT`, while its real payload is
 thrown away as it arrives; so paho still acknowledges it and the broker's flow goes on, and the

@@ -15,7 +15,7 @@ will marks the node offline when the connection dies without a goodbye; a clean 
 the same ``offline`` payload itself.
 
 In the field the URL is ``mqtts://`` and the link presents this node's TLS client certificate
-(:class:`gateway.pki.TlsFiles`): the broker takes its Common Name as the username that its ACL
+(:class:`gateway.tls.TlsFiles`): the broker takes its Common Name as the username that its ACL
 matches, so a node can publish only under its own id. The TLS context is built once, in the
 constructor, so a missing or wrong file is an error at start-up, not an endless reconnect loop.
 """
@@ -44,7 +44,7 @@ from gateway.market.packetgate import (
     publish_size,
 )
 from gateway.market.retained import MAX_TOPICS, OwnRetained
-from gateway.pki import TlsFiles
+from gateway.tls import TlsFiles
 from protocols.market import topics
 
 log = logging.getLogger(__name__)

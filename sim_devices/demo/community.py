@@ -30,9 +30,9 @@ from pathlib import Path
 
 from gateway.clock import Clock
 from gateway.config import load_config
-from gateway.flash import save_key
 from gateway.home import BidMade, Event, GatewayNode, IntervalClosed, IntervalEnded, running
 from gateway.identity import create_key_file, load_certificate, load_key_file, save_envelope
+from gateway.installer.flash import save_key
 from protocols.messages import MembershipCertificate
 from protocols.signing import public_key_hex, sign
 from sim_devices.dcbus import DcBusSpec

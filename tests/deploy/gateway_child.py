@@ -17,7 +17,7 @@ from typing import Any
 
 from gateway.identity import load_certificate, load_key_file
 from gateway.market.agent import MarketAgent
-from gateway.pki import TlsFiles
+from gateway.tls import TlsFiles
 from protocols.market import Agreed, Timing
 from tests.market.community import COMMUNITY, PARAMS, now_ms
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiomqtt
 
-from gateway.brokerconfig import BrokerFiles, write_broker_config
+from gateway.installer.brokerconfig import BrokerFiles, write_broker_config
 from gateway.market.agent import MarketAgent
 from protocols.market import topics
 from protocols.signing import generate_key

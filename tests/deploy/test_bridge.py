@@ -15,7 +15,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from gateway.brokerconfig import Bridge, BrokerFiles, render_config
+from gateway.installer.brokerconfig import Bridge, BrokerFiles, render_config
 from protocols.market import Agreed, topics
 from tests.deploy.mosquitto import Brokers, free_port
 from tests.deploy.site import run_as, tls_agent, write_site

@@ -13,12 +13,13 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from gateway.brokerconfig import BrokerFiles
 from gateway.clock import Clock
 from gateway.config import load_config
 from gateway.home import GatewayNode
 from gateway.identity import create_key_file, load_certificate, save_envelope
-from gateway.pki import CommunityCa, TlsFiles
+from gateway.installer.brokerconfig import BrokerFiles
+from gateway.installer.pki import CommunityCa
+from gateway.tls import TlsFiles
 from protocols.market import Agreed, topics
 from tests.deploy.mosquitto import Brokers, free_port
 from tests.deploy.site import TEST_LIMIT_W, tls_agent, write_site

@@ -26,8 +26,8 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from gateway.brokerconfig import BrokerFiles
 from gateway.identity import create_key_file, save_envelope
+from gateway.installer.brokerconfig import BrokerFiles
 from gateway.market.agent import MarketAgent
 from protocols.market import Timing, topics
 from sim_devices.demo.broker import EmbeddedBroker

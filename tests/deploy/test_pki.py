@@ -10,11 +10,12 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.brokerconfig import revoke_client, write_broker_config
 from gateway.cli import main
+from gateway.installer.brokerconfig import revoke_client, write_broker_config
+from gateway.installer.pki import CLIENT_DAYS, CommunityCa
 from gateway.market.packetgate import MAX_PACKET_BYTES
 from gateway.market.peerlink import PeerLink
-from gateway.pki import CLIENT_DAYS, CommunityCa, PkiError, TlsFiles
+from gateway.tls import PkiError, TlsFiles
 from protocols.market.topics import SLOTS
 
 NOW = dt.datetime(2030, 6, 1, 12, tzinfo=dt.UTC)

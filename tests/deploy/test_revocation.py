@@ -135,7 +135,7 @@ async def test_publishing_a_certificate_or_a_forged_revocation_is_refused(
 
 
 def client(port: int, node: str, identifier: str, site: Path) -> aiomqtt.Client:
-    from gateway.brokerconfig import BrokerFiles
+    from gateway.installer.brokerconfig import BrokerFiles
 
     tls = BrokerFiles(root=site).node(node).client_context()
     return aiomqtt.Client("127.0.0.1", port, identifier=identifier, tls_context=tls, timeout=5)

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from firmware import config
-from gateway import flash as flash_mod
 from gateway.cli import flash as flash_cli
 from gateway.cli.flash import add_flash_parser
-from gateway.flash import FlashError, flash
+from gateway.installer import flash as flash_mod
+from gateway.installer.flash import FlashError, flash
 from tests._require import require
 
 ROOT = Path(__file__).resolve().parents[2]

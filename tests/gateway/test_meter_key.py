@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError, load_config
-from gateway.flash import save_key
 from gateway.identity import IdentityError
+from gateway.installer.flash import save_key
 from gateway.meterkey import load_meter_key
 
 CONFIG = """

@@ -31,15 +31,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.market.packetgate import MAX_PACKET_BYTES
-from gateway.pki import (
+from gateway.installer.pki import (
     CommunityCa,
-    PkiError,
-    TlsFiles,
     certificate_serial,
     revoked_certificates,
     write_crl,
 )
+from gateway.market.packetgate import MAX_PACKET_BYTES
+from gateway.tls import PkiError, TlsFiles
 from protocols.market import topics
 
 DEFAULT_PORT = 8883

@@ -34,7 +34,7 @@ from gateway.devices.discovery import discover
 from protocols.sunspec.models import load_model
 from protocols.sunspec.points import decode
 
-FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
+FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 ROLES = ("meter", "pv", "battery", "dcdc", "load")
 BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 VERIFY = ("tcp", "rtu", "repl")

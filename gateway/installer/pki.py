@@ -4,7 +4,7 @@ This is transport security, separate from the Ed25519 membership certificates of
 broker cannot check our signed envelopes, but it can check a TLS client certificate and, with
 Mosquitto's ``use_identity_as_username``, use its Common Name as the MQTT username that the ACL's
 ``%u`` patterns match. So a node's client certificate carries its node id as CN, and the ACL then
-lets it publish only under its own id (see :mod:`gateway.brokerconfig`).
+lets it publish only under its own id (see :mod:`gateway.installer.brokerconfig`).
 
 Keys are ECDSA P-256, not Ed25519: every TLS stack a community broker may run on (Mosquitto on
 OpenSSL, EMQX and VerneMQ on Erlang's ssl, HiveMQ on Java) supports P-256 certificates, while
@@ -22,7 +22,6 @@ import datetime as dt
 import ipaddress
 import os
 import re
-import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from gateway.tls import PkiError
 
 CA_DAYS = 3650
 SERVER_DAYS = 825
@@ -48,35 +49,6 @@ _SKEW = dt.timedelta(hours=1)
 # "bridge.oak-street" can never be mistaken for a node.
 _COMMON_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,63}")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
-
-
-class PkiError(ValueError):
-    """A certificate or key file that cannot be made or used; the message names the file."""
-
-
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    """The three PEM files one MQTT client needs: the community CA, its certificate, its key."""
-
-    ca: Path
-    cert: Path
-    key: Path
-
-    def client_context(self) -> ssl.SSLContext:
-        """A TLS client context that trusts only the community CA (not the system store, so no
-        public CA can vouch for a fake broker) and presents this client's certificate."""
-        try:
-            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca))
-        except (OSError, ssl.SSLError) as exc:
-            raise PkiError(f"{self.ca}: cannot load the community CA ({exc})") from None
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        try:
-            context.load_cert_chain(certfile=str(self.cert), keyfile=str(self.key))
-        except (OSError, ssl.SSLError) as exc:
-            raise PkiError(
-                f"{self.cert} / {self.key}: cannot load the client certificate and key ({exc})"
-            ) from None
-        return context
 
 
 @dataclass(frozen=True, slots=True)

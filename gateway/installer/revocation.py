@@ -2,8 +2,8 @@
 
 A revocation is only useful once every gateway has it, including one that starts a month later,
 so it is published *retained* on ``revoked/<node>``, where the broker's ACL lets only the
-authority's client certificate write (``gateway.brokerconfig``): the revoked node cannot clear
-it, and its gateway republishing its own certificate on ``roster/<node>`` does not replace it.
+authority's client certificate write (:mod:`.brokerconfig`): the revoked node cannot clear it,
+and its gateway republishing its own certificate on ``roster/<node>`` does not replace it.
 The file is checked before anything is sent, so a wrong file never reaches the broker.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import aiomqtt
 
 from gateway.market.peerlink import broker_tls_context, parse_broker_url
-from gateway.pki import TlsFiles
+from gateway.tls import TlsFiles
 from protocols.market import topics
 from protocols.messages import MessageError, Revocation, SignedEnvelope
 from protocols.signing import Rejected, verify
