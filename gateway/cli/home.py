@@ -190,10 +190,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
           + f", status {age_s:.0f} s old")
     for name, dev in status.devices.items():
         state = "STALE" if dev.stale else "ok"
+        if dev.adoption == "waiting":  # not in the home: absent or unsupported, tried again
+            state = f"{(dev.why or 'absent').upper()}, next try in {dev.retry_in_s or 0:.0f} s"
+        elif dev.adoption == "found":
+            state = "FOUND, in the home from the next interval"
         print(f"  device {name:8} {state:5} polls {dev.polls}, failures {dev.failures}"
+              + (f", missing: {dev.missing}" if dev.missing else "")
               + (f", last error: {dev.last_error}" if dev.last_error else ""))
     if b := status.battery:
-        print(f"  battery SoC {b.soc_pct:.1f} %, power {_signed_w(b.power_w)}, "
+        soc = "unknown" if b.soc_pct is None else f"{b.soc_pct:.1f} %"
+        print(f"  battery SoC {soc}, power {_signed_w(b.power_w)}, "
               f"setpoint {_signed_w(b.setpoint_w)}")
     bid = status.bid
     print("  current bid: " + (f"{bid.side} {bid.energy_wh} Wh at {bid.limit_price} µ/Wh "
