@@ -80,3 +80,22 @@ def test_the_cli_commands_that_need_the_simulator_import_it_only_when_run() -> N
             elif isinstance(node, ast.ImportFrom) and node.module:
                 top.add(node.module.split(".")[0])
         assert not top & FORBIDDEN["gateway"], f"{rel} imports {top & FORBIDDEN['gateway']}"
+
+
+def test_the_gateway_service_imports_nothing_of_the_installer() -> None:
+    """The installer's tools (gateway/installer: flash, PKI, broker config) run on the
+    installer's laptop; the service on the Pi needs only :mod:`gateway.tls` (the CLI may drive
+    them)."""
+    bad = {}
+    for path in sorted((ROOT / "gateway").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith(("gateway/installer/", "gateway/cli/")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module
+                     else [])
+            hit = [n for n in names if n.startswith("gateway.installer")]
+            if hit:
+                bad[rel] = hit
+    assert not bad, f"the gateway service imports the installer: {bad}"
