@@ -89,7 +89,9 @@ class BatteryController:
             self._state.safe_reason = "battery stale: its revert timer returns it to idle"
             return
         envelope = self.ac_envelope(battery)
-        self._note_hold(envelope.held)
+        refused = self.battery.refused  # its map cannot carry the setpoint: not asked again
+        held = envelope.held or ("" if refused is None else f"not commandable ({refused})")
+        self._note_hold(held)
         # A battery that does not measure its power (713 without 802) runs what it holds.
         battery_w = battery.setpoint_w if battery.power_w is None else battery.power_w
         if meter is not None:
@@ -104,8 +106,8 @@ class BatteryController:
         target, reason = record.target(meter, length_s=self._timing.length_ms / 1000)
         if self._dc is not None and dc is not None:
             target, reason = self._dc.meter_target(target, reason, record, dc)
-        if envelope.held:
-            target, reason = None, f"battery held idle: {envelope.held}"
+        if held:
+            target, reason = None, f"battery held idle: {held}"
         elapsed_s = (now_ms - self._timing.start_ms(k)) / 1000
         decision = decide(
             target=target, elapsed_s=elapsed_s,
@@ -116,6 +118,9 @@ class BatteryController:
             previous_w=self._state.setpoint_w, dt_s=period_ms / 1000,
             envelope=envelope, safe_reason=reason, **self._meter_window(),
         )
+        if refused is not None:
+            self._state.safe_reason = f"battery held idle: {held}"
+            return
         try:
             written = await self.battery.driver.set_power(watts=decision.setpoint_w,
                                                           revert_s=self._revert_s)
@@ -175,7 +180,10 @@ class BatteryController:
 
     async def go_safe(self) -> None:
         """Idle with the revert time, now. Best effort: a write that fails is logged, and the
-        revert timer of the last setpoint written still holds."""
+        revert timer of the last setpoint written still holds. A battery whose map cannot carry
+        the setpoint is not asked."""
+        if self.battery.refused is not None:
+            return
         try:
             self._state.setpoint_w = await self.battery.driver.set_power(
                 watts=0, revert_s=self._revert_s)

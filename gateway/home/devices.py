@@ -36,6 +36,7 @@ from gateway.devices import (
     Readable,
     discover,
 )
+from gateway.devices.capability import Described
 from gateway.devices.registry import DRIVERS, open_bus
 from gateway.home.adoption import Adoption, Phase
 from gateway.home.status import DeviceHealth
@@ -99,6 +100,15 @@ class Device(Generic[D, R]):
         """How the device is doing, for the owner's status: its polls, or why it is not in
         the home and when it is tried again."""
         return DeviceHealth.of(self.poller, self.adoption, self._monotonic())
+
+    @property
+    def refused(self) -> str | None:
+        """Why the device cannot take a command its driver has, as of its last reading (the
+        first such command); None when it takes them all, or is not in the home."""
+        if self._driver is None or not self.adopted:
+            return None
+        commands = cast(Described, self._driver).commands
+        return next((f"{c.what}: {c.refused}" for c in commands if c.refused), None)
 
     async def read(self) -> R:
         """One reading through the driver (what the poller calls)."""

@@ -152,9 +152,14 @@ class Trader:
         counted = (self._meter, self._battery, self._pv)
         lost = {d.config.kind for d in counted if d is not None and d.poller.stale}
         battery = None if self._battery is None else self._battery.fresh()
-        if battery is not None and device_envelope(self._envelope, battery).held:
+        if battery is not None and (device_envelope(self._envelope, battery).held
+                                    or self._refused()):
             lost.add("battery")
         return frozenset(lost)
+
+    def _refused(self) -> bool:
+        """Whether the battery's map cannot carry the setpoint: it would not be dispatched."""
+        return self._battery is not None and self._battery.refused is not None
 
     def plan(self, k: int) -> Plan | None:
         """The EMS plan for interval ``k``; None (no bid) when the devices cannot be trusted."""
@@ -162,9 +167,9 @@ class Trader:
         if self._meter is None or self._meter.fresh() is None:
             log.warning("%s: meter stale, not bidding for interval %d", self.node, k)
             return None
-        state = None  # a battery held idle by its own report has nothing to offer
+        state = None  # a battery held idle by its own report, or its map, has nothing to offer
         if (battery is not None and battery.capacity_wh
-                and not device_envelope(self._envelope, battery).held):
+                and not device_envelope(self._envelope, battery).held and not self._refused()):
             state = BatteryState(
                 capacity_wh=int(battery.capacity_wh), soc_pct=battery.soc_pct,
                 max_charge_w=min(int(battery.max_charge_w), self._envelope.max_charge_w),
