@@ -7,8 +7,11 @@ inverter's output is capped (SunSpec ``WMaxLimPct`` with a revert time, so a gat
 leaves the inverter to lift the cap by itself). Each control period the meter the battery's new
 setpoint will give is predicted from the latest readings; the cap comes down by what that export
 passes ``limit − margin`` by, and goes back up by the room below it, lifted once it reaches the
-inverter's rating. The margin keeps a reading one poll old, or a cloud passing, from carrying the
-meter over the limit.
+inverter's rating. A battery does not always follow its setpoint (full cells refuse a charge
+the envelope still allows), so the prediction counts the battery discharging more at once, but
+charging more only once the meter shows it: the cap is never raised on the battery's promise.
+The margin keeps a reading one poll old, or a cloud passing, from carrying the meter over the
+limit.
 
 ``pv_cap_w`` is the rule, pure; ``GridPointGuard`` the thin adapter that reads and writes.
 """
@@ -40,11 +43,12 @@ def pv_cap_w(*, export_limit_w: int, meter_w: int, battery_change_w: int, pv_w: 
     """The PV output cap (W) for the next control period, None when no cap is needed.
 
     ``meter_w`` (+ import) and ``pv_w`` (− producing) are the latest readings;
-    ``battery_change_w`` is how much more the battery will charge than it does now (its new
-    setpoint less its power), which the meter will see too. ``cap_w`` is the cap in force.
+    ``battery_change_w`` is how much more the battery is commanded to charge than it does now
+    (its new setpoint less its power; only a decrease is counted). ``cap_w`` is the cap in
+    force.
     """
     target = -(export_limit_w - margin_w(export_limit_w))  # the meter's floor, W (+ import)
-    predicted = meter_w + battery_change_w
+    predicted = meter_w + min(0, battery_change_w)
     producing = max(0, -pv_w)
     if predicted < target:  # exporting too much: cut by the excess
         return max(0, min(producing, rated_w) - (target - predicted))

@@ -44,12 +44,13 @@ def test_the_cap_keeps_the_meter_inside_the_limit_whenever_pv_can(
         limit: int, meter: int, change: int, producing: int, rated: int, cap: int | None) -> None:
     """With the inverter at the new cap (it produces at most that), the meter exports no more
     than the limit less the margin, unless curtailing all PV could not get it there; a cap is
-    lifted only with room below the limit for the inverter's whole rating."""
+    lifted only with room below the limit for the inverter's whole rating. Only the battery's
+    discharging more is counted on: full cells refuse the charge they are commanded."""
     producing = min(producing, rated)
     new = pv_cap_w(export_limit_w=limit, meter_w=meter, battery_change_w=change,
                    pv_w=-producing, cap_w=cap, rated_w=rated)
     floor = -(limit - margin_w(limit))
-    predicted = meter + change
+    predicted = meter + min(0, change)  # more charging is not counted on
     if new is None:
         assert predicted >= floor
         assert cap is None or predicted - floor + cap >= rated
@@ -66,3 +67,10 @@ def test_a_cap_comes_back_up_by_the_room_below_the_limit_then_is_lifted() -> Non
                     cap_w=2_950, rated_w=8_000) == 3_150
     assert pv_cap_w(export_limit_w=0, meter_w=6_000, battery_change_w=0, pv_w=-2_950,
                     cap_w=2_950, rated_w=8_000) is None
+
+
+def test_a_full_battery_commanded_to_charge_does_not_hold_the_cap_up() -> None:
+    """The meter exports 4.4 kW with the battery commanded to 3 kW but full (charging 0): the
+    cap comes down by the whole excess, not by what the battery was told to take."""
+    assert pv_cap_w(export_limit_w=1_500, meter_w=-4_425, battery_change_w=3_000, pv_w=-4_600,
+                    cap_w=4_600, rated_w=9_000) == 4_600 - 3_000
