@@ -45,6 +45,7 @@ from gateway.home.status import (
     BidStatus,
     MeterStatus,
     MoneyToday,
+    PlanStatus,
     PvStatus,
     Status,
     last_clearing,
@@ -315,11 +316,27 @@ class GatewayNode:
             device_holds={} if concerns is None or concerns.battery is None
             else dict(concerns.battery.holds),
             converter=None if concerns is None or concerns.dc is None else concerns.dc.status(),
+            plan=None if concerns is None else _plan_status(concerns),
         )
 
     def write_status(self) -> None:
         """Atomically replace ``status.json`` so ``gridpeer status`` never reads half a file."""
         self.status().write(self.config.state_dir / "status.json")
+
+
+def _plan_status(concerns: _Concerns) -> PlanStatus | None:
+    """The trader's last plan as the owner sees it (None before the first)."""
+    trader, guard = concerns.trader, concerns.grid_point
+    outcome = trader.last_outcome
+    if outcome is None:
+        return None
+    day = outcome.day
+    return PlanStatus(
+        source=outcome.source, fallback=outcome.reason,
+        violations=() if day is None else tuple(
+            f"{v.device} {v.kind} by {v.wh:.0f} Wh" for v in day.violations),
+        fallbacks={} if trader.planner is None else dict(trader.planner.counters.fallbacks),
+        pv_cap_w=None if guard is None else guard.cap_w)
 
 
 @contextlib.asynccontextmanager

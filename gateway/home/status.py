@@ -113,6 +113,19 @@ class ConverterStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanStatus:
+    """How the last bid was planned: ``source`` the optimiser or the heuristic (``fallback``
+    says why it stood in), what the optimiser could not keep (``violations``, one line each),
+    fallbacks so far by reason, and the PV cap the export limit holds now (W, None: none)."""
+
+    source: Literal["optimiser", "heuristic"]
+    fallback: str | None
+    violations: tuple[str, ...]
+    fallbacks: dict[str, int]
+    pv_cap_w: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     """The home's gateway now. ``money_today`` is µ, + = paid (the ledger's sign)."""
 
@@ -136,6 +149,7 @@ class Status:
     control_faults: dict[str, int]
     device_holds: dict[str, int]
     converter: ConverterStatus | None
+    plan: PlanStatus | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The status as JSON-able data (the status file, ``/api/status``)."""
