@@ -46,12 +46,16 @@ Timeline of interval k (``Timing``)::
                                                                       (or ABSTAINED -> ADOPTED)
 
 Halfway from clearing to the start (``Timing.union_ms``), a member whose commitments have no
-quorum yet clears the union of the bids the eligible commitments list and commits again, so
-members that each missed a different bid still converge. A node that abstained keeps listening
-until its market retires the interval, after the interval's end: once it holds a quorum's
-commitments and their bids, it reproduces that result and adopts it for settlement (``_adopt``).
-Its peers settle their side of its trades whether it hears them in time or not, so the end of the
-interval is no deadline for adopting: a starved host may hear the quorum only after it.
+quorum yet votes again, once it holds the commitment of every member of the roster (but those
+excluded): for the result a majority of the roster committed to if there is one, else for the
+union of the bids the commitments list; so members that each missed a different bid still
+converge. Never sooner: a peer may already have counted its first vote towards a quorum, and a
+second vote for another result would let two results be agreed (``_union_round``). A node
+that abstained keeps listening until its market retires the interval, after the interval's
+end: once it holds a quorum's commitments and their bids, it reproduces that result and adopts
+it for settlement (``_adopt``). Its peers settle their side of its trades whether it hears them
+in time or not, so the end of the interval is no deadline for adopting: a starved host may hear
+the quorum only after it.
 """
 
 from __future__ import annotations
@@ -218,6 +222,7 @@ class IntervalSession:
         self._unclaimed: dict[str, BidSet] = {}
         self._eligible: frozenset[str] = frozenset()
         self._floor = 1  # a majority of the certified roster, fixed with the eligible set
+        self._roster_size = 0  # the certified roster's size then (0: not known)
         self._mine: Commitment | None = None
         self._result: Result | None = None
         self._fees: tuple[TradeFee, ...] = ()
@@ -398,7 +403,8 @@ class IntervalSession:
             self._eligible = frozenset(self._active(now_ms)) | {self.node}
             self._retally()
             if self._certified is not None:
-                self._floor = self._certified(now_ms) // 2 + 1
+                self._roster_size = self._certified(now_ms)
+                self._floor = self._roster_size // 2 + 1
             self._fire(Event.GATE)
         if self._state is State.GATE_CLOSED and now_ms >= timing.clear_ms(k):
             actions += self._clear_and_commit()
@@ -520,19 +526,41 @@ class IntervalSession:
         return actions + self._dissent()
 
     def _union_round(self) -> list[SessionAction]:
-        """No quorum halfway to the start: clear every bid some voter committed to, and commit
-        again.
+        """No quorum halfway to the start: vote again, for the roster's majority result or for
+        the union of every bid committed to.
 
-        Bids reach members unevenly (a starved process, a lost packet); when the first
-        commitments are spread over several bid sets, none has a quorum and the minority rule
-        moves no one. Every bid listed by an eligible commitment was seen by a member before its
-        gate; fetched from the broker's retained copies, their union (a node's highest sequence
-        number where it has several) is the same at every member that holds the same
-        commitments, so they converge on it. One round only: a second could chase a moving set.
+        Bids reach members unevenly (a starved process, a lost packet, a bid changed just before
+        the gate); when the first commitments are spread over several bid sets, none has a
+        quorum and the minority rule moves no one. Every bid listed by a commitment was seen by
+        a member before its gate; fetched from the broker's retained copies, their union (a
+        node's highest sequence number where it has several) is the same at every member that
+        holds the same commitments, so they converge on it. One round only: a second could
+        chase a moving set.
+
+        A vote taken back may already count towards a quorum elsewhere, so this waits until it
+        holds a commitment from every member of the roster but the excluded ones. Then, if one
+        result has a majority of the roster, it is the only one that can ever reach a quorum
+        (every quorum is a majority, and votes only ever move towards it), so it joins that
+        one. Otherwise no first vote can make a quorum anywhere, and the union it computes from
+        everyone's lists is the one every member re-voting computes (each list is a first one
+        or that union), so that is the only result with a quorum to come.
         """
-        voters = self._voters()
-        lists = [self._lists.get(c.bid_set_digest) for node, c in self._commitments.items()
-                 if node in voters]
+        held = {node: c for node, c in self._commitments.items() if node not in self._excluded}
+        members = max(self._roster_size, len(self._voters()))
+        if len(held) + len(self._excluded) < members:
+            return []  # someone's vote is unknown: tried again when a commitment comes in
+        tally = Counter((c.bid_set_digest, c.result_hash) for c in held.values())
+        top, count = max(tally.items(), key=lambda item: (item[1], item[0]))
+        if count > members // 2:
+            mine = self._mine
+            if mine is not None and (mine.bid_set_digest, mine.result_hash) == top:
+                return []  # ours has the majority: the others come to it
+            joined = self._join(top)
+            if joined is None:
+                return self._fetch_once()
+            self._union_done = True
+            return joined + self._try_agree()
+        lists = [self._lists.get(c.bid_set_digest) for c in held.values()]
         listed = sorted({d for found in lists if found is not None for d in found})
         if None in lists or any(d not in self._known for d in listed):
             return self._fetch_once()  # tried again at the next tick, with what it brought
