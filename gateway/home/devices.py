@@ -70,9 +70,9 @@ class Device(Generic[D, R]):
         self._monotonic = monotonic
         self._found: DiscoveredDevice | None = None
         self._driver: D | None = None
-        self.poller: DevicePoller[R] = DevicePoller(
+        self.poller: DevicePoller[R] = DevicePoller(  # failing, polled at most every 30 s
             name=config.name, driver=cast(Readable[R], self), period_s=period_s,
-            stale_after=config.stale_after)
+            stale_after=config.stale_after, backoff_max_s=max(30.0, period_s))
 
     @property
     def name(self) -> str:
