@@ -14,6 +14,7 @@ A ``[[homes]]`` entry with ``count = N`` stands for N alike homes named ``<name>
 
 from __future__ import annotations
 
+import re
 import tomllib
 from datetime import time
 from importlib import resources
@@ -37,6 +38,7 @@ Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
 Role = Literal["meter", "pv", "battery", "dcdc", "ev", "flex"]
 
 _SHIPPED = "scenarios"
+_TARIFF_FILE = r"^([A-Za-z0-9_-]+/)?[A-Za-z0-9_-][A-Za-z0-9_.-]*\.(csv|toml)$"
 
 
 class ScenarioError(ValueError):
@@ -48,10 +50,22 @@ class _Model(BaseModel):
 
 
 class TariffsModel(_Model):
-    """Grid tariffs in µ/Wh (0.30 per kWh = 300)."""
+    """Grid tariffs in µ/Wh (0.30 per kWh = 300). ``schedule`` is a time-of-use or day-ahead
+    tariff file (``.csv``/``.toml``, in the scenario's folder or one below it, as the shipped
+    ``tariffs/``) every home plans with, as its gateway's ``[tariffs] schedule``; the fixed
+    prices fill what it leaves out and settle."""
 
     retail_price: int = Field(default=300, gt=0)
     feed_in_price: int = Field(default=80, ge=0)
+    schedule: str | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, name: str | None) -> str | None:
+        if name is not None and not re.match(_TARIFF_FILE, name):
+            raise ValueError(f"{name!r} must be a .csv or .toml file in the scenario's folder "
+                             "or one folder below it (\"tariffs/prices.toml\")")
+        return name
 
     @model_validator(mode="after")
     def _order(self) -> TariffsModel:
@@ -177,6 +191,9 @@ class HomeModel(_Model):
     flex_w: int | None = Field(default=None, ge=0)
     flex_wh: int | None = Field(default=None, ge=0)
     seed: int | None = None
+    export_limit_w: int | None = Field(default=None, ge=0)
+    """The grid operator's export limit at the home's meter (0: zero export), its gateway's
+    ``[grid] export_limit_w``."""
     ev: EvModel | None = None
     dcdc: DcdcModel | None = None
     faults: dict[Role, FaultsModel] = Field(default_factory=dict)
@@ -309,6 +326,11 @@ class Scenario(_Model):
         return {(name, role): fault.spec() for home in self.homes for name in home.names
                 for role, fault in home.faults.items()}
 
+    def export_limits(self) -> dict[str, int]:
+        """Each home's export limit in W, for the homes that have one."""
+        return {name: home.export_limit_w for home in self.homes
+                if home.export_limit_w is not None for name in home.names}
+
     def bus_of(self) -> dict[str, str]:
         """Which bus of the feeder each home hangs on (empty without a feeder)."""
         return {name: home.bus for home in self.homes if home.bus is not None
@@ -334,10 +356,13 @@ def shipped_scenarios() -> list[str]:
 
 
 def load_scenario(path_or_name: str | Path) -> Scenario:
-    """A scenario from a TOML file, or a shipped one by name (``sunny-street``)."""
+    """A scenario from a TOML file, or a shipped one by name (``sunny-street``); a tariff file it
+    names is taken from the scenario's folder (``tariffs.schedule`` becomes its full path)."""
     text_path = str(path_or_name)
+    folder: Path
     if isinstance(path_or_name, Path) or text_path.endswith(".toml") or "/" in text_path:
         path = Path(path_or_name)
+        folder = path.resolve().parent
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -350,11 +375,21 @@ def load_scenario(path_or_name: str | Path) -> Scenario:
                                 f"{', '.join(shipped_scenarios())} (or give a .toml path)")
         text = shipped.read_text(encoding="utf-8")
         source = text_path
+        folder = Path(str(resources.files("sim_devices") / _SHIPPED))
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{source}: not valid TOML: {exc}") from None
-    return parse_scenario(raw, source=source)
+    scenario = parse_scenario(raw, source=source)
+    schedule = scenario.tariffs.schedule
+    if schedule is None:
+        return scenario
+    tariff_file = folder / schedule
+    if not tariff_file.is_file():
+        raise ScenarioError(f"{source}: tariffs.schedule: no file {schedule!r} in the "
+                            "scenario's folder")
+    tariffs = scenario.tariffs.model_copy(update={"schedule": str(tariff_file)})
+    return scenario.model_copy(update={"tariffs": tariffs})
 
 
 def parse_scenario(raw: dict[str, Any], *, source: str) -> Scenario:

@@ -38,8 +38,9 @@ def _with(**edits):
     return raw
 
 
-def test_three_scenarios_are_shipped_as_package_data():
-    assert shipped_scenarios() == ["dc-bus-cluster", "feeder-100", "sunny-street"]
+def test_four_scenarios_are_shipped_as_package_data():
+    assert shipped_scenarios() == ["dc-bus-cluster", "dynamic-street", "feeder-100",
+                                   "sunny-street"]
 
 
 def test_sunny_street_is_six_homes_on_ac_with_its_feeder_and_faults():
@@ -169,7 +170,8 @@ def test_missing_unknown_and_broken_files(tmp_path):
     with pytest.raises(ScenarioError, match="nowhere.toml: no such file"):
         load_scenario(tmp_path / "nowhere.toml")
     with pytest.raises(ScenarioError, match="no scenario 'rainy-street'; shipped scenarios are "
-                                            "dc-bus-cluster, feeder-100, sunny-street"):
+                                            "dc-bus-cluster, dynamic-street, feeder-100, "
+                                            "sunny-street"):
         load_scenario("rainy-street")
     broken = tmp_path / "broken.toml"
     broken.write_text('name = "x"\n[market\n')

@@ -1,0 +1,1 @@
+"""Tariff files the shipped scenarios name (``[tariffs] schedule``)."""
