@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import shutil
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 from gateway.clock import Clock
 from gateway.config import load_config
@@ -91,6 +93,12 @@ class Rules:
     """The radial feeder the market clears on, with the network fee below; None: one free bus."""
     fee_base: int = 0
     fee_per_km: int = 0
+    schedule: str | None = None
+    """The tariff file every home plans with (``[tariffs] schedule``), None: the fixed ones."""
+    export_limits: tuple[tuple[str, int], ...] = ()
+    """The grid operator's export limit of each home that has one (``[grid]``), W."""
+    planner: Literal["optimiser", "heuristic"] = "optimiser"
+    """How every home plans (``[plan] planner``): a comparison runs the day with each."""
 
     @classmethod
     def of(cls, scenario: Scenario) -> Rules:
@@ -98,7 +106,15 @@ class Rules:
         return cls(community=market.community, mechanism=market.mechanism,
                    retail_price=scenario.tariffs.retail_price,
                    feed_in_price=scenario.tariffs.feed_in_price, feeder=scenario.feeder,
-                   fee_base=market.fee_base, fee_per_km=market.fee_per_km)
+                   fee_base=market.fee_base, fee_per_km=market.fee_per_km,
+                   schedule=scenario.tariffs.schedule,
+                   export_limits=tuple(sorted(scenario.export_limits().items())))
+
+    def home_toml(self, home: str) -> str:
+        """How ``home`` plans and the limits at its meter: ``[plan]``, ``[grid]``."""
+        limits = dict(self.export_limits)
+        grid = "" if home not in limits else f"\n[grid]\nexport_limit_w = {limits[home]}\n"
+        return f'\n[plan]\nplanner = "{self.planner}"\n{grid}'
 
     def network_toml(self) -> str:
         """The ``[market.network]`` table of a gateway config ("" without a feeder)."""
@@ -217,7 +233,9 @@ def provision(
             f"interval_s = {timing.interval_s}\ngate_s = {timing.gate_s}\n"
             f"grace_s = {timing.grace_s}\nepoch_ms = {epoch_ms}\n{rules.network_toml()}\n"
             f"[tariffs]\nretail_price = {rules.retail_price}\n"
-            f"feed_in_price = {rules.feed_in_price}\n\n"
+            f"feed_in_price = {rules.feed_in_price}\n"
+            + ("" if rules.schedule is None else f"schedule = {json.dumps(rules.schedule)}\n")
+            + f"{rules.home_toml(spec.name)}\n"
             f"[envelope]\nrevert_s = {timing.revert_s}\nramp_w_per_s = {timing.ramp_w_per_s}\n"
             f"{_dc_bus_config(spec, homes, dc_bus)}\n"
             f"{devices}"
@@ -321,6 +339,7 @@ async def run_community(
     timing: Timing,
     seed: int | None = None,
     trade: bool = True,
+    planner: Literal["optimiser", "heuristic"] = "optimiser",
     broker_url: str | None = None,
     on_event: Callable[[Event, World, CommunityLog], None] | None = None,
     on_start: Callable[[str, World], None] | None = None,
@@ -329,7 +348,8 @@ async def run_community(
 
     ``timing`` carries the scenario's market timing (:meth:`Timing.of`) and the run's pace;
     ``seed`` replaces the scenario's world seed. ``trade=False`` runs the same homes in
-    self-consumption only (the no-market baseline), still settled into every ledger.
+    self-consumption only (the no-market baseline), still settled into every ledger;
+    ``planner`` is how every home plans its bids.
     ``on_start`` sees the broker's URL and the world once the devices are served; ``on_event``
     sees every gateway event with the world (ground truth) and the log so far.
     """
@@ -362,7 +382,8 @@ async def run_community(
         addresses = {(home.name, role): served.address(home.name, role)
                      for home in world.homes for role in home.devices}
         configs = provision(out, homes, addresses, broker_url=url, timing=timing,
-                            rules=Rules.of(scenario), bus_of=scenario.bus_of(),
+                            rules=replace(Rules.of(scenario), planner=planner),
+                            bus_of=scenario.bus_of(),
                             meter_keys={home.name: home.meter_key for home in world.homes},
                             dc_bus=world.dc_bus_spec)
         if on_start is not None:
