@@ -267,7 +267,8 @@ class PeerLink:
         Publishes that keep failing (``PUBLISH_TRIES`` PUBACKs timed out) leave a connection that
         may still deliver messages but is no longer trusted to send: without ending it, retained
         publishes would only be remembered for a reconnect that never comes, and the node would
-        go on hearing its peers while none of its bids or commitments left (seen in the soak).
+        go on hearing its peers while none of its bids or commitments left (docs/reliability.md,
+        the 24-hour soak).
         """
         if self._client is client:
             self._client = None

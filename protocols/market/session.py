@@ -686,8 +686,8 @@ class IntervalSession:
         it lists and they clear to another result (or they are no set an honest gateway clears).
         Otherwise ``minority-commitment``: an honest gateway that heard other bids commits just
         like that, and first commitments of members that later joined were once counted as
-        wrong (134,333 in one soak), drowning the real liars. One clearing per distinct claim;
-        None while the commitment's bid set has not arrived.
+        wrong, drowning the real liars (docs/reliability.md, the 24-hour soak's run 4). One
+        clearing per distinct claim; None while the commitment's bid set has not arrived.
         """
         claim = (commitment.bid_set_digest, commitment.result_hash)
         verdict = self._verdicts.get(claim)
