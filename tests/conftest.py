@@ -1,5 +1,6 @@
 """Suite-wide fixtures."""
 
+import asyncio
 import fcntl
 import tempfile
 import threading
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pytest_asyncio import is_async_test
 
 from tests.brokers import any_broker, mosquitto  # noqa: F401  (fixtures for every test)
 from tests.hil.options import add_hil_options
@@ -84,8 +86,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def no_leaked_threads():
     """Fail a test that leaves threads running: a leaked poller or client thread hides a bug.
 
-    Same idea as pymodbus's own suite fixture; asyncio tasks are covered by pytest-asyncio closing
-    the loop per test.
+    Same idea as pymodbus's own suite fixture (its ``_check_system_health``); asyncio tasks are
+    :func:`no_leaked_tasks`.
     """
     before = set(threading.enumerate())
     yield
@@ -98,3 +100,36 @@ def no_leaked_threads():
         t.join(timeout=2.0)
     still = [t.name for t in leaked if t.is_alive()]
     assert not still, f"test leaked threads: {still}"
+
+
+_TASK_GRACE_STEPS = 3
+"""Loop iterations a task cancelled in teardown (but not awaited) gets to finish before it counts
+as leaked."""
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_tasks(request: pytest.FixtureRequest, no_leaked_threads: None) -> Iterator[None]:
+    """Fail an async test that leaves asyncio tasks running once it and its fixtures are done.
+
+    pytest-asyncio's runner cancels whatever is left when it closes the test's loop, silently, so
+    a task the code under test forgot (a watcher nobody stops, a reader outliving its link) would
+    never show. This fixture sets up before the test's own fixtures (it is autouse), so its
+    teardown runs after theirs and before the loop closes: what is still pending then leaked.
+    Only tests on their own (function-scoped) loop are checked; a module's shared loop outlives
+    its tests by design. It depends on :func:`no_leaked_threads` so that check runs after the
+    loop is closed (and its default executor's threads are stopped).
+    """
+    marker = request.node.get_closest_marker("asyncio")
+    scope = (marker.kwargs.get("loop_scope") if marker else None) or "function"
+    if not is_async_test(request.node) or scope != "function":
+        yield
+        return
+    loop = request.getfixturevalue("_function_scoped_runner").get_loop()
+    yield
+    for _ in range(_TASK_GRACE_STEPS):
+        if not any(not t.done() for t in asyncio.all_tasks(loop)):
+            break
+        loop.run_until_complete(asyncio.sleep(0))
+    leaked = sorted(t.get_name() + " " + repr(t.get_coro()) for t in asyncio.all_tasks(loop)
+                    if not t.done())
+    assert not leaked, f"test left asyncio tasks running: {leaked}"

@@ -31,7 +31,7 @@ from sim_devices.demo.community import CommunityLog, Timing, run_community
 from sim_devices.demo.summary import Balance, balance
 from sim_devices.scenario import parse_scenario
 from sim_devices.world import World, sim_meter_key
-from tests.faults.street import INTERVAL_MS, NAMES, TIMING, Street, check_ledgers, street
+from tests.street import INTERVAL_MS, NAMES, TIMING, Street, check_ledgers, street
 
 HONEST = ("home-1", "home-2", "home-3")
 TAMPERED = "home-4"

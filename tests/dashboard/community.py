@@ -1,5 +1,5 @@
-"""Real homes for the dashboard tests: embedded broker, simulated devices over Modbus TCP, and
-GatewayNodes provisioned exactly as ``gridpeer demo`` does it."""
+"""Real homes for the dashboard tests (the suite's street of gateways, ``tests/street.py``, with
+the demo's homes) and the HTTP helpers the dashboard tests speak to them with."""
 
 from __future__ import annotations
 
@@ -14,13 +14,12 @@ from urllib.parse import urlsplit
 from gateway.clock import Clock
 from gateway.config import load_config
 from gateway.dashboard.pairing import CREDENTIAL_FILE, CredentialFile, OwnerCredential
-from gateway.home import Event, GatewayNode, running
+from gateway.home import Event, GatewayNode
 from gateway.identity import load_certificate, load_key_file
-from sim_devices.demo.broker import EmbeddedBroker
-from sim_devices.demo.community import Timing, provision
+from sim_devices.demo.community import Timing
 from sim_devices.home import HomeSpec
 from sim_devices.scenario import load_scenario
-from sim_devices.world import World
+from tests.street import street
 
 DEMO_HOMES: tuple[HomeSpec, ...] = tuple(load_scenario("sunny-street").home_specs())
 """The demo scenario's homes; the dashboard tests start one or a few of them by hand."""
@@ -39,23 +38,15 @@ async def community(
     out: Path, *, homes: Sequence[HomeSpec] = DEMO_HOMES,
     on_event: Callable[[Event], None] = lambda _e: None,
 ) -> AsyncIterator[dict[str, GatewayNode]]:
-    """Running gateways by name, each with fresh meter and battery readings."""
-    timing = Timing()
-    world = World(homes=homes, seed=7, speed=timing.speed, start_s=10 * 3600)
-    async with EmbeddedBroker() as broker, world.serve() as served:
-        clock = Clock(origin_ms=world.now_ms, speed=timing.speed)
-        addresses = {(h.name, role): served.address(h.name, role)
-                     for h in homes for role in ("meter", "battery", "pv")}
-        configs = provision(out, homes, addresses, broker_url=broker.url, timing=timing)
-        nodes = {path.parent.name: make_node(path, clock, on_event) for path in configs}
-        async with contextlib.AsyncExitStack() as stack:
-            for node in nodes.values():
-                await stack.enter_async_context(running(node))
-            async with asyncio.timeout(10):
-                while not all(n.status().battery and n.status().meter
-                              for n in nodes.values()):
-                    await asyncio.sleep(0.05)
-            yield nodes
+    """Running gateways by name (the suite's street, ``tests/street.py``, of the demo's homes at
+    the demo's timing), each with fresh meter and battery readings."""
+    async with street(out, homes=homes, seed=7, timing=Timing(), start_s=10 * 3600,
+                      on_event=on_event) as running:
+        nodes = running.nodes
+        async with asyncio.timeout(10):
+            while not all(n.status().battery and n.status().meter for n in nodes.values()):
+                await asyncio.sleep(0.05)
+        yield nodes
 
 
 async def http(url: str, method: str = "GET", path: str = "/", *, body: bytes = b"",

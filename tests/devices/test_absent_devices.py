@@ -30,7 +30,7 @@ from sim_devices.demo.broker import EmbeddedBroker
 from sim_devices.demo.community import provision
 from sim_devices.world import World
 from tests.devices.served import INVERTER_129, device_file, framed, serve
-from tests.faults.street import HOMES, NAMES, ROLES, SPEED, TIMING
+from tests.street import HOMES, NAMES, ROLES, SPEED, TIMING
 
 pytestmark = pytest.mark.realtime
 

@@ -9,7 +9,7 @@ again afterwards, and no ledger may lose or repeat an interval.
 
 import asyncio
 
-from tests.faults.street import (
+from tests.street import (
     INTERVAL_MS,
     NAMES,
     TIMING,

@@ -11,7 +11,7 @@ agrees with the others again.
 """
 
 from protocols.market import Abstained, Agreed
-from tests.faults.street import INTERVAL_MS, NAMES, TIMING, check_consistent, check_ledgers, street
+from tests.street import INTERVAL_MS, NAMES, TIMING, check_consistent, check_ledgers, street
 
 CUT = "home-3"
 OTHERS = tuple(n for n in NAMES if n != CUT)

@@ -15,7 +15,7 @@ import asyncio
 
 from protocols.market import Agreed
 from sim_devices.faults import FaultSpec
-from tests.faults.street import (
+from tests.street import (
     INTERVAL_MS,
     NAMES,
     TIMING,

@@ -13,7 +13,7 @@ import logging
 import time
 
 from sim_devices.faults import FaultSpec
-from tests.faults.street import NAMES, check_consistent, check_ledgers, street
+from tests.street import NAMES, check_consistent, check_ledgers, street
 
 FAULTY = FaultSpec(drop_p=0.2, corrupt_p=0.05)
 FAULTS = {("home-1", role): FAULTY for role in ("meter", "battery", "pv")}

@@ -27,7 +27,7 @@ from gateway.ledger import Ledger
 from sim_devices.demo.broker import EmbeddedBroker
 from sim_devices.demo.community import Timing, provision
 from sim_devices.world import World
-from tests.faults.street import HOMES
+from tests.street import HOMES
 
 KILLS = int(os.environ.get("GRIDPEER_FAULT_KILLS", "8"))
 SEED = int(os.environ.get("GRIDPEER_FAULT_SEED", "20261121"))

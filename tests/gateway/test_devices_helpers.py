@@ -101,6 +101,9 @@ class ServedDevice:
         self.fault: ExcCodes | str | None = None
         """None, an ``ExcCodes`` to answer every request with, or "silent" to never answer."""
         self.requests = 0
+        self.stopped = asyncio.Event()
+        """Set when the server stops: a silent device's pending requests end then, so none
+        outlives the test (``no_leaked_tasks``)."""
         self.writes: list[tuple[int, list[int]]] = []
         start = min(registers)
         values = [registers.get(a, 0) for a in range(start, max(registers) + 1)]
@@ -126,7 +129,7 @@ class ServedDevice:
         self.requests += 1
         self._live = registers
         if self.fault == "silent":
-            await asyncio.sleep(3600)
+            await self.stopped.wait()
         if isinstance(self.fault, ExcCodes):
             return self.fault
         if values is not None:
@@ -157,6 +160,7 @@ async def serve(
     try:
         yield served
     finally:
+        served.stopped.set()
         await served.server.shutdown()
 
 

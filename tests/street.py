@@ -1,14 +1,18 @@
-"""A street of real gateways for the fault campaign, with handles on every part a fault needs.
+"""The suite's one street of real gateways, with handles on every part a test needs.
 
-Three homes (one seller with sun and a full battery, two buyers), each with a real
-:class:`GatewayNode` polling simulated devices over Modbus (TCP, or RTU on a pty for homes named
-in ``rtu``), trading signed bids over the embedded MQTT broker. Unlike ``run_community`` the
-street lets a test stop and restart the broker on its port, route a gateway through a
-:class:`~tests.faults.proxy.TcpProxy` it can sever, and give each gateway its own clock.
+By default three homes (one seller with sun and a full battery, two buyers); any homes, seed and
+timing can be given. Each home has a real :class:`GatewayNode` polling simulated devices over
+Modbus (TCP, or RTU on a pty for homes named in ``rtu``), provisioned as ``gridpeer demo`` does
+it, trading signed bids over the embedded MQTT broker. Unlike ``run_community`` (the demo's, which
+runs a whole day) the street lets a test stop and restart the broker on its port, route a gateway
+through a :class:`~tests.faults.proxy.TcpProxy` it can sever, give each gateway its own clock and
+watch every event. The fault campaign (tests/faults), the dashboard tests and the settlement tests
+use it; the market tests' agents-only community is ``tests/market/community.py``.
 
-Time: the world and the gateways run ``SPEED`` times faster than real time on simulated clocks,
-with the field's proportions (60 s intervals here, gate 20 s, grace 5 s), so a fault lasting a few
-simulated seconds is a fraction of a real second and a test spans a handful of intervals.
+Time (the default ``TIMING``): the world and the gateways run ``SPEED`` times faster than real
+time on simulated clocks, with the field's proportions (60 s intervals, gate 20 s, grace 5 s), so
+a fault lasting a few simulated seconds is a fraction of a real second and a test spans a
+handful of intervals.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +60,9 @@ class Street:
 
     world: World
     out: Path
+    timing: Timing = TIMING
+    on_event: Callable[[Event], None] | None = None
+    """Called with every event of every gateway, after the street recorded it."""
     broker_port: int = 0
     proxies: dict[str, TcpProxy] = field(default_factory=dict)
     nodes: dict[str, GatewayNode] = field(default_factory=dict)
@@ -77,6 +84,8 @@ class Street:
         elif isinstance(event, BidMade):
             self.bids[event.node][event.interval] = event
             self.offers[event.node][event.interval].append(event)
+        if self.on_event is not None:
+            self.on_event(event)
 
     async def start_broker(self, *, port: int) -> None:
         """Start the embedded broker (on ``port``, or any free one for 0)."""
@@ -96,16 +105,17 @@ class Street:
 
     def now_k(self) -> int:
         """The interval the world is in (simulated clock)."""
-        return self.world.now_ms // INTERVAL_MS
+        return self.world.now_ms // int(self.timing.interval_s * 1000)
 
     def outcomes(self, k: int) -> dict[str, Agreed | Abstained | None]:
         return {n: self.closed[n][k].outcome for n in self.closed if k in self.closed[n]}
 
-    async def until_closed(self, k: int, nodes: tuple[str, ...] = NAMES,
+    async def until_closed(self, k: int, nodes: tuple[str, ...] | None = None,
                            *, timeout_s: float = 60.0) -> None:
-        """Wait (real seconds, generous) until every node in ``nodes`` closed interval ``k``."""
+        """Wait (real seconds, generous) until every node in ``nodes`` (default: all) closed
+        interval ``k``."""
         async with asyncio.timeout(timeout_s):
-            while not all(k in self.closed[n] for n in nodes):
+            while not all(k in self.closed[n] for n in (nodes or tuple(self.nodes))):
                 await asyncio.sleep(0.02)
 
     async def until_sim_s(self, t_s: float, *, timeout_s: float = 60.0) -> None:
@@ -139,7 +149,7 @@ def check_ledgers(street: Street) -> dict[str, dict[int, str]]:
     Returns each node's ledger as interval -> status.
     """
     ledgers = {}
-    for node in NAMES:
+    for node in street.nodes:
         with Ledger.open(street.ledger(node)) as ledger:
             assert ledger.verify() == [], f"{node}: ledger does not verify"
             blocks = [b for b, _ in ledger.blocks()]
@@ -156,6 +166,10 @@ def check_ledgers(street: Street) -> dict[str, dict[int, str]]:
 async def street(
     out: Path,
     *,
+    homes: Sequence[HomeSpec] = HOMES,
+    seed: int = 5,
+    timing: Timing = TIMING,
+    on_event: Callable[[Event], None] | None = None,
     faults: Mapping[tuple[str, str], FaultSpec] | None = None,
     rtu: tuple[str, ...] = (),
     skew_ms: Mapping[str, int] | None = None,
@@ -166,17 +180,19 @@ async def street(
     """Serve the homes, start the broker and one gateway per home (devices of the ``rtu`` homes
     over RTU on ptys, the ``proxied`` gateways' MQTT through a proxy each, each gateway's clock
     ``skew_ms`` ahead of the world's)."""
-    world = World(homes=HOMES, seed=5, speed=SPEED, start_s=start_s, faults=faults)
+    speed = timing.speed
+    names = tuple(h.name for h in homes)
+    world = World(homes=homes, seed=seed, speed=speed, start_s=start_s, faults=faults)
     async with contextlib.AsyncExitStack() as stack:
-        state = Street(world=world, out=out)
+        state = Street(world=world, out=out, timing=timing, on_event=on_event)
         await state.start_broker(port=0)
         stack.push_async_callback(state.stop_broker)
         port = state.broker_port
         served = await stack.enter_async_context(world.serve(rtu=bool(rtu)))
-        addresses = {(h, r): served.address(h, r) for h in NAMES for r in ROLES}
-        configs = provision(out, HOMES, addresses, broker_url=f"mqtt://127.0.0.1:{port}",
-                            timing=TIMING)
-        base = Clock(origin_ms=world.now_ms, speed=SPEED)
+        addresses = {(h, r): served.address(h, r) for h in names for r in ROLES}
+        configs = provision(out, homes, addresses, broker_url=f"mqtt://127.0.0.1:{port}",
+                            timing=timing)
+        base = Clock(origin_ms=world.now_ms, speed=speed)
         for path in configs:
             name = path.parent.name
             text = path.read_text()
@@ -195,7 +211,7 @@ async def street(
             config = load_config(path)
             envelope, _ = load_certificate(config.certificate_file)
             # one time base for all, so the only difference between the clocks is the skew
-            clock = Clock(origin_ms=base.origin_ms + (skew_ms or {}).get(name, 0), speed=SPEED,
+            clock = Clock(origin_ms=base.origin_ms + (skew_ms or {}).get(name, 0), speed=speed,
                           _t0=base._t0)
             for attempt in range(START_ATTEMPTS):
                 node = GatewayNode(config=config, key=load_key_file(config.key_file),
