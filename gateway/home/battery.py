@@ -34,6 +34,9 @@ from protocols.market import Timing
 
 log = logging.getLogger(__name__)
 
+FULL_MARGIN_PCT = 0.5
+"""A battery this close to its top is taken as full: cells near it refuse what is still allowed."""
+
 
 def device_envelope(envelope: BatteryEnvelope, battery: BatteryReading) -> BatteryEnvelope:
     """``envelope`` narrowed by what ``battery`` reports of itself (never widened)."""
@@ -70,6 +73,8 @@ class BatteryController:
         self._limits = limits
         #: The last setpoint written less the battery's power before it (+ more charging).
         self.change_w = 0
+        #: How much more than the last setpoint the battery could charge (0: full, or held).
+        self.room_w = 0
         #: Times the battery's own report held it idle, by device name.
         self.holds: Counter[str] = Counter()
         self._held = ""  # why the battery's report holds it idle now ("" if not)
@@ -129,6 +134,8 @@ class BatteryController:
             return
         self._state.setpoint_w = written
         self.change_w = written - battery_w
+        full = battery.soc_pct >= envelope.soc_max_pct - FULL_MARGIN_PCT or bool(envelope.held)
+        self.room_w = 0 if full else max(0, envelope.max_charge_w - written)
         self._state.safe_reason = "" if decision.mode == "market" else decision.reason
         first = record.last_decision is None
         record.last_decision = decision

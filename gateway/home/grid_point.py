@@ -9,9 +9,12 @@ setpoint will give is predicted from the latest readings; the cap comes down by 
 passes ``limit − margin`` by, and goes back up by the room below it, lifted once it reaches the
 inverter's rating. A battery does not always follow its setpoint (full cells refuse a charge
 the envelope still allows), so the prediction counts the battery discharging more at once, but
-charging more only once the meter shows it: the cap is never raised on the battery's promise.
-The margin keeps a reading one poll old, or a cloud passing, from carrying the meter over the
-limit.
+charging more only once the meter shows it. The cap goes back up by the room below the limit
+and the battery's room to charge (the battery holds the meter at its target, so a capped home
+shows no room at the meter while its battery could take more), by at most ``RAISE_SHARE`` of
+the rating a period: the battery and the cap both answer the same meter, and a cap that jumped
+would make them chase each other. The margin keeps a reading one poll old, or a cloud passing,
+from carrying the meter over the limit.
 
 ``pv_cap_w`` is the rule, pure; ``GridPointGuard`` the thin adapter that reads and writes.
 """
@@ -32,6 +35,8 @@ MARGIN_W = 50
 """W kept below the export limit (at least): readings lag by up to one poll."""
 MARGIN_SHARE = 0.05
 """Of the limit, kept below it (when more than ``MARGIN_W``)."""
+RAISE_SHARE = 0.1
+"""Of the inverter's rating, the most a cap goes up in one control period."""
 
 
 def margin_w(export_limit_w: int) -> int:
@@ -39,13 +44,13 @@ def margin_w(export_limit_w: int) -> int:
 
 
 def pv_cap_w(*, export_limit_w: int, meter_w: int, battery_change_w: int, pv_w: int,
-             cap_w: int | None, rated_w: int) -> int | None:
+             cap_w: int | None, rated_w: int, battery_room_w: int = 0) -> int | None:
     """The PV output cap (W) for the next control period, None when no cap is needed.
 
     ``meter_w`` (+ import) and ``pv_w`` (− producing) are the latest readings;
     ``battery_change_w`` is how much more the battery is commanded to charge than it does now
-    (its new setpoint less its power; only a decrease is counted). ``cap_w`` is the cap in
-    force.
+    (its new setpoint less its power; only a decrease is counted), ``battery_room_w`` how much
+    more than its new setpoint it could charge. ``cap_w`` is the cap in force.
     """
     target = -(export_limit_w - margin_w(export_limit_w))  # the meter's floor, W (+ import)
     predicted = meter_w + min(0, battery_change_w)
@@ -54,7 +59,8 @@ def pv_cap_w(*, export_limit_w: int, meter_w: int, battery_change_w: int, pv_w: 
         return max(0, min(producing, rated_w) - (target - predicted))
     if cap_w is None:
         return None
-    raised = cap_w + (predicted - target)  # the room below the floor, given back
+    room = predicted - target + max(0, battery_room_w)
+    raised = cap_w + min(room, math.ceil(rated_w * RAISE_SHARE))
     return None if raised >= rated_w else raised
 
 
@@ -72,7 +78,7 @@ class GridPointGuard:
         #: Caps written and failures, by what happened ("capped", "lifted", "failed", ...).
         self.counts: Counter[str] = Counter()
 
-    async def step(self, *, battery_change_w: int) -> None:
+    async def step(self, *, battery_change_w: int, battery_room_w: int) -> None:
         """One control period, after the battery's setpoint was written."""
         meter = None if self._meter is None else self._meter.fresh()
         pv = self._pv.fresh()
@@ -86,7 +92,7 @@ class GridPointGuard:
             return
         cap = pv_cap_w(export_limit_w=self.export_limit_w, meter_w=meter.power_w,
                        battery_change_w=battery_change_w, pv_w=pv.power_w, cap_w=self.cap_w,
-                       rated_w=int(pv.rated_w))
+                       rated_w=int(pv.rated_w), battery_room_w=battery_room_w)
         if cap is None and self.cap_w is None:
             return
         driver = self._pv.driver

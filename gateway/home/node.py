@@ -253,8 +253,10 @@ class GatewayNode:
                 else:
                     await concerns.battery.step(k, now, self._period_ms)
                 if concerns.grid_point is not None:
-                    await concerns.grid_point.step(battery_change_w=0 if concerns.battery is None
-                                                   else concerns.battery.change_w)
+                    battery = concerns.battery
+                    await concerns.grid_point.step(
+                        battery_change_w=0 if battery is None else battery.change_w,
+                        battery_room_w=0 if battery is None else battery.room_w)
                 await concerns.loads.step(k, now)
                 self.write_status()
                 self.faults.clear("controller")

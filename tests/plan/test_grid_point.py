@@ -61,12 +61,21 @@ def test_the_cap_keeps_the_meter_inside_the_limit_whenever_pv_can(
 
 
 def test_a_cap_comes_back_up_by_the_room_below_the_limit_then_is_lifted() -> None:
+    """Down by the whole excess at once; up by the room at the meter and in the battery, a
+    tenth of the rating a period at most, lifted once it reaches the rating."""
     assert pv_cap_w(export_limit_w=0, meter_w=-1_000, battery_change_w=0, pv_w=-4_000,
                     cap_w=None, rated_w=8_000) == 4_000 - 1_050
     assert pv_cap_w(export_limit_w=0, meter_w=250, battery_change_w=0, pv_w=-2_950,
                     cap_w=2_950, rated_w=8_000) == 3_150
-    assert pv_cap_w(export_limit_w=0, meter_w=6_000, battery_change_w=0, pv_w=-2_950,
-                    cap_w=2_950, rated_w=8_000) is None
+    assert pv_cap_w(export_limit_w=0, meter_w=50, battery_change_w=0, pv_w=-2_950,
+                    cap_w=2_950, rated_w=8_000, battery_room_w=500) == 3_450
+    cap: int | None = 2_950
+    periods = 0
+    while cap is not None:
+        cap = pv_cap_w(export_limit_w=0, meter_w=6_000, battery_change_w=0, pv_w=-2_950,
+                       cap_w=cap, rated_w=8_000)
+        periods += 1
+    assert periods == 7  # 2,950 + 6 x 800 = 7,750, then past 8,000
 
 
 def test_a_full_battery_commanded_to_charge_does_not_hold_the_cap_up() -> None:
