@@ -26,13 +26,14 @@ from sim_devices.market_sim import Config, Report, run
 
 def search(first: int, seeds: int, config: Config, *, stop: bool) -> int:
     """Run ``seeds`` seeds from ``first``; returns how many failed."""
-    failed = intervals = steps = calm = 0
+    failed = intervals = steps = calm = safe_mode = 0
     began = time.perf_counter()
     for seed in range(first, first + seeds):
         report = run(seed, config)
         intervals += config.intervals
         steps += report.steps
         calm += report.calm
+        safe_mode += report.safe_mode
         if not report.ok:
             failed += 1
             print(f"seed {seed}: {report.violation.rule if report.violation else ''} after "
@@ -51,7 +52,8 @@ def search(first: int, seeds: int, config: Config, *, stop: bool) -> int:
     print(f"{done} seeds x {config.members} members x {config.intervals} intervals: "
           f"{failed} failed; {done / elapsed:.2f} seeds/s, {intervals / elapsed:.1f} "
           f"community-intervals/s, {steps / elapsed:,.0f} steps/s ({intervals:,} "
-          f"community-intervals, {calm:,} calm ones checked for liveness, {steps:,} steps, "
+          f"community-intervals, {calm:,} calm ones checked for liveness, {safe_mode:,} of "
+          f"them in safe mode under an adversary, {steps:,} steps, "
           f"{elapsed:.0f} s); {machine()}")
     return failed
 
@@ -68,7 +70,8 @@ def replay(seed: int, config: Config) -> bool:
 def _describe(report: Report) -> None:
     print(f"seed {report.seed}: {'ok' if report.ok else 'FAILED'}, {report.steps} steps, "
           f"{report.delivered} delivered, {report.lost} lost, {report.agreed} intervals agreed, "
-          f"{report.calm} calm ones checked; adversaries {report.adversaries or 'none'}; "
+          f"{report.calm} calm ones checked ({report.safe_mode} in safe mode); adversaries "
+          f"{report.adversaries or 'none'}; "
           f"faults {report.faults or 'none'}; fingerprint {report.fingerprint}")
 
 

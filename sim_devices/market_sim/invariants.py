@@ -8,13 +8,15 @@ an honest member accepts no settlement that does not follow from the agreed resu
 swaps one it accepted for another. Closure: no honest member publishes a commitment for an
 interval it has retired (the retired-interval storm). Boundedness: per member and interval at
 most :data:`COMMITS` commitments and :data:`PUBLISHES` publishes, and at most ``horizon`` +
-:data:`SESSIONS_OVER` intervals held open. Liveness (:meth:`Invariants.finish`), for an
-interval calm for everyone (:meth:`~sim_devices.market_sim.faults.FaultPlan.calm`), the honest
-members a quorum: without
-adversaries every honest member agrees it in time; with them, at least one does. The weaker
-form is what the protocol promises against a hostile member: one that makes its bids reach
-some members and not others before the gate, then hides its commitment from them, can leave a
-single honest member out of a quorum it completes for the rest.
+:data:`SESSIONS_OVER` intervals held open.
+
+Liveness (:meth:`Invariants.finish`): in a community without adversaries, an interval calm for
+everyone (:meth:`~sim_devices.market_sim.faults.FaultPlan.calm`) is agreed in time by every
+member. With a hostile member it is counted, not required: a member that floods bids across the
+gate, or keeps its commitment back while the others' first votes split, can force every member
+into safe mode (abstain: the grid balances the homes). No safe protocol can stop the second (the
+union round may not take a first vote back while a vote it has not heard could make a quorum),
+so the simulator measures how often (:attr:`Invariants.safe_mode`).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class Invariants:
         self._settled: set[tuple[str, int]] = set()
         self._accepted: dict[tuple[str, int, str], Settlement] = {}
         self.agreed_at: dict[int, int] = {}  # when the last honest member agreed in time
+        self.safe_mode = 0
+        """Calm intervals (under adversaries) that no honest member agreed in time."""
 
     # --- as it happens ---------------------------------------------------------------------------
 
@@ -133,7 +137,8 @@ class Invariants:
     def finish(self, honest: list[Member], trading: Iterable[int],
                calm: Callable[[int], bool], *, hostile: bool) -> int:
         """Liveness over the run (``hostile``: adversaries took part); returns how many
-        intervals were calm (checked)."""
+        intervals were calm (checked), and counts in :attr:`safe_mode` the calm ones no honest
+        member agreed in time."""
         checked = 0
         for k in trading:
             if not calm(k):
@@ -141,7 +146,9 @@ class Invariants:
             checked += 1
             came = {m.name: m.outcomes.get(k) for m in honest}
             in_time = [n for n, o in came.items() if isinstance(o, Agreed) and not o.late]
-            if len(in_time) < (1 if hostile else len(honest)):
+            if not in_time:
+                self.safe_mode += 1
+            if len(in_time) < len(honest) and not hostile:
                 raise Violation("liveness", f"interval {k} was calm, yet the honest members "
                                 f"came to {came}")
         return checked

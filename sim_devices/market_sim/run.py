@@ -53,6 +53,7 @@ class Report:
     delivered: int = 0
     lost: int = 0
     calm: int = 0  # intervals whose liveness was checked
+    safe_mode: int = 0  # calm ones no honest member agreed in time (only with adversaries)
     agreed: int = 0  # intervals some honest member agreed
     adversaries: list[str] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)
@@ -125,6 +126,7 @@ def run(seed: int, config: Config = Config()) -> Report:
         report.violation = Violation("crash", "".join(traceback.format_exception(exc)))
     report.steps, report.delivered, report.lost = scheduler.steps, network.delivered, network.lost
     report.agreed = len(checker.agreed)
+    report.safe_mode = checker.safe_mode
     report.agree_ms = [checker.agreed_at[k] - timing.gate_close_ms(k)
                        for k in sorted(checker.agreed_at)]
     # Each second is one interval (TIMING): one commitment round, one round of bids.
