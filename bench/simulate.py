@@ -16,46 +16,65 @@ time from gate closure to the last member's agreement, in simulated time.
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 
 from bench._report import machine
 from sim_devices.market_sim import Config, Report, run
 
 
+@dataclass
+class Totals:
+    seeds: int = 0
+    failed: int = 0
+    intervals: int = 0  # community-intervals: intervals traded, summed over seeds
+    steps: int = 0
+    calm: int = 0
+    safe_mode: int = 0
+
+    def add(self, report: Report) -> None:
+        self.seeds += 1
+        self.failed += not report.ok
+        self.intervals += report.config.intervals
+        self.steps += report.steps
+        self.calm += report.calm
+        self.safe_mode += report.safe_mode
+
+
 def search(first: int, seeds: int, config: Config, *, stop: bool) -> int:
-    """Run ``seeds`` seeds from ``first``; returns how many failed."""
-    failed = intervals = steps = calm = safe_mode = 0
+    """Run ``seeds`` seeds from ``first``; returns how many failed. Stopped early (Ctrl-C,
+    SIGTERM), it still prints what it reached."""
+    totals = Totals()
     began = time.perf_counter()
-    for seed in range(first, first + seeds):
-        report = run(seed, config)
-        intervals += config.intervals
-        steps += report.steps
-        calm += report.calm
-        safe_mode += report.safe_mode
-        if not report.ok:
-            failed += 1
-            print(f"seed {seed}: {report.violation.rule if report.violation else ''} after "
-                  f"{report.steps} steps: {str(report.violation).splitlines()[0]}  "
-                  f"(replay: python -m bench.simulate --seed {seed} --members {config.members}"
-                  f" --intervals {config.intervals})", flush=True)
-            if stop:
-                break
-        done = seed - first + 1
-        if done % 1000 == 0:
-            elapsed = time.perf_counter() - began
-            print(f"... {done} seeds, {failed} failed, {done / elapsed:.2f} seeds/s",
-                  flush=True)
+    try:
+        for seed in range(first, first + seeds):
+            report = run(seed, config)
+            totals.add(report)
+            if not report.ok:
+                print(f"seed {seed}: {report.violation.rule if report.violation else ''} after "
+                      f"{report.steps} steps: {str(report.violation).splitlines()[0]}  "
+                      f"(replay: python -m bench.simulate --seed {seed} --members "
+                      f"{config.members} --intervals {config.intervals})", flush=True)
+                if stop:
+                    break
+            if totals.seeds % 500 == 0:
+                print(f"... {totals.seeds} seeds, {totals.intervals:,} community-intervals, "
+                      f"{totals.failed} failed, "
+                      f"{totals.seeds / (time.perf_counter() - began):.2f} seeds/s", flush=True)
+    except KeyboardInterrupt:
+        pass  # the seed interrupted is not counted
     elapsed = time.perf_counter() - began
-    done = seed - first + 1
-    print(f"{done} seeds x {config.members} members x {config.intervals} intervals: "
-          f"{failed} failed; {done / elapsed:.2f} seeds/s, {intervals / elapsed:.1f} "
-          f"community-intervals/s, {steps / elapsed:,.0f} steps/s ({intervals:,} "
-          f"community-intervals, {calm:,} calm ones checked for liveness, {safe_mode:,} of "
-          f"them in safe mode under an adversary, {steps:,} steps, "
+    t = totals
+    print(f"{t.seeds} seeds (from {first}) x {config.members} members x {config.intervals} "
+          f"intervals: {t.failed} failed; {t.seeds / elapsed:.2f} seeds/s, "
+          f"{t.intervals / elapsed:.1f} community-intervals/s, {t.steps / elapsed:,.0f} steps/s "
+          f"({t.intervals:,} community-intervals, {t.calm:,} calm ones checked for liveness, "
+          f"{t.safe_mode:,} of them in safe mode under an adversary, {t.steps:,} steps, "
           f"{elapsed:.0f} s); {machine()}")
-    return failed
+    return t.failed
 
 
 def replay(seed: int, config: Config) -> bool:
@@ -90,6 +109,10 @@ def scale(sizes: list[int], intervals: int, seed: int) -> None:
               f"{'' if report.ok else report.violation}", flush=True)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.simulate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop", action="store_true", help="stop at the first failure")
     parser.add_argument("--scale", help="comma-separated member counts: the scale table")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     if args.scale:
         scale([int(n) for n in args.scale.split(",")], args.intervals, args.first)
         return 0
