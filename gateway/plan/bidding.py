@@ -5,7 +5,10 @@ The horizon is a day at the market's interval, at most ``MAX_BLOCKS`` steps (a s
 looks ahead 96 of its own steps, not a day): one step per interval keeps the plan's first step
 the interval being bid for, whatever its length. It is as long as the forecaster has learned
 the day (``HomeForecaster.learned_ahead``); a home that has seen nothing yet plans the interval
-alone.
+alone. A horizon cut short that way values what the cells hold at its end at the import price
+(after the discharge loss), as the heuristic counts the end of its look-ahead: nothing the plan
+knows says the energy will not be needed later, and energy sold below that would be bought back
+(the programme's default, the export price, is for a day it has seen).
 
 The bid is one side of the plan's curve: the side of the planned residual (a surplus is
 offered, a deficit bid for), and, when the plan leaves nothing at the meter, the side it would
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from statistics import fmean
 
 from gateway.ems import BatteryState, Plan, Preferences
 from gateway.flex_plan import DAY_S, FlexJob
@@ -49,10 +53,13 @@ def day_problem(
     imports, exports = schedule.steps(start_ms, round(step_s * 1000), steps)
     grid = None if limits is None else limits.caps(start_ms=start_ms, step_s=step_s,
                                                     steps=steps)
+    end_value = None
+    if battery is not None and steps < horizon_steps(step_s):
+        end_value = fmean(imports) * battery.discharge_efficiency
     return Problem(step_s=step_s, pv_wh=tuple(max(0, pv) for pv, _ in blocks),
                    load_wh=tuple(max(0, load) for _, load in blocks), import_price=imports,
                    export_price=exports, prefs=prefs, battery=battery, jobs=tuple(jobs),
-                   grid=grid)
+                   grid=grid, end_value=end_value)
 
 
 def bid_plan(outcome: Outcome, *, min_bid_wh: int) -> Plan:

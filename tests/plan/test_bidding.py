@@ -3,6 +3,7 @@ file and the operator's limits; the plan's curve bid on the side the plan trades
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from hypothesis import HealthCheck, given, settings
@@ -139,3 +140,23 @@ def test_a_load_with_nothing_to_gain_early_runs_as_late_as_it_can() -> None:
     assert day is not None
     runs = dict(day.jobs)["ev"]
     assert [round(r) for r in runs[:8]] == [0] * 6 + [1_000, 1_000]
+
+
+def test_a_home_that_has_not_learned_its_day_does_not_sell_what_its_battery_holds() -> None:
+    """The forecaster has seen nothing after this interval (a gateway's first day): the cells'
+    energy is kept at what buying it back would cost, not offered at the owner's minimum to be
+    bought back at retail in the evening; what the plan cannot keep, a surplus, is still offered."""
+    schedule = load_schedule(None, fixed=FIXED)
+    short = day_problem(start_ms=START + 12 * 3_600_000, step_s=900, first=(0, 100), ahead=(),
+                        battery=BATTERY, prefs=PREFS, jobs=(), schedule=schedule, limits=None)
+    assert short.end_value == 300 * BATTERY.discharge_efficiency
+    kept = bid_plan(PLANNER.plan(short, max_buy_wh=5_000, max_sell_wh=5_000), min_bid_wh=1)
+    assert kept.side != "sell"
+    sunny = day_problem(start_ms=START + 12 * 3_600_000, step_s=900, first=(3_000, 100),
+                        ahead=(), battery=replace(BATTERY, soc_pct=95), prefs=PREFS, jobs=(),
+                        schedule=schedule, limits=None)
+    surplus = bid_plan(PLANNER.plan(sunny, max_buy_wh=5_000, max_sell_wh=5_000), min_bid_wh=1)
+    assert surplus.side == "sell" and surplus.energy_wh >= 2_800
+    full = day_problem(start_ms=START, step_s=900, first=(0, 100), ahead=[(0, 100)] * 95,
+                       battery=BATTERY, prefs=PREFS, jobs=(), schedule=schedule, limits=None)
+    assert full.end_value is None  # a whole day seen: the programme's own default
