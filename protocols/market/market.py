@@ -90,6 +90,7 @@ from protocols.messages import (
     curve_head,
 )
 from protocols.network import Feeder, FeeSchedule
+from protocols.reputation import counted_intervals
 from protocols.settlement import ReputationRule
 from protocols.signing import Rejected, sign, verify
 
@@ -231,10 +232,10 @@ class Market:
         if not self._quota.admit(parsed, payload):
             return [Rejected("flood")]
         interval = body.interval
-        if interval < self._first and retained:
-            return []  # history from before we joined, replayed by the broker
         if isinstance(body, Settlement):
             return self._settlement(body, envelope, now_ms)
+        if interval < self._first and retained:
+            return []  # history from before we joined, replayed by the broker
         if self._closed(interval, now_ms):
             return [Rejected("stale")]  # see the module docstring
         session = self._session(interval, now_ms)
@@ -558,7 +559,7 @@ class Market:
         the session (the book refuses one for an interval it has forgotten as "stale")."""
         interval = settlement.interval
         if interval < self._first:
-            return [Rejected("stale")]  # no agreed result here to check it against, ever
+            return self._earlier_settlement(settlement)
         if interval >= self._timing.open_interval(now_ms):
             return [Rejected("out-of-horizon")]  # a settlement before its gate even closed
         results = self._book.on_settlement(settlement)
@@ -566,6 +567,21 @@ class Market:
         if not refused:  # accepted, or held for the agreed result: at most one per node
             self._signed.setdefault(interval, {}).setdefault(settlement, envelope)
         return refused
+
+    def _earlier_settlement(self, settlement: Settlement) -> list[Action]:
+        """A member's settlement of an interval from before this node started: there is no agreed
+        result here to check its figures against, ever, but it may still count towards the
+        member's reputation (the broker retains settlements for ``horizon`` intervals, the ledger
+        keeps the older ones, :meth:`restore_settlements`). Its signature and the signer's
+        membership are checked; its figures are the member's own word, as its delivery is to
+        every peer without its meter key. One that can no longer count is "stale"."""
+        if settlement.community != self.community:
+            return [Rejected("wrong-community")]
+        history = self._book.history
+        if settlement.interval < counted_intervals(self._first, history.rule).start:
+            return [Rejected("stale")]
+        history.add(settlement)
+        return []
 
     def _signed_presence(self, state: Literal["online", "offline"], session: int) -> bytes:
         presence = Presence(community=self.community, node=self.node, session=session,

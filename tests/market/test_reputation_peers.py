@@ -1,6 +1,7 @@
 """Reputation is a rule peers clear by (protocols.reputation): a member that sold energy it did not
 deliver has its offers capped in every gateway's clearing, whatever its own gateway asks, and a
-peer that restarts takes the settlements back from what its ledger kept and caps alike."""
+peer that restarts takes the settlements back from what its ledger kept and what the broker still
+retains, and caps alike."""
 
 from __future__ import annotations
 
@@ -54,6 +55,12 @@ def sold(outcome: object) -> int:
     return 0 if alice is None else alice.sold_wh
 
 
+def broker_forgets_settlements(s: Street) -> None:
+    """The broker restarted without persistence: the settlements it retained are gone."""
+    for topic in [t for t in s.broker.retained if "/settle/" in t]:
+        del s.broker.retained[topic]
+
+
 def restart(s: Street, node: str, *, restore: bool) -> None:
     """``node``'s gateway restarts: a new market, given back (or not) the settlements its ledger
     kept, joins the broker again and is sent what it retains."""
@@ -86,6 +93,7 @@ def test_every_peer_clips_an_offer_above_the_members_reputation_cap() -> None:
 def test_a_peer_that_restarts_caps_alike_from_the_settlements_its_ledger_kept() -> None:
     s = under_delivered()
     s.run(TIMING.start_ms(K + 2))
+    broker_forgets_settlements(s)
     restart(s, "bob", restore=True)
     restart(s, "carol", restore=True)
     assert [s.markets[n].reputation("alice", CAPPED) for n in NODES] == [875] * 3
@@ -96,11 +104,22 @@ def test_a_peer_that_restarts_caps_alike_from_the_settlements_its_ledger_kept() 
     assert [sold(s.outcomes[n][CAPPED]) for n in NODES] == [8_750] * 3
 
 
-def test_a_peer_restarted_without_its_settlements_is_alone_and_does_not_decide() -> None:
-    """Why the ledger matters: a gateway that forgot the settlements clears alice's whole offer,
-    a result no quorum shares; the two that remember agree on the capped one."""
+def test_a_peer_that_restarts_hears_the_settlements_the_broker_retains() -> None:
+    """Those accepted since its last ledger block are in no block yet; the broker still has them
+    (signature and membership checked, figures the member's own word)."""
     s = under_delivered()
     s.run(TIMING.start_ms(K + 2))
+    restart(s, "carol", restore=False)
+    assert s.markets["carol"].reputation("alice", CAPPED) == 875
+    assert not s.rejections["carol"]
+
+
+def test_a_peer_restarted_without_its_settlements_is_alone_and_does_not_decide() -> None:
+    """Why they must be kept: a gateway that lost them clears alice's whole offer, a result no
+    quorum shares; the two that remember agree on the capped one."""
+    s = under_delivered()
+    s.run(TIMING.start_ms(K + 2))
+    broker_forgets_settlements(s)
     restart(s, "carol", restore=False)
     assert s.markets["carol"].reputation("alice", CAPPED) == 1_000
     s.run(TIMING.gate_close_ms(CAPPED) - 200)
