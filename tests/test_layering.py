@@ -82,20 +82,28 @@ def test_the_cli_commands_that_need_the_simulator_import_it_only_when_run() -> N
         assert not top & FORBIDDEN["gateway"], f"{rel} imports {top & FORBIDDEN['gateway']}"
 
 
-def test_the_gateway_service_imports_nothing_of_the_installer() -> None:
-    """The installer's tools (gateway/installer: flash, PKI, broker config) run on the
-    installer's laptop; the service on the Pi needs only :mod:`gateway.tls` (the CLI may drive
-    them)."""
+INNER = (
+    # The installer's tools run on the installer's laptop; the service on the Pi needs only
+    # gateway.tls (the CLI drives the tools).
+    ("gateway", ("gateway/installer/", "gateway/cli/"), "gateway.installer"),
+    # The simulator stands alone; its demo room (which imports the gateway) sits on top of it.
+    ("sim_devices", ("sim_devices/demo/",), "sim_devices.demo"),
+)
+
+
+@pytest.mark.parametrize(("package", "inside", "room"), INNER)
+def test_a_package_imports_its_inner_room_only_from_where_it_may(
+        package: str, inside: tuple[str, ...], room: str) -> None:
     bad = {}
-    for path in sorted((ROOT / "gateway").rglob("*.py")):
+    for path in sorted((ROOT / package).rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
-        if rel.startswith(("gateway/installer/", "gateway/cli/")):
+        if rel.startswith(inside):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module] if isinstance(node, ast.ImportFrom) and node.module
                      else [])
-            hit = [n for n in names if n.startswith("gateway.installer")]
+            hit = [n for n in names if n == room or n.startswith(room + ".")]
             if hit:
                 bad[rel] = hit
-    assert not bad, f"the gateway service imports the installer: {bad}"
+    assert not bad, f"{package}/ imports {room} from outside {inside}: {bad}"
