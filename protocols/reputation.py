@@ -21,9 +21,10 @@ the lower delivery ratio counts, whichever came first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from protocols.messages import Settlement
+from protocols.clearing import Limits
+from protocols.messages import MAX_ENERGY_WH, Settlement
 from protocols.settlement import (
     FULL_TRUST,
     ReputationRule,
@@ -32,7 +33,10 @@ from protocols.settlement import (
     update_reputation,
 )
 
-__all__ = ["ReputationHistory", "counted_intervals", "reputation_for"]
+__all__ = ["UNLIMITED", "ReputationHistory", "counted_intervals", "reputation_for"]
+
+UNLIMITED = Limits(MAX_ENERGY_WH, MAX_ENERGY_WH)
+"""The limits of a node whose certificate's are not applied: the protocol's bound."""
 
 _NO_POSITION = FULL_TRUST + 1  # ranks above any ratio: a real ratio wins a conflict
 
@@ -74,18 +78,41 @@ class ReputationHistory:
     def __init__(self, rule: ReputationRule) -> None:
         self.rule = rule
         self._by_node: dict[str, dict[int, list[Settlement]]] = {}
+        # Reputations below full trust by interval, until the next settlement is held.
+        self._reduced: dict[int, dict[str, int]] = {}
 
     def add(self, settlement: Settlement) -> None:
         """Hold an accepted settlement (the same one twice is held once)."""
         held = self._by_node.setdefault(settlement.node, {}).setdefault(settlement.interval, [])
         if settlement not in held:
             held.append(settlement)
+            self._reduced.clear()
 
     def reputation(self, node: str, interval: int) -> int:
         """``node``'s reputation for clearing ``interval`` (:func:`reputation_for`)."""
         by_interval = self._by_node.get(node, {})
         held = [s for j in counted_intervals(interval, self.rule) for s in by_interval.get(j, ())]
         return reputation_for(held, node, interval=interval, rule=self.rule)
+
+    def reduced(self, interval: int) -> dict[str, int]:
+        """The nodes whose reputation for ``interval`` is below full trust, with it (computed once
+        per interval while no settlement comes in: a gateway clears an interval more than once)."""
+        reduced = self._reduced.get(interval)
+        if reduced is None:
+            reputations = {node: self.reputation(node, interval) for node in self._by_node}
+            reduced = self._reduced[interval] = {
+                node: r for node, r in reputations.items() if r < FULL_TRUST}
+        return reduced
+
+    def capped(self, interval: int, limits: Mapping[str, Limits]) -> dict[str, Limits]:
+        """The limits in ``interval`` of the nodes whose reputation caps their offers: their
+        certificate's ``limits`` (:data:`UNLIMITED` if not given) with the export scaled."""
+        capped = {}
+        for node, reputation in self.reduced(interval).items():
+            held = limits.get(node, UNLIMITED)
+            capped[node] = held._replace(export_wh=offer_cap_wh(
+                reputation=reputation, limit_wh=held.export_wh, rule=self.rule))
+        return capped
 
     def offer_cap_wh(self, node: str, interval: int, limit_wh: int) -> int:
         """The most ``node`` may offer in ``interval``: ``limit_wh`` scaled by its reputation."""
@@ -95,6 +122,7 @@ class ReputationHistory:
     def forget_before(self, interval: int) -> None:
         """Drop settlements that can no longer count for ``interval`` or any later one."""
         first = counted_intervals(interval, self.rule).start
+        self._reduced.clear()
         for node in list(self._by_node):
             by_interval = self._by_node[node]
             for j in [j for j in by_interval if j < first]:

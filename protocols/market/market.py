@@ -63,7 +63,6 @@ from protocols.market.quota import Quota
 from protocols.market.roster import Member, Roster
 from protocols.market.session import (
     MAX_BIDS_PER_NODE,
-    UNLIMITED,
     Commit,
     IntervalSession,
     Missing,
@@ -90,7 +89,7 @@ from protocols.messages import (
     curve_head,
 )
 from protocols.network import Feeder, FeeSchedule
-from protocols.reputation import counted_intervals
+from protocols.reputation import UNLIMITED, counted_intervals
 from protocols.settlement import ReputationRule
 from protocols.signing import Rejected, sign, verify
 
@@ -453,8 +452,7 @@ class Market:
             bus_of=self._roster.bus, feeder=self._feeder, fees=self._fees,
             limits_of=(None if self._energy_interval_ms is None
                        else lambda node: self._limits(node, self._now)),
-            offer_cap_of=lambda node, export_wh: self._book.history.offer_cap_wh(
-                node, interval, export_wh),
+            offer_caps=lambda limits: self._book.history.capped(interval, limits),
         )
         return session
 

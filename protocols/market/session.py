@@ -20,7 +20,7 @@ Limits. A signed bid is its node's wish, not its right: with ``limits_of``, ever
 to what the node's certificate lets it import or export over the interval (looked up, like the
 bus, when its first bid is heard), so a member cannot sell what its connection may not carry.
 Every gateway clips from the same certificate and interval length, so the results still agree.
-With ``offer_cap_of``, a seller's export limit is then capped by its reputation, looked up when
+With ``offer_caps``, a member's export limit is then capped by its reputation, looked up when
 the interval clears: a function of settlements every member has held since long before
 (:mod:`protocols.reputation`), so every gateway caps alike.
 
@@ -61,7 +61,7 @@ the quorum only after it.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal, TypeVar
 
@@ -79,7 +79,6 @@ from protocols.market.errors import SessionError
 from protocols.market.state import Event, State, advance
 from protocols.market.timing import Timing
 from protocols.messages import (
-    MAX_ENERGY_WH,
     MAX_INLINE_BIDS,
     Bid,
     BidSet,
@@ -122,10 +121,6 @@ K = TypeVar("K", str, tuple[str, str])
 
 MAX_BIDS_PER_NODE = 8
 """Distinct bids a node may have heard per interval; more are a flood."""
-
-UNLIMITED = Limits(MAX_ENERGY_WH, MAX_ENERGY_WH)
-"""The limits of a node whose certificate's are not applied: the protocol's bound."""
-
 
 def _count(counter: Counter[K], key: K, delta: int) -> None:
     """Move ``counter[key]`` by ``delta``, dropping the key at zero so the counter stays small."""
@@ -170,13 +165,13 @@ class IntervalSession:
         limits_of: Callable[[str], Limits] | None = None,
         feeder: Feeder | None = None,
         fees: FeeSchedule | None = None,
-        offer_cap_of: Callable[[str, int], int] | None = None,
+        offer_caps: Callable[[Mapping[str, Limits]], Mapping[str, Limits]] | None = None,
     ) -> None:
         """``limits_of``: what a node's certificate lets it trade in this interval, looked up
         when its first bid is heard (as its bus is); every order is clipped to it in clearing.
         None: bids are cleared as signed (up to the protocol's ``MAX_ENERGY_WH``).
-        ``offer_cap_of(node, export_wh)``: the most of ``export_wh`` the node may sell in this
-        interval given its reputation, asked when the interval clears."""
+        ``offer_caps(limits)``: given the bidders' certificate limits, the limits of the nodes
+        whose reputation caps what they may sell in this interval (asked when it clears)."""
         num, den = quorum
         if not (0 < den and den < 2 * num <= 2 * den):
             # More than half: two different results can then never both reach a quorum.
@@ -198,7 +193,7 @@ class IntervalSession:
         self._max_bids = max_bids_per_node
         self._bus_of = bus_of
         self._limits_of = limits_of
-        self._offer_cap_of = offer_cap_of
+        self._offer_caps = offer_caps
         self._feeder = feeder
         self._fee_schedule = fees
         self._buses: dict[str, str] = {}  # bus per node, fixed when its first bid is heard
@@ -443,12 +438,8 @@ class IntervalSession:
         buses = {bid.node: self._buses[bid.node] for bid, _ in with_digests}
         limits = {bid.node: self._limits[bid.node] for bid, _ in with_digests
                   if bid.node in self._limits}
-        if self._offer_cap_of is not None:
-            for bid, _ in with_digests:
-                if bid.side == "sell":
-                    held = limits.get(bid.node, UNLIMITED)
-                    limits[bid.node] = held._replace(
-                        export_wh=self._offer_cap_of(bid.node, held.export_wh))
+        if self._offer_caps is not None:
+            limits.update(self._offer_caps(limits))
         orders = orders_from_bids(with_digests, buses=buses, limits=limits)
         result = clear(self._mechanism, orders, self._params)
         fees: tuple[TradeFee, ...] | None = None

@@ -6,8 +6,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocols.clearing import Limits
 from protocols.messages import Settlement
-from protocols.reputation import ReputationHistory, counted_intervals, reputation_for
+from protocols.reputation import UNLIMITED, ReputationHistory, counted_intervals, reputation_for
 from protocols.settlement import FULL_TRUST, ReputationRule, offer_cap_wh
 
 NODES = ("alice", "bob", "carol")
@@ -44,6 +45,14 @@ def test_every_gateway_computes_the_same_cap_from_the_same_settlements_in_any_or
             assert [h.reputation(node, k) for h in gateways] == [expected] * 3
             cap = offer_cap_wh(reputation=expected, limit_wh=2_750, rule=RULE)
             assert [h.offer_cap_wh(node, k, 2_750) for h in gateways] == [cap] * 3
+            # the clip clearing applies: every node below full trust, its export scaled
+            clip = gateways[0].capped(k, {node: Limits(5_000, 2_750)})
+            assert all(h.capped(k, {node: Limits(5_000, 2_750)}) == clip for h in gateways)
+            assert clip.get(node, Limits(5_000, 2_750)) == Limits(
+                5_000, 2_750 if expected == FULL_TRUST else cap)
+            unlimited = gateways[0].capped(k, {}).get(node, UNLIMITED)
+            assert unlimited.export_wh == offer_cap_wh(reputation=expected,
+                                                       limit_wh=UNLIMITED.export_wh, rule=RULE)
 
 
 @given(held=settlements, k=st.integers(0, 30))
