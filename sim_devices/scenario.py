@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from protocols.messages import MAX_PRICE
 from protocols.network import FeeSchedule
 from sim_devices.dcbus import ConverterSpec, DcBusSpec
 from sim_devices.ev import EvSpec
@@ -194,6 +195,10 @@ class HomeModel(_Model):
     export_limit_w: int | None = Field(default=None, ge=0)
     """The grid operator's export limit at the home's meter (0: zero export), its gateway's
     ``[grid] export_limit_w``."""
+    min_sell_price: int | None = Field(default=None, ge=0, le=MAX_PRICE)
+    max_buy_price: int | None = Field(default=None, ge=0, le=MAX_PRICE)
+    """The owner's preferences, µ/Wh, its gateway's ``[preferences]`` (unset: the gateway's
+    defaults). Owners who differ make the price move with who is selling and who is short."""
     ev: EvModel | None = None
     dcdc: DcdcModel | None = None
     faults: dict[Role, FaultsModel] = Field(default_factory=dict)
@@ -330,6 +335,14 @@ class Scenario(_Model):
         """Each home's export limit in W, for the homes that have one."""
         return {name: home.export_limit_w for home in self.homes
                 if home.export_limit_w is not None for name in home.names}
+
+    def preferences(self) -> dict[str, dict[str, int]]:
+        """Each home's owner preferences that the scenario sets (``min_sell_price``,
+        ``max_buy_price``), for the homes that set any."""
+        chosen = [(home.names, {field: value for field in ("min_sell_price", "max_buy_price")
+                                if (value := getattr(home, field)) is not None})
+                  for home in self.homes]
+        return {name: wishes for names, wishes in chosen if wishes for name in names}
 
     def bus_of(self) -> dict[str, str]:
         """Which bus of the feeder each home hangs on (empty without a feeder)."""

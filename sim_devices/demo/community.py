@@ -99,6 +99,8 @@ class Rules:
     """The grid operator's export limit of each home that has one (``[grid]``), W."""
     planner: Literal["optimiser", "heuristic"] = "optimiser"
     """How every home plans (``[plan] planner``): a comparison runs the day with each."""
+    preferences: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()
+    """Each home's owner preferences the scenario sets (``[preferences]``)."""
 
     @classmethod
     def of(cls, scenario: Scenario) -> Rules:
@@ -108,13 +110,19 @@ class Rules:
                    feed_in_price=scenario.tariffs.feed_in_price, feeder=scenario.feeder,
                    fee_base=market.fee_base, fee_per_km=market.fee_per_km,
                    schedule=scenario.tariffs.schedule,
-                   export_limits=tuple(sorted(scenario.export_limits().items())))
+                   export_limits=tuple(sorted(scenario.export_limits().items())),
+                   preferences=tuple(sorted((home, tuple(sorted(wishes.items())))
+                                            for home, wishes in scenario.preferences().items())))
 
     def home_toml(self, home: str) -> str:
-        """How ``home`` plans and the limits at its meter: ``[plan]``, ``[grid]``."""
+        """How ``home`` plans, the limits at its meter and its owner's wishes: ``[plan]``,
+        ``[grid]``, ``[preferences]``."""
         limits = dict(self.export_limits)
         grid = "" if home not in limits else f"\n[grid]\nexport_limit_w = {limits[home]}\n"
-        return f'\n[plan]\nplanner = "{self.planner}"\n{grid}'
+        wishes = dict(self.preferences).get(home, ())
+        owner = "".join(f"{name} = {value}\n" for name, value in wishes)
+        owner = f"\n[preferences]\n{owner}" if owner else ""
+        return f'\n[plan]\nplanner = "{self.planner}"\n{grid}{owner}'
 
     def network_toml(self) -> str:
         """The ``[market.network]`` table of a gateway config ("" without a feeder)."""
