@@ -8,7 +8,9 @@ the day (``HomeForecaster.learned_ahead``); a home that has seen nothing yet pla
 alone. A horizon cut short that way values what the cells hold at its end at the import price
 (after the discharge loss), as the heuristic counts the end of its look-ahead: nothing the plan
 knows says the energy will not be needed later, and energy sold below that would be bought back
-(the programme's default, the export price, is for a day it has seen).
+(the programme's default, the export price, is for a day it has seen). For the same reason a
+deferrable load's energy owed after the horizon is priced at the import price: a load runs on
+a surplus now, as the heuristic runs it, rather than waiting for an evening it cannot see.
 
 The bid is one side of the plan's curve: the side of the planned residual (a surplus is
 offered, a deficit bid for), and, when the plan leaves nothing at the meter, the side it would
@@ -53,13 +55,15 @@ def day_problem(
     imports, exports = schedule.steps(start_ms, round(step_s * 1000), steps)
     grid = None if limits is None else limits.caps(start_ms=start_ms, step_s=step_s,
                                                     steps=steps)
-    end_value = None
-    if battery is not None and steps < horizon_steps(step_s):
-        end_value = fmean(imports) * battery.discharge_efficiency
+    end_value, later_price = None, 0.0
+    if steps < horizon_steps(step_s):
+        later_price = max(0.0, fmean(imports))
+        if battery is not None:
+            end_value = later_price * battery.discharge_efficiency
     return Problem(step_s=step_s, pv_wh=tuple(max(0, pv) for pv, _ in blocks),
                    load_wh=tuple(max(0, load) for _, load in blocks), import_price=imports,
                    export_price=exports, prefs=prefs, battery=battery, jobs=tuple(jobs),
-                   grid=grid, end_value=end_value)
+                   grid=grid, end_value=end_value, later_price=later_price)
 
 
 def bid_plan(outcome: Outcome, *, min_bid_wh: int) -> Plan:

@@ -273,10 +273,11 @@ def _short_row(b: Builder, name: str, soc_col: np.int64, target: float, owner_pe
 def _job(b: Builder, problem: Problem, job: FlexJob, balance: IntArray, owner_pen: float,
          shortfall: dict[str, int], fixed: dict[str, float]) -> IntArray:
     """A deferrable load: ``need − what fits after the horizon <= Σ run + short`` and
-    ``Σ run <= need``, running at most ``max_w`` in the steps before it is due. Where the
-    steps cost the same, it runs as late as it can (a tie-break of under ``_TIE`` µ/Wh): out of
-    the evening peak, and the plan, re-made every interval on fresher forecasts, keeps the
-    choice open."""
+    ``Σ run <= need``, running at most ``max_w`` in the steps before it is due. Each Wh run
+    saves ``later_price`` (what it would cost after the horizon: a constant for the part owed
+    within it). Where the steps cost the same, it runs as late as it can (a tie-break of under
+    ``_TIE`` µ/Wh): out of the evening peak, and the plan, re-made every interval on fresher
+    forecasts, keeps the choice open."""
     steps, step_s = problem.steps, problem.step_s
     cols = np.full(steps, -1, dtype=np.int64)
     active = min(steps, math.ceil(job.due_s / step_s))
@@ -291,7 +292,7 @@ def _job(b: Builder, problem: Problem, job: FlexJob, balance: IntArray, owner_pe
     if job.name in problem.stale:
         top[0] = 0.0
     wait = _TIE * (active - np.arange(active)) / active  # nothing to gain early: run late
-    cols[:active] = b.cols(active, upper=top, cost=wait)
+    cols[:active] = b.cols(active, upper=top, cost=wait - problem.later_price)
     b.coef(balance[:active], cols[:active], -1.0)
     row = b.rows(1, lower=float(owed), upper=float(job.need_wh))
     b.coef(np.repeat(row, active), cols[:active], 1.0)

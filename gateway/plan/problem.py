@@ -118,6 +118,10 @@ class Problem:
     stale: frozenset[str] = field(default_factory=frozenset)
     wear_price: int = 1
     end_value: float | None = None
+    later_price: float = 0.0
+    """µ/Wh a deferrable load's energy will cost once the horizon has passed: 0 for a day the
+    plan has seen (what it owes is planned), the import price when the horizon is cut short
+    (energy run now on a surplus is then not bought later)."""
 
     def __post_init__(self) -> None:
         steps = len(self.pv_wh)
@@ -169,6 +173,8 @@ class Problem:
             raise ValueError(f"wear_price must be 0..{MAX_PRICE}, got {self.wear_price}")
         if self.end_value is not None and not math.isfinite(self.end_value):
             raise ValueError("end_value must be finite")
+        if not (math.isfinite(self.later_price) and 0 <= self.later_price <= MAX_PRICE):
+            raise ValueError(f"later_price must be 0..{MAX_PRICE}, got {self.later_price}")
 
     @property
     def steps(self) -> int:

@@ -160,3 +160,16 @@ def test_a_home_that_has_not_learned_its_day_does_not_sell_what_its_battery_hold
     full = day_problem(start_ms=START, step_s=900, first=(0, 100), ahead=[(0, 100)] * 95,
                        battery=BATTERY, prefs=PREFS, jobs=(), schedule=schedule, limits=None)
     assert full.end_value is None  # a whole day seen: the programme's own default
+
+
+def test_a_home_that_has_not_learned_its_day_runs_its_loads_on_a_surplus_now() -> None:
+    """Nothing seen after this interval, 2 kW of sun to spare and a 3 kWh water heater due in
+    six hours: it runs now on the surplus (as the heuristic runs it), not at its latest start,
+    which on a day the plan cannot see may well be an evening bought at retail."""
+    heater = FlexJob(name="heater", need_wh=3_000, max_w=3_000, due_s=6 * 3_600)
+    problem = day_problem(start_ms=START + 12 * 3_600_000, step_s=900, first=(600, 100),
+                          ahead=(), battery=None, prefs=PREFS, jobs=(heater,),
+                          schedule=load_schedule(None, fixed=FIXED), limits=None)
+    assert problem.later_price == 300
+    day = PLANNER.plan(problem, max_buy_wh=0, max_sell_wh=0).day
+    assert day is not None and round(dict(day.jobs)["heater"][0]) == 500

@@ -61,10 +61,11 @@ def test_negative_price_would_burn_energy_in_the_battery_unless_discharge_is_hel
 
 
 def _paid_steps(problem: Problem) -> tuple[int, ...]:
-    """Steps where taking more energy earns money: a battery's losses could be sold."""
+    """Steps where wasting energy in a battery's losses can pay: taking more earns money (the
+    losses could be sold), or giving it away costs (an export price below zero)."""
     market = problem.market
     return tuple(t for t in range(problem.steps)
-                 if problem.import_price[t] < 0
+                 if problem.import_price[t] < 0 or problem.export_price[t] < 0
                  or (market is not None and market.price[t] < 0 and market.buy_wh[t] > 0))
 
 
