@@ -103,7 +103,7 @@ def scale(sizes: list[int], intervals: int, seed: int) -> None:
                                   faults=False))
         wall = time.perf_counter() - began
         per = statistics.mean(report.per_interval) if report.per_interval else 0
-        agree = report.agree_ms[-intervals:] if report.agree_ms else [0]
+        agree = report.agree_ms or [0]
         print(f"{members:>7,} | {per:>12,.0f} | {statistics.median(agree):,.0f} / "
               f"{max(agree):,.0f} | {wall:,.0f}{'' if report.ok else ' FAILED: '}"
               f"{'' if report.ok else report.violation}", flush=True)
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intervals", type=int, default=Config().intervals)
     parser.add_argument("--calm", action="store_true", help="no adversaries, no faults")
     parser.add_argument("--stop", action="store_true", help="stop at the first failure")
-    parser.add_argument("--scale", help="comma-separated member counts: the scale table")
+    parser.add_argument("--scale", help="comma-separated member counts: the scale table "
+                        "(needs --intervals 3 or more: the first and last are not steady)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     if args.scale:

@@ -57,8 +57,9 @@ class Report:
     agreed: int = 0  # intervals some honest member agreed
     adversaries: list[str] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)
-    agree_ms: list[int] = field(default_factory=list)  # gate to the last honest agreement
-    per_interval: list[int] = field(default_factory=list)  # deliveries in each traded interval
+    agree_ms: list[int] = field(default_factory=list)  # gate to the last honest agreement, by
+    # traded interval
+    per_interval: list[int] = field(default_factory=list)  # deliveries per steady interval
     rejections: Counter[str] = field(default_factory=Counter)  # the honest members', summed
     violation: Violation | None = None
     trace: str = ""
@@ -127,10 +128,13 @@ def run(seed: int, config: Config = Config()) -> Report:
     report.steps, report.delivered, report.lost = scheduler.steps, network.delivered, network.lost
     report.agreed = len(checker.agreed)
     report.safe_mode = checker.safe_mode
-    report.agree_ms = [checker.agreed_at[k] - timing.gate_close_ms(k)
-                       for k in sorted(checker.agreed_at)]
-    # Each second is one interval (TIMING): one commitment round, one round of bids.
-    report.per_interval = [network.delivered_at[timing.start_ms(k) // 1_000] for k in trading]
+    report.agree_ms = [checker.agreed_at[k] - timing.gate_close_ms(k) for k in trading
+                       if k in checker.agreed_at]
+    # Each second of simulated time is one interval (TIMING): from the start of k, it carries
+    # the commitment round of k + 1 and the bids for k + 2, so it is a whole interval's traffic
+    # when both are traded.
+    report.per_interval = [network.delivered_at[timing.start_ms(k) // 1_000]
+                           for k in trading[:-2]]
     report.rejections = sum((m.rejections for m in honest), Counter())
     report.fingerprint = trace.fingerprint
     if report.violation is not None:
