@@ -12,6 +12,7 @@ what the plan shifted.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -34,8 +35,31 @@ from protocols.market import Timing
 
 log = logging.getLogger(__name__)
 
+
+def battery_w_of(battery: BatteryReading) -> int:
+    """The battery's power (+ charge): measured, or what it holds when it does not measure it
+    (713 without 802)."""
+    return battery.setpoint_w if battery.power_w is None else battery.power_w
+
 FULL_MARGIN_PCT = 0.5
 """A battery this close to its top is taken as full: cells near it refuse what is still allowed."""
+
+
+def charge_outlook(*, soc_pct: float, top_pct: float, capacity_wh: int | None, written_w: int,
+                   battery_w: int, max_charge_w: int, held: bool, period_ms: int
+                   ) -> tuple[int, int]:
+    """(change, room) in W for the PV guard (:mod:`gateway.home.grid_point`): how much more the
+    battery will charge than it does now, counting of a charging setpoint only what the cells
+    can take over the whole coming period (a battery that fills halfway would export the rest),
+    and how much more than the setpoint it could charge. A battery near its top (within
+    ``FULL_MARGIN_PCT``), held, or not reporting its SoC or capacity counts as full."""
+    top = top_pct - FULL_MARGIN_PCT
+    full = not soc_pct < top or held or not capacity_wh
+    lasting = written_w
+    if written_w > 0:
+        room_wh = 0.0 if full else (top - soc_pct) / 100 * (capacity_wh or 0)
+        lasting = min(written_w, math.floor(room_wh * 3_600_000 / period_ms + 1e-6))
+    return lasting - battery_w, 0 if full else max(0, max_charge_w - written_w)
 
 
 def device_envelope(envelope: BatteryEnvelope, battery: BatteryReading) -> BatteryEnvelope:
@@ -97,8 +121,7 @@ class BatteryController:
         refused = self.battery.refused  # its map cannot carry the setpoint: not asked again
         held = envelope.held or ("" if refused is None else f"not commandable ({refused})")
         self._note_hold(held)
-        # A battery that does not measure its power (713 without 802) runs what it holds.
-        battery_w = battery.setpoint_w if battery.power_w is None else battery.power_w
+        battery_w = battery_w_of(battery)
         if meter is not None:
             pv_w = -pv.power_w if pv is not None else 0
             self._forecaster.observe(
@@ -133,15 +156,21 @@ class BatteryController:
             log.warning("%s: battery setpoint not written: %s", self.node, exc)
             return
         self._state.setpoint_w = written
-        self.change_w = written - battery_w
-        full = battery.soc_pct >= envelope.soc_max_pct - FULL_MARGIN_PCT or bool(envelope.held)
-        self.room_w = 0 if full else max(0, envelope.max_charge_w - written)
+        self._note_room(battery, envelope, written, period_ms)
         self._state.safe_reason = "" if decision.mode == "market" else decision.reason
         first = record.last_decision is None
         record.last_decision = decision
         if first:
             self._on_event(SetpointWritten(
                 node=self.node, interval=k, decision=decision, soc_pct=battery.soc_pct))
+
+    def _note_room(self, battery: BatteryReading, envelope: BatteryEnvelope, written: int,
+                   period_ms: int) -> None:
+        """What the PV guard may count on (:func:`charge_outlook`)."""
+        self.change_w, self.room_w = charge_outlook(
+            soc_pct=battery.soc_pct, top_pct=envelope.soc_max_pct,
+            capacity_wh=battery.capacity_wh, written_w=written, battery_w=battery_w_of(battery),
+            max_charge_w=envelope.max_charge_w, held=bool(envelope.held), period_ms=period_ms)
 
     def _meter_window(self) -> dict[str, float | None]:
         """The grid operator's export and import limits as the meter's floor and ceiling (W),

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from gateway.dispatch import IntervalTarget, decide
 from gateway.envelope import BatteryEnvelope
+from gateway.home.battery import charge_outlook
 from gateway.home.grid_point import margin_w, pv_cap_w
 
 ENVELOPE = BatteryEnvelope(soc_min_pct=10, soc_max_pct=95, max_charge_w=5_000,
@@ -83,3 +84,16 @@ def test_a_full_battery_commanded_to_charge_does_not_hold_the_cap_up() -> None:
     cap comes down by the whole excess, not by what the battery was told to take."""
     assert pv_cap_w(export_limit_w=1_500, meter_w=-4_425, battery_change_w=3_000, pv_w=-4_600,
                     cap_w=4_600, rated_w=9_000) == 4_600 - 3_000
+
+
+def test_a_battery_about_to_fill_is_counted_on_for_what_it_can_still_take() -> None:
+    """30 Wh of room below the top (94.2 % of 10 kWh, top 95 % less the half-percent margin):
+    over a 2-minute period a 3 kW setpoint lasts as 900 W, and nothing is left to raise a cap
+    on only once it is full."""
+    outlook = {"top_pct": 95.0, "capacity_wh": 10_000, "written_w": 3_000, "battery_w": 1_000,
+               "max_charge_w": 5_000, "held": False, "period_ms": 120_000}
+    assert charge_outlook(soc_pct=94.2, **outlook) == (900 - 1_000, 2_000)
+    assert charge_outlook(soc_pct=50.0, **outlook) == (2_000, 2_000)
+    assert charge_outlook(soc_pct=94.6, **outlook) == (-1_000, 0)
+    assert charge_outlook(soc_pct=float("nan"), **outlook) == (-1_000, 0)  # SoC not reported
+    assert charge_outlook(soc_pct=50.0, **{**outlook, "held": True}) == (-1_000, 0)
