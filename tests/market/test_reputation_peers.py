@@ -6,7 +6,7 @@ retains, and caps alike."""
 from __future__ import annotations
 
 from protocols.market import Abstained, Agreed, MeterReading, topics
-from protocols.messages import Bid
+from protocols.messages import Bid, Settlement
 from protocols.settlement import ReputationRule
 from protocols.signing import sign
 from tests.market.community import COMMUNITY
@@ -129,3 +129,23 @@ def test_a_peer_restarted_without_its_settlements_is_alone_and_does_not_decide()
     assert [sold(s.outcomes[n][CAPPED]) for n in ("alice", "bob")] == [8_750] * 2
     assert s.outcomes["carol"][CAPPED] == Abstained(CAPPED, "minority")
     assert s.rejections["alice"]["wrong-commitment"] == 1  # carol's, counted by her peers
+
+
+def test_a_ledgered_settlement_that_was_altered_or_is_foreign_is_not_restored() -> None:
+    """A ledger entry is taken back only as its signer signed it, and only of this community;
+    each refused one comes back with its reason and moves no reputation."""
+    s = under_delivered()
+    alices = s.markets["bob"].signed_settlements(K)["alice"]
+    flattered = alices.model_copy(update={"body": {**alices.body, "delivered_wh": -2_000}})
+    foreign = sign("settle", settlement_of(s, "alice").model_copy(
+        update={"community": "elm-street"}), s.keys["alice"])
+    market = s.market("carol", s.keys["carol"], energy_interval_ms=HOUR_MS)
+    refused = market.restore_settlements([flattered, foreign], s.now_ms)
+    assert [r.reason for r in refused] == ["bad-signature", "wrong-community"]
+    assert market.reputation("alice", CAPPED) == 1_000
+
+
+def settlement_of(s: Street, node: str) -> Settlement:
+    held = s.markets["bob"].settlements(K)[node]
+    assert isinstance(held, Settlement)
+    return held
