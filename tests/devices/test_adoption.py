@@ -110,3 +110,35 @@ def test_the_status_of_a_device_not_in_the_home_says_why_and_when_it_is_tried_ag
     assert health.stale and health.adoption == "waiting" and health.why == "unsupported"
     assert health.missing is not None and "[802, 713]" in health.missing
     assert health.retry_in_s == 100.0 + UNSUPPORTED_S - 1000.0 and health.tries == 1
+
+
+def test_metrics_and_the_status_file_say_which_device_is_missing_and_an_unknown_soc_is_null(
+        tmp_path):
+    """/metrics: ``gridpeer_device_adopted`` 0 and ``gridpeer_device_missing{why}`` 1 for a
+    device not in the home, and no SoC sample when it is unknown; the status file is strict
+    JSON (no NaN) with the SoC null, read back as None."""
+    import json
+
+    from gateway.dashboard.metrics import render
+    from gateway.home.status import BatteryStatus, Status
+    from tests.dashboard.statuses import page
+
+    waiting = DeviceHealth(stale=True, age_s=None, polls=0, failures=0, last_error=None,
+                           adoption="waiting", why="unsupported",
+                           missing="MissingModel: ...", retry_in_s=3000.0, tries=1)
+    adopted = DeviceHealth(stale=False, age_s=0.5, polls=9, failures=0, last_error=None)
+    shown = page(devices={"pv": waiting, "battery": adopted},
+                 battery=BatteryStatus(soc_pct=None, power_w=0, setpoint_w=0))
+    text = render(shown)
+    assert 'gridpeer_device_adopted{node="home-1",device="pv"} 0' in text
+    assert 'gridpeer_device_adopted{node="home-1",device="battery"} 1' in text
+    assert 'gridpeer_device_missing{node="home-1",device="pv",why="unsupported"} 1' in text
+    assert 'device="battery",why=' not in text
+    assert "gridpeer_battery_soc_percent{" not in text
+    shown.home.write(tmp_path / "status.json")
+    text = (tmp_path / "status.json").read_text()
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the status file"))
+    assert data["battery"]["soc_pct"] is None
+    back = Status.from_json(text)
+    assert back.battery is not None and back.battery.soc_pct is None
+    assert back.devices["pv"] == waiting
