@@ -88,6 +88,13 @@ class ReputationHistory:
             held.append(settlement)
             self._reduced.clear()
 
+    def discard(self, settlement: Settlement) -> None:
+        """Stop holding ``settlement`` (found false once it could be checked)."""
+        held = self._by_node.get(settlement.node, {}).get(settlement.interval, [])
+        if settlement in held:
+            held.remove(settlement)
+            self._reduced.clear()
+
     def reputation(self, node: str, interval: int) -> int:
         """``node``'s reputation for clearing ``interval`` (:func:`reputation_for`)."""
         by_interval = self._by_node.get(node, {})

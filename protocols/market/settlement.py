@@ -25,7 +25,10 @@ the keys checks the readings too.
 Every accepted settlement goes into the book's :class:`~protocols.reputation.ReputationHistory`,
 from which each node's reputation for an interval follows as a function of the settlements held,
 not of the order they were accepted in (:mod:`protocols.reputation`): every gateway caps a
-member's offers by it in clearing.
+member's offers by it in clearing. So does a settlement held for an interval this gateway has no
+agreed result of (it abstained): its figures are then the member's word, as they are for an
+interval from before the gateway started, and a gateway that missed one interval still caps as
+its peers do; it leaves the history again if the agreed result comes and refutes it.
 """
 
 from __future__ import annotations
@@ -142,7 +145,10 @@ class SettlementBook:
         if agreed is None:
             held = self._pending.setdefault(settlement.interval, {})
             earlier = held.setdefault(settlement.node, settlement)
-            return [] if earlier == settlement else [Rejected("settle-conflict")]
+            if earlier != settlement:
+                return [Rejected("settle-conflict")]
+            self.history.add(settlement)
+            return []
         return [self._check(agreed, settlement)]
 
     def forget(self, interval: int) -> list[Rejected]:
@@ -167,9 +173,11 @@ class SettlementBook:
             reading=reading, tariffs=self._tariffs, bus_wh=settlement.bus_wh,
         )
         if settlement != expected:
+            self.history.discard(settlement)
             return Rejected("settle-mismatch")
         meter = self._check_meter(settlement)
         if meter is not None:
+            self.history.discard(settlement)
             return meter
         accepted[node] = settlement
         self.history.add(settlement)

@@ -19,10 +19,13 @@ NO_TAG = MeterReading(seq=1, import_wh=0, export_wh=0, tag="ab" * 32)
 NODES = ("alice", "bob", "carol")
 
 
-def under_delivered() -> Street:
+def under_delivered(*, abstains: str = "") -> Street:
     """alice sells 2,000 Wh in K and exports 1,000; everyone settles it (her reputation for
-    CAPPED on: 875 per-mille, her cap 8,750 Wh)."""
+    CAPPED on: 875 per-mille, her cap 8,750 Wh). ``abstains``: a node that hears nothing of K but
+    the settlements, so it has no agreed result of K and settles it with the grid alone."""
     s = Street(*NODES, energy_interval_ms=HOUR_MS)
+    s.lost = lambda node, topic: (node == abstains and f"/{topics.slot(K)}/" in topic
+                                  and "/settle/" not in topic)
     s.bid("alice", K, "sell", 2_000, 100)
     s.bid("bob", K, "buy", 1_500, 250)
     s.bid("carol", K, "buy", 1_000, 200)
@@ -32,11 +35,14 @@ def under_delivered() -> Street:
     bought = {o.node: o.bought_wh - o.sold_wh for o in outcome.result.outcomes}
     delivered = {**bought, "alice": -1_000}
     for node, market in s.markets.items():
-        _, actions = market.settle(K, delivered_wh=delivered.get(node, 0), meter_reading=NO_TAG,
-                                   bus_wh=0, now_ms=s.now_ms)
-        s.carry_out(node, actions)
+        if node != abstains:
+            _, actions = market.settle(K, delivered_wh=delivered.get(node, 0),
+                                       meter_reading=NO_TAG, bus_wh=0, now_ms=s.now_ms)
+            s.carry_out(node, actions)
     s.deliver()
-    assert all(set(m.settlements(K)) == set(NODES) for m in s.markets.values())
+    settled = set(NODES) - {abstains}
+    assert all(set(m.settlements(K)) == settled for n, m in s.markets.items() if n != abstains)
+    s.lost = lambda node, topic: False
     return s
 
 
@@ -149,3 +155,17 @@ def settlement_of(s: Street, node: str) -> Settlement:
     held = s.markets["bob"].settlements(K)[node]
     assert isinstance(held, Settlement)
     return held
+
+
+def test_a_peer_that_abstained_in_the_interval_still_caps_alike() -> None:
+    """carol never learnt K's agreed result, so she cannot check its settlements against it; she
+    holds them on their signers' word and caps alice as alice's other peers do."""
+    s = under_delivered(abstains="carol")
+    assert s.outcomes["carol"][K] == Abstained(K, "no-quorum")
+    assert s.markets["carol"].agreed(K) is None
+    assert [s.markets[n].reputation("alice", CAPPED) for n in NODES] == [875] * 3
+    s.run(TIMING.gate_close_ms(CAPPED) - 200)
+    offer_uncapped(s, 10_000)
+    s.bid("bob", CAPPED, "buy", 10_000, 250)
+    s.run(TIMING.start_ms(CAPPED))
+    assert [sold(s.outcomes[n][CAPPED]) for n in NODES] == [8_750] * 3

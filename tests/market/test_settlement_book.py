@@ -147,3 +147,13 @@ def test_the_buyer_pays_the_network_fees_of_its_trades() -> None:
     assert b.on_settlement(bob.model_copy(update={"money": 2000 * price})) == [
         Rejected("settle-mismatch")]
     assert b.on_settlement(bob) == [bob]
+
+
+def test_a_held_settlement_counts_on_its_signers_word_until_the_agreed_result_refutes_it() -> None:
+    b = book()
+    short = alice(3, -1000, reading(1, 0, 1000))
+    lie = short.model_copy(update={"money": 0})  # not what the agreed position makes it
+    assert b.on_settlement(lie) == []  # held: no agreed result here yet
+    assert b.reputation("alice", 3 + LAG) == 875
+    assert b.on_agreed(agreed(3)) == [Rejected("settle-mismatch")]
+    assert b.reputation("alice", 3 + LAG) == FULL_TRUST
