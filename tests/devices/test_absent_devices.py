@@ -5,15 +5,18 @@ A street of three real :class:`GatewayNode` s (their real Modbus clients against
 world over TCP, signed bids through the embedded broker, scaled clock). home-1's battery is
 configured at a port nothing listens on when the gateway starts (an inverter asleep, a battery
 switched off); home-3's inverter is pysunspec2's image with model 129 only, which no kind of
-ours can be driven through. Both gateways start and trade; home-1 bids without battery energy
-until its battery's server comes up, adopts it from the next interval and then commands it;
-home-3's status says, throughout, that its inverter is unsupported and what it lacks.
+ours can be driven through; home-2's battery is pysunspec2's draft-era DER image, which reports
+no state of charge. Every gateway starts and trades; home-1 bids without battery energy until
+its battery's server comes up, adopts it from the next interval and then commands it; home-3's
+status says, throughout, that its inverter is unsupported and what it lacks; home-2's status
+(the file, the dashboard's JSON) says its SoC is unknown (null), never NaN.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -29,6 +32,7 @@ from protocols.market import Agreed
 from sim_devices.demo.broker import EmbeddedBroker
 from sim_devices.demo.community import provision
 from sim_devices.world import World
+from tests.devices.maps import der_1547
 from tests.devices.served import INVERTER_129, device_file, framed, serve
 from tests.street import HOMES, NAMES, ROLES, SPEED, TIMING
 
@@ -84,6 +88,7 @@ async def test_a_gateway_trades_without_an_absent_battery_adopts_it_when_it_answ
         broker = await stack.enter_async_context(EmbeddedBroker(port=0))
         served = await stack.enter_async_context(world.serve())
         inverter_129 = await stack.enter_async_context(serve({1: unsupported}))
+        draft_der = await stack.enter_async_context(serve({1: framed(der_1547(tmp_path))}))
         addresses = {(h, r): served.address(h, r) for h in NAMES for r in ROLES}
         configs = provision(tmp_path, HOMES, addresses, broker_url=broker.url, timing=TIMING)
         base = Clock(origin_ms=world.now_ms, speed=SPEED)
@@ -94,6 +99,9 @@ async def test_a_gateway_trades_without_an_absent_battery_adopts_it_when_it_answ
             if name == "home-1":
                 host, port = addresses[name, "battery"]
                 text = text.replace(f"tcp://{host}:{port}", f"tcp://127.0.0.1:{battery_port}")
+            if name == "home-2":
+                host, port = addresses[name, "battery"]
+                text = text.replace(f"tcp://{host}:{port}", draft_der.url)
             if name == "home-3":
                 host, port = addresses[name, "pv"]
                 text = text.replace(f"tcp://{host}:{port}", inverter_129.url)
@@ -142,6 +150,11 @@ async def test_a_gateway_trades_without_an_absent_battery_adopts_it_when_it_answ
             assert all(e.interval >= joined for e in written), (joined, written)
             assert home1.status().devices["battery"].adoption == "adopted"
             assert home1.status().battery is not None
+        unknown = nodes["home-2"].status()
+        assert unknown.battery is not None and unknown.battery.soc_pct is None
+        on_file = (tmp_path / "home-2" / "state" / "status.json").read_text()
+        assert json.loads(on_file, parse_constant=lambda c: pytest.fail(c))[
+            "battery"]["soc_pct"] is None
         pv = home3.status().devices["pv"]
         assert pv.adoption == "waiting" and pv.why == "unsupported"
         assert 0 < pv.retry_in_s <= 3600  # type: ignore[operator]
