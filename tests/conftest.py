@@ -1,12 +1,14 @@
 """Suite-wide fixtures."""
 
 import asyncio
+import contextlib
 import fcntl
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 from pytest_asyncio import is_async_test
@@ -22,59 +24,97 @@ _REAL_TIME = (
     "tests/market/test_flood.py",
 )
 """Whole communities on a scaled clock, marked ``realtime``: their deadlines are real
-milliseconds, so two of them must never compete for the same cores. With ``-n 2 --dist
-loadgroup`` they all run on one worker (``xdist_group``), and a lock file lets only one run at a
-time on the machine, whatever runs them (another worker, another pytest on the same host);
-``-m realtime`` / ``-m "not realtime"`` run them apart from the rest of the suite."""
-_REAL_TIME_LOCK = Path(tempfile.gettempdir()) / "gridpeer-realtime.lock"
+milliseconds, so they must never be starved of a core. One that runs in a single process uses at
+most one core, so two of them may run at once on a two-core machine, as one of them already does
+beside any CPU-bound test of the rest of the suite; one that starts processes of its own (a
+gateway child, the no-market baseline) is marked ``realtime(cores=2)`` and runs with no other
+real-time test. Two slot files do it, machine-wide (another pytest on the same host counts too):
+a one-core test holds either, a two-core test both. ``-m realtime`` / ``-m "not realtime"`` run
+them apart from the rest of the suite."""
+_REAL_TIME_SLOTS = tuple(Path(tempfile.gettempdir()) / f"gridpeer-realtime-{n}.lock"
+                         for n in (0, 1))
+_REAL_TIME_QUEUE = Path(tempfile.gettempdir()) / "gridpeer-realtime-queue.lock"
 _REAL_TIME_WAIT_S = 3600.0
-"""How long a real-time test waits for another to finish before it fails (a day test and its
-baseline take a few minutes; an hour means the holder is stuck)."""
+"""How long a real-time test waits for its slots before it runs without them (a day test and its
+baseline take a few minutes; an hour means a holder is stuck)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "realtime: a whole community on a scaled clock; one runs at a time per machine")
+        "markers", "realtime(cores=1): a whole community on a scaled clock; it runs only while "
+        "it has ``cores`` of the machine's two real-time slots")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.nodeid.startswith(_REAL_TIME):
+        if item.nodeid.startswith(_REAL_TIME) and item.get_closest_marker("realtime") is None:
             item.add_marker(pytest.mark.realtime)
-            item.add_marker(pytest.mark.xdist_group("real-time"))
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """A real-time test holds the machine's real-time lock from its setup (a module's shared day
-    is made in its first test's setup) to its teardown."""
-    if item.get_closest_marker("realtime") is None:
+    """A real-time test holds its slots from its setup (a module's shared day is made in its
+    first test's setup) to its teardown."""
+    marker = item.get_closest_marker("realtime")
+    if marker is None:
         yield
         return
-    with _REAL_TIME_LOCK.open("a") as lock:
-        held = _lock(lock.fileno())
-        if not held:
+    cores = int(marker.kwargs.get("cores", 1))
+    with contextlib.ExitStack() as stack:
+        queue = stack.enter_context(_REAL_TIME_QUEUE.open("a"))
+        slots = [stack.enter_context(path.open("a")) for path in _REAL_TIME_SLOTS]
+        held = _take(queue, slots, cores)
+        if held is None:
             item.warn(pytest.PytestWarning(
-                f"ran without the real-time lock: another test held {_REAL_TIME_LOCK} for "
+                f"ran without its real-time slots: other tests held them for "
                 f"{_REAL_TIME_WAIT_S:.0f} s"))
         try:
             yield
         finally:
-            if held:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+            for slot in held or ():
+                fcntl.flock(slot.fileno(), fcntl.LOCK_UN)
 
 
-def _lock(fd: int) -> bool:
+def _take(queue: IO[str], slots: list[IO[str]], cores: int) -> list[IO[str]] | None:
+    """Lock ``cores`` free slots, first in line: the queue file is held while waiting for them,
+    so a two-core test is not overtaken for ever by one-core tests taking turns with the other
+    slot; nobody waits for the queue while holding a slot, so nothing deadlocks. None after
+    ``_REAL_TIME_WAIT_S``."""
     deadline = time.monotonic() + _REAL_TIME_WAIT_S
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
+    if not _wait(queue, deadline):
+        return None
+    held: list[IO[str]] = []
+    try:
+        while True:
+            for slot in slots:
+                if len(held) < cores and slot not in held and _try(slot):
+                    held.append(slot)
+            if len(held) == cores:
+                return held
             if time.monotonic() > deadline:
-                return False
+                for slot in held:
+                    fcntl.flock(slot.fileno(), fcntl.LOCK_UN)
+                return None
             time.sleep(0.2)
+    finally:
+        fcntl.flock(queue.fileno(), fcntl.LOCK_UN)
+
+
+def _try(lock: IO[str]) -> bool:
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _wait(lock: IO[str], deadline: float) -> bool:
+    while not _try(lock):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -10,6 +10,8 @@ import pytest
 
 from gateway.cli import main
 
+pytestmark = pytest.mark.realtime(cores=2)  # the demo runs its baseline in a second process
+
 
 def test_demo_prints_progress_and_summary_and_writes_a_self_contained_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -30,6 +30,8 @@ from sim_devices.world import World
 from tests.brokers import mosquitto_config
 from tests.deploy.mosquitto import Brokers, free_port, mosquitto_binary
 
+pytestmark = pytest.mark.realtime(cores=2)  # the no-market baseline runs in a second process
+
 SCENARIO = load_scenario("sunny-street")
 SPEED = 720.0
 DAY = day_intervals(SCENARIO)

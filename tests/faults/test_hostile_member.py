@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import pytest
 
 from gateway.identity import load_key_file
 from protocols.market import Timing as MarketTiming
@@ -55,6 +56,8 @@ from sim_devices.world import World
 from tests.deploy.mosquitto import Brokers, free_port
 from tests.deploy.site import write_site
 from tests.faults.proxy import TcpProxy
+
+pytestmark = pytest.mark.realtime(cores=2)  # the gateways are processes of their own
 
 COMMUNITY = "oak-street"  # the broker site's community (tests/deploy/site.py)
 HOMES = (

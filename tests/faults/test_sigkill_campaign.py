@@ -19,6 +19,8 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from gateway.clock import Clock
 from gateway.config import load_config
 from gateway.home import GatewayNode, running
@@ -28,6 +30,8 @@ from sim_devices.demo.broker import EmbeddedBroker
 from sim_devices.demo.community import Timing, provision
 from sim_devices.world import World
 from tests.street import HOMES
+
+pytestmark = pytest.mark.realtime(cores=2)  # the victim gateway is a process of its own
 
 KILLS = int(os.environ.get("GRIDPEER_FAULT_KILLS", "8"))
 SEED = int(os.environ.get("GRIDPEER_FAULT_SEED", "20261121"))
