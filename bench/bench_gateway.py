@@ -119,7 +119,7 @@ async def measure(addresses: dict[str, tuple[str, int]]) -> None:
         devices: list[Device[Any, Any]] = [
             Device(config=DeviceConfig.model_validate(
                 {"name": role, "kind": role, "url": f"tcp://{host}:{port}", "unit": UNIT}),
-                bus=buses[role], now_s=time.monotonic, period_s=1.0)
+                bus=buses[role], period_s=1.0)
             for role, (host, port) in addresses.items() if role in ROLES]
         for device in devices:
             assert await device.attempt(interval=0, trading=False), device.adoption.reason

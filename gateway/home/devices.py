@@ -57,12 +57,16 @@ class Device(Generic[D, R]):
     (:class:`~gateway.home.adoption.Adoption`), and once adopted what discovery found, its
     driver, and the poller that keeps its latest reading.
 
+    ``now_s``: the clock the device's physics runs on, for its driver's plausibility checks
+    (None: the driver's default, no bound on how fast its counters move).
+
     Until it is adopted it has no reading (``fresh()`` is None, its poller stale), so every
     concern treats it as a stale device: nothing offered from it, nothing commanded.
     """
 
-    def __init__(self, *, config: DeviceConfig, bus: ModbusBus, now_s: Callable[[], float],
-                 period_s: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, config: DeviceConfig, bus: ModbusBus, period_s: float,
+                 now_s: Callable[[], float] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.bus = bus
         self.adoption = Adoption()
