@@ -532,9 +532,11 @@ class IntervalSession:
         holds a commitment from every member of the roster but the excluded ones. Then, if one
         result has a majority of the roster, it is the only one that can ever reach a quorum
         (every quorum is a majority, and votes only ever move towards it), so it joins that
-        one. Otherwise no first vote can make a quorum anywhere, and the union it computes from
-        everyone's lists is the one every member re-voting computes (each list is a first one
-        or that union), so that is the only result with a quorum to come.
+        one. Otherwise, unless the excluded members' votes (which peers may have counted before
+        they caught the equivocation) could still make one a majority, no first vote can make a
+        quorum anywhere, and the union it computes from everyone's lists is the one every member
+        re-voting computes (each list is a first one or that union), so that is the only result
+        with a quorum to come.
         """
         held = {node: c for node, c in self._commitments.items() if node not in self._excluded}
         members = max(self._roster_size, len(self._voters()))
@@ -551,6 +553,10 @@ class IntervalSession:
                 return self._fetch_once()
             self._union_done = True
             return joined + self._try_agree()
+        # With the excluded members' votes, counted by a peer that had not caught them
+        # equivocating yet, ``top`` may have a majority there: a re-vote could make a second.
+        if count + len(self._excluded) > members // 2:
+            return []
         lists = [self._lists.get(c.bid_set_digest) for c in held.values()]
         listed = sorted({d for found in lists if found is not None for d in found})
         if None in lists or any(d not in self._known for d in listed):

@@ -162,8 +162,10 @@ def _member(world: World, name: str, authority: Ed25519PrivateKey, rng: random.R
                  home=Home(seller=rng.random() < 0.4, bid_share=rng.uniform(0.6, 1.0),
                            short_share=rng.choice((0.0, 0.1, 0.5))),
                  meter=meter)
+    base, jitter = rng.randint(1, 15), rng.randint(0, 25)
+    dup, reorder, queue = rng.choice((0.0, 0.01, 0.1)), rng.random() < 0.3, rng.choice((50, 1_000))
     world.network.attach(name, member, Link(
-        base_ms=rng.randint(1, 15), jitter_ms=rng.randint(0, 25),
-        dup=rng.choice((0.0, 0.01, 0.1)), reorder=rng.random() < 0.3,
-        queue_limit=rng.choice((50, 1_000))))
+        base_ms=base, jitter_ms=jitter, dup=dup, reorder=reorder,
+        # Without faults, the field broker's limits (docs/brokers.md): nothing is dropped.
+        queue_limit=queue if config.faults else 20_100))
     return member
