@@ -40,15 +40,15 @@ def test_a_fixed_budget_of_seeds_keeps_every_invariant() -> None:
     assert len(kinds) == 8 and faults == {"partition", "slow", "lossy", "restart"}
 
 
-@pytest.mark.parametrize("seed", [26, 213, 281, 2772])
+@pytest.mark.parametrize("seed", [26, 213, 281, 2496, 2772])
 def test_no_two_honest_members_agree_different_results_when_first_votes_split(seed: int) -> None:
-    """Seeds 26, 213, 281 and 2772, found by the search: first commitments split (bids or
+    """Seeds 26, 213, 281, 2496 and 2772, found by the search: first commitments split (bids or
     commitments late after a broker restart or a slow link); one member counted three first
     votes and agreed, while those three, not seeing a quorum yet, re-voted for the union with
     a fourth and agreed another result. A member now re-votes only once it holds every
     member's commitment, for the roster's majority result if there is one, and not while an
-    excluded member's vote could make one (2772: the first quorum counted an equivocator the
-    re-voters had excluded; it broke the rule's first version, not the code before it)."""
+    excluded member's vote could make one (2496, 2772: the first quorum counted an equivocator
+    the re-voters had excluded; they broke the rule's first version)."""
     report = run(seed)
     assert report.ok, report.violation
 
