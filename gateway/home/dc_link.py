@@ -77,7 +77,8 @@ class DcLink:
             delivered_wh=delivered_wh, reading=reading,
             soc_pct=None if battery is None else battery.soc_pct, envelope=self._envelope,
             battery=self._battery_envelope if battery_envelope is None else battery_envelope,
-            bus_setpoint_v=self._bus_voltage_v, dt_s=period_ms / 1000, latched_trip=latched,
+            bus_setpoint_v=self._bus_voltage_v, dt_s=period_ms / 1000,
+            length_s=self._timing.length_ms / 1000, latched_trip=latched,
             safe_reason=reason,
         )
         if command.trip and not latched:

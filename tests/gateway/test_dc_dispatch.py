@@ -25,7 +25,7 @@ def reading(*, state=ConverterState.WAIT, trips=(), volts=350.0, amps=0.0, limit
 def command(**kw):
     args = dict(master=False, target=DcTarget(energy_wh=-350), remaining_s=900.0,
                 delivered_wh=0.0, reading=reading(), soc_pct=50.0, envelope=ENV,
-                battery=BATTERY, bus_setpoint_v=350.0, dt_s=60.0)
+                battery=BATTERY, bus_setpoint_v=350.0, dt_s=60.0, length_s=900.0)
     args.update(kw)
     return command_converter(**args)
 
@@ -107,7 +107,9 @@ def test_the_loop_spreads_what_is_left_over_the_time_left():
     behind = command(target=target, remaining_s=450, delivered_wh=-100)
     ahead = command(target=target, remaining_s=450, delivered_wh=-250)
     assert on_track.current_a == -4.0
-    assert behind.current_a < on_track.current_a < ahead.current_a  # more injected when behind
+    assert on_track.current_a < ahead.current_a  # less injected when ahead...
+    # ...but never more than the even pace when behind: the rest is not squeezed into less time
+    assert (behind.current_a, behind.limits) == (on_track.current_a, ("even-pace",))
     overshot = command(target=target, remaining_s=450, delivered_wh=-400)
     assert overshot.mode == "wait"  # never trades back what it delivered too early
     done = command(target=target, remaining_s=450, delivered_wh=-350)
