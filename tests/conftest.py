@@ -6,7 +6,7 @@ import fcntl
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -16,23 +16,16 @@ from pytest_asyncio import is_async_test
 from tests.brokers import any_broker, mosquitto  # noqa: F401  (fixtures for every test)
 from tests.hil.options import add_hil_options
 
-_REAL_TIME = (
-    "tests/faults/", "tests/test_day_", "tests/test_end_to_end.py",
-    "tests/test_settlement_community.py", "tests/test_network_gateways.py",
-    "tests/gateway/test_ev_night.py",
-    "tests/market/test_feeder_100.py",
-    "tests/market/test_flood.py",
-)
-"""Whole communities on a scaled clock, marked ``realtime``: their deadlines are real
-milliseconds, so they must never be starved of a core. One that runs in a single process uses at
-most one core, so two of them may run at once on a two-core machine, as one of them already does
-beside any CPU-bound test of the rest of the suite; one that starts processes of its own (a
-gateway child, the no-market baseline) is marked ``realtime(cores=2)`` and runs with no other
-real-time test. Two slot files do it, machine-wide (another pytest on the same host counts too):
-a one-core test holds either, a two-core test both. ``-m realtime`` / ``-m "not realtime"`` run
-them apart from the rest of the suite."""
 _REAL_TIME_SLOTS = tuple(Path(tempfile.gettempdir()) / f"gridpeer-realtime-{n}.lock"
                          for n in (0, 1))
+"""Whole communities on a scaled clock, marked ``realtime`` (``pytestmark`` in their files):
+their deadlines are real milliseconds, so they must never be starved of a core. One that runs in
+a single process uses at most one core, so two of them may run at once on a two-core machine, as
+one of them already does beside any CPU-bound test of the rest of the suite; one that starts
+processes of its own (a gateway child, the no-market baseline) is marked ``realtime(cores=2)``
+and runs with no other real-time test. Two slot files do it, machine-wide (another pytest on the
+same host counts too): a one-core test holds either, a two-core test both. ``-m realtime`` /
+``-m "not realtime"`` run them apart from the rest of the suite."""
 _REAL_TIME_QUEUE = Path(tempfile.gettempdir()) / "gridpeer-realtime-queue.lock"
 _REAL_TIME_WAIT_S = 3600.0
 """How long a real-time test waits for its slots before it runs without them (a day test and its
@@ -43,13 +36,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "realtime(cores=1): a whole community on a scaled clock; it runs only while "
         "it has ``cores`` of the machine's two real-time slots")
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.nodeid.startswith(_REAL_TIME) and item.get_closest_marker("realtime") is None:
-            item.add_marker(pytest.mark.realtime)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -76,7 +62,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
                 fcntl.flock(slot.fileno(), fcntl.LOCK_UN)
 
 
-def _take(queue: IO[str], slots: list[IO[str]], cores: int) -> list[IO[str]] | None:
+def _take(queue: IO[str], slots: Sequence[IO[str]], cores: int) -> list[IO[str]] | None:
     """Lock ``cores`` free slots, first in line: the queue file is held while waiting for them,
     so a two-core test is not overtaken for ever by one-core tests taking turns with the other
     slot; nobody waits for the queue while holding a slot, so nothing deadlocks. None after
@@ -123,7 +109,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture(autouse=True)
-def no_leaked_threads():
+def no_leaked_threads() -> Iterator[None]:
     """Fail a test that leaves threads running: a leaked poller or client thread hides a bug.
 
     Same idea as pymodbus's own suite fixture (its ``_check_system_health``); asyncio tasks are

@@ -14,6 +14,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 from firmware.roles.dcdc import TRIPPED, WAIT
 from gateway.config import load_config
 from gateway.devices import DcDcConverter, discover
@@ -26,6 +28,8 @@ from sim_devices.demo.summary import unbalanced
 from sim_devices.physics import MJ_PER_WH
 from sim_devices.scenario import load_scenario
 from sim_devices.world import World
+
+pytestmark = pytest.mark.realtime
 
 SCENARIO = load_scenario("dc-bus-cluster")
 assert SCENARIO.dc_bus is not None

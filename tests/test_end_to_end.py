@@ -2,12 +2,16 @@
 
 import io
 
+import pytest
+
 from gateway.home import BidMade, Event, IntervalClosed
 from gateway.ledger import Ledger
 from protocols.market import Agreed
 from sim_devices.demo.run import DEFAULT_SCENARIO, run_demo
 from sim_devices.scenario import load_scenario
 from sim_devices.world import World
+
+pytestmark = pytest.mark.realtime
 
 SCENARIO = load_scenario(DEFAULT_SCENARIO)
 HOMES = {f"home-{i}" for i in range(1, 7)}

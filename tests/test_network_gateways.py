@@ -9,6 +9,8 @@ import io
 import tomllib
 from pathlib import Path
 
+import pytest
+
 import sim_devices
 from gateway.config import load_config
 from gateway.home import Event, IntervalClosed
@@ -18,6 +20,8 @@ from protocols.network import FeeSchedule, line_flows
 from sim_devices.demo.run import DEFAULT_SCENARIO, run_demo
 from sim_devices.scenario import Scenario, parse_scenario
 from sim_devices.world import World
+
+pytestmark = pytest.mark.realtime
 
 LINE_W = 1000
 FEES = FeeSchedule(base=2, per_km=40)

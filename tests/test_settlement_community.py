@@ -33,6 +33,8 @@ from sim_devices.scenario import parse_scenario
 from sim_devices.world import World, sim_meter_key
 from tests.street import INTERVAL_MS, NAMES, TIMING, Street, check_ledgers, street
 
+pytestmark = pytest.mark.realtime
+
 HONEST = ("home-1", "home-2", "home-3")
 TAMPERED = "home-4"
 SCENARIO = parse_scenario({

@@ -9,6 +9,8 @@ again afterwards, and no ledger may lose or repeat an interval.
 
 import asyncio
 
+import pytest
+
 from tests.street import (
     INTERVAL_MS,
     NAMES,
@@ -17,6 +19,8 @@ from tests.street import (
     check_ledgers,
     street,
 )
+
+pytestmark = pytest.mark.realtime
 
 DOWN_SIM_S = 8.0
 """How long the broker stays away, in simulated seconds (0.8 s real)."""

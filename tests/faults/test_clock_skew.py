@@ -6,7 +6,11 @@ different moment, and bids travel through the real broker. Every interval after 
 still be agreed by all three on one result, and every ledger must hold it once.
 """
 
+import pytest
+
 from tests.street import NAMES, check_consistent, check_ledgers, street
+
+pytestmark = pytest.mark.realtime
 
 SKEW_MS = {"home-1": 2000, "home-2": 0, "home-3": -2000}
 INTERVALS = 3

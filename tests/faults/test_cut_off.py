@@ -10,8 +10,12 @@ has no position: with the grid, as abstaining would. Once restored it reconnects
 agrees with the others again.
 """
 
+import pytest
+
 from protocols.market import Abstained, Agreed
 from tests.street import INTERVAL_MS, NAMES, TIMING, check_consistent, check_ledgers, street
+
+pytestmark = pytest.mark.realtime
 
 CUT = "home-3"
 OTHERS = tuple(n for n in NAMES if n != CUT)

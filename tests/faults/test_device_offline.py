@@ -13,6 +13,8 @@ device drops every response, as a dead RS-485 node would). Through the real Modb
 
 import asyncio
 
+import pytest
+
 from protocols.market import Agreed
 from sim_devices.faults import FaultSpec
 from tests.street import (
@@ -23,6 +25,8 @@ from tests.street import (
     check_ledgers,
     street,
 )
+
+pytestmark = pytest.mark.realtime
 
 START_S = 11 * 3600 + 20
 K0 = (START_S + 160) // 60 + 1  # the first interval bid while the devices are silent

@@ -39,6 +39,8 @@ from sim_devices.home import HomeSpec
 from sim_devices.physics import MJ_PER_WH
 from sim_devices.world import World
 
+pytestmark = pytest.mark.realtime
+
 SPEED = 10.0
 TIMING = Timing(interval_s=60, gate_s=20, grace_s=5, poll_s=5, revert_s=30,
                 ramp_w_per_s=100_000, speed=SPEED)

@@ -12,8 +12,12 @@ import asyncio
 import logging
 import time
 
+import pytest
+
 from sim_devices.faults import FaultSpec
 from tests.street import NAMES, check_consistent, check_ledgers, street
+
+pytestmark = pytest.mark.realtime
 
 FAULTY = FaultSpec(drop_p=0.2, corrupt_p=0.05)
 FAULTS = {("home-1", role): FAULTY for role in ("meter", "battery", "pv")}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
+import pytest
+
 from firmware.roles.load import LIMITED
 from gateway.clock import Clock
 from gateway.config import load_config
@@ -21,6 +23,8 @@ from sim_devices.ev import EvSpec
 from sim_devices.home import HomeSpec
 from sim_devices.physics import MJ_PER_WH
 from sim_devices.world import World
+
+pytestmark = pytest.mark.realtime
 
 H = 3600
 EV = EvSpec(battery_wh=40_000, max_charge_w=7400, arrival_h=18.0, departure_h=7.5,

@@ -14,6 +14,7 @@ from pathlib import Path
 from unittest.mock import patch
 
 import aiomqtt
+import pytest
 
 from protocols.market import QUOTAS, Agreed, Timing, topics
 from protocols.market import market as market_module
@@ -22,6 +23,8 @@ from protocols.signing import generate_key, public_key_hex, sign, verify
 from tests.brokers import mosquitto_config
 from tests.deploy.mosquitto import Brokers, free_port
 from tests.market.community import COMMUNITY, Community, now_ms
+
+pytestmark = pytest.mark.realtime
 
 FLOOD = 10_000
 HEARD = 8  # the session's max_bids_per_node default; bid seq s offers 1 + s Wh
