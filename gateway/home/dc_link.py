@@ -9,6 +9,11 @@ rest once the command is written. Counting from sample to sample instead would c
 current for the time the write took, on a busy host most of a control period. Every command,
 WAIT included, carries the revert time; a trip holds the converter in WAIT until its interval
 ends.
+
+A converter not in the home (absent at start, or answering with a map we cannot drive) is neither
+polled nor commanded: its adoption (``Device.run``) tries it, logs each new reason and counts the
+tries, so a control step does not repeat that as a failed poll and a failed write every period.
+The home is in safe mode meanwhile, the reason saying why.
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ class DcLink:
                    battery_envelope: BatteryEnvelope | None) -> ConverterCommand:
         """Poll and command the converter for this control period of interval ``k``.
         ``battery_envelope`` is the battery's own (None while the battery is stale)."""
+        if not self.device.adopted:
+            return self._absent()
         reading = await self.device.poller.poll_once()
         # The step's own clock may be a while ago on a busy host: the sample's time is now.
         sampled_ms = self._clock.now_ms()
@@ -90,6 +97,15 @@ class DcLink:
         previous = self._state.converter
         if previous is None or (previous.mode, previous.reason) != (command.mode, command.reason):
             log.info("%s: converter %s (%s)", self.node, command.mode.upper(), command.reason)
+        self._state.converter = command
+        return command
+
+    def _absent(self) -> ConverterCommand:
+        """WAIT, unwritten, the home safe: the converter is not in the home."""
+        why = f"converter not in the home: {self.device.adoption.reason or 'not adopted yet'}"
+        command = ConverterCommand(mode="wait", reason=why, safe_reason=why)
+        if self._state.converter != command:
+            log.info("%s: converter WAIT (%s)", self.node, why)
         self._state.converter = command
         return command
 
@@ -150,6 +166,10 @@ class DcLink:
     async def go_safe(self, reason: str) -> None:
         """WAIT with the revert time, now. Best effort: a write that fails is logged, and the
         revert timer of the last command written still holds."""
+        if not self.device.adopted:  # nothing to write to; nothing written before either
+            self._state.converter = ConverterCommand(mode="wait", reason=reason,
+                                                     safe_reason=reason)
+            return
         try:
             await self.device.driver.wait(revert_s=self._revert_s)
             self._state.converter = ConverterCommand(mode="wait", reason=reason,
