@@ -13,7 +13,7 @@ import pytest
 from sim_devices.demo.compare import compare, format_comparison
 from sim_devices.scenario import load_scenario
 
-pytestmark = [pytest.mark.realtime, pytest.mark.xdist_group("real-time")]
+pytestmark = pytest.mark.realtime
 
 SCENARIO = load_scenario("dynamic-street")
 BILL_TOLERANCE = 20_000

@@ -20,7 +20,7 @@ from sim_devices.demo.community import Timing, provision
 from sim_devices.home import HomeSpec
 from sim_devices.world import World
 
-pytestmark = [pytest.mark.realtime, pytest.mark.xdist_group("real-time")]
+pytestmark = pytest.mark.realtime
 
 H = 3600
 LIMIT_W = 1_500
