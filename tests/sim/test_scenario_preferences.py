@@ -9,7 +9,7 @@ import pytest
 
 from gateway.config import PreferencesConfig
 from sim_devices.demo.community import Rules
-from sim_devices.scenario import ScenarioError, load_scenario, parse_scenario
+from sim_devices.scenario import ScenarioError, parse_scenario
 
 STREET = """
 name = "test-street"
@@ -39,12 +39,6 @@ def test_each_homes_wishes_go_into_its_gateways_preferences_the_rest_keep_the_de
     # what the gateway reads them as
     assert PreferencesConfig(**configs["seller"]["preferences"]).min_sell_price == 95
     assert PreferencesConfig(**configs["pair-1"]["preferences"]).min_sell_price == 120
-
-
-def test_the_shipped_streets_owners_differ() -> None:
-    for name in ("sunny-street", "dc-bus-cluster"):
-        wishes = load_scenario(name).preferences()
-        assert len({tuple(sorted(w.items())) for w in wishes.values()}) == len(wishes) > 1, name
 
 
 def test_a_negative_price_is_refused_with_its_key() -> None:
