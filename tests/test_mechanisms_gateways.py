@@ -23,7 +23,7 @@ from protocols.metering import reading_tag
 from sim_devices.demo.broker import EmbeddedBroker
 from tests.market.community import PARAMS, Community, now_ms
 
-pytestmark = [pytest.mark.realtime, pytest.mark.xdist_group("real-time")]
+pytestmark = pytest.mark.realtime
 
 MECHANISMS = ("uniform", "trade-reduction", "mmr", "sdr", "bill-sharing", "cda")
 POOLS = ("mmr", "sdr", "bill-sharing")

@@ -18,7 +18,7 @@ from sim_devices.demo.community import Rules, Timing
 from tests.market.gateways import Gateways, gateways
 from tests.street import NAMES
 
-pytestmark = [pytest.mark.realtime, pytest.mark.xdist_group("real-time")]
+pytestmark = pytest.mark.realtime
 
 MECHANISMS = ("uniform", "trade-reduction", "mmr", "sdr", "bill-sharing", "cda")
 POOLS = ("mmr", "sdr", "bill-sharing")

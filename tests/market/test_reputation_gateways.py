@@ -25,7 +25,7 @@ from sim_devices.demo.community import Rules
 from tests.market.gateways import Gateways, gateways
 from tests.street import INTERVAL_MS, NAMES
 
-pytestmark = [pytest.mark.realtime, pytest.mark.xdist_group("real-time")]
+pytestmark = pytest.mark.realtime
 
 SELLER, NEIGHBOURS = "home-1", ("home-2", "home-3")
 EXPORT_W = 600  # 10 Wh in a 60 s interval
