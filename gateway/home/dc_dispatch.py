@@ -14,12 +14,15 @@ to the bus, not a trade, and a master that let go whenever it missed one outcome
 of an interval, while members still run last interval's current until their next control step)
 would trip the bus under the members that did agree. Members run CC only on an agreed position.
 
-A member never runs faster than its position's even pace over the whole interval. One that fell
-behind (its control steps came late: a starved host delays every gateway on it alike) does not
-squeeze what is left into less time, and what it could not deliver the grid balances at
-settlement like any shortfall. Members that caught up together would draw or inject more than
-the master can absorb (its position, which its own battery carries, is what the even paces of
-the others leave over) and the bus would trip under all of them.
+A member never runs faster than ``CATCH_UP`` times its position's even pace over the whole
+interval. One that fell behind (its control steps came late: a starved host delays every gateway
+on it alike) catches up only that fast and does not squeeze what is left into less time; what it
+could not deliver the grid balances at settlement like any shortfall. Members that squeezed
+together would draw or inject more than the master can absorb (its position, which its own
+battery carries, is what the even paces of the others leave over) and the bus would trip under
+all of them. The loop needs some margin above the even pace all the same: it stops when ahead
+and a late step then leaves it behind, so without one a busy host would under-deliver every
+interval.
 
 Any doubt means WAIT: a stale converter or battery, no agreement, a trip, the bus outside its
 window. A trip also holds the converter in WAIT for the rest of the interval (the caller latches
@@ -43,6 +46,9 @@ from gateway.dispatch import IntervalTarget
 from gateway.envelope import BatteryEnvelope, ConverterEnvelope
 
 ConverterMode = Literal["wait", "cv", "cc"]
+
+CATCH_UP = 1.5
+"""The fastest a member runs, as a multiple of its position's even pace over the interval."""
 
 FAULT_TRIPS = frozenset({"OVER_VOLTAGE", "UNDER_VOLTAGE", "OVER_CURRENT"})
 """64200 ``Trip`` bits that mean the bus or the converter faulted (REVERTED only means that a
@@ -121,7 +127,7 @@ def command_converter(
     bus-side energy (+ into the home) already counted towards it, and ``remaining_s`` how long
     the current commanded now and at the steps after it still counts towards it: the loop
     spreads what is left evenly over that time, so delivered energy lands on the cleared energy,
-    but never faster than the position's even pace over the interval's ``length_s``.
+    but never faster than ``CATCH_UP`` times the position's even pace over ``length_s``.
     ``latched_trip`` is a trip seen earlier in this interval; ``soc_pct`` None a stale battery.
     """
     if reading is None:
@@ -149,11 +155,11 @@ def command_converter(
     power_w = (target.energy_wh - delivered_wh) * 3600 / max(remaining_s, dt_s)
     if power_w * target.energy_wh < 0:  # ahead of the position: stop, never trade it back
         power_w = 0.0
-    pace_w = abs(target.energy_wh) * 3600 / length_s
+    pace_w = CATCH_UP * abs(target.energy_wh) * 3600 / length_s
     limits: tuple[str, ...] = ()
     if abs(power_w) > pace_w:  # behind: never squeeze the rest into less time
         power_w = math.copysign(pace_w, power_w)
-        limits = ("even-pace",)
+        limits = ("catch-up",)
     amps, clamped = env.clamp(requested_a=power_w / reading.bus_voltage_v,
                               bus_v=reading.bus_voltage_v, soc_pct=soc_pct, battery=battery)
     limits += clamped

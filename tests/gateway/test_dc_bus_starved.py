@@ -3,8 +3,8 @@
 The members' control loops are driven by the dispatch rules (``command_converter``, ``aim``) and
 the converters by the bus physics (``sim_devices.dcbus``), step by step on one simulated clock,
 so a late control step is an exact, repeatable delay rather than whatever the machine's load
-happens to be. Three members buy from the master; the master's position, which its battery
-carries, is what their even paces leave over.
+happens to be. Three members buy from the master; the master's battery carries its position, what
+their even paces leave over, with the margin their catching up needs (``CATCH_UP``).
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import pytest
 from gateway.devices.dcdc import ConverterState, DcDcReading
 from gateway.envelope import BatteryEnvelope, ConverterEnvelope
 from gateway.home import dc_dispatch
-from gateway.home.dc_dispatch import DcTarget, aim, command_converter
+from gateway.home.dc_dispatch import CATCH_UP, DcTarget, aim, command_converter
 from sim_devices import dcbus
 from sim_devices.dcbus import ConverterFlow, ConverterSpec, DcBusSpec, PortBounds
 
 BUS = DcBusSpec(nominal_v=350, v_min=320, v_max=380, capacitance_mf=500)
 LENGTH_S, PERIOD_S, PHYSICS_S = 900, 60, 5
 MASTER_BATTERY_W, MEMBER_BATTERY_W = 5000, 3000
-BOUGHT_WH = 380  # each member's position: 1.52 kW at an even pace, 4.56 kW for the three
+BOUGHT_WH = 250  # each member's position: 1 kW at an even pace, 4.5 kW for the three catching up
 MEMBERS = ("home-2", "home-3", "home-4")
 
 
@@ -103,12 +103,13 @@ def test_members_on_time_carry_their_positions_and_the_master_holds_the_bus() ->
         assert BOUGHT_WH * 0.99 <= drawn_wh[m] <= BOUGHT_WH, drawn_wh
 
 
-@pytest.mark.parametrize("late_s", [120, 300, 540])
+@pytest.mark.parametrize("late_s", [540, 720])
 def test_members_whose_control_steps_come_late_do_not_trip_the_bus(late_s: int) -> None:
     """Late members do not squeeze their positions into what is left of the interval: together
-    they would draw more than the master's battery can give. They under-deliver instead, which
-    the grid balances at settlement."""
+    they would draw more than the master's battery can give. They catch up at most half again
+    their even pace and under-deliver the rest, which the grid balances at settlement."""
     low_v, drawn_wh, tripped = run_interval(late_s=late_s)
     assert not tripped and low_v >= BUS.v_min, (low_v, drawn_wh)
+    caught_up_wh = CATCH_UP * BOUGHT_WH * (LENGTH_S - late_s) / LENGTH_S
     for m in MEMBERS:
-        assert drawn_wh[m] <= BOUGHT_WH * (LENGTH_S - late_s) / LENGTH_S + 1, drawn_wh
+        assert caught_up_wh * 0.99 <= drawn_wh[m] <= caught_up_wh < BOUGHT_WH, drawn_wh

@@ -107,9 +107,10 @@ def test_the_loop_spreads_what_is_left_over_the_time_left():
     behind = command(target=target, remaining_s=450, delivered_wh=-100)
     ahead = command(target=target, remaining_s=450, delivered_wh=-250)
     assert on_track.current_a == -4.0
-    assert on_track.current_a < ahead.current_a  # less injected when ahead...
-    # ...but never more than the even pace when behind: the rest is not squeezed into less time
-    assert (behind.current_a, behind.limits) == (on_track.current_a, ("even-pace",))
+    assert behind.current_a < on_track.current_a < ahead.current_a  # more injected when behind
+    # ...but never more than half again the even pace: the rest is not squeezed into less time
+    squeezed = command(target=target, remaining_s=60, delivered_wh=0)
+    assert (squeezed.current_a, squeezed.limits) == (-6.0, ("catch-up",))
     overshot = command(target=target, remaining_s=450, delivered_wh=-400)
     assert overshot.mode == "wait"  # never trades back what it delivered too early
     done = command(target=target, remaining_s=450, delivered_wh=-350)
