@@ -173,8 +173,10 @@ class GatewayNode:
         loads = LoadsController(node=self.name, loads=devices.loads, prefs=lambda: self.prefs,
                                 forecaster=forecaster, state=state, timing=timing, clock=clock,
                                 revert_s=revert_s)
-        dc = None
+        dc, bus_cap_w = None, None
         if devices.converter is not None and config.dc_bus is not None:
+            # what the converter carries at the bus's voltage: a DC home's trades cross it
+            bus_cap_w = int(config.envelope.converter_max_a * config.dc_bus.voltage_v)
             dc = DcLink(node=self.name, device=devices.converter, master=config.dc_master,
                         bus_voltage_v=config.dc_bus.voltage_v,
                         envelope=config.envelope.converter(), battery_envelope=self.envelope,
@@ -196,6 +198,7 @@ class GatewayNode:
             pv=devices.pv, loads=loads, envelope=self.envelope,
             schedule=config.tariffs.tariff_schedule(),
             limits=limits, planner=config.plan.make(),
+            bus_cap_w=bus_cap_w,
             prefs=lambda: self.prefs, forecaster=forecaster, bid_lead_ms=self._bid_lead_ms,
             period_ms=self._period_ms, faults=self.faults, state=state, timing=timing,
             clock=clock, on_event=self._on_event)

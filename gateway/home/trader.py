@@ -45,7 +45,7 @@ class Trader:
         self, *, node: str, agent: MarketAgent, meter: Device[Meter, MeterReading] | None,
         battery: Device[Battery, BatteryReading] | None, pv: Device[PvInverter, PvReading] | None,
         loads: LoadsController, envelope: BatteryEnvelope, schedule: TariffSchedule,
-        limits: GridLimits | None, planner: Planner | None,
+        limits: GridLimits | None, planner: Planner | None, bus_cap_w: int | None,
         prefs: Callable[[], Preferences], forecaster: HomeForecaster, state: NodeState,
         timing: Timing, clock: Clock, bid_lead_ms: int, period_ms: int, faults: Faults,
         on_event: Callable[[Event], None],
@@ -57,6 +57,7 @@ class Trader:
         self._envelope = envelope
         self._schedule = schedule
         self._limits = limits
+        self._bus_cap_w = bus_cap_w
         self.planner = planner
         #: The optimiser's last outcome (its violations are the owner's to see).
         self.last_outcome: Outcome | None = None
@@ -176,7 +177,8 @@ class Trader:
                 max_discharge_w=min(int(battery.max_discharge_w),
                                     self._envelope.max_discharge_w),
             )
-        start_ms, length_s = self._timing.start_ms(k), self._timing.length_ms / 1000
+        start_ms, length_ms = self._timing.start_ms(k), self._timing.length_ms
+        length_s = length_ms / 1000
         pv_wh, load_wh = self._forecaster.forecast_wh(start_s=start_ms / 1000 % DAY_S,
                                                       length_s=length_s)
         pv_silent = self._pv is not None and self._pv.fresh() is None
@@ -185,16 +187,18 @@ class Trader:
             # the sun that would refill energy sold from the battery (self-consumption alone).
             pv_wh = 0
         if self.planner is not None:
-            return self._optimise(k, self.planner, state, (pv_wh, load_wh), look=not pv_silent)
+            return over_the_bus(self._optimise(k, self.planner, state, (pv_wh, load_wh),
+                                               look=not pv_silent),
+                                battery=state, cap_w=self._bus_cap_w, length_ms=length_ms)
         block_s, count = horizon(length_s)
         ahead = None if pv_silent else Ahead(block_s=block_s, blocks=self._forecaster.learned_ahead(
             start_s=self._timing.start_ms(k + 1) / 1000 % DAY_S, block_s=block_s, count=count))
-        return plan_interval(
+        return over_the_bus(plan_interval(
             pv_wh=pv_wh, load_wh=load_wh, battery=state, prefs=self._prefs(),
             tariffs=band(*self._schedule.average(start_ms, self._timing.length_ms)),
             interval_s=length_s, flex=self._loads.plan(k, surplus_wh=pv_wh - load_wh),
             ahead=ahead,
-        )
+        ), battery=state, cap_w=self._bus_cap_w, length_ms=length_ms)
 
     def _optimise(self, k: int, planner: Planner, battery: BatteryState | None,
                   first: tuple[int, int], *, look: bool) -> Plan:
@@ -214,3 +218,26 @@ class Trader:
         outcome = planner.plan(problem, max_buy_wh=MAX_ENERGY_WH, max_sell_wh=MAX_ENERGY_WH)
         self.last_outcome = outcome
         return bid_plan(outcome, min_bid_wh=prefs.min_bid_wh)
+
+
+def over_the_bus(plan: Plan, *, battery: BatteryState | None, cap_w: int | None,
+                 length_ms: int) -> Plan:
+    """A DC-bus home's offer (``cap_w``: its converter's power; None on AC) cut to what the
+    converter can move in an interval of ``length_ms``, best steps kept.
+
+    Its trades cross the bus through the converter, whose port is the battery, so an interval
+    carries at most the converter's power or the battery's, whichever is less (nothing without a
+    battery to take or give it). A position past that is energy the bus master would have to
+    carry alone, and the bus would leave its window."""
+    if cap_w is None or plan.side is None:
+        return plan
+    battery_w = 0 if battery is None else (
+        battery.max_discharge_w if plan.side == "sell" else battery.max_charge_w)
+    cap_wh = min(cap_w, battery_w) * length_ms // 3_600_000
+    if plan.energy_wh <= cap_wh:
+        return plan
+    head = curve_head(plan.curve(), cap_wh)
+    if not head:
+        return replace(plan, side=None, energy_wh=0, limit_price=0, steps=())
+    return replace(plan, energy_wh=cap_wh, limit_price=head[0].price,
+                   steps=head if len(head) > 1 else ())
