@@ -64,13 +64,16 @@ class PlanCounters:
 
 
 class PlanConfig(BaseModel):
-    """``[plan]`` of the gateway config: the optimiser, or the heuristic alone (the optimiser
-    falls back to it anyway); ``time_limit_s`` bounds the day's solve (seconds of solver time),
-    the bid curve's re-solves get half of it."""
+    """``[plan]`` of the gateway config: the heuristic (the default), or the optimiser, which
+    falls back to it; ``time_limit_s`` bounds the day's solve (seconds of solver time), the bid
+    curve's re-solves get half of it.
+
+    The optimiser is opt-in until it keeps the sunny day's "no home pays more than without the
+    market" and its deliveries follow its cleared positions (docs/homeowner-guide.md)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    planner: Literal["optimiser", "heuristic"] = "optimiser"
+    planner: Literal["optimiser", "heuristic"] = "heuristic"
     time_limit_s: float = Field(default=0.5, gt=0, le=10)
 
     def make(self) -> Planner | None:

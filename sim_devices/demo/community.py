@@ -97,7 +97,7 @@ class Rules:
     """The tariff file every home plans with (``[tariffs] schedule``), None: the fixed ones."""
     export_limits: tuple[tuple[str, int], ...] = ()
     """The grid operator's export limit of each home that has one (``[grid]``), W."""
-    planner: Literal["optimiser", "heuristic"] = "optimiser"
+    planner: Literal["optimiser", "heuristic"] = "heuristic"
     """How every home plans (``[plan] planner``): a comparison runs the day with each."""
     preferences: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()
     """Each home's owner preferences the scenario sets (``[preferences]``)."""
@@ -347,7 +347,7 @@ async def run_community(
     timing: Timing,
     seed: int | None = None,
     trade: bool = True,
-    planner: Literal["optimiser", "heuristic"] = "optimiser",
+    planner: Literal["optimiser", "heuristic"] = "heuristic",
     broker_url: str | None = None,
     on_event: Callable[[Event, World, CommunityLog], None] | None = None,
     on_start: Callable[[str, World], None] | None = None,

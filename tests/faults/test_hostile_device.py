@@ -194,7 +194,7 @@ async def test_an_unexpected_error_in_the_controller_or_trader_is_counted_and_an
         await h.until("a setpoint", lambda: any(isinstance(e, SetpointWritten)
                                                 for e in h.events))
         with (patch("gateway.home.battery.decide", side_effect=RuntimeError("injected")),
-              patch("gateway.home.trader.day_problem", side_effect=RuntimeError("injected"))):
+              patch("gateway.home.trader.Trader.plan", side_effect=RuntimeError("injected"))):
             bids_before = h.node.state.records.copy()
             await h.until_sim_s(TIMING.interval_s + 2 * TIMING.poll_s)
             assert h.commanded_idle() and h.world.home(HOME.name).battery.command_w == 0

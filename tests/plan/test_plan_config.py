@@ -66,12 +66,13 @@ def test_a_grid_limit_mistake_is_one_line_naming_the_key(tmp_path: Path, grid: d
 
 def test_the_grid_limits_and_planner_reach_the_plan(tmp_path: Path) -> None:
     config = parse_config(_raw(grid={"export_limit_w": 0, "import_limit_w": 11_000},
-                               plan={"planner": "heuristic"}), source="gw.toml", base=tmp_path)
+                               plan={"planner": "optimiser"}), source="gw.toml", base=tmp_path)
     assert config.grid is not None
     limits = config.grid.limits()
     assert (limits.export_w, limits.import_w) == (0, 11_000)
-    assert config.plan.make() is None
+    assert config.plan.make() is not None
     default = parse_config(_raw(), source="gw.toml", base=tmp_path)
-    assert default.grid is None and default.plan.make() is not None
+    # the heuristic by default: the optimiser is opt-in until it keeps "no home pays more"
+    assert default.grid is None and default.plan.make() is None
     fixed = default.tariffs.tariff_schedule()
     assert fixed.average(0, 900_000) == (300, 80)
