@@ -24,6 +24,9 @@ FORBIDDEN = {
     "sim_devices": {"gateway"},
     # What runs on the Pi: no simulator, no demo, no firmware.
     "gateway": {"sim_devices", "firmware"},
+    # The deterministic simulation: one seed, one run, anywhere: no I/O, thread or clock.
+    "sim_devices/market_sim": {"gateway", "asyncio", "socket", "threading", "time", "datetime",
+                               "secrets", "subprocess", "selectors", "aiomqtt", "amqtt", "paho"},
 }
 
 EXEMPT = {

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from sim_devices.market_sim import Config, Report, run
-from tests.test_layering import _imports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,14 +90,3 @@ def test_a_calm_community_agrees_every_interval_in_time() -> None:
     report = run(11, Config(members=7, intervals=8, adversaries=False, faults=False))
     assert report.ok, report.violation
     assert report.calm == 8
-
-
-def test_the_simulator_does_no_io_and_reads_no_clock() -> None:
-    """Sim code imports the protocols, never the gateway's I/O, and no thread, socket, asyncio
-    or clock: one seed, one run, anywhere."""
-    forbidden = {"gateway", "asyncio", "socket", "threading", "time", "datetime", "secrets",
-                 "subprocess", "selectors", "aiomqtt", "amqtt", "paho"}
-    paths = sorted((ROOT / "sim_devices" / "market_sim").glob("*.py"))
-    assert paths
-    bad = {p.name: sorted(_imports(p) & forbidden) for p in paths if _imports(p) & forbidden}
-    assert not bad
