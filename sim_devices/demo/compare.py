@@ -156,23 +156,31 @@ def format_comparison(scenario: Scenario, runs: Sequence[Run]) -> str:
     return "\n".join([f"{scenario.name} (seed {scenario.seed}, bills at {tariff}):", *lines])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sim_devices.demo.compare",
-                                     description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
+def day_command(prog: str, doc: str | None, scenarios: Sequence[str],
+                argv: Sequence[str] | None) -> tuple[list[str], float, int | None, Path]:
+    """The comparison commands' arguments: scenarios, ``--speed``, ``--intervals`` (one day by
+    default) and ``--out`` (a temporary folder by default)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {prog}",
+                                     description=doc.splitlines()[0] if doc else None)
+    parser.add_argument("scenarios", nargs="*", default=list(scenarios))
     parser.add_argument("--speed", type=float, default=DEFAULT_SPEED)
     parser.add_argument("--intervals", type=int, default=None, help="default: one day")
     parser.add_argument("--out", type=Path, default=None, help="default: a temporary folder")
     args = parser.parse_args(argv)
-    out = args.out or Path(tempfile.mkdtemp(prefix="gridpeer-compare-"))
-    for name in args.scenarios:
+    out = args.out or Path(tempfile.mkdtemp(prefix=f"gridpeer-{prog.rsplit('.', 1)[-1]}-"))
+    return args.scenarios, args.speed, args.intervals, out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    names, speed, intervals, out = day_command("sim_devices.demo.compare", __doc__, SCENARIOS,
+                                               argv)
+    for name in names:
         scenario = load_scenario(name)
-        runs = asyncio.run(compare(scenario, out=out / scenario.name, intervals=args.intervals,
-                                   speed=args.speed))
+        runs = asyncio.run(compare(scenario, out=out / scenario.name, intervals=intervals,
+                                   speed=speed))
         print(format_comparison(scenario, runs) + "\n", flush=True)
     print(f"runs: {out}/<scenario>/<way>/")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

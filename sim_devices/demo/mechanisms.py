@@ -17,18 +17,16 @@ the street is short), and the table shows it as intervals without trade.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import html
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from protocols.clearing import MECHANISMS
-from sim_devices.demo.compare import DEFAULT_SPEED, Run, run_day
+from sim_devices.demo.compare import DEFAULT_SPEED, Run, day_command, run_day
 from sim_devices.demo.run import day_intervals
 from sim_devices.scenario import Scenario, load_scenario
 
@@ -150,19 +148,13 @@ def page(day: Day) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sim_devices.demo.mechanisms",
-                                     description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
-    parser.add_argument("--speed", type=float, default=DEFAULT_SPEED)
-    parser.add_argument("--intervals", type=int, default=None, help="default: one day")
-    parser.add_argument("--out", type=Path, default=None, help="default: a temporary folder")
-    args = parser.parse_args(argv)
-    out = args.out or Path(tempfile.mkdtemp(prefix="gridpeer-mechanisms-"))
-    for name in args.scenarios:
+    names, speed, intervals, out = day_command("sim_devices.demo.mechanisms", __doc__,
+                                               SCENARIOS, argv)
+    for name in names:
         scenario = load_scenario(name)
         folder = out / scenario.name
-        day = asyncio.run(run_mechanisms(scenario, out=folder, intervals=args.intervals,
-                                         speed=args.speed))
+        day = asyncio.run(run_mechanisms(scenario, out=folder, intervals=intervals,
+                                         speed=speed))
         text = format_table(day)
         (folder / "mechanisms.txt").write_text(text + "\n")
         (folder / "mechanisms.html").write_text(page(day))
