@@ -18,7 +18,7 @@ import pytest
 from gateway.market.agent import MarketAgent
 from protocols.clearing import Result, Tariffs
 from protocols.clearing.sdr import sdr_price
-from protocols.market import Agreed, MeterKey, MeterReading
+from protocols.market import Agreed, MeterKey, TaggedMeterReading
 from protocols.metering import reading_tag
 from sim_devices.demo.broker import EmbeddedBroker
 from tests.market.community import PARAMS, Community, now_ms
@@ -43,10 +43,10 @@ def bids(mechanism: str) -> Bids:
             "b1": ("buy", 900, 260), "b2": ("buy", 700, 180)}
 
 
-def reading(node: str, seq: int, import_wh: int, export_wh: int) -> MeterReading:
+def reading(node: str, seq: int, import_wh: int, export_wh: int) -> TaggedMeterReading:
     key = KEYS[node]
-    return MeterReading(seq=seq, import_wh=import_wh, export_wh=export_wh,
-                        tag=reading_tag(key.key, key.device_id, seq, import_wh, export_wh).hex())
+    tag = reading_tag(key.key, key.device_id, seq, import_wh, export_wh).hex()
+    return TaggedMeterReading(seq=seq, import_wh=import_wh, export_wh=export_wh, tag=tag)
 
 
 def check_identity(mechanism: str, result: Result, offered: Bids) -> None:

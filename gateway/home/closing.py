@@ -36,8 +36,7 @@ from gateway.ledger import Ledger
 from gateway.market.agent import MarketAgent
 from protocols.clearing import Tariffs
 from protocols.ledger import Block, quorum_record
-from protocols.market import Abstained, Agreed, MarketError
-from protocols.market import MeterReading as TaggedReading
+from protocols.market import Abstained, Agreed, MarketError, TaggedMeterReading
 from protocols.market.settlement import no_position
 from protocols.messages import MAX_ENERGY_WH, Settlement, SignedEnvelope
 from protocols.settlement import ReputationRule, SettlementFigures, settle
@@ -122,8 +121,8 @@ class IntervalCloser:
             log.warning("%s: the meter publishes no tagged counters: interval %d settled "
                         "locally only", self.node, k)
             return None
-        reading = TaggedReading(seq=meter.seq, import_wh=meter.import_wh,
-                                export_wh=meter.export_wh, tag=meter.tag)
+        reading = TaggedMeterReading(seq=meter.seq, import_wh=meter.import_wh,
+                                     export_wh=meter.export_wh, tag=meter.tag)
         try:
             envelope = self._agent.settle(k, delivered_wh=delivered_wh, meter_reading=reading,
                                           bus_wh=bus_wh)

@@ -42,10 +42,10 @@ from protocols.market import (
     Market,
     MarketError,
     MeterKey,
-    MeterReading,
     Outcome,
     Publish,
     State,
+    TaggedMeterReading,
     Timing,
 )
 from protocols.messages import DEFAULT_MAX_ENVELOPE_BYTES, Bid, Settlement, SignedEnvelope, Step
@@ -201,7 +201,8 @@ class MarketAgent:
         return self._market.signed_settlements(interval)
 
     def settle(
-        self, interval: int, *, delivered_wh: int, meter_reading: MeterReading, bus_wh: int = 0
+        self, interval: int, *, delivered_wh: int, meter_reading: TaggedMeterReading,
+        bus_wh: int = 0,
     ) -> SignedEnvelope:
         """Sign this node's settlement of an agreed interval that ended
         (:meth:`protocols.market.Market.settle`) and publish it (retained) in the background;

@@ -23,7 +23,7 @@ from protocols.market.actions import (
 from protocols.market.errors import MarketError, SessionError
 from protocols.market.market import QUOTAS, Market
 from protocols.market.session import agreed_hash, quorum_size
-from protocols.market.settlement import MeterKey, MeterReading
+from protocols.market.settlement import MeterKey, TaggedMeterReading
 from protocols.market.state import State
 from protocols.market.timing import Timing
 
@@ -39,7 +39,7 @@ __all__ = [
     "Market",
     "MarketError",
     "MeterKey",
-    "MeterReading",
+    "TaggedMeterReading",
     "Outcome",
     "Publish",
     "SessionError",

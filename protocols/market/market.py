@@ -70,8 +70,8 @@ from protocols.market.session import (
 )
 from protocols.market.settlement import (
     MeterKey,
-    MeterReading,
     SettlementBook,
+    TaggedMeterReading,
     expected_settlement,
 )
 from protocols.market.state import State
@@ -295,7 +295,7 @@ class Market:
         return bid, actions
 
     def settle(
-        self, interval: int, *, delivered_wh: int, meter_reading: MeterReading, bus_wh: int,
+        self, interval: int, *, delivered_wh: int, meter_reading: TaggedMeterReading, bus_wh: int,
         now_ms: int,
     ) -> tuple[SignedEnvelope, list[Action]]:
         """This node's signed settlement of an agreed interval that ended, and the action that

@@ -47,7 +47,7 @@ from protocols.signing import Rejected
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MeterReading:
+class TaggedMeterReading:
     """The meter's tagged cumulative counters at the end of an interval (vendor model 64210)."""
 
     seq: int
@@ -76,7 +76,7 @@ def expected_settlement(
     community: str,
     node: str,
     delivered_wh: int,
-    reading: MeterReading,
+    reading: TaggedMeterReading,
     tariffs: Tariffs,
     bus_wh: int = 0,
 ) -> Settlement:
@@ -166,8 +166,9 @@ class SettlementBook:
         earlier = accepted.get(node)
         if earlier is not None:
             return settlement if earlier == settlement else Rejected("settle-conflict")
-        reading = MeterReading(seq=settlement.meter_seq, import_wh=settlement.meter_import_wh,
-                               export_wh=settlement.meter_export_wh, tag=settlement.meter_tag)
+        reading = TaggedMeterReading(
+            seq=settlement.meter_seq, import_wh=settlement.meter_import_wh,
+            export_wh=settlement.meter_export_wh, tag=settlement.meter_tag)
         expected = expected_settlement(
             agreed, community=self.community, node=node, delivered_wh=settlement.delivered_wh,
             reading=reading, tariffs=self._tariffs, bus_wh=settlement.bus_wh,

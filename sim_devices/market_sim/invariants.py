@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from protocols.clearing import Result, Tariffs
-from protocols.market import Agreed, MeterReading, Outcome, Timing, topics
+from protocols.market import Agreed, Outcome, TaggedMeterReading, Timing, topics
 from protocols.market.settlement import expected_settlement
 from protocols.messages import MessageError, Settlement, SignedEnvelope
 from sim_devices.market_sim.members import Member
@@ -180,8 +180,8 @@ def balance(result: Result, tariffs: Tariffs, *, where: str) -> None:
 
 def _follows(agreed: Agreed, s: Settlement, tariffs: Tariffs, community: str,
              *, where: str) -> None:
-    reading = MeterReading(seq=s.meter_seq, import_wh=s.meter_import_wh,
-                           export_wh=s.meter_export_wh, tag=s.meter_tag)
+    reading = TaggedMeterReading(seq=s.meter_seq, import_wh=s.meter_import_wh,
+                                 export_wh=s.meter_export_wh, tag=s.meter_tag)
     expected = expected_settlement(agreed, community=community, node=s.node,
                                    delivered_wh=s.delivered_wh, reading=reading,
                                    tariffs=tariffs, bus_wh=s.bus_wh)

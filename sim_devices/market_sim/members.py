@@ -31,9 +31,9 @@ from protocols.market import (
     Fetch,
     Forget,
     Market,
-    MeterReading,
     Outcome,
     Publish,
+    TaggedMeterReading,
     Timing,
     topics,
 )
@@ -86,14 +86,14 @@ class Meter:
     import_wh: int = 0
     export_wh: int = 0
 
-    def read(self, delivered_wh: int) -> MeterReading:
+    def read(self, delivered_wh: int) -> TaggedMeterReading:
         """The counters after ``delivered_wh`` (+ import, − export), tagged as the meter does."""
         self.seq += 1
         self.import_wh += max(delivered_wh, 0)
         self.export_wh += max(-delivered_wh, 0)
         tag = reading_tag(self.key, self.device_id, self.seq, self.import_wh, self.export_wh)
-        return MeterReading(seq=self.seq, import_wh=self.import_wh, export_wh=self.export_wh,
-                            tag=tag.hex())
+        return TaggedMeterReading(seq=self.seq, import_wh=self.import_wh,
+                                  export_wh=self.export_wh, tag=tag.hex())
 
 
 @dataclass

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from protocols.market import Abstained, Agreed, MarketError, MeterReading, State, topics
+from protocols.market import Abstained, Agreed, MarketError, State, TaggedMeterReading, topics
 from protocols.messages import Commitment
 from protocols.signing import Verified, public_key_hex, verify
 from tests.market.pair import TIMING, Street
 
 K = 2  # the gate of interval 1 is closed at 400 ms, before any bid could go out
 START, END = TIMING.start_ms(K), TIMING.end_ms(K)
-NO_TAG = MeterReading(seq=1, import_wh=0, export_wh=0, tag="ab" * 32)
+NO_TAG = TaggedMeterReading(seq=1, import_wh=0, export_wh=0, tag="ab" * 32)
 
 
 def trade(street: Street) -> None:

@@ -5,7 +5,7 @@ retains, and caps alike."""
 
 from __future__ import annotations
 
-from protocols.market import Abstained, Agreed, MeterReading, topics
+from protocols.market import Abstained, Agreed, TaggedMeterReading, topics
 from protocols.messages import Bid, Settlement
 from protocols.settlement import ReputationRule
 from protocols.signing import sign
@@ -15,7 +15,7 @@ from tests.market.pair import TIMING, Street
 K = 2  # the interval alice under-delivers in
 CAPPED = K + ReputationRule().lag  # the first interval its settlement caps
 HOUR_MS = 3_600_000  # one interval counts as an hour: the 10 kW export limit is 10,000 Wh
-NO_TAG = MeterReading(seq=1, import_wh=0, export_wh=0, tag="ab" * 32)
+NO_TAG = TaggedMeterReading(seq=1, import_wh=0, export_wh=0, tag="ab" * 32)
 NODES = ("alice", "bob", "carol")
 
 

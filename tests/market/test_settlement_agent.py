@@ -14,7 +14,15 @@ import pytest
 
 from gateway.market.agent import MarketAgent
 from gateway.market.peerlink import PeerLink
-from protocols.market import Abstained, Agreed, MarketError, MeterKey, MeterReading, State, topics
+from protocols.market import (
+    Abstained,
+    Agreed,
+    MarketError,
+    MeterKey,
+    State,
+    TaggedMeterReading,
+    topics,
+)
 from protocols.messages import Settlement, SignedEnvelope
 from protocols.metering import reading_tag
 from protocols.settlement import ReputationRule
@@ -40,10 +48,10 @@ def agent(community: Community, url: str, node: str) -> MarketAgent:
     )
 
 
-def reading(node: str, seq: int, import_wh: int, export_wh: int) -> MeterReading:
+def reading(node: str, seq: int, import_wh: int, export_wh: int) -> TaggedMeterReading:
     key = KEYS[node]
     tag = reading_tag(key.key, key.device_id, seq, import_wh, export_wh).hex()
-    return MeterReading(seq=seq, import_wh=import_wh, export_wh=export_wh, tag=tag)
+    return TaggedMeterReading(seq=seq, import_wh=import_wh, export_wh=export_wh, tag=tag)
 
 
 def body(envelope: SignedEnvelope) -> Settlement:

@@ -4,7 +4,7 @@ conflicts, and reputation moving with the delivery ratio."""
 from __future__ import annotations
 
 from protocols.clearing import Order, clear
-from protocols.market import Agreed, MeterKey, MeterReading, agreed_hash
+from protocols.market import Agreed, MeterKey, TaggedMeterReading, agreed_hash
 from protocols.market.settlement import SettlementBook, expected_settlement
 from protocols.messages import Settlement
 from protocols.metering import reading_tag
@@ -25,12 +25,12 @@ def agreed(k: int, fees: tuple[TradeFee, ...] = ()) -> Agreed:
     return Agreed(k, result, agreed_hash(result, fees or None), "d" * 64, frozenset(), None, fees)
 
 
-def reading(seq: int, import_wh: int, export_wh: int, key: MeterKey = KEY) -> MeterReading:
+def reading(seq: int, import_wh: int, export_wh: int, key: MeterKey = KEY) -> TaggedMeterReading:
     tag = reading_tag(key.key, key.device_id, seq, import_wh, export_wh).hex()
-    return MeterReading(seq=seq, import_wh=import_wh, export_wh=export_wh, tag=tag)
+    return TaggedMeterReading(seq=seq, import_wh=import_wh, export_wh=export_wh, tag=tag)
 
 
-def alice(k: int, delivered_wh: int, meter: MeterReading, fees: tuple[TradeFee, ...] = (),
+def alice(k: int, delivered_wh: int, meter: TaggedMeterReading, fees: tuple[TradeFee, ...] = (),
           bus_wh: int = 0) -> Settlement:
     return expected_settlement(agreed(k, fees), community=COMMUNITY, node="alice",
                                delivered_wh=delivered_wh, reading=meter, tariffs=PARAMS.tariffs,
