@@ -124,7 +124,7 @@ class Device:
 
 
 @dataclass(frozen=True, slots=True)
-class BatteryReading:
+class BatteryTruth:
     """Ground truth of a battery for tests: SoC, terminal power (+ = charge), command."""
 
     soc_pct: float
@@ -134,14 +134,16 @@ class BatteryReading:
 
 
 @dataclass(frozen=True, slots=True)
-class PvReading:
+class PvTruth:
+    """Ground truth of a PV inverter for tests: output, what the sun offers, the limit set."""
+
     power_w: int
     available_w: int
     limit_w: int | None
 
 
 @dataclass(frozen=True, slots=True)
-class BusReading:
+class BusTruth:
     """Ground truth of the DC bus for tests."""
 
     voltage_v: float
@@ -165,8 +167,8 @@ class DcPortMeter:
 
 
 @dataclass(frozen=True, slots=True)
-class MeterReading:
-    """Grid connection: + = import."""
+class MeterTruth:
+    """Ground truth at the grid connection for tests: + = import."""
 
     power_w: int
     import_wh: int
@@ -235,19 +237,19 @@ class Home:
         return self.spec.name
 
     @property
-    def battery(self) -> BatteryReading:
+    def battery(self) -> BatteryTruth:
         b = self.state.battery
-        return BatteryReading(b.soc_pct(self.spec.battery_spec()), b.power_w,
-                              b.stored_mj / MJ_PER_WH, self.hal_battery.command_w)
+        return BatteryTruth(b.soc_pct(self.spec.battery_spec()), b.power_w,
+                            b.stored_mj / MJ_PER_WH, self.hal_battery.command_w)
 
     @property
-    def pv(self) -> PvReading:
-        return PvReading(self.state.pv.power_w, self.state.pv.available_w, self.hal_pv.limit_w)
+    def pv(self) -> PvTruth:
+        return PvTruth(self.state.pv.power_w, self.state.pv.available_w, self.hal_pv.limit_w)
 
     @property
-    def meter(self) -> MeterReading:
+    def meter(self) -> MeterTruth:
         m = self.state.meter
-        return MeterReading(m.power_w, m.import_wh, m.export_wh)
+        return MeterTruth(m.power_w, m.import_wh, m.export_wh)
 
     def dc_command(self) -> ConverterCommand:
         """What the converter role last commanded its stage; reverts an expired setpoint first."""
@@ -393,13 +395,13 @@ class World:
             raise KeyError(f"no home {name!r}; homes are {sorted(self._homes)}") from None
 
     @property
-    def dc_bus(self) -> BusReading:
+    def dc_bus(self) -> BusTruth:
         """The DC bus's voltage, trip and energy counters."""
         if self._bus is None or self.dc_bus_spec is None:
             raise PhysicsError("this world has no dc_bus")
         low, high = self._bus_range_x10
-        return BusReading(self.dc_bus_spec.voltage_x10(self._bus.stored_mj) / 10,
-                          self._bus.tripped, self._bus, low / 10, high / 10)
+        return BusTruth(self.dc_bus_spec.voltage_x10(self._bus.stored_mj) / 10,
+                        self._bus.tripped, self._bus, low / 10, high / 10)
 
     def step(self) -> None:
         """Advance every home by one ``dt_ms``: the DC bus first, then each home."""
