@@ -42,8 +42,9 @@ retail_price = 300                    # what the grid charges (µ/Wh)
 feed_in_price = 80                    # what the grid pays (µ/Wh)
 
 [preferences]
-min_sell_price = 120                  # never sell below this
-max_buy_price = 250                   # never buy above this
+# Unset, the price wishes are 120 and 250, or the tariffs under a pool (mmr, sdr, bill-sharing).
+# min_sell_price = 120                # never sell below this
+# max_buy_price = 250                 # never buy above this
 reserve_pct = 20                      # keep this much battery for yourself
 # ev_ready_by = "07:30"               # when the EV must be charged
 

@@ -148,6 +148,7 @@ def parse_config(raw: dict[str, object], *, source: str, base: Path) -> GatewayC
                else {"meter_key_file": (base / config.meter_key_file).resolve()}),
             "market": market.model_copy(update=tls),
             "tariffs": tariffs,
+            "preferences": config.preferences.under(market.mechanism, tariffs.tariffs()),
         }
     )
 

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from gateway.config.section import NodeId, Section
 from gateway.envelope import BatteryEnvelope, ConverterEnvelope
+from protocols.clearing import POOLS, Tariffs
 from protocols.messages import MAX_PRICE
 
 
@@ -52,12 +53,33 @@ class DeviceConfig(Section):
 
 
 class PreferencesConfig(Section):
-    """The owner's wishes; prices in µ/Wh, clamped to the tariffs when bids are made."""
+    """The owner's wishes; prices in µ/Wh, clamped to the tariffs when bids are made.
+
+    The price wishes an owner leaves unset depend on the community's mechanism
+    (:meth:`under`): 120 and 250 where members bid prices, the tariffs under a pool.
+    """
 
     min_sell_price: int = Field(default=120, ge=0, le=MAX_PRICE)
     max_buy_price: int = Field(default=250, ge=0, le=MAX_PRICE)
     reserve_pct: float = Field(default=20, ge=0, le=100)
     ev_ready_by: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+
+    def under(self, mechanism: str, tariffs: Tariffs) -> PreferencesConfig:
+        """These wishes in a community clearing by ``mechanism``: under a pool (``mmr``,
+        ``sdr``, ``bill-sharing``) a price the owner left unset is the tariff (sell at no less
+        than feed-in, buy at no more than retail), what the owner's energy earns or costs at the
+        grid anyway.
+
+        A pool's price is a formula between feed-in and retail, not a meeting of offers: at a
+        wish inside the tariffs an owner sits out every interval whose formula price falls
+        outside it (bill sharing prices at retail whenever the street is short), and the pool
+        trades little or nothing. The values the owner set are kept as set.
+        """
+        if mechanism not in POOLS:
+            return self
+        grid = {"min_sell_price": tariffs.feed_in_price, "max_buy_price": tariffs.retail_price}
+        unset = {name: price for name, price in grid.items() if name not in self.model_fields_set}
+        return self.model_copy(update=unset)
 
 
 _MAX_POWER_W = 1_000_000

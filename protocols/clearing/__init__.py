@@ -6,7 +6,7 @@ integer arithmetic with digest tie-breaks and no dependence on input order.
 """
 
 from protocols.clearing.book import MAX_ORDERS
-from protocols.clearing.registry import MECHANISMS, Mechanism, clear
+from protocols.clearing.registry import MECHANISMS, POOLS, Mechanism, clear
 from protocols.clearing.types import (
     ClearingError,
     ClearingParams,
@@ -27,6 +27,7 @@ from protocols.clearing.uniform import clear_uniform
 __all__ = [
     "MAX_ORDERS",
     "MECHANISMS",
+    "POOLS",
     "ClearingError",
     "ClearingParams",
     "Limits",

@@ -17,7 +17,7 @@ from protocols.clearing.trade_reduction import clear_trade_reduction
 from protocols.clearing.types import ClearingError, ClearingParams, Order, Result
 from protocols.clearing.uniform import clear_uniform
 
-__all__ = ["MECHANISMS", "Mechanism", "clear"]
+__all__ = ["MECHANISMS", "POOLS", "Mechanism", "clear"]
 
 Mechanism = Callable[[Sequence[Order], ClearingParams], Result]
 
@@ -29,6 +29,13 @@ MECHANISMS: dict[str, Mechanism] = {
     "bill-sharing": clear_bill_sharing,
     "cda": clear_cda,
 }
+
+POOLS: frozenset[str] = frozenset({"mmr", "sdr", "bill-sharing"})
+"""The pool mechanisms: the price is a formula of the tariffs and the pooled demand and supply,
+always within [feed-in, retail], so a member is a price taker whose alternative is the grid. They
+are defined on the tariffs (quantities in, no price offers), and a member's defaults to accept are
+the tariffs themselves: a pool price never leaves it worse off than the grid would
+(:meth:`gateway.config.PreferencesConfig.under`)."""
 
 
 def clear(mechanism: str, orders: Sequence[Order], params: ClearingParams) -> Result:
