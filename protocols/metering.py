@@ -23,7 +23,7 @@ _WH_MAX = 0xFFFFFFFFFFFFFFFF
 
 
 @dataclass(frozen=True, slots=True)
-class Verified:
+class VerifiedReading:
     """A reading whose tag checked out and whose sequence number is new."""
 
     device_id: str
@@ -33,7 +33,7 @@ class Verified:
 
 
 @dataclass(frozen=True, slots=True)
-class Rejected:
+class RejectedReading:
     """A refused reading: "malformed" (not something a meter can tag), "bad-tag" (altered, or
     another key), "replayed" (genuine but not newer than the last accepted)."""
 
@@ -52,19 +52,19 @@ def reading_tag(key: bytes, device_id: str, seq: int, import_wh: int, export_wh:
 
 
 def verify_reading(key: bytes, device_id: str, seq: int, import_wh: int, export_wh: int,
-                   tag_hex: str, last_seq: int | None) -> Verified | Rejected:
+                   tag_hex: str, last_seq: int | None) -> VerifiedReading | RejectedReading:
     """Accept the reading or say why not; ``last_seq`` None = nothing accepted from it yet."""
     if not (0 <= seq <= _SEQ_MAX and 0 <= import_wh <= _WH_MAX and 0 <= export_wh <= _WH_MAX):
-        return Rejected("malformed")
+        return RejectedReading("malformed")
     try:
         tag = bytes.fromhex(tag_hex)
     except ValueError:
-        return Rejected("malformed")
+        return RejectedReading("malformed")
     if len(tag) != 32:
-        return Rejected("malformed")
+        return RejectedReading("malformed")
     expected = reading_tag(key, device_id, seq, import_wh, export_wh)
     if not hmac.compare_digest(tag, expected):
-        return Rejected("bad-tag")
+        return RejectedReading("bad-tag")
     if last_seq is not None and seq <= last_seq:
-        return Rejected("replayed")
-    return Verified(device_id, seq, import_wh, export_wh)
+        return RejectedReading("replayed")
+    return VerifiedReading(device_id, seq, import_wh, export_wh)

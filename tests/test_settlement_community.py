@@ -25,7 +25,7 @@ from gateway.ledger import Ledger
 from gateway.market.peerlink import PeerLink
 from protocols.market import Agreed, topics
 from protocols.messages import Settlement, SignedEnvelope
-from protocols.metering import Verified, verify_reading
+from protocols.metering import VerifiedReading, verify_reading
 from protocols.signing import Rejected, sign, verify
 from sim_devices.demo.community import CommunityLog, Timing, run_community
 from sim_devices.demo.summary import Balance, balance
@@ -139,7 +139,7 @@ async def test_every_ledger_holds_every_verified_settlement_and_tampering_is_ref
             assert isinstance(verify_reading(
                 meter_key, meter_id, settlement.meter_seq, settlement.meter_import_wh,
                 settlement.meter_export_wh, settlement.meter_tag,
-                None if previous is None else previous.meter_seq), Verified)
+                None if previous is None else previous.meter_seq), VerifiedReading)
             if previous is not None:
                 assert settlement.delivered_wh == (
                     settlement.meter_import_wh - settlement.meter_export_wh

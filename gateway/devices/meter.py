@@ -24,7 +24,7 @@ from gateway.devices.discovery import DiscoveredDevice
 from gateway.devices.errors import BadDeviceData
 from gateway.devices.model_reader import ModelData, read_models
 from gateway.devices.plausibility import PlausibilityGuard, Uses
-from protocols.metering import Rejected, Verified, verify_reading
+from protocols.metering import RejectedReading, VerifiedReading, verify_reading
 
 METER_MODELS = (203, 201, 204, 202, 213, 211, 214, 212)
 """Preference order: three-phase wye (what our firmware serves), single phase, delta, split;
@@ -125,15 +125,15 @@ class Meter:
 
 
 def verify_meter_reading(reading: MeterReading, *, device_id: str, key: bytes,
-                         last_seq: int | None) -> Verified | Rejected:
+                         last_seq: int | None) -> VerifiedReading | RejectedReading:
     """Check a reading's tag with the meter's provisioned ``key`` (``gridpeer flash`` keeps it).
 
     ``device_id`` is the meter's (model 1 ``SN``); ``last_seq`` the last accepted sequence number
-    (None: none yet). ``Rejected("untagged")`` for a reading without a tag, else the verdict of
-    ``protocols.metering.verify_reading`` ("bad-tag", "replayed", "malformed").
+    (None: none yet). ``RejectedReading("untagged")`` for a reading without a tag, else the
+    verdict of ``protocols.metering.verify_reading`` ("bad-tag", "replayed", "malformed").
     """
     if reading.seq is None or reading.tag is None:
-        return Rejected("untagged")
+        return RejectedReading("untagged")
     return verify_reading(key, device_id, reading.seq, reading.import_wh, reading.export_wh,
                           reading.tag, last_seq)
 

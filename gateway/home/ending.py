@@ -26,7 +26,7 @@ from gateway.home.events import Event, IntervalClosed, IntervalEnded
 from gateway.home.records import IntervalRecord, NodeState
 from gateway.market.agent import MarketAgent
 from protocols.market import Abstained, Agreed, MeterKey
-from protocols.metering import Rejected as MeterRejected
+from protocols.metering import RejectedReading
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class EndedIntervals:
             return True
         checked = verify_meter_reading(meter, device_id=key.device_id, key=key.key,
                                        last_seq=self._meter_seq)
-        if isinstance(checked, MeterRejected):
+        if isinstance(checked, RejectedReading):
             self.meter_rejections[f"meter-{checked.reason}"] += 1
             log.warning("%s: meter reading closing interval %d refused (%s): the interval "
                         "settles with the grid as undelivered", self.node, k, checked.reason)

@@ -39,8 +39,7 @@ from dataclasses import dataclass
 from protocols.clearing import NodeOutcome, Tariffs
 from protocols.market.actions import Agreed
 from protocols.messages import Settlement
-from protocols.metering import Rejected as MeterRejected
-from protocols.metering import verify_reading
+from protocols.metering import RejectedReading, verify_reading
 from protocols.reputation import ReputationHistory
 from protocols.settlement import ReputationRule, settle
 from protocols.signing import Rejected
@@ -196,7 +195,7 @@ class SettlementBook:
         last_seq = max((s.meter_seq for _, s in before), default=None)
         checked = verify_reading(key.key, key.device_id, seq, settlement.meter_import_wh,
                                  settlement.meter_export_wh, settlement.meter_tag, last_seq)
-        if isinstance(checked, MeterRejected):
+        if isinstance(checked, RejectedReading):
             return Rejected(f"meter-{checked.reason}")
         if any(seq >= other for other in later):
             return Rejected("meter-replayed")

@@ -16,7 +16,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from firmware import board, config, main, metering, tcpface
 from firmware.hal import fake
 from firmware.hal.rs485 import Rs485
-from protocols.metering import Verified, verify_reading
+from protocols.metering import VerifiedReading, verify_reading
 from protocols.sunspec.devices import DeviceMap
 from tests._require import require
 from tests.firmware import frames
@@ -107,13 +107,13 @@ def test_meter_publishes_verifiable_tags(tmp_path: Path) -> None:
     assert regs[0:2] == [64210, 27]
     cfg_err, seq1, imp, exp, tag = _status(regs)
     assert (cfg_err, seq1, imp, exp) == (0, 1, 0, 0)
-    assert verify_reading(KEY, "m-1", seq1, imp, exp, tag, None) == Verified("m-1", 1, 0, 0)
+    assert verify_reading(KEY, "m-1", seq1, imp, exp, tag, None) == VerifiedReading("m-1", 1, 0, 0)
 
     hal.meter.import_wh, hal.meter.export_wh = 2**33 + 7, 42  # beyond 203's acc32
     dev.tick()
     _, seq2, imp, exp, tag = _status([dev.bank.get(dev.status_addr + i) for i in range(29)])
     assert (seq2, imp, exp) == (2, 2**33 + 7, 42)
-    assert isinstance(verify_reading(KEY, "m-1", seq2, imp, exp, tag, seq1), Verified)
+    assert isinstance(verify_reading(KEY, "m-1", seq2, imp, exp, tag, seq1), VerifiedReading)
     assert dev.points.get(203, "TotWhExp") == 42
 
 
@@ -195,7 +195,7 @@ async def test_four_tcp_clients_at_once(tmp_path: Path) -> None:
                                                              device_id=5)
                 _, seq, imp, exp, tag = _status(status.registers)
                 assert isinstance(verify_reading(KEY, "m-1", seq, imp, exp, tag, None),
-                                  Verified)
+                                  VerifiedReading)
                 seqs.append(seq)
                 await asyncio.sleep(0.005)
             return seqs
@@ -299,7 +299,7 @@ def test_main_starts_and_serves_rtu_on_micropython(tmp_path: Path) -> None:
     assert regs[0:2] == (64210, 27)
     _, seq, imp, exp, tag = _status(regs)
     assert seq >= 1
-    assert verify_reading(KEY, "home7-meter", seq, imp, exp, tag, None) == Verified(
+    assert verify_reading(KEY, "home7-meter", seq, imp, exp, tag, None) == VerifiedReading(
         "home7-meter", seq, 0, 0)
 
     # The same run as flashed (.mpy modules): what a board's heap holds.

@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 
 from firmware.modbus.rtu import crc16
-from protocols.metering import Verified, verify_reading
+from protocols.metering import VerifiedReading, verify_reading
 from tests.firmware import frames
 from tests.firmware.test_metering import run_micropython
 
@@ -102,5 +102,5 @@ def test_board_hal_drives_de_around_each_frame_and_reads_the_metering_ic(tmp_pat
     _, seq, imp, exp = struct.unpack_from(">HIQQ", raw, 4)
     # ANenergy 3200 x 0.1 pulse at 3200 imp/kWh = 100 Wh exported, read once and then cleared
     assert seq >= 1 and (imp, exp) == (0, 100)
-    assert verify_reading(bytes(32), "esp-1", seq, imp, exp, raw[26:58].hex(), None) == Verified(
-        "esp-1", seq, 0, 100)
+    verdict = verify_reading(bytes(32), "esp-1", seq, imp, exp, raw[26:58].hex(), None)
+    assert verdict == VerifiedReading("esp-1", seq, 0, 100)

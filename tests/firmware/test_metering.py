@@ -12,7 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware import metering
-from protocols.metering import Rejected, Verified, reading_message, reading_tag, verify_reading
+from protocols.metering import (
+    RejectedReading,
+    VerifiedReading,
+    reading_message,
+    reading_tag,
+    verify_reading,
+)
 from tests._require import require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,9 +65,9 @@ def test_hand_written_hmac_is_rfc_2104(key: bytes, msg: bytes) -> None:
 def test_round_trip_verifies(key: bytes, device: str, seq: int, imp: int, exp: int) -> None:
     counter = metering.TaggedCounter(key, device, seq=seq)
     tag = counter.update(imp, exp)
-    assert verify_reading(key, device, seq + 1, imp, exp, tag.hex(), seq) == Verified(
+    assert verify_reading(key, device, seq + 1, imp, exp, tag.hex(), seq) == VerifiedReading(
         device, seq + 1, imp, exp)
-    assert verify_reading(key, device, seq + 1, imp, exp, tag.hex(), None) == Verified(
+    assert verify_reading(key, device, seq + 1, imp, exp, tag.hex(), None) == VerifiedReading(
         device, seq + 1, imp, exp)
 
 
@@ -69,27 +75,28 @@ def test_round_trip_verifies(key: bytes, device: str, seq: int, imp: int, exp: i
 def test_altered_reading_fails(imp: int, exp: int, delta: int) -> None:
     tag = metering.TaggedCounter(KEY, "m", seq=9).update(imp, exp).hex()
     other_imp = (imp + delta) % 2**64
-    assert verify_reading(KEY, "m", 10, other_imp, exp, tag, 9) == Rejected("bad-tag")
-    assert verify_reading(KEY, "m", 10, imp, (exp + delta) % 2**64, tag, 9) == Rejected("bad-tag")
-    assert verify_reading(KEY, "m", 10 + delta, imp, exp, tag, 9) == Rejected("bad-tag")
-    assert verify_reading(KEY, "m2", 10, imp, exp, tag, 9) == Rejected("bad-tag")
-    assert verify_reading(bytes(32), "m", 10, imp, exp, tag, 9) == Rejected("bad-tag")
+    assert verify_reading(KEY, "m", 10, other_imp, exp, tag, 9) == RejectedReading("bad-tag")
+    other_exp = (exp + delta) % 2**64
+    assert verify_reading(KEY, "m", 10, imp, other_exp, tag, 9) == RejectedReading("bad-tag")
+    assert verify_reading(KEY, "m", 10 + delta, imp, exp, tag, 9) == RejectedReading("bad-tag")
+    assert verify_reading(KEY, "m2", 10, imp, exp, tag, 9) == RejectedReading("bad-tag")
+    assert verify_reading(bytes(32), "m", 10, imp, exp, tag, 9) == RejectedReading("bad-tag")
 
 
 def test_replayed_reading_fails() -> None:
     counter = metering.TaggedCounter(KEY, "m")
     old = (counter.seq + 1, 100, 5, counter.update(100, 5).hex())
     new = (counter.seq + 1, 120, 5, counter.update(120, 5).hex())
-    assert isinstance(verify_reading(KEY, "m", *new, last_seq=None), Verified)
-    assert verify_reading(KEY, "m", *old, last_seq=new[0]) == Rejected("replayed")
-    assert verify_reading(KEY, "m", *new, last_seq=new[0]) == Rejected("replayed")
+    assert isinstance(verify_reading(KEY, "m", *new, last_seq=None), VerifiedReading)
+    assert verify_reading(KEY, "m", *old, last_seq=new[0]) == RejectedReading("replayed")
+    assert verify_reading(KEY, "m", *new, last_seq=new[0]) == RejectedReading("replayed")
 
 
 @pytest.mark.parametrize("seq, imp, tag", [
     (-1, 0, "00" * 32), (2**32, 0, "00" * 32), (1, 2**64, "00" * 32),
     (1, 0, "zz" * 32), (1, 0, "00" * 31)])
 def test_malformed_readings(seq: int, imp: int, tag: str) -> None:
-    assert verify_reading(KEY, "m", seq, imp, 0, tag, None) == Rejected("malformed")
+    assert verify_reading(KEY, "m", seq, imp, 0, tag, None) == RejectedReading("malformed")
 
 
 def test_sequence_survives_a_reboot(tmp_path: Path) -> None:

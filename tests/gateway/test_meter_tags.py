@@ -10,7 +10,7 @@ import dataclasses
 from firmware import metering
 from gateway.devices import Meter, ModbusTcpBus, discover
 from gateway.devices.meter import TAGGED_MODEL, verify_meter_reading
-from protocols.metering import Rejected, Verified
+from protocols.metering import RejectedReading, VerifiedReading
 from protocols.sunspec.devices import DeviceMap
 from sim_devices.home import HomeSpec
 from sim_devices.world import World, sim_meter_key
@@ -47,7 +47,7 @@ async def test_untagged_sim_meter_serves_64210_without_tags() -> None:
             reading = await meter.read()
     assert meter.tagged and reading.seq is None and reading.tag is None
     assert verify_meter_reading(reading, device_id="home-1-meter", key=bytes(32),
-                                last_seq=None) == Rejected("untagged")
+                                last_seq=None) == RejectedReading("untagged")
 
 
 async def test_tags_verify_over_modbus_tcp_and_tampering_is_rejected() -> None:
@@ -68,7 +68,7 @@ async def test_tags_verify_over_modbus_tcp_and_tampering_is_rejected() -> None:
             assert first.import_wh == home.meter.import_wh
             assert first.export_wh == home.meter.export_wh > 0  # a sunny noon: the home exports
             assert verify_meter_reading(first, device_id=device_id, key=key, last_seq=None) == (
-                Verified(device_id, first.seq, first.import_wh, first.export_wh))
+                VerifiedReading(device_id, first.seq, first.import_wh, first.export_wh))
 
             # Someone rewrites the served export counter (one register of model 64210).
             exp_lo = status + metering.OFF_EXP + 3
@@ -78,19 +78,19 @@ async def test_tags_verify_over_modbus_tcp_and_tampering_is_rejected() -> None:
             tampered = await Meter(bus=bus, device=device).read()
             assert tampered.seq == first.seq and tampered.export_wh != first.export_wh
             assert verify_meter_reading(tampered, device_id=device_id, key=key,
-                                        last_seq=None) == Rejected("bad-tag")
+                                        last_seq=None) == RejectedReading("bad-tag")
             # ...or the gateway's copy of a reading is altered, or checked with another key.
             altered = dataclasses.replace(first, import_wh=first.import_wh + 1)
             assert verify_meter_reading(altered, device_id=device_id, key=key,
-                                        last_seq=None) == Rejected("bad-tag")
+                                        last_seq=None) == RejectedReading("bad-tag")
             assert verify_meter_reading(first, device_id=device_id,
                                         key=sim_meter_key(SEED + 1, device_id),
-                                        last_seq=None) == Rejected("bad-tag")
+                                        last_seq=None) == RejectedReading("bad-tag")
 
             world.step()  # the next tick republishes a fresh, genuine reading
             second = await meter.read()
             assert second.seq == first.seq + 1
             assert isinstance(verify_meter_reading(second, device_id=device_id, key=key,
-                                                   last_seq=first.seq), Verified)
+                                                   last_seq=first.seq), VerifiedReading)
             assert verify_meter_reading(first, device_id=device_id, key=key,
-                                        last_seq=second.seq) == Rejected("replayed")
+                                        last_seq=second.seq) == RejectedReading("replayed")
