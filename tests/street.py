@@ -32,7 +32,7 @@ from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
 from protocols.market import Abstained, Agreed
 from sim_devices.demo.broker import EmbeddedBroker
-from sim_devices.demo.community import Timing, provision
+from sim_devices.demo.community import RunTiming, provision
 from sim_devices.faults import FaultSpec
 from sim_devices.home import HomeSpec
 from sim_devices.world import World
@@ -45,8 +45,8 @@ HOMES = (
 )
 NAMES = tuple(h.name for h in HOMES)
 SPEED = 10.0
-TIMING = Timing(interval_s=60, gate_s=20, grace_s=5, poll_s=5, revert_s=30,
-                ramp_w_per_s=100_000, speed=SPEED)
+TIMING = RunTiming(interval_s=60, gate_s=20, grace_s=5, poll_s=5, revert_s=30,
+                   ramp_w_per_s=100_000, speed=SPEED)
 INTERVAL_MS = int(TIMING.interval_s * 1000)
 ROLES = ("meter", "battery", "pv")
 RTU_TIMEOUT_S = 0.25
@@ -60,7 +60,7 @@ class Street:
 
     world: World
     out: Path
-    timing: Timing = TIMING
+    timing: RunTiming = TIMING
     on_event: Callable[[Event], None] | None = None
     """Called with every event of every gateway, after the street recorded it."""
     broker_port: int = 0
@@ -168,7 +168,7 @@ async def street(
     *,
     homes: Sequence[HomeSpec] = HOMES,
     seed: int = 5,
-    timing: Timing = TIMING,
+    timing: RunTiming = TIMING,
     on_event: Callable[[Event], None] | None = None,
     faults: Mapping[tuple[str, str], FaultSpec] | None = None,
     rtu: tuple[str, ...] = (),

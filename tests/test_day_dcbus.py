@@ -23,7 +23,7 @@ from gateway.devices.registry import open_bus
 from gateway.home import Event, IntervalClosed, IntervalEnded, SetpointWritten
 from protocols.clearing import Tariffs
 from protocols.market import Agreed
-from sim_devices.demo.community import CommunityLog, Timing, dc_bus_master, run_community
+from sim_devices.demo.community import CommunityLog, RunTiming, dc_bus_master, run_community
 from sim_devices.demo.summary import unbalanced
 from sim_devices.physics import MJ_PER_WH
 from sim_devices.scenario import load_scenario
@@ -42,12 +42,12 @@ def test_the_installer_makes_the_biggest_converter_and_battery_the_master() -> N
     assert MASTER == "home-1"  # as the scenario file means it: 20 A and a 5 kW battery
 
 
-def timing(speed: float) -> Timing:
+def timing(speed: float) -> RunTiming:
     """Generous gate and grace, so a loaded 2-core CI machine still agrees on every interval;
     the revert time is 60 control periods, as in the field (60 s at a 1 s poll), so a gateway
     task the machine delays for a moment does not let its converter revert."""
-    return Timing(interval_s=900, gate_s=240, grace_s=60, poll_s=60, revert_s=3600,
-                  ramp_w_per_s=50, speed=speed, physics_step_ms=5000, warmup_s=1800)
+    return RunTiming(interval_s=900, gate_s=240, grace_s=60, poll_s=60, revert_s=3600,
+                     ramp_w_per_s=50, speed=speed, physics_step_ms=5000, warmup_s=1800)
 
 
 class BusGroundTruth:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from protocols.market import Agreed
-from sim_devices.demo.community import Rules, Timing
+from sim_devices.demo.community import Rules, RunTiming
 from tests.market.gateways import Gateways, gateways
 from tests.street import NAMES
 
@@ -22,8 +22,8 @@ pytestmark = pytest.mark.realtime
 
 MECHANISMS = ("uniform", "trade-reduction", "mmr", "sdr", "bill-sharing", "cda")
 POOLS = ("mmr", "sdr", "bill-sharing")
-TIMING = Timing(interval_s=30, gate_s=10, grace_s=2.5, poll_s=2.5, revert_s=30,
-                ramp_w_per_s=100_000, speed=10.0)
+TIMING = RunTiming(interval_s=30, gate_s=10, grace_s=2.5, poll_s=2.5, revert_s=30,
+                   ramp_w_per_s=100_000, speed=10.0)
 GRID_PRICES = {"min_sell_price": 80, "max_buy_price": 300}  # Rules()'s tariffs
 
 

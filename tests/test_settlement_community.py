@@ -27,7 +27,7 @@ from protocols.market import Agreed, topics
 from protocols.messages import Settlement, SignedEnvelope
 from protocols.metering import VerifiedReading, verify_reading
 from protocols.signing import Rejected, sign, verify
-from sim_devices.demo.community import CommunityLog, Timing, run_community
+from sim_devices.demo.community import CommunityLog, RunTiming, run_community
 from sim_devices.demo.summary import Balance, balance
 from sim_devices.scenario import parse_scenario
 from sim_devices.world import World, sim_meter_key
@@ -103,8 +103,8 @@ async def test_every_ledger_holds_every_verified_settlement_and_tampering_is_ref
 
     log, _ = await run_community(
         out=tmp_path, scenario=SCENARIO, intervals=INTERVALS, on_start=started, on_event=observe,
-        timing=Timing(interval_s=900, gate_s=120, grace_s=60, poll_s=60, speed=300,
-                      revert_s=600, ramp_w_per_s=50),
+        timing=RunTiming(interval_s=900, gate_s=120, grace_s=60, poll_s=60, speed=300,
+                         revert_s=600, ramp_w_per_s=50),
     )
     await asyncio.gather(*forged)
     window = list(log.window)

@@ -56,7 +56,7 @@ fallen behind its clock for good: it stops with an error instead of hanging."""
 
 
 @dataclass(frozen=True, slots=True)
-class Timing:
+class RunTiming:
     """Market timing in simulated seconds, and how much faster than real time the world runs."""
 
     interval_s: float = 900
@@ -73,7 +73,7 @@ class Timing:
 
     @classmethod
     def of(cls, scenario: Scenario, *, speed: float, physics_step_ms: int, poll_s: float = 60,
-           warmup_real_s: float = 3.0) -> Timing:
+           warmup_real_s: float = 3.0) -> RunTiming:
         """The scenario's market timing, run at ``speed`` with ``warmup_real_s`` to start up."""
         market = scenario.market
         return cls(interval_s=market.interval_s, gate_s=market.gate_s, grace_s=market.grace_s,
@@ -190,7 +190,7 @@ class CommunityError(RuntimeError):
 def provision(
     out: Path, homes: Sequence[HomeSpec],
     served_addresses: Mapping[tuple[str, str], tuple[str, int]],
-    *, broker_url: str, timing: Timing, rules: Rules = Rules(),
+    *, broker_url: str, timing: RunTiming, rules: Rules = Rules(),
     bus_of: Mapping[str, str] | None = None, epoch_ms: int = 0,
     meter_keys: Mapping[str, bytes] | None = None, dc_bus: DcBusSpec | None = None,
 ) -> list[Path]:
@@ -332,7 +332,7 @@ async def _until(finished: asyncio.Event, log: CommunityLog, *, stall_s: float,
                 await finished.wait()
 
 
-def run_window(scenario: Scenario, timing: Timing, intervals: int) -> range:
+def run_window(scenario: Scenario, timing: RunTiming, intervals: int) -> range:
     """The intervals a run of ``scenario`` covers: the first starts ``warmup_s`` after the world."""
     length_s = timing.interval_s
     first = math.ceil((scenario.start_s + timing.warmup_s) / length_s)
@@ -344,7 +344,7 @@ async def run_community(
     out: Path,
     scenario: Scenario,
     intervals: int,
-    timing: Timing,
+    timing: RunTiming,
     seed: int | None = None,
     trade: bool = True,
     planner: Literal["optimiser", "heuristic"] = "heuristic",
@@ -354,7 +354,7 @@ async def run_community(
 ) -> tuple[CommunityLog, World]:
     """Run the scenario's community until every home closed ``intervals`` intervals.
 
-    ``timing`` carries the scenario's market timing (:meth:`Timing.of`) and the run's pace;
+    ``timing`` carries the scenario's market timing (:meth:`RunTiming.of`) and the run's pace;
     ``seed`` replaces the scenario's world seed. ``trade=False`` runs the same homes in
     self-consumption only (the no-market baseline), still settled into every ledger;
     ``planner`` is how every home plans its bids.

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from gateway.home import Event, IntervalClosed
 from protocols.market import Agreed
-from sim_devices.demo.community import CommunityLog, Timing, run_community
+from sim_devices.demo.community import CommunityLog, RunTiming, run_community
 from sim_devices.demo.report import render
 from sim_devices.demo.summary import (
     CommunitySummary,
@@ -53,9 +53,9 @@ POLL_S = 120.0
 BASELINE_FOLDER = "no_market"
 
 
-def timing(scenario: Scenario, *, speed: float) -> Timing:
+def timing(scenario: Scenario, *, speed: float) -> RunTiming:
     """The demo's pace for ``scenario``; the market run and its baseline must share it."""
-    return Timing.of(scenario, speed=speed, physics_step_ms=PHYSICS_STEP_MS, poll_s=POLL_S)
+    return RunTiming.of(scenario, speed=speed, physics_step_ms=PHYSICS_STEP_MS, poll_s=POLL_S)
 
 
 def day_intervals(scenario: Scenario) -> int:

@@ -16,7 +16,7 @@ from gateway.config import load_config
 from gateway.dashboard.pairing import CREDENTIAL_FILE, CredentialFile, OwnerCredential
 from gateway.home import Event, GatewayNode
 from gateway.identity import load_certificate, load_key_file
-from sim_devices.demo.community import Timing
+from sim_devices.demo.community import RunTiming
 from sim_devices.home import HomeSpec
 from sim_devices.scenario import load_scenario
 from tests.street import street
@@ -40,7 +40,7 @@ async def community(
 ) -> AsyncIterator[dict[str, GatewayNode]]:
     """Running gateways by name (the suite's street, ``tests/street.py``, of the demo's homes at
     the demo's timing), each with fresh meter and battery readings."""
-    async with street(out, homes=homes, seed=7, timing=Timing(), start_s=10 * 3600,
+    async with street(out, homes=homes, seed=7, timing=RunTiming(), start_s=10 * 3600,
                       on_event=on_event) as running:
         nodes = running.nodes
         async with asyncio.timeout(10):

@@ -34,7 +34,7 @@ from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
 from protocols.market import Agreed
 from sim_devices.demo.broker import EmbeddedBroker
-from sim_devices.demo.community import Timing, provision
+from sim_devices.demo.community import RunTiming, provision
 from sim_devices.home import HomeSpec
 from sim_devices.physics import MJ_PER_WH
 from sim_devices.world import World
@@ -42,8 +42,8 @@ from sim_devices.world import World
 pytestmark = pytest.mark.realtime
 
 SPEED = 10.0
-TIMING = Timing(interval_s=60, gate_s=20, grace_s=5, poll_s=5, revert_s=30,
-                ramp_w_per_s=100_000, speed=SPEED)
+TIMING = RunTiming(interval_s=60, gate_s=20, grace_s=5, poll_s=5, revert_s=30,
+                   ramp_w_per_s=100_000, speed=SPEED)
 HOME = HomeSpec(name="home-1", pv_peak_w=6000, base_load_w=300, soc_start_pct=50)
 ROLES = ("meter", "battery", "pv")
 START_S = 11 * 3600 + 20

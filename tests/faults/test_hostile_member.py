@@ -39,8 +39,7 @@ import aiomqtt
 import pytest
 
 from gateway.identity import load_key_file
-from protocols.market import Timing as MarketTiming
-from protocols.market import topics
+from protocols.market import Timing, topics
 from protocols.messages import (
     Bid,
     Commitment,
@@ -50,7 +49,7 @@ from protocols.messages import (
     bid_set_digest,
 )
 from protocols.signing import Rejected, generate_key, public_key_hex, sign, verify
-from sim_devices.demo.community import Rules, Timing, provision
+from sim_devices.demo.community import Rules, RunTiming, provision
 from sim_devices.home import HomeSpec
 from sim_devices.world import World
 from tests.deploy.mosquitto import Brokers, free_port
@@ -66,9 +65,9 @@ HOMES = (
     HomeSpec(name="carol", pv_peak_w=0, base_load_w=2500, soc_start_pct=15),
 )
 HONEST = tuple(h.name for h in HOMES)
-TIMING = Timing(interval_s=3, gate_s=1.2, grace_s=0.4, poll_s=0.25, revert_s=5,
-                ramp_w_per_s=100_000, speed=1.0)
-MARKET = MarketTiming(epoch_ms=0, length_ms=3000, gate_ms=1200, grace_ms=400)
+TIMING = RunTiming(interval_s=3, gate_s=1.2, grace_s=0.4, poll_s=0.25, revert_s=5,
+                   ramp_w_per_s=100_000, speed=1.0)
+MARKET = Timing(epoch_ms=0, length_ms=3000, gate_ms=1200, grace_ms=400)
 ROOT = Path(__file__).resolve().parents[2]
 HUGE = 100 * 1024 * 1024
 AFTER = 3  # intervals all three must agree with trades after the attack

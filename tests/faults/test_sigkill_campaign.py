@@ -27,7 +27,7 @@ from gateway.home import GatewayNode, running
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
 from sim_devices.demo.broker import EmbeddedBroker
-from sim_devices.demo.community import Timing, provision
+from sim_devices.demo.community import RunTiming, provision
 from sim_devices.world import World
 from tests.street import HOMES
 
@@ -62,8 +62,8 @@ async def test_sigkill_campaign_loses_nothing_settles_nothing_twice_and_agrees(t
     async with EmbeddedBroker() as broker, world.serve() as served:
         addresses = {(h.name, r): served.address(h.name, r)
                      for h in HOMES for r in ("meter", "battery", "pv")}
-        timing = Timing(interval_s=INTERVAL_S, gate_s=0.5, grace_s=0.2, poll_s=0.2, revert_s=5,
-                        ramp_w_per_s=100_000, speed=1.0)
+        timing = RunTiming(interval_s=INTERVAL_S, gate_s=0.5, grace_s=0.2, poll_s=0.2, revert_s=5,
+                           ramp_w_per_s=100_000, speed=1.0)
         configs = provision(tmp_path, HOMES, addresses, broker_url=broker.url, timing=timing)
         neighbours = []
         for path in configs[:2]:

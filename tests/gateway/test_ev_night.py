@@ -18,7 +18,7 @@ from gateway.config import load_config
 from gateway.home import BidMade, Event, GatewayNode, running
 from gateway.identity import load_certificate, load_key_file
 from sim_devices.demo.broker import EmbeddedBroker
-from sim_devices.demo.community import Timing, provision
+from sim_devices.demo.community import RunTiming, provision
 from sim_devices.ev import EvSpec
 from sim_devices.home import HomeSpec
 from sim_devices.physics import MJ_PER_WH
@@ -38,7 +38,7 @@ HOMES = (
 SPEED = 720.0  # a night in about 75 s
 # Limits revert after half an hour (2.5 s of real time): a host busy with other tests must not
 # return the charger to its own default between two control periods.
-TIMING = Timing(speed=SPEED, physics_step_ms=2000, revert_s=1800)
+TIMING = RunTiming(speed=SPEED, physics_step_ms=2000, revert_s=1800)
 START_S = 16 * H  # the gateways start up (a few real seconds) well before the car arrives
 READY_S = 24 * H + 7 * H  # 07:00 the next morning
 _GUARD_S = 400.0  # turns a hang into a failure; a slow host only moves the plan, not the outcome

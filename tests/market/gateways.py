@@ -14,7 +14,7 @@ from gateway.config import load_config
 from gateway.home import Event, GatewayNode, IntervalClosed, running
 from gateway.identity import load_certificate, load_key_file
 from sim_devices.demo.broker import EmbeddedBroker
-from sim_devices.demo.community import Rules, Timing, provision
+from sim_devices.demo.community import Rules, RunTiming, provision
 from sim_devices.world import World
 from tests.street import HOMES, NAMES, ROLES, TIMING
 
@@ -23,7 +23,7 @@ class Gateways:
     """The gateways of one world and broker, started and stopped by name."""
 
     def __init__(self, out: Path, world: World, configs: list[Path], broker_url: str,
-                 timing: Timing) -> None:
+                 timing: RunTiming) -> None:
         self.out, self.world, self.broker_url = out, world, broker_url
         self.configs = {path.parent.name: path for path in configs}
         self.interval_ms = int(timing.interval_s * 1000)
@@ -59,7 +59,7 @@ class Gateways:
 
 @contextlib.asynccontextmanager
 async def gateways(
-    out: Path, *, rules: Rules | None = None, timing: Timing = TIMING,
+    out: Path, *, rules: Rules | None = None, timing: RunTiming = TIMING,
     preferences: Mapping[str, int] | None = None,
     before_start: Callable[[Path], None] = lambda _out: None,
 ) -> AsyncIterator[Gateways]:

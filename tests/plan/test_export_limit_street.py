@@ -16,7 +16,7 @@ from gateway.config import load_config
 from gateway.home import GatewayNode, running
 from gateway.identity import load_certificate, load_key_file
 from sim_devices.demo.broker import EmbeddedBroker
-from sim_devices.demo.community import Timing, provision
+from sim_devices.demo.community import RunTiming, provision
 from sim_devices.home import HomeSpec
 from sim_devices.world import World
 
@@ -31,7 +31,7 @@ HOMES = (
              soc_start_pct=30),
 )
 SPEED = 360.0
-TIMING = Timing(speed=SPEED, physics_step_ms=1000, revert_s=1800, poll_s=30)
+TIMING = RunTiming(speed=SPEED, physics_step_ms=1000, revert_s=1800, poll_s=30)
 START_S = 10.5 * H
 CHECK_S = 11 * H  # from the first whole interval after the gateways are up
 END_S = 13.5 * H
