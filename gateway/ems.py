@@ -51,13 +51,10 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Literal
 
 from gateway.lookahead import Ahead, refilled_wh, useful_storage_wh
-from protocols.clearing import Tariffs
+from protocols.clearing import Side, Tariffs
 from protocols.messages import Step
-
-Side = Literal["buy", "sell"]
 
 SUN_SCENARIOS = (1.0, 0.5)
 """The days ahead stored energy is valued on, equally likely: as forecast, and with half its sun.

@@ -8,8 +8,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.ems import BatteryState, Plan, Side
+from gateway.ems import BatteryState, Plan
 from gateway.home.trader import over_the_bus
+from protocols.clearing import Side
 from protocols.messages import Step
 
 INTERVAL_MS = 900_000
