@@ -77,7 +77,8 @@ class Abstained:
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """Proof that ``node`` misbehaved: for equivocation, the two signed-over bid bodies."""
+    """Proof that ``node`` misbehaved: for equivocation, the two signed-over bid bodies; for a
+    flood, every distinct bid body of the interval heard from it, one past the limit."""
 
     interval: int
     node: str

@@ -42,7 +42,7 @@ restart in the ledger, from which :meth:`Market.restore_settlements` takes them 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Literal
 
@@ -91,19 +91,42 @@ from protocols.messages import (
 from protocols.network import Feeder, FeeSchedule
 from protocols.reputation import UNLIMITED, counted_intervals
 from protocols.settlement import ReputationRule
-from protocols.signing import Rejected, sign, verify
+from protocols.signing import Rejected, Verified, sign, verify
 
-_KINDS: dict[topics.Kind, Literal["bid", "commit", "bidset", "settle"]] = {
+PeerKind = Literal["bid", "commit", "bidset", "settle"]
+"""The kinds of message a peer sends per interval (checked in :meth:`Market.receive`)."""
+
+_KINDS: dict[topics.Kind, PeerKind] = {
     topics.Kind.BIDS: "bid", topics.Kind.COMMIT: "commit", topics.Kind.BIDSET: "bidset",
     topics.Kind.SETTLE: "settle",
 }
 
-QUOTAS = {topics.Kind.BIDS: MAX_BIDS_PER_NODE, topics.Kind.COMMIT: 8, topics.Kind.BIDSET: 8,
+QUOTAS = {topics.Kind.BIDS: MAX_BIDS_PER_NODE + 2, topics.Kind.COMMIT: 8, topics.Kind.BIDSET: 8,
           topics.Kind.SETTLE: 4}
 """Distinct verified messages per node and topic before the rest is cut unread as "flood". An
-honest gateway sends a few bids per interval, at most three commitments (its first, the union
-round's, a join) with as many bid sets, and one settlement; a retained message of the interval
-its slot carried before may come on top."""
+honest gateway sends at most ``MAX_BIDS_PER_NODE`` bids per interval (:meth:`Market.bid`), at
+most three commitments (its first, the union round's, a join) with as many bid sets, and one
+settlement; a retained message of the interval its slot carried before may come on top. Bids get
+one more: the session excludes a node once it has verified one bid past its limit (the proof),
+so the quota must let that one through."""
+
+Opener = Callable[[bytes, int, PeerKind], tuple[SignedEnvelope, Verified] | Rejected]
+"""Parse a payload of at most ``max_size`` bytes and check its signature as the expected kind:
+:func:`open_signed`. A pure function of its arguments, so a simulation of many members on one
+host may share the answers for the same bytes (:class:`Market`'s ``opener``)."""
+
+
+def open_signed(payload: bytes, max_size: int, kind: PeerKind
+                ) -> tuple[SignedEnvelope, Verified] | Rejected:
+    """The envelope in ``payload`` and its verified body, or why it is refused (parse, then
+    signature and schema: :func:`protocols.signing.verify`)."""
+    try:
+        envelope = SignedEnvelope.from_bytes(payload, max_size=max_size)
+    except MessageError as exc:
+        return Rejected(exc.reason)
+    verified = verify(envelope, expected_kind=kind)
+    return verified if isinstance(verified, Rejected) else (envelope, verified)
+
 
 UNPLACED_PRESENCE = 1024
 """Presences held for nodes whose certificate has not arrived (a joining gateway's presence goes
@@ -134,6 +157,7 @@ class Market:
         meter_keys: Mapping[str, MeterKey] | None = None,
         reputation_rule: ReputationRule | None = None,
         energy_interval_ms: int | None = None,
+        opener: Opener = open_signed,
     ) -> None:
         """``horizon``: how many intervals past the next gate a session may be opened for, and
         how many intervals after its session a settlement is kept. ``feeder``/``fees``: the
@@ -141,7 +165,8 @@ class Market:
         this gateway can check. ``energy_interval_ms``: the physical length of an interval, which
         turns a certificate's limits (W) into the Wh a member may trade; None where intervals are
         not physical time (tests with home-sized bids in 1 s intervals): the limit is then the
-        protocol's ``MAX_ENERGY_WH``."""
+        protocol's ``MAX_ENERGY_WH``. ``opener``: how a peer's bid, commitment, bid set or
+        settlement is parsed and verified (:data:`Opener`); a gateway keeps the default."""
         if fees is not None and feeder is None:
             raise MarketError("a fee schedule needs a feeder: fees grow with feeder distance")
         self.community = topics.check_id("community", community)
@@ -157,6 +182,7 @@ class Market:
         self._feeder = feeder
         self._fees = fees
         self._energy_interval_ms = energy_interval_ms
+        self._open = opener
         self._roster = Roster(community=community, authority_key_hex=authority_key_hex)
         # Each peer's highest verified presence, and presences waiting for their certificate.
         self._presence: dict[str, Presence] = {}
@@ -211,13 +237,10 @@ class Market:
                                         revocation_only=parsed.kind is topics.Kind.REVOKED)
         if not retained and self._quota.full(parsed, payload):
             return [Rejected("flood")]  # unread: see the module docstring
-        try:
-            envelope = SignedEnvelope.from_bytes(payload, max_size=self._max_payload)
-        except MessageError as exc:
-            return [Rejected(exc.reason)]
-        verified = verify(envelope, expected_kind=_KINDS[parsed.kind])
-        if isinstance(verified, Rejected):
-            return [verified]
+        opened = self._open(payload, self._max_payload, _KINDS[parsed.kind])
+        if isinstance(opened, Rejected):
+            return [opened]
+        envelope, verified = opened
         body = verified.body
         assert isinstance(body, Bid | Commitment | BidSet | Settlement)  # by expected_kind
         if body.node != parsed.node:
@@ -275,6 +298,10 @@ class Market:
         session = self._session(interval, now_ms)
         if session is None or session.state is not State.OPEN:
             raise MarketError(f"{self.node}: the gate of interval {interval} is closed")
+        if self._seq[interval] >= MAX_BIDS_PER_NODE:
+            # One more would be a flood, for which every peer excludes this node from the interval.
+            raise MarketError(f"{self.node}: already {MAX_BIDS_PER_NODE} bids for interval "
+                              f"{interval}, the most a node may make")
         cap = (self.offer_cap_wh(self.node, interval, now_ms) if side == "sell"
                else self._limits(self.node, now_ms).import_wh)
         if cap <= 0:

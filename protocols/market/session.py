@@ -269,7 +269,7 @@ class IntervalSession:
         if digest in self._known:
             return []  # the same bid again: broker redelivery, our own echo, a fetch
         if self.saturated(bid.node):
-            return [Rejected("flood")]
+            return self._flood(bid)
         bus = self._buses.get(bid.node)
         if bus is None:
             bus = self._bus_of(bid.node) if self._bus_of is not None else ""
@@ -299,6 +299,28 @@ class IntervalSession:
     def saturated(self, node: str) -> bool:
         """``node`` has sent as many distinct bids as it may: anything more is a flood."""
         return self._per_node[node] >= self._max_bids
+
+    def _flood(self, bid: Bid) -> list[SessionAction]:
+        """One more distinct verified bid from a node that had sent its limit: it is excluded
+        from the interval, as an equivocator is, and its bids are cleared by no one.
+
+        Members that each kept a different handful of a flood (the quota cuts the rest unread,
+        and the broker retains only the last) would otherwise commit to different bid sets, and
+        the union round would wait for bids no one can fetch. Any member that hears the flood
+        hears more than the limit, so they all exclude the node; no one can be excluded by
+        another's hand (only its own signature counts), and an honest node never signs more
+        bids than the limit for one interval (:meth:`Market.bid
+        <protocols.market.market.Market.bid>` refuses).
+        """
+        actions: list[SessionAction] = [Rejected("flood")]
+        if bid.node not in self._excluded:
+            self._excluded.add(bid.node)
+            self._retally()
+            heard = tuple(b for b in self._known.values() if b.node == bid.node)
+            actions.append(Evidence(self.interval, bid.node, "flood", (*heard, bid)))
+        if self._state is State.OPEN:
+            self._current.pop(bid.node, None)
+        return actions
 
     def _equivocation(self, bid: Bid, earlier: Bid) -> list[SessionAction]:
         actions: list[SessionAction] = [Rejected("equivocation")]

@@ -5,7 +5,8 @@ goes (docs/reliability.md).
 ``scheduler``: simulated time; ``broker``: MQTT's rules; ``network``: the links and their
 faults; ``members``: a home's market driven as its gateway drives it; ``adversaries``: members
 that attack; ``faults``: the seed's fault windows; ``invariants``: what must hold; ``trace``:
-the message trace and the run's fingerprint; ``run``: one seed start to finish. No threads,
+the message trace and the run's fingerprint; ``opener``: one signature check per message for
+all members; ``run``: one seed start to finish. No threads,
 sockets, asyncio or wall time: ``run(seed)`` is the same run everywhere.
 """
 

@@ -25,6 +25,7 @@ from sim_devices.market_sim.faults import FaultPlan
 from sim_devices.market_sim.invariants import Invariants, Violation
 from sim_devices.market_sim.members import Clock, Home, Member, Meter, World
 from sim_devices.market_sim.network import Link, Network
+from sim_devices.market_sim.opener import SharedOpener
 from sim_devices.market_sim.scheduler import Scheduler
 from sim_devices.market_sim.trace import Trace
 
@@ -94,8 +95,9 @@ def run(seed: int, config: Config = Config()) -> Report:
     hostile = dict(zip(sorted(rng.sample(names, rng.randint(0, bad))),
                        (rng.choice(KINDS) for _ in range(bad)), strict=False))
     members: list[Member] = []
+    opener = SharedOpener()
     for name in names:
-        members.append(_member(world, name, authority, rng, config, hostile.get(name)))
+        members.append(_member(world, name, authority, rng, config, hostile.get(name), opener))
         report.adversaries += [f"{name}:{hostile[name]}"] if name in hostile else []
     end_ms = timing.end_ms(trading[-1]) + (config.horizon + 3) * timing.length_ms
     plan = FaultPlan.draw(rng, names, start_ms=JOIN_MS * 2, end_ms=timing.end_ms(trading[-1]),
@@ -143,7 +145,7 @@ def run(seed: int, config: Config = Config()) -> Report:
 
 
 def _member(world: World, name: str, authority: Ed25519PrivateKey, rng: random.Random,
-            config: Config, hostile: str | None) -> Member:
+            config: Config, hostile: str | None, opener: SharedOpener) -> Member:
     key = key_from(rng)
     cert = MembershipCertificate(
         community=COMMUNITY, node=name, public_key=public_key_hex(key), bus="b1",
@@ -152,7 +154,7 @@ def _member(world: World, name: str, authority: Ed25519PrivateKey, rng: random.R
     market = Market(community=COMMUNITY, node=name, identity=key,
                     certificate=sign("cert", cert, authority),
                     authority_key_hex=public_key_hex(authority), timing=TIMING, params=PARAMS,
-                    horizon=config.horizon,
+                    horizon=config.horizon, opener=opener,
                     meter_keys={name: MeterKey(device_id=meter.device_id, key=meter.key)})
     cls = Member if hostile is None else BY_KIND[hostile]
     member = cls(world, name=name, key=key, market=market,

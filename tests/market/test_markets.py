@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from protocols.market import Abstained, Agreed, MarketError, State, TaggedMeterReading, topics
+from protocols.market.session import MAX_BIDS_PER_NODE
 from protocols.messages import Commitment
 from protocols.signing import Verified, public_key_hex, verify
 from tests.market.pair import TIMING, Street
@@ -118,3 +119,19 @@ def test_a_retired_interval_leaves_nothing_retained_and_stays_closed() -> None:
     s.deliver()
     assert s.rejections["alice"] == {"stale": 1}
     assert s.markets["alice"].session_state(K) is None
+
+
+def test_a_market_never_signs_more_bids_for_an_interval_than_its_peers_take_from_one_node() -> None:
+    """A node past the bid limit is excluded from the interval by every peer (a flood), so its
+    own market refuses the bid that would cross it: an honest gateway's re-bids never do."""
+    s = Street("alice", "bob", "carol")
+    for energy in range(1, MAX_BIDS_PER_NODE + 1):
+        s.bid("alice", K, "sell", energy, 100)
+    with pytest.raises(MarketError, match="the most a node may make"):
+        s.markets["alice"].bid(K, "sell", 1, 100, s.now_ms)
+    s.bid("bob", K, "buy", 1_500, 250)
+    s.bid("carol", K, "buy", 1_000, 200)
+    s.run(START)
+    outcomes = [s.outcomes[n][K] for n in s.markets]
+    assert all(isinstance(o, Agreed) for o in outcomes), outcomes
+    assert not any(s.rejections.values()), s.rejections

@@ -199,7 +199,28 @@ def test_bid_rules() -> None:
     assert s.on_bid(bid("carol", "buy", 3, 200, seq=5)) == [Rejected("excluded")]
     for seq in range(2, 2 + 8):
         s.on_bid(bid("dave", "buy", seq, 200, seq=seq))
-    assert s.on_bid(bid("dave", "buy", 99, 200, seq=99)) == [Rejected("flood")]
+    [rejected, evidence] = s.on_bid(bid("dave", "buy", 99, 200, seq=99))
+    assert rejected == Rejected("flood")
+    assert evidence.node == "dave" and len(evidence.bids) == 9  # type: ignore[union-attr]
+    assert s.on_bid(bid("dave", "buy", 98, 200, seq=98)) == [Rejected("flood")]
+
+
+def test_members_that_each_kept_a_different_part_of_a_flood_all_exclude_the_flooder() -> None:
+    """Mallory signs twelve distinct bids; alice hears them in order, bob in reverse (a reorder),
+    each verifying the first eight and no more, as the quota does. Each kept a different
+    latest bid of hers, but both heard one past the limit, so both exclude her and commit to
+    the same honest bids."""
+    flood = [bid("mallory", "sell", 100 + seq, 90, seq=seq) for seq in range(12)]
+    commitments = []
+    for node, order in (("alice", flood), ("bob", flood[::-1])):
+        s = session(node, active=(*NODES, "mallory"))
+        for b in order[:8]:
+            s.on_bid(b)  # bob refuses all but the first as "stale-seq": he heard seq 11 first
+        assert s.on_bid(order[8])[0] == Rejected("flood")
+        commitments.append(cleared(s))
+    alice, bob = commitments
+    assert alice.bid_set_digest == bob.bid_set_digest and alice.result_hash == bob.result_hash
+    assert alice.bid_digests is not None and len(alice.bid_digests) == len(BIDS)
 
 
 def test_excluded_node_is_not_cleared_and_does_not_vote() -> None:
