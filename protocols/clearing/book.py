@@ -8,7 +8,7 @@ fast in CPython:
 
 * **Columns, in node order.** Each side's quantities are numpy ``int64`` arrays in (node, step)
   order, the order outcomes are reported in. Orders are read once (one ``zip``); names, digests
-  and buses are looked up only for the orders that need them (:meth:`Side.column`), and no
+  and buses are looked up only for the orders that need them (:meth:`BookSide.column`), and no
   per-order or per-trade object is built: a :class:`Result` holds columns too. A curve's steps
   are rows of one node, summed into its outcome at the end (one ``reduceat``).
 * **Price levels, not a ranking.** Matching, rationing and pool participation only depend on how
@@ -61,8 +61,8 @@ __all__ = [
     "NODE",
     "STEP",
     "Book",
+    "BookSide",
     "Fills",
-    "Side",
     "crossing",
     "fill",
     "load",
@@ -83,11 +83,11 @@ Fills = Ints
 
 _INT = frozenset((int,))
 NODE, DIGEST, BUS, CREATED, STEP = 0, 4, 5, 6, 7
-"""Positions of :class:`Order` fields, for :meth:`Side.column`."""
+"""Positions of :class:`Order` fields, for :meth:`BookSide.column`."""
 _NO_TRADES = Trades(((),) * len(Trade._fields))
 
 
-class Side:
+class BookSide:
     """One side of the book, in (node, step) order: quantities as arrays, and its price levels.
 
     ``key`` ranks orders, lowest first: ``-limit`` for buyers, ``limit`` for sellers, where a
@@ -159,8 +159,9 @@ class Book:
 
     __slots__ = ("buses", "buyers", "fee_of", "fees", "nodes", "sellers", "starts", "tariffs")
 
-    def __init__(self, buyers: Side, sellers: Side, nodes: tuple[str, ...], starts: Ints | None,
-                 tariffs: Tariffs, *, buses: bool, fees: PathFees | None = None,
+    def __init__(self, buyers: BookSide, sellers: BookSide, nodes: tuple[str, ...],
+                 starts: Ints | None, tariffs: Tariffs, *, buses: bool,
+                 fees: PathFees | None = None,
                  fee_of: dict[tuple[str, str], int] | None = None) -> None:
         self.buyers = buyers
         self.sellers = sellers
@@ -268,7 +269,7 @@ def load(orders: Sequence[Order], params: ClearingParams) -> Book:
     count = len(orders)
     if count > MAX_ORDERS:
         raise ClearingError(f"{count} orders: at most {MAX_ORDERS} are cleared at once")
-    # Read the orders once, in the order they sit in memory (see Side).
+    # Read the orders once, in the order they sit in memory (see BookSide).
     raw = tuple(zip(*orders, strict=True)) or ((),) * len(Order._fields)
     nodes, sides, energy, limit, digest = raw[:5]
     steps = raw[STEP]
@@ -338,8 +339,8 @@ def load(orders: Sequence[Order], params: ClearingParams) -> Book:
             cheapest[buyer_bus] = min((fee_of[s, buyer_bus] for s in seller_buses), default=0)
         net_b = cap_b - np.array(list(map(cheapest.__getitem__, bus_b)), dtype=np.int64)
     return Book(
-        Side(raw, order[at_b], at_b, owner[at_b], wh[at_b], -net_b, cap_b, sign=-1),
-        Side(raw, order[at_s], at_s, owner[at_s], wh[at_s], cap_s, cap_s, sign=1),
+        BookSide(raw, order[at_b], at_b, owner[at_b], wh[at_b], -net_b, cap_b, sign=-1),
+        BookSide(raw, order[at_s], at_s, owner[at_s], wh[at_s], cap_s, cap_s, sign=1),
         distinct,
         starts,
         tariffs,
@@ -350,7 +351,7 @@ def load(orders: Sequence[Order], params: ClearingParams) -> Book:
     )
 
 
-def crossing(buyers: Side, sellers: Side) -> int:
+def crossing(buyers: BookSide, sellers: BookSide) -> int:
     """The efficiently matched quantity: the largest ``q`` such that the buyer holding the q-th
     Wh (highest limits first) bids at least what the seller holding it (lowest first) asks.
 
@@ -368,7 +369,7 @@ def crossing(buyers: Side, sellers: Side) -> int:
     return lo
 
 
-def share(side: Side, members: Sequence[int] | Ints, total: int) -> Ints:
+def share(side: BookSide, members: Sequence[int] | Ints, total: int) -> Ints:
     """Split ``total`` over ``members`` pro rata to energy, largest remainder; equal remainders go
     to the smaller (digest, step). Same shares as :func:`protocols.clearing.allocation.pro_rata`
     over the members in (digest, step) order, for ``members`` in (digest, step) or (node, step)
@@ -397,7 +398,7 @@ def share(side: Side, members: Sequence[int] | Ints, total: int) -> Ints:
     return shares
 
 
-def fill(side: Side, quantity: int, *, marginal: tuple[int, list[int]] | None = None) -> Fills:
+def fill(side: BookSide, quantity: int, *, marginal: tuple[int, list[int]] | None = None) -> Fills:
     """Wh each order of ``side`` trades (node order) when ``quantity`` is rationed by priority:
     better levels whole, the marginal level pro rata (see ``ration_by_priority``).
 
@@ -445,7 +446,7 @@ def digest_order(digests: list[str]) -> list[int]:
     return sorted(range(len(digests)), key=digests.__getitem__)
 
 
-def _walk(side: Side, fills: Fills, *, buses: bool) -> tuple[Ints, Ints]:
+def _walk(side: BookSide, fills: Fills, *, buses: bool) -> tuple[Ints, Ints]:
     """The orders that trade, in the pairing walk's (bus, digest, step) order ((digest, step)
     alone without ``buses``).
 

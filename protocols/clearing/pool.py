@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from protocols.clearing.book import Fills, Side, load, share
+from protocols.clearing.book import BookSide, Fills, load, share
 from protocols.clearing.types import ClearingParams, Order, Result, Tariffs
 
 __all__ = ["PriceRule", "clear_pool"]
@@ -30,7 +30,7 @@ PriceRule = Callable[[int, int, Tariffs], int]
 """``(demand_wh, supply_wh, tariffs) -> price``, called only with demand > 0 and supply > 0."""
 
 
-def _fills(side: Side, cutoff: float, quantity: int) -> Fills:
+def _fills(side: BookSide, cutoff: float, quantity: int) -> Fills:
     """Each order's share of ``quantity`` (node order): participants are the orders whose key is
     <= ``cutoff``, shared pro rata to energy (largest remainder, digest tie-break)."""
     members = np.flatnonzero(side.key <= cutoff)

@@ -22,7 +22,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from itertools import accumulate
 
-from protocols.clearing.book import Side, crossing, fill, load
+from protocols.clearing.book import BookSide, crossing, fill, load
 from protocols.clearing.types import ClearingParams, Order, Result
 from protocols.clearing.uniform import k_price
 
@@ -31,7 +31,7 @@ __all__ = ["clear_trade_reduction"]
 _NAME = "trade-reduction"
 
 
-def _marginal(side: Side, quantity: int) -> tuple[int, list[int], int, int | None]:
+def _marginal(side: BookSide, quantity: int) -> tuple[int, list[int], int, int | None]:
     """Where the ``quantity``-th Wh sits on ``side``: its level ``t``, the orders ranked before
     the marginal order within that level (digest order), their energy plus every better level's,
     and the effective limit of the order ranked right after the marginal one (None: none)."""

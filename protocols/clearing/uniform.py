@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from protocols.clearing.allocation import rank_buyers, rank_sellers
-from protocols.clearing.book import Side, crossing, fill, load
+from protocols.clearing.book import BookSide, crossing, fill, load
 from protocols.clearing.types import ClearingParams, Order, Result, Tariffs
 
 __all__ = ["Walk", "ce_price", "clear_uniform", "k_price", "walk"]
@@ -95,7 +95,7 @@ def ce_price(*, bid: int, ask: int, next_bid: int | None, next_ask: int | None,
     return k_price(low=low, high=high, params=params)
 
 
-def _limit_at(side: Side, wh: int) -> int | None:
+def _limit_at(side: BookSide, wh: int) -> int | None:
     """The limit holding the ``wh``-th Wh of ``side`` in rank order (None: beyond its total)."""
     return side.limit(bisect_left(side.cum, wh)) if wh <= side.total else None
 
