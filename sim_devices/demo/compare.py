@@ -1,63 +1,118 @@
-"""The same seeded day three ways: every home planning with the optimiser, with the heuristic, and
-without the market (self-consumption only), side by side.
+"""``gridpeer sim compare``: the same seeded day under every clearing mechanism, with the
+optimiser planner and without the market, side by side.
 
-``python -m sim_devices.demo.compare [SCENARIO ...] [--speed 720] [--intervals N]`` runs each
-scenario's day once per way, one after the other in this process (each run has the machine to
-itself), through every real part as ``gridpeer demo`` does, and prints per scenario the community
-bill, self-sufficiency and each home's bill, and for each home under an export limit the most it
-exported in one interval, read off the simulated meter (ground truth, not the gateway's report):
-its net energy over the interval, as the plan, the bids and settlement count the limit (a
-control period of the demo is two simulated minutes, so a passing cloud still shows as a
-moment's export the next period takes back).
+Each scenario's day runs once per *way*, one after the other in this process (each run has the
+machine to itself), through every real part as ``gridpeer demo`` does:
+
+* under each mechanism asked for (all of ``protocols.clearing.MECHANISMS`` by default), every
+  home planning with the heuristic, the default planner;
+* under the scenario's own mechanism with every home planning with the optimiser;
+* without the market: self-consumption only, the baseline every bill is held against.
+
+One table (printed, and ``DIR/<scenario>/compare.txt``) and one self-contained page
+(``compare.html``: the table and each home's saving as bars) per scenario:
+
+* energy traded, the price range, the community's self-sufficiency, intervals agreed by all;
+* **welfare as a share of the efficient maximum** (:mod:`protocols.clearing.welfare`): in each
+  interval, the agreed result's gains from trade valued at the bids the homes made, and the most
+  any matching of those bids could realise; each summed over the day, then divided;
+* the community bill, how many homes paid more than without the market, the spread of the
+  savings (the best-off home's saving less the worst-off's) and each home's saving;
+* for each home under an export limit, the most its meter exported (net) in one interval, read
+  off the simulated meter: ground truth, not the gateway's report (a control period of the demo
+  is two simulated minutes, so a passing cloud still shows as a moment's export);
+* the intervals whose settlements do not balance (energy or money created or lost): 0.
 
 A home's bill is what it pays its neighbours and its grid supplier: the settled trades, and the
-grid energy of each interval at the home's own tariff, the scenario's tariff file where it has
-one (settlement itself balances the grid at the community's fixed tariffs, alike for every
-member; a dynamic tariff is the home's own contract with its supplier).
+grid energy of each interval at the home's own tariff, the scenario's tariff file where it has one
+(settlement itself balances the grid at the community's fixed tariffs, alike for every member).
+The owners' wishes are the scenario's, else the defaults of the mechanism
+(:meth:`gateway.config.PreferencesConfig.under`: the tariffs under a pool).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import html
 import sys
-import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from gateway.home import BidMade
 from gateway.plan import TariffSchedule, load_schedule
-from protocols.clearing import Tariffs
+from protocols.clearing import MECHANISMS, Order, Tariffs
+from protocols.clearing.welfare import efficient_welfare, welfare
 from sim_devices.demo.community import CommunityLog, run_community
 from sim_devices.demo.run import day_intervals, timing
-from sim_devices.demo.summary import CommunitySummary, summarise
-from sim_devices.scenario import Scenario, load_scenario
+from sim_devices.demo.summary import CommunitySummary, agreed_result, summarise, unbalanced
+from sim_devices.scenario import Scenario
 from sim_devices.world import World
 
-Way = Literal["optimiser", "heuristic", "no market"]
-WAYS: tuple[Way, ...] = ("optimiser", "heuristic", "no market")
-SCENARIOS = ("sunny-street", "dc-bus-cluster", "dynamic-street")
+Planner = Literal["optimiser", "heuristic"]
 DEFAULT_SPEED = 720.0
 """One run at a time: a day in two minutes keeps every gateway's deadlines on a busy 2-core host."""
+NO_MARKET = "no market"
+OPTIMISER = "optimiser"
+
+
+@dataclass(frozen=True, slots=True)
+class Way:
+    """One way of running the day: its column's ``label``, the ``mechanism`` every gateway
+    clears by (None: without the market) and how every home plans."""
+
+    label: str
+    mechanism: str | None
+    planner: Planner = "heuristic"
+
+
+def ways(scenario: Scenario, mechanisms: Sequence[str], *, optimiser: bool) -> list[Way]:
+    """The columns: each of ``mechanisms``, the optimiser under the scenario's own mechanism
+    (``optimiser``), and no market, last."""
+    columns = [Way(m, m) for m in mechanisms]
+    if optimiser:
+        columns.append(Way(OPTIMISER, scenario.market.mechanism, "optimiser"))
+    return [*columns, Way(NO_MARKET, None)]
 
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """One way of running the day: its summary, each home's bill at its own tariff (µ, + paid)
-    and, per home under an export limit, (most exported net in one interval, allowed), Wh."""
+    """One way's day: its summary, each home's bill at its own tariff (µ, + paid), per home under
+    an export limit (most exported net in one interval, allowed) in Wh, the day's welfare and
+    its efficient maximum (µ), and how many intervals did not balance."""
 
     way: Way
     summary: CommunitySummary
     bills: dict[str, int]
     exports: dict[str, tuple[float, float]]
+    welfare: int = 0
+    efficient: int = 0
+    unbalanced: int = 0
 
     @property
     def community_bill(self) -> int:
         return sum(self.bills.values())
 
+    @property
+    def welfare_share(self) -> float | None:
+        """Welfare as a share of the efficient maximum; None when the bids allowed no gain."""
+        return self.welfare / self.efficient if self.efficient > 0 else None
 
-async def run_day(scenario: Scenario, *, way: Way, out: Path, intervals: int,
+
+def under(scenario: Scenario, mechanism: str) -> Scenario:
+    """``scenario`` with every gateway clearing by ``mechanism``."""
+    market = scenario.market.model_copy(update={"mechanism": mechanism})
+    return scenario.model_copy(update={"market": market})
+
+
+def fixed_tariffs(scenario: Scenario) -> Tariffs:
+    return Tariffs(retail_price=scenario.tariffs.retail_price,
+                   feed_in_price=scenario.tariffs.feed_in_price)
+
+
+async def run_day(scenario: Scenario, way: Way, *, out: Path, intervals: int,
                   speed: float) -> Run:
     """One run of the scenario's day, the meters sampled off the world as it runs."""
     samples: list[tuple[int, dict[str, int]]] = []
@@ -73,22 +128,43 @@ async def run_day(scenario: Scenario, *, way: Way, out: Path, intervals: int,
         sampler.append(asyncio.create_task(sample(world)))
 
     pace = timing(scenario, speed=speed)
+    clearing = scenario if way.mechanism is None else under(scenario, way.mechanism)
     try:
         log, _ = await run_community(
-            out=out, scenario=scenario, intervals=intervals, timing=pace,
-            trade=way != "no market", planner="heuristic" if way == "heuristic" else "optimiser",
-            on_start=on_start)
+            out=out, scenario=clearing, intervals=intervals, timing=pace,
+            trade=way.mechanism is not None, planner=way.planner, on_start=on_start)
     finally:
         for task in sampler:
             task.cancel()
     length_ms = round(pace.interval_s * 1000)
-    fixed = Tariffs(retail_price=scenario.tariffs.retail_price,
-                    feed_in_price=scenario.tariffs.feed_in_price)
+    fixed = fixed_tariffs(scenario)
     schedule = load_schedule(None if scenario.tariffs.schedule is None
                              else Path(scenario.tariffs.schedule), fixed=fixed)
+    realised, most = (0, 0) if way.mechanism is None else day_welfare(log, fixed)
     return Run(way=way, summary=summarise(log), bills=bills(log, schedule, length_ms=length_ms),
                exports=worst_exports(samples, log.complete, scenario.export_limits(),
-                                     length_ms=length_ms))
+                                     length_ms=length_ms),
+               welfare=realised, efficient=most, unbalanced=len(unbalanced(log, fixed)))
+
+
+def bid_orders(bids: dict[str, BidMade]) -> list[Order]:
+    """The bids the homes made for one interval, as the clearing's orders (one per step)."""
+    return [Order(node, made.plan.side, step.wh, step.price, "", "", 0, i)
+            for node, made in sorted(bids.items()) if made.plan.side is not None
+            for i, step in enumerate(made.plan.curve())]
+
+
+def day_welfare(log: CommunityLog, tariffs: Tariffs) -> tuple[int, int]:
+    """The day's welfare and its efficient maximum, summed over the complete intervals: each
+    interval's agreed result (none: nothing gained) valued at the bids the homes made."""
+    realised = most = 0
+    for k in log.complete:
+        orders = bid_orders(log.bids.get(k, {}))
+        most += efficient_welfare(orders, tariffs)
+        result = agreed_result(log, k)
+        if result is not None:
+            realised += welfare(orders, result.outcomes, tariffs)
+    return realised, most
 
 
 def bills(log: CommunityLog, schedule: TariffSchedule, *, length_ms: int) -> dict[str, int]:
@@ -123,64 +199,158 @@ def worst_exports(samples: Sequence[tuple[int, dict[str, int]]], intervals: Sequ
     return {name: (worst[name], limit * length_ms / 3_600_000) for name, limit in limits.items()}
 
 
-async def compare(scenario: Scenario, *, out: Path, intervals: int | None = None,
-                  speed: float = DEFAULT_SPEED) -> list[Run]:
-    """The day each way, one after the other, in ``out/<way>/``."""
+@dataclass(frozen=True, slots=True)
+class Day:
+    """One scenario's day each way; the last run is the one without the market."""
+
+    scenario: Scenario
+    runs: tuple[Run, ...]
+
+    @property
+    def without(self) -> Run:
+        return self.runs[-1]
+
+    @property
+    def markets(self) -> tuple[Run, ...]:
+        return self.runs[:-1]
+
+    def savings(self, run: Run) -> dict[str, int]:
+        """Each home's bill without the market less its bill in ``run`` (µ)."""
+        return {home: self.without.bills[home] - bill for home, bill in run.bills.items()}
+
+
+async def compare_day(scenario: Scenario, *, out: Path, mechanisms: Sequence[str] = (*MECHANISMS,),
+                      optimiser: bool = True, intervals: int | None = None,
+                      speed: float = DEFAULT_SPEED,
+                      progress: Callable[[str], None] = lambda _: None) -> Day:
+    """The day each way (:func:`ways`), one after the other, in ``out/<way>/``."""
     count = intervals if intervals is not None else day_intervals(scenario)
-    return [await run_day(scenario, way=way, out=out / way.replace(" ", "_"), intervals=count,
-                          speed=speed) for way in WAYS]
+    runs = []
+    for way in ways(scenario, mechanisms, optimiser=optimiser):
+        started = time.monotonic()
+        runs.append(await run_day(scenario, way, out=out / way.label.replace(" ", "_"),
+                                  intervals=count, speed=speed))
+        progress(f"{scenario.name}: {way.label} done in {time.monotonic() - started:.0f} s")
+    return Day(scenario=scenario, runs=tuple(runs))
 
 
 def _money(micro: int) -> str:
     return f"{micro / 1e6:.2f}"
 
 
-def format_comparison(scenario: Scenario, runs: Sequence[Run]) -> str:
-    """The scenario's table: rows of figures, a column per way."""
-    rows: list[tuple[str, ...]] = [("", *(r.way for r in runs))]
-    rows.append(("community bill", *(_money(r.community_bill) for r in runs)))
-    rows.append(("self-sufficiency", *(f"{r.summary.self_sufficiency:.1%}" for r in runs)))
-    rows.append(("intervals agreed", *(f"{r.summary.agreed}/{r.summary.intervals}"
-                                       for r in runs)))
-    for name in runs[0].bills:
-        rows.append((f"{name} bill", *(_money(r.bills[name]) for r in runs)))
-    for name in runs[0].exports:
-        allowed = runs[0].exports[name][1]
-        rows.append((f"{name} export/interval (max {allowed / 1000:.2f} kWh)",
-                     *(f"{r.exports[name][0] / 1000:.2f} kWh" for r in runs)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+def _price_range(run: Run) -> str:
+    low, high = run.summary.min_price, run.summary.max_price
+    if low is None or high is None:
+        return "-"
+    return f"{low}" if low == high else f"{low}-{high}"
+
+
+def _share(run: Run) -> str:
+    share = run.welfare_share
+    return "-" if share is None or run.way.mechanism is None else f"{share:.1%}"
+
+
+def rows(day: Day) -> list[tuple[str, ...]]:
+    """The table: a row per figure, a column per way, the one without the market last."""
+    runs, markets = day.runs, day.markets
+    savings = [day.savings(run) for run in markets]
+    table: list[tuple[str, ...]] = [("", *(r.way.label for r in runs))]
+    table.append(("traded kWh", *(f"{r.summary.traded_wh / 1000:.1f}" for r in runs)))
+    table.append(("price µ/Wh", *(_price_range(r) for r in runs)))
+    table.append(("self-sufficiency", *(f"{r.summary.self_sufficiency:.1%}" for r in runs)))
+    table.append(("welfare of the efficient max", *(_share(r) for r in runs)))
+    table.append(("intervals agreed by all", *(f"{r.summary.agreed}/{r.summary.intervals}"
+                                               for r in runs)))
+    table.append(("community bill", *(_money(r.community_bill) for r in runs)))
+    table.append(("homes paying more", *(str(sum(s < 0 for s in saved.values()))
+                                         for saved in savings), "-"))
+    table.append(("spread of savings", *(_money(max(saved.values()) - min(saved.values()))
+                                         for saved in savings), "-"))
+    for home in day.without.bills:
+        table.append((f"{home} saves", *(_money(saved[home]) for saved in savings),
+                      f"bill {_money(day.without.bills[home])}"))
+    for home, (_, allowed) in day.without.exports.items():
+        table.append((f"{home} export/interval (max {allowed / 1000:.2f} kWh)",
+                      *(f"{r.exports[home][0] / 1000:.2f} kWh" for r in runs)))
+    table.append(("intervals unbalanced", *(str(r.unbalanced) for r in runs)))
+    return table
+
+
+def format_table(day: Day) -> str:
+    table = rows(day)
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                        for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-             for row in rows]
+             for row in table]
+    scenario = day.scenario
     tariff = "its tariff file" if scenario.tariffs.schedule else "fixed tariffs"
-    return "\n".join([f"{scenario.name} (seed {scenario.seed}, bills at {tariff}):", *lines])
+    return "\n".join([f"{scenario.name} (seed {scenario.seed}, {day.without.summary.intervals} "
+                      f"intervals, bills at {tariff}, savings against no market):", *lines])
 
 
-def day_command(prog: str, doc: str | None, scenarios: Sequence[str],
-                argv: Sequence[str] | None) -> tuple[list[str], float, int | None, Path]:
-    """The comparison commands' arguments: scenarios, ``--speed``, ``--intervals`` (one day by
-    default) and ``--out`` (a temporary folder by default)."""
-    parser = argparse.ArgumentParser(prog=f"python -m {prog}",
-                                     description=doc.splitlines()[0] if doc else None)
-    parser.add_argument("scenarios", nargs="*", default=list(scenarios))
-    parser.add_argument("--speed", type=float, default=DEFAULT_SPEED)
-    parser.add_argument("--intervals", type=int, default=None, help="default: one day")
-    parser.add_argument("--out", type=Path, default=None, help="default: a temporary folder")
-    args = parser.parse_args(argv)
-    out = args.out or Path(tempfile.mkdtemp(prefix=f"gridpeer-{prog.rsplit('.', 1)[-1]}-"))
-    return args.scenarios, args.speed, args.intervals, out
+def _bars(day: Day) -> str:
+    """Each home's saving per way as bars (SVG); red where it paid more than without."""
+    homes = list(day.without.bills)
+    savings = [(run.way.label, day.savings(run)) for run in day.markets]
+    scale = max([abs(s) for _, saved in savings for s in saved.values()] + [1])
+    bar_w, gap, half = 14, 30, 120
+    width = len(savings) * (len(homes) * bar_w + gap) + gap
+    bars = []
+    for i, (label, saved) in enumerate(savings):
+        x0 = gap + i * (len(homes) * bar_w + gap)
+        bars.append(f'<text x="{x0}" y="{2 * half + 16}" font-size="11">{html.escape(label)}'
+                    "</text>")
+        for j, home in enumerate(homes):
+            value = saved[home]
+            height = abs(value) / scale * (half - 10)
+            y = half - height if value >= 0 else half
+            colour = "#2a7" if value >= 0 else "#c33"
+            bars.append(f'<rect x="{x0 + j * bar_w}" y="{y:.1f}" width="{bar_w - 2}" '
+                        f'height="{height:.1f}" fill="{colour}"><title>{html.escape(home)}: '
+                        f"{_money(value)}</title></rect>")
+    return (f'<svg width="{width}" height="{2 * half + 24}" xmlns="http://www.w3.org/2000/svg">'
+            f'<line x1="0" y1="{half}" x2="{width}" y2="{half}" stroke="#888"/>'
+            + "".join(bars) + "</svg>")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    names, speed, intervals, out = day_command("sim_devices.demo.compare", __doc__, SCENARIOS,
-                                               argv)
-    for name in names:
-        scenario = load_scenario(name)
-        runs = asyncio.run(compare(scenario, out=out / scenario.name, intervals=intervals,
-                                   speed=speed))
-        print(format_comparison(scenario, runs) + "\n", flush=True)
-    print(f"runs: {out}/<scenario>/<way>/")
-    return 0
+def page(day: Day) -> str:
+    """One self-contained HTML page: the table, and each home's saving per way as bars."""
+    table = rows(day)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                   for row in table[1:])
+    homes = ", ".join(day.without.bills)
+    title = html.escape(f"{day.scenario.name}: every mechanism, the same day")
+    caption = html.escape(format_table(day).splitlines()[0])
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+            "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:right}"
+            "td:first-child{text-align:left}</style></head><body>"
+            f"<h1>{title}</h1><p>{caption}</p><table><tr>{head}</tr>{body}</table>"
+            f"<h2>Each home's saving against no market, per way ({html.escape(homes)}, "
+            f"left to right; red: it paid more)</h2>{_bars(day)}</body></html>")
 
-if __name__ == "__main__":
-    sys.exit(main())
+
+def write_day(day: Day, folder: Path) -> Path:
+    """``compare.txt`` and ``compare.html`` in ``folder``; returns the page's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "compare.txt").write_text(format_table(day) + "\n", encoding="utf-8")
+    path = folder / "compare.html"
+    path.write_text(page(day), encoding="utf-8")
+    return path
+
+
+def compare(scenarios: Sequence[Scenario], *, out: Path, mechanisms: Sequence[str],
+            optimiser: bool, intervals: int | None, speed: float) -> list[Day]:
+    """Each scenario's comparison in ``out/<scenario>/``: its table on stdout, progress on
+    stderr."""
+    days = []
+    for scenario in scenarios:
+        folder = out / scenario.name
+        day = asyncio.run(compare_day(
+            scenario, out=folder, mechanisms=mechanisms, optimiser=optimiser,
+            intervals=intervals, speed=speed,
+            progress=lambda line: print(line, file=sys.stderr, flush=True)))
+        path = write_day(day, folder)
+        print(format_table(day) + f"\npage: {path}\n", flush=True)
+        days.append(day)
+    return days
