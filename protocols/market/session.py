@@ -204,7 +204,8 @@ class IntervalSession:
         self._per_node: defaultdict[str, int] = defaultdict(int)
         # The bid that counts, per node (set while OPEN), with its digest.
         self._current: dict[str, tuple[Bid, str]] = {}
-        self._excluded: set[str] = set()
+        self._excluded: set[str] = set()  # equivocators: neither their bids nor votes count
+        self._barred: set[str] = set()  # flooders: their bids are cleared by no one
         self._commitments: dict[str, Commitment] = {}
         # Kept in step with _commitments (see _keep): how many name each bid set, and how many
         # voters back each (bid set, result). Rescanning the commitments at each new one cost a
@@ -301,21 +302,22 @@ class IntervalSession:
         return self._per_node[node] >= self._max_bids
 
     def _flood(self, bid: Bid) -> list[SessionAction]:
-        """One more distinct verified bid from a node that had sent its limit: it is excluded
-        from the interval, as an equivocator is, and its bids are cleared by no one.
+        """One more distinct verified bid from a node that had sent its limit: none of its bids
+        for the interval is cleared, here or (once they hear the flood) by any peer.
 
         Members that each kept a different handful of a flood (the quota cuts the rest unread,
         and the broker retains only the last) would otherwise commit to different bid sets, and
         the union round would wait for bids no one can fetch. Any member that hears the flood
-        hears more than the limit, so they all exclude the node; no one can be excluded by
-        another's hand (only its own signature counts), and an honest node never signs more
+        hears more than the limit, so they all bar the node's bids alike; no one can be barred
+        by another's hand (only its own signature counts), and an honest node never signs more
         bids than the limit for one interval (:meth:`Market.bid
-        <protocols.market.market.Market.bid>` refuses).
+        <protocols.market.market.Market.bid>` refuses). Its vote still counts, as any member's
+        does: excluded from voting, as an equivocator is, it would make the union round wait
+        while its vote, counted by a peer that has not heard the flood, could tip a majority.
         """
         actions: list[SessionAction] = [Rejected("flood")]
-        if bid.node not in self._excluded:
-            self._excluded.add(bid.node)
-            self._retally()
+        if bid.node not in self._barred:
+            self._barred.add(bid.node)
             heard = tuple(b for b in self._known.values() if b.node == bid.node)
             actions.append(Evidence(self.interval, bid.node, "flood", (*heard, bid)))
         if self._state is State.OPEN:
@@ -499,7 +501,8 @@ class IntervalSession:
         return Commit(commitment, listed)
 
     def _clear_and_commit(self) -> list[SessionAction]:
-        bids = [pair for node, pair in self._current.items() if node not in self._excluded]
+        bids = [pair for node, pair in self._current.items()
+                if node not in self._excluded and node not in self._barred]
         result, fees, commitment = self._run(bids)
         self._fire(Event.CLEAR)
         commit = self._commit(result, fees, commitment)
@@ -579,7 +582,9 @@ class IntervalSession:
         # equivocating yet, ``top`` may have a majority there: a re-vote could make a second.
         if count + len(self._excluded) > members // 2:
             return []
-        lists = [self._lists.get(c.bid_set_digest) for c in held.values()]
+        # A flooder's own list may name bids of its flood that everyone cut unread.
+        lists = [self._lists.get(c.bid_set_digest) for node, c in held.items()
+                 if node not in self._barred]
         listed = sorted({d for found in lists if found is not None for d in found})
         if None in lists or any(d not in self._known for d in listed):
             return self._fetch_once()  # tried again at the next tick, with what it brought
@@ -587,7 +592,7 @@ class IntervalSession:
         latest: dict[str, tuple[Bid, str]] = {}
         for d in listed:
             bid = self._known[d]
-            if bid.node not in self._excluded and (
+            if bid.node not in self._excluded and bid.node not in self._barred and (
                     bid.node not in latest or bid.seq > latest[bid.node][0].seq):
                 latest[bid.node] = bid, d
         result, fees, commitment = self._run(list(latest.values()))

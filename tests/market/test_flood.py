@@ -1,7 +1,7 @@
 """A certified member floods 10,000 signed bids, commitments or settlements for one interval through
 the real broker: every honest gateway hears its first few, counts the rest as "flood" without
-verifying them, and the honest gateways still agree and trade (without the flooder, which each
-excludes from the interval once it has verified one bid past the limit).
+verifying them, and the honest gateways still agree and trade (without the flooder's bids, which
+each stops clearing once it has verified one past the limit).
 
 On Mosquitto, the field broker: the embedded amqtt (pure Python) relays 30,000 QoS 1 deliveries
 too slowly on a loaded 2-core CI machine to finish within any sensible bound, and a test of the
@@ -82,7 +82,7 @@ async def test_a_flood_of_bids_is_counted_and_the_honest_gateways_still_agree(
         # Every flooded bid past the first few is counted; QoS 1 may redeliver some, and a
         # redelivery is cut unread like the rest, so it counts again.
         assert set(a.rejections) == {"flood"} and a.rejections["flood"] >= FLOOD - HEARD, a.node
-    # Every gateway heard one bid past the limit: all excluded mallory, none cleared her bids.
+    # Every gateway heard one bid past the limit, so none cleared any of mallory's bids.
     assert "mallory" not in nodes
     for a in honest:
         assert [(e.node, e.reason, e.interval) for e in a.evidence] == [("mallory", "flood", k)]

@@ -205,11 +205,11 @@ def test_bid_rules() -> None:
     assert s.on_bid(bid("dave", "buy", 98, 200, seq=98)) == [Rejected("flood")]
 
 
-def test_members_that_each_kept_a_different_part_of_a_flood_all_exclude_the_flooder() -> None:
+def test_members_that_each_kept_a_different_part_of_a_flood_clear_none_of_it() -> None:
     """Mallory signs twelve distinct bids; alice hears them in order, bob in reverse (a reorder),
     each verifying the first eight and no more, as the quota does. Each kept a different
-    latest bid of hers, but both heard one past the limit, so both exclude her and commit to
-    the same honest bids."""
+    latest bid of hers, but both heard one past the limit, so both leave all of hers out and
+    commit to the same honest bids."""
     flood = [bid("mallory", "sell", 100 + seq, 90, seq=seq) for seq in range(12)]
     commitments = []
     for node, order in (("alice", flood), ("bob", flood[::-1])):
