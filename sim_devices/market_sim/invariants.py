@@ -10,13 +10,15 @@ interval it has retired (the retired-interval storm). Boundedness: per member an
 most :data:`COMMITS` commitments and :data:`PUBLISHES` publishes, and at most ``horizon`` +
 :data:`SESSIONS_OVER` intervals held open.
 
-Liveness (:meth:`Invariants.finish`): in a community without adversaries, an interval calm for
-everyone (:meth:`~sim_devices.market_sim.faults.FaultPlan.calm`) is agreed in time by every
-member. With a hostile member it is counted, not required: a member that floods bids across the
-gate, or keeps its commitment back while the others' first votes split, can force every member
-into safe mode (abstain: the grid balances the homes). No safe protocol can stop the second (the
-union round may not take a first vote back while a vote it has not heard could make a quorum),
-so the simulator measures how often (:attr:`Invariants.safe_mode`).
+Liveness (:meth:`Invariants.finish`): in a community without adversaries, or only with ones of
+the kinds in :data:`LIVE_UNDER`, an interval calm for everyone
+(:meth:`~sim_devices.market_sim.faults.FaultPlan.calm`) is agreed in time by every member. With
+another hostile member it is counted, not required: a member that keeps its commitment back
+while the others' first votes split, or equivocates (its vote no longer counts, yet a peer that
+did not catch it may have counted it), can force every member into safe mode (abstain: the grid
+balances the homes). No safe protocol can stop that (the union round may not take a first vote
+back while a vote it has not heard could make a quorum), so the simulator measures how often
+(:attr:`Invariants.safe_mode`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ commitments with their bid sets, a settlement and the clears of a retired interv
 SESSIONS_OVER = 4
 """Intervals a market may hold beyond its horizon: the running one, two waiting to retire, one
 whose gate is closing."""
+
+
+LIVE_UNDER = frozenset({"flooder", "junk", "settle-liar"})
+"""Adversary kinds under which calm intervals must still be agreed by every honest member: they
+make members refuse messages (a flood past its limit, junk, lying settlements), not split their
+votes."""
 
 
 class Violation(Exception):
@@ -136,9 +144,9 @@ class Invariants:
 
     def finish(self, honest: list[Member], trading: Iterable[int],
                calm: Callable[[int], bool], *, hostile: bool) -> int:
-        """Liveness over the run (``hostile``: adversaries took part); returns how many
-        intervals were calm (checked), and counts in :attr:`safe_mode` the calm ones no honest
-        member agreed in time."""
+        """Liveness over the run (``hostile``: adversaries outside :data:`LIVE_UNDER` took part);
+        returns how many intervals were calm (checked), and counts in :attr:`safe_mode` the calm
+        ones no honest member agreed in time."""
         checked = 0
         for k in trading:
             if not calm(k):
