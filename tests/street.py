@@ -6,8 +6,10 @@ Modbus (TCP, or RTU on a pty for homes named in ``rtu``), provisioned as ``gridp
 it, trading signed bids over the embedded MQTT broker. Unlike ``run_community`` (the demo's, which
 runs a whole day) the street lets a test stop and restart the broker on its port, route a gateway
 through a :class:`~tests.faults.proxy.TcpProxy` it can sever, give each gateway its own clock and
-watch every event. The fault campaign (tests/faults), the dashboard tests and the settlement tests
-use it; the market tests' agents-only community is ``tests/market/community.py``.
+watch every event, and stop and start any gateway by name (:meth:`Street.stop`,
+:meth:`Street.start`) on the same clock, config and ledger. The fault campaign (tests/faults), the
+dashboard, settlement, reputation and mechanism tests use it; the market tests' agents-only
+community is ``tests/market/community.py``.
 
 Time (the default ``TIMING``): the world and the gateways run ``SPEED`` times faster than real
 time on simulated clocks, with the field's proportions (60 s intervals, gate 20 s, grace 5 s), so
@@ -32,7 +34,7 @@ from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
 from protocols.market import Abstained, Agreed
 from sim_devices.demo.broker import EmbeddedBroker
-from sim_devices.demo.community import RunTiming, provision
+from sim_devices.demo.community import Rules, RunTiming, provision
 from sim_devices.faults import FaultSpec
 from sim_devices.home import HomeSpec
 from sim_devices.world import World
@@ -52,6 +54,7 @@ ROLES = ("meter", "battery", "pv")
 RTU_TIMEOUT_S = 0.25
 """A pty answers at once; a short timeout keeps a dropped reply from costing a poll."""
 START_ATTEMPTS = 5
+RULES = Rules()
 
 
 @dataclass
@@ -74,7 +77,11 @@ class Street:
         default_factory=lambda: defaultdict(lambda: defaultdict(list)))
     restarts: Counter[str] = field(default_factory=Counter)
     """Start-ups that failed on a device error and were retried, as the service unit does."""
+    configs: dict[str, Path] = field(default_factory=dict)
+    clocks: dict[str, Clock] = field(default_factory=dict)
+    bid_lead_fraction: float = 0.25
     _broker: EmbeddedBroker | None = None
+    _running: dict[str, contextlib.AsyncExitStack] = field(default_factory=dict)
 
     def record(self, event: Event) -> None:
         if isinstance(event, IntervalClosed) and event.in_market:
@@ -100,6 +107,40 @@ class Street:
         if broker is not None:
             await broker.__aexit__(None, None, None)
 
+    @property
+    def broker_url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.broker_port}"
+
+    async def start(self, name: str) -> None:
+        """Start ``name``'s gateway from its config, on its clock; a start-up that fails on a
+        device error is retried, as the service unit does."""
+        config = load_config(self.configs[name])
+        envelope, _ = load_certificate(config.certificate_file)
+        for attempt in range(START_ATTEMPTS):
+            node = GatewayNode(config=config, key=load_key_file(config.key_file),
+                               certificate=envelope, clock=self.clocks[name],
+                               on_event=self.record, bid_lead_fraction=self.bid_lead_fraction)
+            stack = contextlib.AsyncExitStack()
+            try:
+                await stack.enter_async_context(running(node))
+                break
+            except DeviceError:
+                # `gridpeer run` exits with this error and its service restarts it
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+                self.restarts[name] += 1
+        self._running[name] = stack
+        self.nodes[name] = node
+
+    async def stop(self, name: str) -> None:
+        """Stop ``name``'s gateway as ``gridpeer run`` stops on a signal (its ledger stays)."""
+        await self._running.pop(name).aclose()
+
+    async def stop_all(self) -> None:
+        """Stop the running gateways, the last started first."""
+        for name in reversed(list(self._running)):
+            await self.stop(name)
+
     def ledger(self, node: str) -> Path:
         return self.out / node / "state" / "ledger.db"
 
@@ -110,18 +151,21 @@ class Street:
     def outcomes(self, k: int) -> dict[str, Agreed | Abstained | None]:
         return {n: self.closed[n][k].outcome for n in self.closed if k in self.closed[n]}
 
+    async def until(self, condition: Callable[[], bool], *, timeout_s: float = 60.0,
+                    poll_s: float = 0.02) -> None:
+        """Wait (real seconds, generous) until ``condition()`` holds."""
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                await asyncio.sleep(poll_s)
+
     async def until_closed(self, k: int, nodes: tuple[str, ...] | None = None,
                            *, timeout_s: float = 60.0) -> None:
-        """Wait (real seconds, generous) until every node in ``nodes`` (default: all) closed
-        interval ``k``."""
-        async with asyncio.timeout(timeout_s):
-            while not all(k in self.closed[n] for n in (nodes or tuple(self.nodes))):
-                await asyncio.sleep(0.02)
+        """Wait until every node in ``nodes`` (default: all) closed interval ``k``."""
+        await self.until(lambda: all(k in self.closed[n] for n in (nodes or tuple(self.nodes))),
+                         timeout_s=timeout_s)
 
     async def until_sim_s(self, t_s: float, *, timeout_s: float = 60.0) -> None:
-        async with asyncio.timeout(timeout_s):
-            while self.world.now_s < t_s:
-                await asyncio.sleep(0.005)
+        await self.until(lambda: self.world.now_s >= t_s, timeout_s=timeout_s, poll_s=0.005)
 
 
 def agreed_hash(outcome: Agreed | Abstained | None) -> str | None:
@@ -176,22 +220,26 @@ async def street(
     proxied: tuple[str, ...] = (),
     start_s: float = 11 * 3600,
     bid_lead_fraction: float = 0.25,
+    rules: Rules = RULES,
+    before_start: Callable[[Path], None] = lambda _out: None,
 ) -> AsyncIterator[Street]:
     """Serve the homes, start the broker and one gateway per home (devices of the ``rtu`` homes
     over RTU on ptys, the ``proxied`` gateways' MQTT through a proxy each, each gateway's clock
-    ``skew_ms`` ahead of the world's)."""
+    ``skew_ms`` ahead of the world's), all on the community's ``rules``; ``before_start`` may
+    amend what was provisioned in ``out`` (a certificate re-issued) before any gateway reads it."""
     speed = timing.speed
     names = tuple(h.name for h in homes)
     world = World(homes=homes, seed=seed, speed=speed, start_s=start_s, faults=faults)
     async with contextlib.AsyncExitStack() as stack:
-        state = Street(world=world, out=out, timing=timing, on_event=on_event)
+        state = Street(world=world, out=out, timing=timing, on_event=on_event,
+                       bid_lead_fraction=bid_lead_fraction)
         await state.start_broker(port=0)
         stack.push_async_callback(state.stop_broker)
         port = state.broker_port
         served = await stack.enter_async_context(world.serve(rtu=bool(rtu)))
         addresses = {(h, r): served.address(h, r) for h in names for r in ROLES}
-        configs = provision(out, homes, addresses, broker_url=f"mqtt://127.0.0.1:{port}",
-                            timing=timing)
+        configs = provision(out, homes, addresses, broker_url=state.broker_url, timing=timing,
+                            rules=rules)
         base = Clock(origin_ms=world.now_ms, speed=speed)
         for path in configs:
             name = path.parent.name
@@ -208,22 +256,12 @@ async def street(
                 text = text.replace(f'broker = "mqtt://127.0.0.1:{port}"',
                                     f'broker = "mqtt://127.0.0.1:{proxy.port}"')
             path.write_text(text)
-            config = load_config(path)
-            envelope, _ = load_certificate(config.certificate_file)
+            state.configs[name] = path
             # one time base for all, so the only difference between the clocks is the skew
-            clock = Clock(origin_ms=base.origin_ms + (skew_ms or {}).get(name, 0), speed=speed,
-                          _t0=base._t0)
-            for attempt in range(START_ATTEMPTS):
-                node = GatewayNode(config=config, key=load_key_file(config.key_file),
-                                   certificate=envelope, clock=clock, on_event=state.record,
-                                   bid_lead_fraction=bid_lead_fraction)
-                try:
-                    await stack.enter_async_context(running(node))
-                    break
-                except DeviceError:
-                    # `gridpeer run` exits with this error and its service restarts it
-                    if attempt == START_ATTEMPTS - 1:
-                        raise
-                    state.restarts[name] += 1
-            state.nodes[name] = node
+            state.clocks[name] = Clock(origin_ms=base.origin_ms + (skew_ms or {}).get(name, 0),
+                                       speed=speed, _t0=base._t0)
+        before_start(out)
+        stack.push_async_callback(state.stop_all)
+        for name in names:
+            await state.start(name)
         yield state

@@ -22,8 +22,7 @@ from protocols.market import Agreed, topics
 from protocols.messages import Bid, MembershipCertificate
 from protocols.signing import sign
 from sim_devices.demo.community import Rules
-from tests.market.gateways import Gateways, gateways
-from tests.street import INTERVAL_MS, NAMES
+from tests.street import INTERVAL_MS, NAMES, Street, street
 
 pytestmark = pytest.mark.realtime
 
@@ -43,8 +42,8 @@ def narrow_export(out: Path) -> None:
     assert envelope.signer == sign("cert", cert, authority).signer
 
 
-def now_ms(g: Gateways) -> int:
-    return g.clock.now_ms()
+def now_ms(g: Street) -> int:
+    return g.nodes[SELLER].clock.now_ms()
 
 
 def surge(_spec: object, t_ms: int) -> int:
@@ -52,7 +51,7 @@ def surge(_spec: object, t_ms: int) -> int:
     return 20_000 if t_ms % INTERVAL_MS >= 40_000 else 300
 
 
-def short_sales(g: Gateways, node: str) -> list[int]:
+def short_sales(g: Street, node: str) -> list[int]:
     """The intervals in which ``SELLER`` sold and delivered less, as ``node``'s gateway accepted
     its signed settlements."""
     agent = g.nodes[node].agent
@@ -65,7 +64,7 @@ def short_sales(g: Gateways, node: str) -> list[int]:
 async def test_neighbours_restarted_from_their_ledgers_cap_a_member_that_under_delivered(
     tmp_path: Path,
 ) -> None:
-    async with gateways(tmp_path, before_start=narrow_export) as g:
+    async with street(tmp_path, before_start=narrow_export) as g:
         home = g.world.home(SELLER)
         with patch.object(home._profiles, "base_load_w", side_effect=surge):
             # a short sale settled and accepted by both neighbours
