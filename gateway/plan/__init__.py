@@ -34,7 +34,7 @@ from gateway.plan.tariff_csv import parse_csv
 from gateway.plan.tariff_file import load_schedule
 from gateway.plan.tariff_schedule import ScheduleError, TariffSchedule
 from gateway.plan.tariff_toml import parse_toml
-from gateway.plan.values import MAX_STEPS, BidCurve, Step, bid_curve
+from gateway.plan.values import MAX_STEPS, BidCurve, bid_curve
 
 __all__ = [
     "BATTERY",
@@ -52,7 +52,6 @@ __all__ = [
     "ScheduleError",
     "SolveFailed",
     "Solver",
-    "Step",
     "TariffSchedule",
     "Vehicle",
     "Violation",

@@ -33,7 +33,6 @@ from gateway.plan.grid_limits import GridLimits
 from gateway.plan.planner import Outcome
 from gateway.plan.problem import Problem
 from gateway.plan.tariff_schedule import TariffSchedule
-from protocols.messages import Step
 
 
 def horizon_steps(interval_s: float) -> int:
@@ -83,6 +82,6 @@ def bid_plan(outcome: Outcome, *, min_bid_wh: int) -> Plan:
     energy = sum(s.wh for s in offered)
     if side is None or energy < max(1, min_bid_wh):
         return replace(plan, side=None, energy_wh=0, limit_price=0, steps=())
-    steps = tuple(Step(s.wh, s.price) for s in offered)
+    steps = tuple(offered)
     return replace(plan, side="sell" if side == "sell" else "buy", energy_wh=energy,
                    limit_price=steps[0].price, steps=steps if len(steps) > 1 else ())

@@ -33,7 +33,7 @@ from gateway.plan.model import Model
 from gateway.plan.problem import BATTERY, Problem
 from gateway.plan.result import DayPlan, read
 from gateway.plan.solve import SolveFailed, Solver
-from gateway.plan.values import BidCurve, Step, bid_curve
+from gateway.plan.values import BidCurve, bid_curve
 from protocols.clearing import Tariffs
 
 log = logging.getLogger(__name__)
@@ -254,5 +254,5 @@ def _as_curve(plan: Plan) -> BidCurve:
     """The heuristic's bid as a curve."""
     if plan.side is None or plan.energy_wh <= 0:
         return BidCurve()
-    steps = tuple(Step(wh, price) for wh, price in plan.curve())
+    steps = plan.curve()
     return BidCurve(sell=steps) if plan.side == "sell" else BidCurve(buy=steps)

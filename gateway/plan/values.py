@@ -34,19 +34,13 @@ from gateway.ems import Preferences
 from gateway.plan.model import Model
 from gateway.plan.problem import Problem
 from gateway.plan.solve import SolveFailed, Solver
+from protocols.messages import Step
 
 MAX_STEPS = 8
 """Steps per side of a curve (the bid curves of issue 16 carry up to eight)."""
 _FLAT = 0.5
 """µ/Wh: a chunk whose chord lies less than this (per Wh of the chunk) above its tangents is
 priced within rounding by its average: it is not split."""
-
-
-class Step(NamedTuple):
-    """``wh`` offered at ``price`` µ/Wh."""
-
-    wh: int
-    price: int
 
 
 @dataclass(frozen=True, slots=True)

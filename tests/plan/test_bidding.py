@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 
 from gateway.ems import BatteryState, Plan
 from gateway.flex_plan import FlexJob
-from gateway.plan import BidCurve, GridLimits, Outcome, Planner, Step, parse_toml
+from gateway.plan import BidCurve, GridLimits, Outcome, Planner, parse_toml
 from gateway.plan.bidding import bid_plan, day_problem, horizon_steps
 from gateway.plan.tariff_file import load_schedule
 from protocols.clearing import Tariffs
-from protocols.messages import MAX_STEPS
+from protocols.messages import MAX_STEPS, Step
 from tests.plan.homes import PREFS
 
 FIXED = Tariffs(retail_price=300, feed_in_price=80)

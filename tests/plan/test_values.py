@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from gateway.ems import BatteryState, Preferences
-from gateway.plan import MAX_STEPS, BidCurve, Planner, Problem, Solver, Step, bid_curve, build
-from protocols.messages import MAX_PRICE
+from gateway.plan import MAX_STEPS, BidCurve, Planner, Problem, Solver, bid_curve, build
+from protocols.messages import MAX_PRICE, Step
 from tests.plan.homes import problems
 
 OPEN = Preferences(min_sell_price=0, max_buy_price=MAX_PRICE, reserve_pct=20, soc_max_pct=95)
