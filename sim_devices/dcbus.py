@@ -78,7 +78,7 @@ class DcBusSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class ConverterCommand:
+class StageCommand:
     """What the firmware commanded its stage: a CC current, or a CV voltage (``a_x100`` is then
     the master's current limit)."""
 
@@ -132,7 +132,7 @@ def bus_initial(spec: DcBusSpec) -> BusState:
 @dataclass(frozen=True, slots=True)
 class _Member:
     spec: ConverterSpec
-    command: ConverterCommand
+    command: StageCommand
     bounds: PortBounds
 
 
@@ -159,7 +159,7 @@ def _limit(member: _Member, bus_w: int, limit_w: int) -> int:
 
 
 def bus_step(spec: DcBusSpec, state: BusState, *,
-             converters: Mapping[str, tuple[ConverterSpec, ConverterCommand, PortBounds]],
+             converters: Mapping[str, tuple[ConverterSpec, StageCommand, PortBounds]],
              dt_ms: int) -> tuple[BusState, dict[str, ConverterFlow]]:
     """Advance the bus by ``dt_ms``: CC converters first, then the masters cover the rest.
 
@@ -214,6 +214,6 @@ def bus_imbalance_mj(start: BusState, end: BusState, *, delivered_mj: int) -> in
             - (end.loss_mj - start.loss_mj))
 
 
-__all__ = ["CC_CHARGE", "CC_DISCHARGE", "CV", "WAIT", "BusState", "ConverterCommand",
-           "ConverterFlow", "ConverterSpec", "DcBusSpec", "PortBounds", "bus_imbalance_mj",
+__all__ = ["CC_CHARGE", "CC_DISCHARGE", "CV", "WAIT", "BusState", "ConverterFlow",
+           "ConverterSpec", "DcBusSpec", "PortBounds", "StageCommand", "bus_imbalance_mj",
            "bus_initial", "bus_step"]

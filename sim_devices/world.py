@@ -53,9 +53,9 @@ from firmware.roles.pv import PvRole
 from protocols.sunspec.devices import DeviceMap
 from sim_devices.dcbus import (
     BusState,
-    ConverterCommand,
     ConverterFlow,
     DcBusSpec,
+    StageCommand,
     bus_initial,
     bus_step,
 )
@@ -251,14 +251,14 @@ class Home:
         m = self.state.meter
         return MeterTruth(m.power_w, m.import_wh, m.export_wh)
 
-    def dc_command(self) -> ConverterCommand:
+    def dc_command(self) -> StageCommand:
         """What the converter role last commanded its stage; reverts an expired setpoint first."""
         if self.dcdc_role is None or self.hal_dcdc is None:
             raise PhysicsError(f"home {self.name} has no DC-DC converter")
         self.clock.now_ms = self.state.t_ms
         self.dcdc_role.check_revert()
         stage = self.hal_dcdc
-        return ConverterCommand(stage.mode, stage.a_set_x100, stage.v_set_x10)
+        return StageCommand(stage.mode, stage.a_set_x100, stage.v_set_x10)
 
     def dc_publish(self, *, flow: ConverterFlow, bus_v_x10: int, tripped: bool) -> None:
         """The bus step's result into the converter's HAL, then the role measures and protects."""

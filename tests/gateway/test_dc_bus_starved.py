@@ -37,15 +37,15 @@ def _reading(flow: ConverterFlow, volts: float, limit_a: float) -> DcDcReading:
                        revert_remaining_s=None, port_voltage_v=None)
 
 
-def _stage(command: dc_dispatch.ConverterCommand) -> dcbus.ConverterCommand:
+def _stage(command: dc_dispatch.ConverterCommand) -> dcbus.StageCommand:
     """What the firmware commands its stage for a gateway's command (as ``DcdcRole`` does)."""
     if command.mode == "cv":
-        return dcbus.ConverterCommand(dcbus.CV, round(command.limit_a * 100),
-                                      round(command.voltage_v * 10))
+        return dcbus.StageCommand(dcbus.CV, round(command.limit_a * 100),
+                                  round(command.voltage_v * 10))
     if command.mode == "cc":
         mode = dcbus.CC_CHARGE if command.current_a > 0 else dcbus.CC_DISCHARGE
-        return dcbus.ConverterCommand(mode, round(abs(command.current_a) * 100))
-    return dcbus.ConverterCommand()
+        return dcbus.StageCommand(mode, round(abs(command.current_a) * 100))
+    return dcbus.StageCommand()
 
 
 def run_interval(*, late_s: int) -> tuple[float, dict[str, float], bool]:
@@ -62,7 +62,7 @@ def run_interval(*, late_s: int) -> tuple[float, dict[str, float], bool]:
         envelope=envelope, battery=_battery(MASTER_BATTERY_W), bus_setpoint_v=BUS.nominal_v,
         dt_s=PERIOD_S, length_s=LENGTH_S)
     assert master.mode == "cv"
-    stage = {"home-1": _stage(master)} | {m: dcbus.ConverterCommand() for m in MEMBERS}
+    stage = {"home-1": _stage(master)} | {m: dcbus.StageCommand() for m in MEMBERS}
     specs = {"home-1": master_spec} | {m: member_spec for m in MEMBERS}
     bounds = {"home-1": PortBounds(MASTER_BATTERY_W, MASTER_BATTERY_W)} | {
         m: PortBounds(MEMBER_BATTERY_W, MEMBER_BATTERY_W) for m in MEMBERS}

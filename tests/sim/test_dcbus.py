@@ -14,10 +14,10 @@ from sim_devices.dcbus import (
     CC_DISCHARGE,
     CV,
     WAIT,
-    ConverterCommand,
     ConverterSpec,
     DcBusSpec,
     PortBounds,
+    StageCommand,
     bus_imbalance_mj,
     bus_initial,
     bus_step,
@@ -33,11 +33,11 @@ DCDC = DeviceMap.for_role("dcdc")
 
 
 def _master(amps_x100=2000, v_x10=3500, bounds=ROOMY):
-    return (CONV, ConverterCommand(CV, amps_x100, v_x10), bounds)
+    return (CONV, StageCommand(CV, amps_x100, v_x10), bounds)
 
 
 def _cc(mode, amps_x100, bounds=ROOMY):
-    return (CONV, ConverterCommand(mode, amps_x100, 0), bounds)
+    return (CONV, StageCommand(mode, amps_x100, 0), bounds)
 
 
 def test_master_absorbs_a_mismatch_within_its_capacity_and_the_voltage_holds():
@@ -103,7 +103,7 @@ def test_bus_conserves_energy_and_respects_limits(steps):
         bounds = PortBounds(charge_w=charge, discharge_w=discharge)
         before = state
         state, flows = bus_step(BUS, state, converters={
-            "a": (CONV, ConverterCommand(mode_a, amps_a, 3500), bounds),
+            "a": (CONV, StageCommand(mode_a, amps_a, 3500), bounds),
             "b": _cc(mode_b, amps_b, bounds)}, dt_ms=dt)
         delivered = sum(f.port_w * f.on_ms for f in flows.values())
         assert bus_imbalance_mj(before, state, delivered_mj=delivered) == 0
