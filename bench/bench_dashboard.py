@@ -39,7 +39,7 @@ from typing import Any
 
 from bench._report import line, machine
 from gateway.config import GatewayConfig, PreferencesConfig, parse_config
-from gateway.dashboard import Dashboard, Limits
+from gateway.dashboard import Dashboard, HttpLimits
 from gateway.dashboard.status import (
     DashboardNode,
     PageStatus,
@@ -288,7 +288,7 @@ async def measure(ledger_path: Path, clients: list[int], duration_s: float) -> N
                 for name, view in (("ours", None), ("6266989", FullReadView(node=node))):
                     # 6266989's path holds the loop for every queued request: only a deadline
                     # as long as the whole storm lets its clients be answered at all
-                    limits = Limits() if view is None else Limits(request_timeout_s=3600)
+                    limits = HttpLimits() if view is None else HttpLimits(request_timeout_s=3600)
                     async with Dashboard(node=node, port=0, limits=limits) as dashboard:
                         if view is not None:
                             await view.open()

@@ -42,7 +42,7 @@ _LINGER_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class HttpLimits:
     """What one request, one client and all of them may use (a dashboard request is a few
     hundred bytes); ``request_timeout_s`` is the whole-request deadline."""
 
@@ -69,7 +69,7 @@ class Dashboard:
 
     def __init__(
         self, *, node: DashboardNode, host: str = "127.0.0.1", port: int = 8080,
-        limits: Limits = Limits(),
+        limits: HttpLimits = HttpLimits(),
     ) -> None:
         self.app = DashboardApp(node=node)
         self._host = host
@@ -196,7 +196,7 @@ class Dashboard:
             conn.start_next_cycle()
 
     async def _take_turn(self, client: str) -> None:
-        """Wait until ``client`` may have another request answered (``Limits``)."""
+        """Wait until ``client`` may have another request answered (``HttpLimits``)."""
         loop = asyncio.get_running_loop()
         while (wait_s := self._requests.wait_s(client, now_s=loop.time())) > 0:
             await asyncio.sleep(wait_s)

@@ -7,7 +7,7 @@ are what a browser or curl would see.
 import asyncio
 import json
 
-from gateway.dashboard import Dashboard, Limits
+from gateway.dashboard import Dashboard, HttpLimits
 from tests.dashboard.community import (
     exchange,
     http,
@@ -121,7 +121,7 @@ async def test_unknown_paths_and_methods_get_json_errors(home):
 
 
 async def test_limits_on_body_size_header_count_and_header_bytes(home):
-    limits = Limits(max_body_bytes=1000, max_headers=20, max_header_bytes=4096)
+    limits = HttpLimits(max_body_bytes=1000, max_headers=20, max_header_bytes=4096)
     async with Dashboard(node=home, port=0, limits=limits) as d:
         status, _, body = await http(d.url, "PUT", "/api/preferences", body=b" " * 1001,
                                      headers={"content-type": "application/json"})
@@ -159,7 +159,7 @@ async def test_keep_alive_serves_several_requests_on_one_connection(home):
 
 async def test_idle_connections_are_closed_and_extra_ones_refused(home):
     async with Dashboard(node=home, port=0,
-                         limits=Limits(max_connections=1, request_timeout_s=0.5)) as d:
+                         limits=HttpLimits(max_connections=1, request_timeout_s=0.5)) as d:
         reader, writer = await asyncio.open_connection("127.0.0.1", d.port)
         try:
             await asyncio.sleep(0.1)  # the first connection holds the only slot, saying nothing
@@ -175,7 +175,7 @@ async def test_idle_connections_are_closed_and_extra_ones_refused(home):
 
 
 async def test_a_client_asking_faster_than_its_budget_waits_and_is_never_refused(home):
-    limits = Limits(requests_per_s_per_client=40)  # a burst of 80, then 40 a second
+    limits = HttpLimits(requests_per_s_per_client=40)  # a burst of 80, then 40 a second
     async with Dashboard(node=home, port=0, limits=limits) as d:
         reader, writer = await asyncio.open_connection("127.0.0.1", d.port)
         try:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 
-from gateway.dashboard import Dashboard, Limits
+from gateway.dashboard import Dashboard, HttpLimits
 from tests.dashboard.community import http, parse_response
 
 TRICKLE_S = 0.1
@@ -52,7 +52,7 @@ async def test_slow_senders_are_cut_and_one_host_cannot_take_every_slot(home):
     """Eight slow senders from one host: four get a slot (the per-client cap) and are cut at the
     request deadline with a 408, four are refused at once (429), and another client of the LAN
     is served while they trickle."""
-    limits = Limits(request_timeout_s=2.0, max_connections=8, max_connections_per_client=4)
+    limits = HttpLimits(request_timeout_s=2.0, max_connections=8, max_connections_per_client=4)
     async with Dashboard(node=home, port=0, limits=limits) as d:
         slow = [asyncio.create_task(slow_sender(d.port, "127.0.0.2")) for _ in range(8)]
         await served(d, 4)  # four of them hold slots
@@ -69,7 +69,7 @@ async def test_slow_senders_from_many_hosts_are_cut_and_the_owner_is_then_served
     """Slow senders from as many hosts as there are slots hold them all; the deadline frees
     them, so a client that retries as the page does (every second) is served, and each slow
     sender was answered 408 however steadily it kept sending."""
-    limits = Limits(request_timeout_s=3.0, max_connections=4, max_connections_per_client=4)
+    limits = HttpLimits(request_timeout_s=3.0, max_connections=4, max_connections_per_client=4)
     async with Dashboard(node=home, port=0, limits=limits) as d:
         slow = [asyncio.create_task(slow_sender(d.port, f"127.0.0.{2 + i}")) for i in range(4)]
         await served(d, 4)  # every slot is held
