@@ -108,7 +108,7 @@ def sim_meter_key(world_seed: int, device_id: str) -> bytes:
     return hashlib.sha256(seed_text.encode()).digest()
 
 
-class Device:
+class SimulatedDevice:
     """One simulated device: its register bank (what is served), role code and fake HAL."""
 
     def __init__(self, *, role: str, home: str, faults: FaultSpec | None,
@@ -187,8 +187,8 @@ class Home:
         self.hal_meter = FakeMeterIC()
         self.hal_pv = FakePvStage()
         self.hal_battery = FakeBatteryStage()
-        self.devices = {key: Device(role="load" if key in LOADS else key, key=key,
-                                    home=spec.name, faults=faults.get(key))
+        self.devices = {key: SimulatedDevice(role="load" if key in LOADS else key, key=key,
+                                             home=spec.name, faults=faults.get(key))
                         for key in device_keys(spec)}
         self.hal_loads = {key: FakeLoadStage() for key in LOADS if key in self.devices}
         """The controllable loads' stages: ``limit_w`` is what the gateway last allowed."""
