@@ -95,17 +95,21 @@ def _describe(report: Report) -> None:
 
 
 def scale(sizes: list[int], intervals: int, seed: int) -> None:
+    """One calm run per size. CPU s per interval is the whole run's process time over its traded
+    intervals (joining and the intervals that drain after them included), and µs per delivery
+    the same time over every delivery of the run: what a larger community costs to simulate."""
     print("members | messages delivered per interval | gate -> all agreed (simulated ms, "
-          "median / max) | wall s")
+          "median / max) | wall s | CPU s per interval | CPU µs per delivery")
     for members in sizes:
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         report = run(seed, Config(members=members, intervals=intervals, adversaries=False,
                                   faults=False))
-        wall = time.perf_counter() - began
+        wall, cpu = time.perf_counter() - began, time.process_time() - cpu
         per = statistics.mean(report.per_interval) if report.per_interval else 0
         agree = report.agree_ms or [0]
         print(f"{members:>7,} | {per:>12,.0f} | {statistics.median(agree):,.0f} / "
-              f"{max(agree):,.0f} | {wall:,.0f}{'' if report.ok else ' FAILED: '}"
+              f"{max(agree):,.0f} | {wall:,.0f} | {cpu / intervals:,.1f} | "
+              f"{cpu / max(report.delivered, 1) * 1e6:,.0f}{'' if report.ok else ' FAILED: '}"
               f"{'' if report.ok else report.violation}", flush=True)
 
 

@@ -26,6 +26,7 @@ send, as ``(client, topic, payload, retained)``.
 from __future__ import annotations
 
 import copy
+import functools
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
@@ -35,8 +36,10 @@ Out = tuple[str, str, bytes, bool]
 """A message for one client: (client, topic, payload, retained flag)."""
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def matches(topic_filter: str, topic: str) -> bool:
-    """Whether the MQTT ``topic_filter`` (``+``, ``#``) matches ``topic``."""
+    """Whether the MQTT ``topic_filter`` (``+``, ``#``) matches ``topic`` (remembered: every
+    publish is matched against every session's filters, the same few pairs over and over)."""
     want, have = topic_filter.split("/"), topic.split("/")
     for i, level in enumerate(want):
         if level == "#":
