@@ -1,13 +1,14 @@
 """Markets joined by an in-memory broker, as h11's tests join a client and a server by a fake
 link: the protocol on its own, every step in the test's hands, no asyncio and no real clock.
 
-:class:`Broker` is the simulator's MQTT broker (:mod:`sim_devices.market_sim.broker`: retained
-messages and their clears, subscriptions by filter, a client hears what it publishes itself,
-retained replays on subscribe) with one in-order queue: no faults here, every step in the test's
-hands (for whole communities under faults and adversaries, seed by seed, see
-:mod:`sim_devices.market_sim`). :class:`Street` holds one
+:class:`QueuedBroker` is the simulator's MQTT broker (:mod:`sim_devices.market_sim.broker`:
+retained messages and their clears, subscriptions by filter, a client hears what it publishes
+itself, retained replays on subscribe) with one in-order queue: no faults here, every step in the
+test's hands (for whole communities under faults and adversaries, seed by seed, see
+:mod:`sim_devices.market_sim`). :class:`InMemoryStreet` holds one
 :class:`~protocols.market.Market` per node on one clock and carries their actions out the way
-``gateway.market.agent.MarketAgent`` does, with the broker in memory.
+``gateway.market.agent.MarketAgent`` does, with the broker in memory (the street of real gateways
+is :class:`tests.street.Street`).
 """
 
 from __future__ import annotations
@@ -33,20 +34,19 @@ from protocols.market import (
 )
 from protocols.messages import Bid, MembershipCertificate
 from protocols.signing import Rejected, generate_key, public_key_hex, sign
-from sim_devices.market_sim.broker import Broker as MqttBroker
-from sim_devices.market_sim.broker import Out
+from sim_devices.market_sim.broker import Broker, Out
 from tests.market.community import COMMUNITY, PARAMS
 
 TIMING = Timing(epoch_ms=0, length_ms=1000, gate_ms=600, grace_ms=100)
 DAY_MS = 86_400_000
 
 
-class Broker:
+class QueuedBroker:
     """The simulator's broker (its MQTT rules, one implementation) with one queue of
     deliveries, in publish order: every node connected, none ever lost by the wire."""
 
     def __init__(self) -> None:
-        self.mqtt = MqttBroker(acl=False, persistence=False, max_queued=0)
+        self.mqtt = Broker(acl=False, persistence=False, max_queued=0)
         # What is on its way: (client, topic, payload, retained), in order.
         self.queue: deque[Out] = deque()
 
@@ -70,8 +70,9 @@ class Broker:
         self.queue += self.mqtt.publish("", topic, payload, retain=retain)
 
 
-class Street:
-    """One market per node, certified by one authority, on one :class:`Broker` and one clock.
+class InMemoryStreet:
+    """One market per node, certified by one authority, on one :class:`QueuedBroker` and one
+    clock.
 
     ``lost(node, topic)`` decides which live deliveries never reach a node (a fault to inject);
     what each node's market answered is kept as the agent would: ``rejections`` counted,
@@ -86,7 +87,7 @@ class Street:
         self.timing = timing
         self.authority = generate_key()
         self.keys = {node: generate_key() for node in nodes}
-        self.broker = Broker()
+        self.broker = QueuedBroker()
         self.lost: Callable[[str, str], bool] = lambda node, topic: False
         self.markets = {node: self.market(node, self.keys[node], **options) for node in nodes}
         self.rejections: dict[str, Counter[str]] = {node: Counter() for node in nodes}

@@ -9,21 +9,21 @@ from protocols.market import Abstained, Agreed, MarketError, State, TaggedMeterR
 from protocols.market.session import MAX_BIDS_PER_NODE
 from protocols.messages import Commitment
 from protocols.signing import Verified, public_key_hex, verify
-from tests.market.pair import TIMING, Street
+from tests.market.pair import TIMING, InMemoryStreet
 
 K = 2  # the gate of interval 1 is closed at 400 ms, before any bid could go out
 START, END = TIMING.start_ms(K), TIMING.end_ms(K)
 NO_TAG = TaggedMeterReading(seq=1, import_wh=0, export_wh=0, tag="ab" * 32)
 
 
-def trade(street: Street) -> None:
+def trade(street: InMemoryStreet) -> None:
     street.bid("alice", K, "sell", 2_000, 100)
     street.bid("bob", K, "buy", 1_500, 250)
     street.bid("carol", K, "buy", 1_000, 200)
 
 
 def test_three_markets_agree_and_each_holds_the_quorums_signed_proof() -> None:
-    s = Street("alice", "bob", "carol")
+    s = InMemoryStreet("alice", "bob", "carol")
     trade(s)
     s.run(START)
     outcomes = [s.outcomes[n][K] for n in s.markets]
@@ -46,7 +46,7 @@ def test_three_markets_agree_and_each_holds_the_quorums_signed_proof() -> None:
 
 
 def test_a_market_that_lost_a_bid_fetches_it_from_the_broker_and_joins() -> None:
-    s = Street("alice", "bob", "carol")
+    s = InMemoryStreet("alice", "bob", "carol")
     s.lost = lambda node, topic: node == "carol" and topic == topics.bid("oak-street", K, "alice")
     trade(s)
     s.run(START)
@@ -60,7 +60,7 @@ def test_a_market_that_lost_a_bid_fetches_it_from_the_broker_and_joins() -> None
 
 
 def test_a_market_that_hears_no_one_abstains_and_adopts_the_quorum_it_hears_later() -> None:
-    s = Street("alice", "bob", "carol")
+    s = InMemoryStreet("alice", "bob", "carol")
     deaf = True
     s.lost = lambda node, topic: deaf and node == "carol" and "/commit/" in topic
     trade(s)
@@ -78,7 +78,7 @@ def test_a_market_that_hears_no_one_abstains_and_adopts_the_quorum_it_hears_late
 
 
 def test_settlements_are_checked_by_every_peer_and_cleared_when_forgotten() -> None:
-    s = Street("alice", "bob", "carol")
+    s = InMemoryStreet("alice", "bob", "carol")
     trade(s)
     s.run(START)
     with pytest.raises(MarketError, match="has not ended"):
@@ -104,7 +104,7 @@ def test_settlements_are_checked_by_every_peer_and_cleared_when_forgotten() -> N
 
 
 def test_a_retired_interval_leaves_nothing_retained_and_stays_closed() -> None:
-    s = Street("alice", "bob", "carol")
+    s = InMemoryStreet("alice", "bob", "carol")
     trade(s)
     s.run(START)
     commitment = s.broker.retained[topics.commit("oak-street", K, "bob")]
@@ -124,7 +124,7 @@ def test_a_retired_interval_leaves_nothing_retained_and_stays_closed() -> None:
 def test_a_market_never_signs_more_bids_for_an_interval_than_its_peers_take_from_one_node() -> None:
     """A node past the bid limit is excluded from the interval by every peer (a flood), so its
     own market refuses the bid that would cross it: an honest gateway's re-bids never do."""
-    s = Street("alice", "bob", "carol")
+    s = InMemoryStreet("alice", "bob", "carol")
     for energy in range(1, MAX_BIDS_PER_NODE + 1):
         s.bid("alice", K, "sell", energy, 100)
     with pytest.raises(MarketError, match="the most a node may make"):

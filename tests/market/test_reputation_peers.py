@@ -10,7 +10,7 @@ from protocols.messages import Bid, Settlement
 from protocols.settlement import ReputationRule
 from protocols.signing import sign
 from tests.market.community import COMMUNITY
-from tests.market.pair import TIMING, Street
+from tests.market.pair import TIMING, InMemoryStreet
 
 K = 2  # the interval alice under-delivers in
 CAPPED = K + ReputationRule().lag  # the first interval its settlement caps
@@ -19,11 +19,11 @@ NO_TAG = TaggedMeterReading(seq=1, import_wh=0, export_wh=0, tag="ab" * 32)
 NODES = ("alice", "bob", "carol")
 
 
-def under_delivered(*, abstains: str = "") -> Street:
+def under_delivered(*, abstains: str = "") -> InMemoryStreet:
     """alice sells 2,000 Wh in K and exports 1,000; everyone settles it (her reputation for
     CAPPED on: 875 per-mille, her cap 8,750 Wh). ``abstains``: a node that hears nothing of K but
     the settlements, so it has no agreed result of K and settles it with the grid alone."""
-    s = Street(*NODES, energy_interval_ms=HOUR_MS)
+    s = InMemoryStreet(*NODES, energy_interval_ms=HOUR_MS)
     s.lost = lambda node, topic: (node == abstains and f"/{topics.slot(K)}/" in topic
                                   and "/settle/" not in topic)
     s.bid("alice", K, "sell", 2_000, 100)
@@ -46,7 +46,7 @@ def under_delivered(*, abstains: str = "") -> Street:
     return s
 
 
-def offer_uncapped(s: Street, energy_wh: int) -> None:
+def offer_uncapped(s: InMemoryStreet, energy_wh: int) -> None:
     """alice's gateway, modified or without its history, signs an offer past her cap."""
     bid = Bid(community=COMMUNITY, interval=CAPPED, node="alice", seq=0, side="sell",
               energy_wh=energy_wh, limit_price=100, created_ms=s.now_ms)
@@ -61,13 +61,13 @@ def sold(outcome: object) -> int:
     return 0 if alice is None else alice.sold_wh
 
 
-def broker_forgets_settlements(s: Street) -> None:
+def broker_forgets_settlements(s: InMemoryStreet) -> None:
     """The broker restarted without persistence: the settlements it retained are gone."""
     for topic in [t for t in s.broker.retained if "/settle/" in t]:
         del s.broker.retained[topic]
 
 
-def restart(s: Street, node: str, *, restore: bool) -> None:
+def restart(s: InMemoryStreet, node: str, *, restore: bool) -> None:
     """``node``'s gateway restarts: a new market, given back (or not) the settlements its ledger
     kept, joins the broker again and is sent what it retains."""
     old = s.markets[node]
@@ -151,7 +151,7 @@ def test_a_ledgered_settlement_that_was_altered_or_is_foreign_is_not_restored() 
     assert market.reputation("alice", CAPPED) == 1_000
 
 
-def settlement_of(s: Street, node: str) -> Settlement:
+def settlement_of(s: InMemoryStreet, node: str) -> Settlement:
     held = s.markets["bob"].settlements(K)[node]
     assert isinstance(held, Settlement)
     return held
