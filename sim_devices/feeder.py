@@ -19,9 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from protocols.network import Feeder as NetworkFeeder
-from protocols.network import Line as NetworkLine
-from protocols.network import NetworkError
+from protocols.network import Feeder, Line, NetworkError
 
 __all__ = ["FeederFlows", "FeederLine", "LineFlow", "NetworkError", "RadialFeeder", "bus_net_w"]
 
@@ -111,11 +109,11 @@ class RadialFeeder:
         self._leaves_first = sorted(self.lines, key=lambda ln: (-depth[ln.bus], ln.bus))
         self.buses = topology.buses
 
-    def for_market(self, *, interval_s: int) -> NetworkFeeder:
+    def for_market(self, *, interval_s: int) -> Feeder:
         """The same feeder as the market sees it: each line's rating as energy per interval."""
-        return NetworkFeeder(root=self.root, lines=[
-            NetworkLine.rated(bus=ln.bus, parent=ln.parent, length_m=ln.length_m,
-                              capacity_w=ln.capacity_w, interval_s=interval_s)
+        return Feeder(root=self.root, lines=[
+            Line.rated(bus=ln.bus, parent=ln.parent, length_m=ln.length_m,
+                       capacity_w=ln.capacity_w, interval_s=interval_s)
             for ln in self.lines])
 
     def flows(self, net_w: Mapping[str, int]) -> FeederFlows:
