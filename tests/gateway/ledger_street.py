@@ -35,7 +35,7 @@ MAX_INTERVALS = 40
 
 
 @dataclass(frozen=True)
-class Home:
+class LedgerHome:
     node: str
     key: Ed25519PrivateKey
     certificate: SignedEnvelope
@@ -57,8 +57,8 @@ class Home:
 
 
 @dataclass(frozen=True)
-class Street:
-    homes: dict[str, Home]
+class LedgerStreet:
+    homes: dict[str, LedgerHome]
     authority_hex: str
 
 
@@ -87,13 +87,13 @@ def _witnessed(ledger: Path, node: str) -> set[int]:
                 if peer["body"]["node"] == node}
 
 
-async def _run(folder: Path, broker_url: str) -> Street:
+async def _run(folder: Path, broker_url: str) -> LedgerStreet:
     community = Community(timing=Timing(epoch_ms=now_ms(), length_ms=2000, gate_ms=1200,
                                         grace_ms=250))
     homes = {}
     for node in NODES:
         key = generate_key()
-        homes[node] = Home(node, key, community.certificate(node, key), folder / f"{node}.db")
+        homes[node] = LedgerHome(node, key, community.certificate(node, key), folder / f"{node}.db")
     meters = {node: _Meter(node) for node in NODES}
     bids = {"alice": ("sell", 3_000, 100), "bob": ("buy", 1_500, 250), "carol": ("buy", 1_000, 200)}
     async with AsyncExitStack() as stack:
@@ -133,14 +133,14 @@ async def _run(folder: Path, broker_url: str) -> Street:
         await asyncio.sleep(max(0, community.timing.end_ms(k) - now_ms()) / 1000 + 0.05)
         for node, outcome in outcomes.items():
             closers[node].close(k, outcome, delivered_wh=0, meter=meters[node].read(0))
-    return Street(homes=homes, authority_hex=community.authority_hex)
+    return LedgerStreet(homes=homes, authority_hex=community.authority_hex)
 
 
-async def _on_broker(folder: Path) -> Street:
+async def _on_broker(folder: Path) -> LedgerStreet:
     async with EmbeddedBroker() as broker:
         return await _run(folder, broker.url)
 
 
-def build_street(folder: Path) -> Street:
+def build_street(folder: Path) -> LedgerStreet:
     """Run the street (a few seconds) and return its homes, their ledgers closed in ``folder``."""
     return asyncio.run(_on_broker(folder))

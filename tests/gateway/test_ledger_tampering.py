@@ -29,17 +29,17 @@ from gateway.ledger import Ledger, LedgerError, NotALedger
 from protocols.ledger import Block, quorum_envelopes, quorum_record, sign_block
 from protocols.messages import Commitment, Settlement
 from protocols.signing import generate_key, private_key_to_pem, sign
-from tests.gateway.ledger_street import Home, Street, build_street
+from tests.gateway.ledger_street import LedgerHome, LedgerStreet, build_street
 from tests.market.community import COMMUNITY
 
 
 @pytest.fixture(scope="module")
-def street(tmp_path_factory: pytest.TempPathFactory) -> Street:
+def street(tmp_path_factory: pytest.TempPathFactory) -> LedgerStreet:
     return build_street(tmp_path_factory.mktemp("street"))
 
 
 @pytest.fixture
-def alice(street: Street) -> Home:
+def alice(street: LedgerStreet) -> LedgerHome:
     return street.homes["alice"]
 
 
@@ -52,7 +52,7 @@ def verify(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, 
     return code, out.out, out.err
 
 
-def as_alice(home: Home) -> list[str]:
+def as_alice(home: LedgerHome) -> list[str]:
     return ["--node", home.node, "--public-key", home.public_key]
 
 
@@ -232,7 +232,7 @@ def test_a_ledger_truncated_to_zero_bytes_is_caught_and_the_gateway_will_not_wri
     assert forged.stat().st_size == 0
 
 
-def _config(home: Home, street: Street, folder: Path) -> Path:
+def _config(home: LedgerHome, street: LedgerStreet, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "node.key").write_bytes(private_key_to_pem(home.key))
     (folder / "node.key").chmod(0o600)
