@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import fcntl
+import os
 import tempfile
 import threading
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from hypothesis import HealthCheck, settings
 from pytest_asyncio import is_async_test
 
 from tests.brokers import any_broker, mosquitto  # noqa: F401  (fixtures for every test)
@@ -20,22 +22,72 @@ _REAL_TIME_SLOTS = tuple(Path(tempfile.gettempdir()) / f"gridpeer-realtime-{n}.l
                          for n in (0, 1))
 """Whole communities on a scaled clock, marked ``realtime`` (``pytestmark`` in their files):
 their deadlines are real milliseconds, so they must never be starved of a core. One that runs in
-a single process uses at most one core, so two of them may run at once on a two-core machine, as
-one of them already does beside any CPU-bound test of the rest of the suite; one that starts
-processes of its own (a gateway child, the no-market baseline) is marked ``realtime(cores=2)``
-and runs with no other real-time test. Two slot files do it, machine-wide (another pytest on the
-same host counts too): a one-core test holds either, a two-core test both. ``-m realtime`` /
-``-m "not realtime"`` run them apart from the rest of the suite."""
+a single process uses at most one core, so two of them may run at once on a two-core machine;
+one that starts processes of its own (a gateway child, the no-market baseline) is marked
+``realtime(cores=2)`` and runs with no other real-time test. Two slot files do it, machine-wide
+(another pytest on the same host counts too): a one-core test holds either, a two-core test
+both. ``-m realtime`` / ``-m "not realtime"`` run them apart from the rest of the suite."""
 _REAL_TIME_QUEUE = Path(tempfile.gettempdir()) / "gridpeer-realtime-queue.lock"
 _REAL_TIME_WAIT_S = 3600.0
 """How long a real-time test waits for its slots before it runs without them (a day test and its
 baseline take a few minutes; an hour means a holder is stuck)."""
+_LANES = 2
+"""Real-time modules are dealt to this many xdist groups (``--dist loadgroup``), one module whole
+in one lane: a lane is one worker running its real-time modules one after the other, so at most
+two of them wait on the clock at once (the two slots) and no worker sits blocked on a slot while
+CPU-bound tests queue. The other workers take the rest of the suite; ``-n 4`` on two cores gives
+two lanes and two workers for the rest. A module's shared day is made once, in its lane."""
+_DEFAULT_COST_S = 30
+"""Wall seconds a real-time module is reckoned to take when its marker does not say
+(``realtime(cost_s=...)``): only used to balance the lanes."""
+_BACKGROUND_NICE = 10
+"""Niceness of CPU-bound tests while real-time ones run beside them: the scheduler then gives a
+real-time test the core it asks for (weight 1024 against 110) within a millisecond, instead of
+sharing it evenly with a hypothesis search. Raising one's own niceness needs no privilege;
+lowering it back for a real-time test on the same worker does (CI runs as root; elsewhere the
+test keeps the worker's niceness, as every test did before)."""
+
+settings.register_profile(
+    "gridpeer", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("gridpeer")
+"""No property test depends on how fast the machine is: hypothesis's per-example deadline and
+its too-slow health check time examples on the wall clock, which a loaded CI host stretches."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "realtime(cores=1): a whole community on a scaled clock; it runs only while "
-        "it has ``cores`` of the machine's two real-time slots")
+        "markers", "realtime(cores=1, cost_s=30): a whole community on a scaled clock; it runs "
+        "only while it has ``cores`` of the machine's two real-time slots, in one of two lanes "
+        "balanced by ``cost_s`` (its module's wall seconds, roughly)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deal real-time modules to ``_LANES`` xdist groups, heaviest first to the lightest lane
+    (before xdist reads the groups: tryfirst). A module that needs both cores holds up every
+    lane while it runs, so its cost counts in each."""
+    costs: dict[str, tuple[int, int]] = {}
+    for item in items:
+        marker = item.get_closest_marker("realtime")
+        if marker is not None:
+            costs[item.nodeid.split("::")[0]] = (int(marker.kwargs.get("cost_s", _DEFAULT_COST_S)),
+                                                 int(marker.kwargs.get("cores", 1)))
+    loads = [0] * _LANES
+    lane: dict[str, int] = {}
+    for module, (cost, cores) in sorted(costs.items(), key=lambda mc: (-mc[1][0], mc[0])):
+        lane[module] = loads.index(min(loads))
+        for n in range(_LANES) if cores > 1 else (lane[module],):  # it holds every slot
+            loads[n] += cost
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        if module in lane:
+            item.add_marker(pytest.mark.xdist_group(f"realtime-{lane[module]}"))
+
+
+def _renice(value: int) -> None:
+    """Set this thread's niceness (and so its children's) to ``value`` if the OS lets it."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, value)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -44,8 +96,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     first test's setup) to its teardown."""
     marker = item.get_closest_marker("realtime")
     if marker is None:
+        _renice(max(_BACKGROUND_NICE, os.getpriority(os.PRIO_PROCESS, 0)))
         yield
         return
+    _renice(0)
     cores = int(marker.kwargs.get("cores", 1))
     with contextlib.ExitStack() as stack:
         queue = stack.enter_context(_REAL_TIME_QUEUE.open("a"))

@@ -29,7 +29,7 @@ from sim_devices.physics import MJ_PER_WH
 from sim_devices.scenario import load_scenario
 from sim_devices.world import World
 
-pytestmark = pytest.mark.realtime
+pytestmark = pytest.mark.realtime(cost_s=170)
 
 SCENARIO = load_scenario("dc-bus-cluster")
 assert SCENARIO.dc_bus is not None

@@ -33,7 +33,7 @@ from sim_devices.scenario import parse_scenario
 from sim_devices.world import World, sim_meter_key
 from tests.street import INTERVAL_MS, NAMES, TIMING, Street, check_ledgers, street
 
-pytestmark = pytest.mark.realtime
+pytestmark = pytest.mark.realtime(cost_s=80)
 
 HONEST = ("home-1", "home-2", "home-3")
 TAMPERED = "home-4"

@@ -20,7 +20,7 @@ from tests.street import (
     street,
 )
 
-pytestmark = pytest.mark.realtime
+pytestmark = pytest.mark.realtime(cost_s=40)
 
 DOWN_SIM_S = 8.0
 """How long the broker stays away, in simulated seconds (0.8 s real)."""

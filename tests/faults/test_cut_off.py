@@ -15,7 +15,7 @@ import pytest
 from protocols.market import Abstained, Agreed
 from tests.street import INTERVAL_MS, NAMES, TIMING, check_consistent, check_ledgers, street
 
-pytestmark = pytest.mark.realtime
+pytestmark = pytest.mark.realtime(cost_s=45)
 
 CUT = "home-3"
 OTHERS = tuple(n for n in NAMES if n != CUT)

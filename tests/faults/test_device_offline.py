@@ -26,7 +26,7 @@ from tests.street import (
     street,
 )
 
-pytestmark = pytest.mark.realtime
+pytestmark = pytest.mark.realtime(cost_s=100)
 
 START_S = 11 * 3600 + 20
 K0 = (START_S + 160) // 60 + 1  # the first interval bid while the devices are silent

@@ -39,7 +39,7 @@ from sim_devices.home import HomeSpec
 from sim_devices.physics import MJ_PER_WH
 from sim_devices.world import World
 
-pytestmark = pytest.mark.realtime
+pytestmark = pytest.mark.realtime(cost_s=90)
 
 SPEED = 10.0
 TIMING = RunTiming(interval_s=60, gate_s=20, grace_s=5, poll_s=5, revert_s=30,

@@ -56,7 +56,7 @@ from tests.deploy.mosquitto import Brokers, free_port
 from tests.deploy.site import write_site
 from tests.faults.proxy import TcpProxy
 
-pytestmark = pytest.mark.realtime(cores=2)  # the gateways are processes of their own
+pytestmark = pytest.mark.realtime(cores=2, cost_s=75)  # the gateways are processes of their own
 
 COMMUNITY = "oak-street"  # the broker site's community (tests/deploy/site.py)
 HOMES = (

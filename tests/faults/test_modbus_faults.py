@@ -17,7 +17,7 @@ import pytest
 from sim_devices.faults import FaultSpec
 from tests.street import NAMES, check_consistent, check_ledgers, street
 
-pytestmark = pytest.mark.realtime
+pytestmark = pytest.mark.realtime(cost_s=70)
 
 FAULTY = FaultSpec(drop_p=0.2, corrupt_p=0.05)
 FAULTS = {("home-1", role): FAULTY for role in ("meter", "battery", "pv")}

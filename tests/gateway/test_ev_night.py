@@ -24,7 +24,7 @@ from sim_devices.home import HomeSpec
 from sim_devices.physics import MJ_PER_WH
 from sim_devices.world import World
 
-pytestmark = pytest.mark.realtime
+pytestmark = pytest.mark.realtime(cost_s=80)
 
 H = 3600
 EV = EvSpec(battery_wh=40_000, max_charge_w=7400, arrival_h=18.0, departure_h=7.5,

@@ -28,7 +28,7 @@ from tests.brokers import mosquitto_config
 from tests.deploy.mosquitto import Brokers, free_port
 from tests.market.community import HOUR_MS, PARAMS, Community, now_ms
 
-pytestmark = [pytest.mark.mosquitto, pytest.mark.realtime]
+pytestmark = [pytest.mark.mosquitto, pytest.mark.realtime(cost_s=60)]
 
 SCENARIO = load_scenario("feeder-100")
 FEEDER = SCENARIO.feeder.radial().for_market(  # type: ignore[union-attr]

@@ -24,7 +24,7 @@ from protocols.signing import sign
 from sim_devices.demo.community import Rules
 from tests.street import INTERVAL_MS, NAMES, Street, street
 
-pytestmark = pytest.mark.realtime
+pytestmark = pytest.mark.realtime(cost_s=40)
 
 SELLER, NEIGHBOURS = "home-1", ("home-2", "home-3")
 EXPORT_W = 600  # 10 Wh in a 60 s interval
