@@ -29,7 +29,7 @@ from pathlib import Path
 from gateway.clock import Clock
 from gateway.config import load_config
 from gateway.devices import DeviceError
-from gateway.home import BidMade, Event, GatewayNode, IntervalClosed, running
+from gateway.home import BidMade, GatewayNode, HomeEvent, IntervalClosed, running
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
 from protocols.market import Abstained, Agreed
@@ -64,7 +64,7 @@ class Street:
     world: World
     out: Path
     timing: RunTiming = TIMING
-    on_event: Callable[[Event], None] | None = None
+    on_event: Callable[[HomeEvent], None] | None = None
     """Called with every event of every gateway, after the street recorded it."""
     broker_port: int = 0
     proxies: dict[str, TcpProxy] = field(default_factory=dict)
@@ -83,7 +83,7 @@ class Street:
     _broker: EmbeddedBroker | None = None
     _running: dict[str, contextlib.AsyncExitStack] = field(default_factory=dict)
 
-    def record(self, event: Event) -> None:
+    def record(self, event: HomeEvent) -> None:
         if isinstance(event, IntervalClosed) and event.in_market:
             assert event.interval not in self.closed[event.node], (
                 f"{event.node} closed interval {event.interval} twice")
@@ -213,7 +213,7 @@ async def street(
     homes: Sequence[HomeSpec] = HOMES,
     seed: int = 5,
     timing: RunTiming = TIMING,
-    on_event: Callable[[Event], None] | None = None,
+    on_event: Callable[[HomeEvent], None] | None = None,
     faults: Mapping[tuple[str, str], FaultSpec] | None = None,
     rtu: tuple[str, ...] = (),
     skew_ms: Mapping[str, int] | None = None,

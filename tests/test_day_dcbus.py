@@ -20,7 +20,7 @@ from firmware.roles.dcdc import TRIPPED, WAIT
 from gateway.config import load_config
 from gateway.devices import DcDcConverter, discover
 from gateway.devices.registry import open_bus
-from gateway.home import Event, IntervalClosed, IntervalEnded, SetpointWritten
+from gateway.home import HomeEvent, IntervalClosed, IntervalEnded, SetpointWritten
 from protocols.clearing import Tariffs
 from protocols.market import Agreed
 from sim_devices.demo.community import CommunityLog, RunTiming, dc_bus_master, run_community
@@ -67,7 +67,7 @@ class BusGroundTruth:
         self.trades = 0
         self._mark: dict[str, float] = {}
 
-    def observe(self, event: Event, world: World, log: CommunityLog) -> None:
+    def observe(self, event: HomeEvent, world: World, log: CommunityLog) -> None:
         if isinstance(event, IntervalEnded):
             moved = world.home(event.node).dc_bus_mj / MJ_PER_WH
             mark = self._mark.get(event.node)
@@ -217,7 +217,7 @@ async def test_a_tripped_bus_puts_every_gateway_in_safe_mode_with_converters_wai
                     return
             await asyncio.sleep(0.05)
 
-    def observe(event: Event, world: World, log: CommunityLog) -> None:
+    def observe(event: HomeEvent, world: World, log: CommunityLog) -> None:
         # Early in the run's second interval, once every gateway is trading.
         if (isinstance(event, SetpointWritten) and event.interval == log.window[1]
                 and not forcing):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import EnvelopeConfig
-from gateway.home import Event, IntervalClosed
+from gateway.home import HomeEvent, IntervalClosed
 from protocols.clearing import Tariffs
 from protocols.market import Agreed
 from sim_devices.demo.community import CommunityLog, run_community
@@ -72,7 +72,7 @@ async def _day(out: Path, broker_url: str) -> tuple[CommunityLog, World, Communi
     def started(_url: str, world: World) -> None:
         tasks.append(asyncio.create_task(_sample(world, truth)))
 
-    def observe(event: Event, _world: World, log: CommunityLog) -> None:
+    def observe(event: HomeEvent, _world: World, log: CommunityLog) -> None:
         if isinstance(event, IntervalClosed) and log.complete and not baseline:
             baseline.append(asyncio.create_task(run_baseline(
                 scenario=SCENARIO, out=out / BASELINE_FOLDER, intervals=DAY, seed=None,

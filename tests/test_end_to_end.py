@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from gateway.home import BidMade, Event, IntervalClosed
+from gateway.home import BidMade, HomeEvent, IntervalClosed
 from gateway.ledger import Ledger
 from protocols.market import Agreed
 from sim_devices.demo.run import DEFAULT_SCENARIO, run_demo
@@ -21,7 +21,7 @@ async def test_gateways_agree_trade_and_drive_their_batteries(tmp_path):
     closed: list[tuple[IntervalClosed, int]] = []
     bids: list[BidMade] = []
 
-    def observe(event: Event, world: World) -> None:
+    def observe(event: HomeEvent, world: World) -> None:
         if isinstance(event, IntervalClosed):
             # what the simulated battery was commanded over Modbus at the moment the interval closed
             closed.append((event, world.home(event.node).battery.command_w))

@@ -13,7 +13,7 @@ import pytest
 
 import sim_devices
 from gateway.config import load_config
-from gateway.home import Event, IntervalClosed
+from gateway.home import HomeEvent, IntervalClosed
 from gateway.ledger import Ledger
 from protocols.market import Agreed
 from protocols.network import FeeSchedule, line_flows
@@ -43,7 +43,7 @@ async def test_gateways_keep_the_lines_within_rating_and_charge_the_fee(tmp_path
     scenario = thin_street()
     agreed: dict[int, list[Agreed]] = {}
 
-    def observe(event: Event, world: World) -> None:
+    def observe(event: HomeEvent, world: World) -> None:
         if isinstance(event, IntervalClosed) and isinstance(event.outcome, Agreed):
             agreed.setdefault(event.interval, []).append(event.outcome)
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from firmware.metering import TaggedCounter
-from gateway.home import Event, IntervalClosed
+from gateway.home import HomeEvent, IntervalClosed
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
 from gateway.market.peerlink import PeerLink
@@ -96,7 +96,7 @@ async def test_every_ledger_holds_every_verified_settlement_and_tampering_is_ref
         broker.append(url)
         tamper(url, world)
 
-    def observe(event: Event, _world: World, log: CommunityLog) -> None:
+    def observe(event: HomeEvent, _world: World, log: CommunityLog) -> None:
         if (isinstance(event, IntervalClosed) and event.node == "home-1" and not forged
                 and event.interval == log.window[0]):
             forged.append(asyncio.create_task(forge(broker[0], event.interval)))

@@ -17,9 +17,9 @@
 =================  ==============================================================================
 """
 
-from gateway.home.events import BidMade, Event, IntervalClosed, IntervalEnded, SetpointWritten
+from gateway.home.events import BidMade, HomeEvent, IntervalClosed, IntervalEnded, SetpointWritten
 from gateway.home.node import GatewayNode, running
 from gateway.home.status import Status
 
-__all__ = ["BidMade", "Event", "GatewayNode", "IntervalClosed", "IntervalEnded",
+__all__ = ["BidMade", "HomeEvent", "GatewayNode", "IntervalClosed", "IntervalEnded",
            "SetpointWritten", "Status", "running"]

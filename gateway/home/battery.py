@@ -27,7 +27,7 @@ from gateway.envelope import BatteryEnvelope
 from gateway.forecast import DAY_S, HomeForecaster
 from gateway.home.dc_link import DcLink
 from gateway.home.devices import Device
-from gateway.home.events import Event, SetpointWritten
+from gateway.home.events import HomeEvent, SetpointWritten
 from gateway.home.grid_point import margin_w
 from gateway.home.records import NodeState
 from gateway.plan import GridLimits
@@ -79,7 +79,7 @@ class BatteryController:
         dc: DcLink | None, envelope: BatteryEnvelope, headroom_pct: float,
         prefs: Callable[[], Preferences], forecaster: HomeForecaster,
         shifted_w: Callable[[], int], state: NodeState, timing: Timing, clock: Clock,
-        revert_s: int, on_event: Callable[[Event], None], limits: GridLimits | None = None,
+        revert_s: int, on_event: Callable[[HomeEvent], None], limits: GridLimits | None = None,
     ) -> None:
         self.node = node
         self.battery = battery

@@ -22,7 +22,7 @@ from gateway.devices import Battery, BatteryReading, Meter, MeterReading
 from gateway.devices.meter import verify_meter_reading
 from gateway.home.closing import IntervalCloser
 from gateway.home.devices import Device
-from gateway.home.events import Event, IntervalClosed, IntervalEnded
+from gateway.home.events import HomeEvent, IntervalClosed, IntervalEnded
 from gateway.home.records import IntervalRecord, NodeState
 from gateway.market.agent import MarketAgent
 from protocols.market import Abstained, Agreed, MeterKey
@@ -55,7 +55,7 @@ class EndedIntervals:
         self, *, node: str, state: NodeState, meter: Device[Meter, MeterReading] | None,
         battery: Device[Battery, BatteryReading] | None, meter_key: MeterKey | None,
         bus_wh: Callable[[IntervalRecord], int], agent: MarketAgent, closer: IntervalCloser,
-        ended: Callable[[], None], on_event: Callable[[Event], None],
+        ended: Callable[[], None], on_event: Callable[[HomeEvent], None],
     ) -> None:
         """``bus_wh``: what the converter moved over the bus in a record's interval (0 without
         one); ``ended``: called as each interval ends, before its event (the forecaster is saved

@@ -50,4 +50,4 @@ class SetpointWritten:
     soc_pct: float
 
 
-Event = BidMade | IntervalEnded | IntervalClosed | SetpointWritten
+HomeEvent = BidMade | IntervalEnded | IntervalClosed | SetpointWritten

@@ -34,7 +34,7 @@ from gateway.home.closing import IntervalCloser, ledgered_settlements
 from gateway.home.dc_link import DcLink
 from gateway.home.devices import HomeDevices, control_period_ms, open_devices
 from gateway.home.ending import EndedIntervals
-from gateway.home.events import Event
+from gateway.home.events import HomeEvent
 from gateway.home.faults import Faults
 from gateway.home.forecasts import ForecastFile
 from gateway.home.grid_point import GridPointGuard
@@ -88,7 +88,7 @@ class GatewayNode:
         key: Ed25519PrivateKey,
         certificate: SignedEnvelope,
         clock: Clock,
-        on_event: Callable[[Event], None] = lambda _e: None,
+        on_event: Callable[[HomeEvent], None] = lambda _e: None,
         bid_lead_fraction: float = 0.25,
         trade: bool = True,
     ) -> None:

@@ -23,7 +23,7 @@ from gateway.envelope import BatteryEnvelope
 from gateway.forecast import DAY_S, HomeForecaster
 from gateway.home.battery import device_envelope
 from gateway.home.devices import Device
-from gateway.home.events import BidMade, Event
+from gateway.home.events import BidMade, HomeEvent
 from gateway.home.faults import Faults
 from gateway.home.loads import FLEX_MARGIN_INTERVALS, LoadsController
 from gateway.home.records import NodeState
@@ -48,7 +48,7 @@ class Trader:
         limits: GridLimits | None, planner: Planner | None, bus_cap_w: int | None,
         prefs: Callable[[], Preferences], forecaster: HomeForecaster, state: NodeState,
         timing: Timing, clock: Clock, bid_lead_ms: int, period_ms: int, faults: Faults,
-        on_event: Callable[[Event], None],
+        on_event: Callable[[HomeEvent], None],
     ) -> None:
         self.node = node
         self._agent = agent

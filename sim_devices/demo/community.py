@@ -32,7 +32,7 @@ from typing import Literal
 
 from gateway.clock import Clock
 from gateway.config import load_config
-from gateway.home import BidMade, Event, GatewayNode, IntervalClosed, IntervalEnded, running
+from gateway.home import BidMade, GatewayNode, HomeEvent, IntervalClosed, IntervalEnded, running
 from gateway.identity import create_key_file, load_certificate, load_key_file, save_envelope
 from gateway.installer.flash import save_key
 from protocols.messages import MembershipCertificate
@@ -156,7 +156,7 @@ class CommunityLog:
     _load_mark_wh: dict[str, float] = field(default_factory=dict)
     _load_wh: dict[tuple[str, int], float] = field(default_factory=dict)  # ended, not closed
 
-    def add(self, event: Event, world: World) -> int | None:
+    def add(self, event: HomeEvent, world: World) -> int | None:
         """Record an event; returns the interval it completed, if any."""
         if isinstance(event, BidMade) and event.interval in self.window:
             self.bids[event.interval][event.node] = event
@@ -349,7 +349,7 @@ async def run_community(
     trade: bool = True,
     planner: Literal["optimiser", "heuristic"] = "heuristic",
     broker_url: str | None = None,
-    on_event: Callable[[Event, World, CommunityLog], None] | None = None,
+    on_event: Callable[[HomeEvent, World, CommunityLog], None] | None = None,
     on_start: Callable[[str, World], None] | None = None,
 ) -> tuple[CommunityLog, World]:
     """Run the scenario's community until every home closed ``intervals`` intervals.
@@ -373,7 +373,7 @@ async def run_community(
     finished = asyncio.Event()
     failures: list[BaseException] = []
 
-    def collect(event: Event) -> None:
+    def collect(event: HomeEvent) -> None:
         try:
             k = log.add(event, world)
         except CommunityError as exc:

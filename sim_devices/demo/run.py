@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from gateway.home import Event, IntervalClosed
+from gateway.home import HomeEvent, IntervalClosed
 from protocols.market import Agreed
 from sim_devices.demo.community import CommunityLog, RunTiming, run_community
 from sim_devices.demo.report import render
@@ -166,7 +166,7 @@ async def run_demo(
     broker_url: str | None = None,
     baseline: bool = True,
     stream: TextIO | None = None,
-    observe: Callable[[Event, World], None] | None = None,
+    observe: Callable[[HomeEvent, World], None] | None = None,
 ) -> int:
     """Run the demo; returns the exit status.
 
@@ -186,7 +186,7 @@ async def run_demo(
 
     baseline_task: list[asyncio.Task[CommunitySummary]] = []
 
-    def on_event(event: Event, world: World, log: CommunityLog) -> None:
+    def on_event(event: HomeEvent, world: World, log: CommunityLog) -> None:
         if observe is not None:
             observe(event, world)
         if isinstance(event, IntervalClosed) and log.complete and log.complete[-1] not in shown:

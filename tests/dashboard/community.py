@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from gateway.clock import Clock
 from gateway.config import load_config
 from gateway.dashboard.pairing import CREDENTIAL_FILE, CredentialFile, OwnerCredential
-from gateway.home import Event, GatewayNode
+from gateway.home import GatewayNode, HomeEvent
 from gateway.identity import load_certificate, load_key_file
 from sim_devices.demo.community import RunTiming
 from sim_devices.home import HomeSpec
@@ -26,7 +26,7 @@ DEMO_HOMES: tuple[HomeSpec, ...] = tuple(load_scenario("sunny-street").home_spec
 
 
 def make_node(config_path: Path, clock: Clock,
-              on_event: Callable[[Event], None] = lambda _e: None) -> GatewayNode:
+              on_event: Callable[[HomeEvent], None] = lambda _e: None) -> GatewayNode:
     config = load_config(config_path)
     envelope, _ = load_certificate(config.certificate_file)
     return GatewayNode(config=config, key=load_key_file(config.key_file), certificate=envelope,
@@ -36,7 +36,7 @@ def make_node(config_path: Path, clock: Clock,
 @contextlib.asynccontextmanager
 async def community(
     out: Path, *, homes: Sequence[HomeSpec] = DEMO_HOMES,
-    on_event: Callable[[Event], None] = lambda _e: None,
+    on_event: Callable[[HomeEvent], None] = lambda _e: None,
 ) -> AsyncIterator[dict[str, GatewayNode]]:
     """Running gateways by name (the suite's street, ``tests/street.py``, of the demo's homes at
     the demo's timing), each with fresh meter and battery readings."""

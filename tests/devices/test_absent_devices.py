@@ -26,7 +26,7 @@ import pytest
 
 from gateway.clock import Clock
 from gateway.config import load_config
-from gateway.home import BidMade, Event, GatewayNode, IntervalClosed, SetpointWritten, running
+from gateway.home import BidMade, GatewayNode, HomeEvent, IntervalClosed, SetpointWritten, running
 from gateway.identity import load_certificate, load_key_file
 from protocols.market import Agreed
 from sim_devices.demo.broker import EmbeddedBroker
@@ -80,7 +80,7 @@ async def _forward(port: int, target: tuple[str, int]) -> AsyncIterator[None]:
 
 async def test_a_gateway_trades_without_an_absent_battery_adopts_it_when_it_answers_and_says_why_it_cannot_drive_an_inverter(  # noqa: E501
         tmp_path: Path) -> None:
-    events: dict[str, list[Event]] = defaultdict(list)
+    events: dict[str, list[HomeEvent]] = defaultdict(list)
     world = World(homes=HOMES, seed=5, speed=SPEED, start_s=11 * 3600)
     battery_port = _free_port()
     unsupported = framed([device_file(INVERTER_129)])

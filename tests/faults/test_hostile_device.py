@@ -29,7 +29,7 @@ import pytest
 
 from gateway.clock import Clock
 from gateway.config import load_config
-from gateway.home import Event, GatewayNode, IntervalClosed, SetpointWritten, running
+from gateway.home import GatewayNode, HomeEvent, IntervalClosed, SetpointWritten, running
 from gateway.identity import load_certificate, load_key_file
 from gateway.ledger import Ledger
 from protocols.market import Agreed
@@ -58,7 +58,7 @@ class Home:
     node: GatewayNode
     task: asyncio.Task[None]
     out: Path
-    events: list[Event] = field(default_factory=list)
+    events: list[HomeEvent] = field(default_factory=list)
 
     @property
     def battery(self):  # the simulated battery's registers, as the gateway reads them
@@ -100,7 +100,7 @@ async def home(out: Path, *, before: Callable[[World], None] = lambda _w: None,
         [path] = provision(out, [HOME], addresses, broker_url=broker.url, timing=TIMING)
         config = load_config(path)
         certificate, _ = load_certificate(config.certificate_file)
-        events: list[Event] = []
+        events: list[HomeEvent] = []
         node = GatewayNode(config=config, key=load_key_file(config.key_file),
                            certificate=certificate, clock=Clock(origin_ms=world.now_ms,
                                                                 speed=SPEED),

@@ -15,7 +15,7 @@ import pytest
 from firmware.roles.load import LIMITED
 from gateway.clock import Clock
 from gateway.config import load_config
-from gateway.home import BidMade, Event, GatewayNode, running
+from gateway.home import BidMade, GatewayNode, HomeEvent, running
 from gateway.identity import load_certificate, load_key_file
 from sim_devices.demo.broker import EmbeddedBroker
 from sim_devices.demo.community import RunTiming, provision
@@ -65,7 +65,7 @@ async def test_the_car_is_charged_by_ready_by_in_the_intervals_the_plan_chose(tm
                   dt_ms=TIMING.physics_step_ms)
     plans: dict[int, int] = {}
 
-    def collect(event: Event) -> None:
+    def collect(event: HomeEvent) -> None:
         if isinstance(event, BidMade) and event.node == "ev-home":
             plans[event.interval] = dict(event.plan.flex).get("ev", 0)
 

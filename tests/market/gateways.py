@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gateway.clock import Clock
 from gateway.config import load_config
-from gateway.home import Event, GatewayNode, IntervalClosed, running
+from gateway.home import GatewayNode, HomeEvent, IntervalClosed, running
 from gateway.identity import load_certificate, load_key_file
 from sim_devices.demo.broker import EmbeddedBroker
 from sim_devices.demo.community import Rules, RunTiming, provision
@@ -32,7 +32,7 @@ class Gateways:
         self.closed: dict[str, dict[int, IntervalClosed]] = {n: {} for n in NAMES}
         self._running: dict[str, contextlib.AbstractAsyncContextManager[object]] = {}
 
-    def record(self, event: Event) -> None:
+    def record(self, event: HomeEvent) -> None:
         if isinstance(event, IntervalClosed):
             self.closed[event.node][event.interval] = event
 
