@@ -71,6 +71,7 @@ class Invariants:
         self._publishes: Counter[tuple[str, int]] = Counter()
         self._settled: set[tuple[str, int]] = set()
         self._accepted: dict[tuple[str, int, str], Settlement] = {}
+        self._followed: set[tuple[str, int, str]] = set()  # accepted ones checked against agreed
         self.agreed_at: dict[int, int] = {}  # when the last honest member agreed in time
         self.safe_mode = 0
         """Calm intervals (under adversaries) that no honest member agreed in time."""
@@ -137,7 +138,8 @@ class Invariants:
                 if self._accepted.setdefault(key, s) != s:
                     raise Violation("settled-twice", f"{member.name} swapped {node}'s accepted "
                                     f"settlement of interval {k}")
-                if key[2] != member.name and agreed is not None:
+                if node != member.name and agreed is not None and key not in self._followed:
+                    self._followed.add(key)  # it cannot change (checked just above)
                     _follows(agreed, s, self.tariffs, self.community, where=member.name)
 
     # --- at the end ------------------------------------------------------------------------------
