@@ -8,6 +8,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import IO
 
@@ -55,17 +56,25 @@ its too-slow health check time examples on the wall clock, which a loaded CI hos
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if (config.getoption("dist", "no") == "loadgroup" and pytest.version_tuple >= (9, 2)
+            and tuple(int(n) for n in version("pytest-xdist").split(".")[:2]) <= (3, 8)):
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} with pytest-xdist {version('pytest-xdist')} ignores "
+            "--dist loadgroup's groups (pytest-dev/pytest-xdist#1386), so the real-time lanes "
+            "would not hold: pip install -e '.[test]' installs the pinned pytest")
     config.addinivalue_line(
         "markers", "realtime(cores=1, cost_s=30): a whole community on a scaled clock; it runs "
         "only while it has ``cores`` of the machine's two real-time slots, in one of two lanes "
         "balanced by ``cost_s`` (its module's wall seconds, roughly)")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deal real-time modules to ``_LANES`` xdist groups, heaviest first to the lightest lane
-    (before xdist reads the groups: tryfirst). A module that needs both cores holds up every
-    lane while it runs, so its cost counts in each."""
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+        config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
+    """Deal real-time modules to ``_LANES`` xdist groups, heaviest first to the lightest lane.
+    A wrapper, so it runs before xdist's own hook reads the groups (``tryfirst`` is not enough: a
+    conftest's hooks are registered after xdist's worker plugin). A module that needs both cores
+    holds up every lane while it runs, so its cost counts in each."""
     costs: dict[str, tuple[int, int]] = {}
     for item in items:
         marker = item.get_closest_marker("realtime")
@@ -82,6 +91,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         module = item.nodeid.split("::")[0]
         if module in lane:
             item.add_marker(pytest.mark.xdist_group(f"realtime-{lane[module]}"))
+    return (yield)
 
 
 def _renice(value: int) -> None:
