@@ -39,6 +39,7 @@ from protocols.messages import MembershipCertificate
 from protocols.signing import public_key_hex, sign
 from sim_devices.dcbus import DcBusSpec
 from sim_devices.demo.broker import EmbeddedBroker
+from sim_devices.demo.history import HISTORY_DAYS, learned_forecast
 from sim_devices.home import HomeSpec
 from sim_devices.physics import MJ_PER_WH
 from sim_devices.scenario import FeederModel, Scenario
@@ -348,6 +349,7 @@ async def run_community(
     seed: int | None = None,
     trade: bool = True,
     planner: Literal["optimiser", "heuristic"] = "heuristic",
+    history_days: int = HISTORY_DAYS,
     broker_url: str | None = None,
     on_event: Callable[[HomeEvent, World, CommunityLog], None] | None = None,
     on_start: Callable[[str, World], None] | None = None,
@@ -357,7 +359,8 @@ async def run_community(
     ``timing`` carries the scenario's market timing (:meth:`RunTiming.of`) and the run's pace;
     ``seed`` replaces the scenario's world seed. ``trade=False`` runs the same homes in
     self-consumption only (the no-market baseline), still settled into every ledger;
-    ``planner`` is how every home plans its bids.
+    ``planner`` is how every home plans its bids; ``history_days`` how many past days each
+    gateway's forecast has learned (:mod:`sim_devices.demo.history`; 0: a first day).
     ``on_start`` sees the broker's URL and the world once the devices are served; ``on_event``
     sees every gateway event with the world (ground truth) and the log so far.
     """
@@ -367,7 +370,12 @@ async def run_community(
     world = scenario.world(speed=timing.speed, dt_ms=timing.physics_step_ms)
     homes = [home.spec for home in world.homes]
     for home in homes:  # a run is a fresh start: ledgers and forecasts of an earlier one go
-        shutil.rmtree(out / home.name / "state", ignore_errors=True)
+        state = out / home.name / "state"
+        shutil.rmtree(state, ignore_errors=True)
+        if history_days:  # ... and the forecast the home's past days taught its gateway comes
+            state.mkdir(parents=True)
+            (state / "forecast.json").write_text(learned_forecast(
+                home, world_seed=scenario.seed, days=history_days).to_json())
     log = CommunityLog(homes=tuple(h.name for h in homes),
                        window=run_window(scenario, timing, intervals))
     finished = asyncio.Event()
