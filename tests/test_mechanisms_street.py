@@ -2,9 +2,8 @@
 the embedded broker and signed messages, agree an interval in which energy changes hands under
 each mechanism, and every gateway settles it and accepts its peers' settlements.
 
-The pool mechanisms price by formula, so an owner who wants more than feed-in to sell or pays
-less than retail can sit out every interval (bill sharing prices at retail whenever the street is
-short): their owners here wish for the grid's own prices, which pooling never makes worse.
+Every owner keeps the default wishes: under a pool mechanism those are the tariffs (a pool prices
+by formula between them; at wishes inside them bill sharing and SDR traded nothing here).
 """
 
 from __future__ import annotations
@@ -21,10 +20,8 @@ from tests.street import NAMES
 pytestmark = pytest.mark.realtime
 
 MECHANISMS = ("uniform", "trade-reduction", "mmr", "sdr", "bill-sharing", "cda")
-POOLS = ("mmr", "sdr", "bill-sharing")
 TIMING = RunTiming(interval_s=30, gate_s=10, grace_s=2.5, poll_s=2.5, revert_s=30,
                    ramp_w_per_s=100_000, speed=10.0)
-GRID_PRICES = {"min_sell_price": 80, "max_buy_price": 300}  # Rules()'s tariffs
 
 
 def traded_and_settled(g: Gateways) -> int | None:
@@ -48,8 +45,7 @@ def traded_and_settled(g: Gateways) -> int | None:
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 async def test_real_gateways_agree_trade_and_settle_under(mechanism: str, tmp_path: Path) -> None:
-    async with gateways(tmp_path, rules=Rules(mechanism=mechanism), timing=TIMING,
-                        preferences=GRID_PRICES if mechanism in POOLS else None) as g:
+    async with gateways(tmp_path, rules=Rules(mechanism=mechanism), timing=TIMING) as g:
         await g.until(lambda: traded_and_settled(g) is not None, timeout_s=30)
         k = traded_and_settled(g)
         assert k is not None
