@@ -54,15 +54,18 @@ def day_problem(
     imports, exports = schedule.steps(start_ms, round(step_s * 1000), steps)
     grid = None if limits is None else limits.caps(start_ms=start_ms, step_s=step_s,
                                                     steps=steps)
-    end_value, later_price = None, 0.0
+    end_value = end_value_above = None
+    later_price = 0.0
     if steps < horizon_steps(step_s):
         later_price = max(0.0, fmean(imports))
         if battery is not None:
             end_value = later_price * battery.discharge_efficiency
+            end_value_above = max(0.0, fmean(exports)) * battery.discharge_efficiency
     return Problem(step_s=step_s, pv_wh=tuple(max(0, pv) for pv, _ in blocks),
                    load_wh=tuple(max(0, load) for _, load in blocks), import_price=imports,
                    export_price=exports, prefs=prefs, battery=battery, jobs=tuple(jobs),
-                   grid=grid, end_value=end_value, later_price=later_price)
+                   grid=grid, end_value=end_value, end_value_above=end_value_above,
+                   later_price=later_price)
 
 
 def bid_plan(outcome: Outcome, *, min_bid_wh: int) -> Plan:

@@ -93,7 +93,8 @@ def build(problem: Problem) -> Model:
         store = _storage(b, problem, problem.battery, balance=balance, name=BATTERY,
                          plugged_s=None, floor_pct=problem.prefs.reserve_pct,
                          top_pct=problem.prefs.soc_max_pct, discharge=True,
-                         end_value=end_value, owner_pen=owner_pen)
+                         end_value=end_value, end_value_above=problem.end_value_above,
+                         owner_pen=owner_pen)
     ev = _Store.absent(steps)
     shortfall: dict[str, int] = {}
     fixed: dict[str, float] = {}
@@ -180,9 +181,13 @@ class _Store(NamedTuple):
 
 def _storage(b: Builder, problem: Problem, battery: BatteryState, *, balance: IntArray,
              name: str, plugged_s: float | None, floor_pct: float | None,
-             top_pct: float | None, discharge: bool, end_value: float, owner_pen: float) -> _Store:
+             top_pct: float | None, discharge: bool, end_value: float, owner_pen: float,
+             end_value_above: float | None = None) -> _Store:
     """Charge, discharge and stored energy (cells, end of each step) of one battery, with its
-    window as soft rows: ``soc + below >= floor``, ``soc − above <= top``."""
+    window as soft rows: ``soc + below >= floor``, ``soc − above <= top``. The energy left at
+    the end is worth ``end_value`` per Wh or, with ``end_value_above`` (lower), that much per
+    Wh above the start: ``soc_end = start + gain − loss``, the gain credited at the lower value
+    and the loss charged at the higher, a concave value the LP keeps exact."""
     steps, step_s = problem.steps, problem.step_s
     absent = np.full(steps, -1, dtype=np.int64)
     plugged = steps if plugged_s is None else min(steps, math.ceil(plugged_s / step_s))
@@ -205,9 +210,15 @@ def _storage(b: Builder, problem: Problem, battery: BatteryState, *, balance: In
     charge[:plugged] = b.cols(plugged, upper=charge_top)
     out[:plugged] = b.cols(plugged, upper=discharge_top, cost=float(problem.wear_price))
     end_cost = np.zeros(plugged)
-    if plugged == steps:
+    if plugged == steps and end_value_above is None:
         end_cost[-1] = -end_value
     soc[:plugged] = b.cols(plugged, upper=capacity, cost=end_cost)
+    if plugged == steps and end_value_above is not None:
+        gain, loss = b.cols(1, cost=-end_value_above), b.cols(1, cost=end_value)
+        end = b.rows(1, lower=np.array([start]), upper=np.array([start]))
+        b.coef(end, soc[plugged - 1:plugged], 1.0)
+        b.coef(end, gain, -1.0)
+        b.coef(end, loss, 1.0)
     b.coef(balance[:plugged], charge[:plugged], -1.0)
     b.coef(balance[:plugged], out[:plugged], 1.0)
     rhs = np.zeros(plugged)

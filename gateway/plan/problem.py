@@ -99,7 +99,11 @@ class Problem:
     that did not answer: they are held idle in the first step, the one the plan commands now.
     ``wear_price`` is what a Wh discharged from a battery costs it (µ/Wh); ``end_value`` what a
     Wh left in the cells at the end of the horizon is worth (default: the mean export price after
-    the discharge loss, what the grid would pay for it at least).
+    the discharge loss, what the grid would pay for it at least). ``end_value_above``, when set,
+    is what a Wh the home battery ends with above its start is worth instead: a horizon cut short
+    (a day not yet learned, an inverter gone silent) values the energy the battery holds now at
+    what replacing it would cost, but energy bought or kept on top of that has no use the plan
+    has seen, so it is worth only what the grid pays for it.
     """
 
     step_s: float
@@ -118,6 +122,7 @@ class Problem:
     stale: frozenset[str] = field(default_factory=frozenset)
     wear_price: int = 1
     end_value: float | None = None
+    end_value_above: float | None = None
     later_price: float = 0.0
     """µ/Wh a deferrable load's energy will cost once the horizon has passed: 0 for a day the
     plan has seen (what it owes is planned), the import price when the horizon is cut short

@@ -162,6 +162,22 @@ def test_a_home_that_has_not_learned_its_day_does_not_sell_what_its_battery_hold
     assert full.end_value is None  # a whole day seen: the programme's own default
 
 
+def test_a_home_that_cannot_see_its_day_does_not_buy_energy_to_store() -> None:
+    """The horizon cut short (a day not learned yet, or an inverter gone silent, which zeroes
+    this interval's sun): energy bought into the cells now has no use the plan has seen, so it
+    is worth only what the grid would pay for it later, and the bid buys no more than the
+    interval's own deficit. Valued at retail, the plan bid for a full battery at up to retail x
+    the round trip, and a home whose inverter came back exported it at feed-in."""
+    schedule = load_schedule(None, fixed=FIXED)
+    blind = day_problem(start_ms=START + 12 * 3_600_000, step_s=900, first=(0, 400), ahead=(),
+                        battery=replace(BATTERY, soc_pct=30), prefs=PREFS, jobs=(),
+                        schedule=schedule, limits=None)
+    assert blind.end_value_above == 80 * BATTERY.discharge_efficiency
+    plan = bid_plan(PLANNER.plan(blind, max_buy_wh=5_000, max_sell_wh=5_000), min_bid_wh=1)
+    assert plan.side != "buy" or plan.energy_wh <= 400, plan
+    assert plan.battery_wh <= 0, plan  # nothing charged for a later it cannot see
+
+
 def test_a_home_that_has_not_learned_its_day_runs_its_loads_on_a_surplus_now() -> None:
     """Nothing seen after this interval, 2 kW of sun to spare and a 3 kWh water heater due in
     six hours: it runs now on the surplus (as the heuristic runs it), not at its latest start,
