@@ -14,8 +14,7 @@ import pytest
 
 from protocols.market import Agreed
 from sim_devices.demo.community import Rules, RunTiming
-from tests.market.gateways import Gateways, gateways
-from tests.street import NAMES
+from tests.street import NAMES, Street, street
 
 pytestmark = pytest.mark.realtime
 
@@ -24,7 +23,7 @@ TIMING = RunTiming(interval_s=30, gate_s=10, grace_s=2.5, poll_s=2.5, revert_s=3
                    ramp_w_per_s=100_000, speed=10.0)
 
 
-def traded_and_settled(g: Gateways) -> int | None:
+def traded_and_settled(g: Street) -> int | None:
     """An interval every gateway agreed alike, with energy traded, that every gateway settled and
     in which each accepted every peer's settlement; None while there is none."""
     for k in sorted(g.closed[NAMES[0]]):
@@ -45,7 +44,7 @@ def traded_and_settled(g: Gateways) -> int | None:
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 async def test_real_gateways_agree_trade_and_settle_under(mechanism: str, tmp_path: Path) -> None:
-    async with gateways(tmp_path, rules=Rules(mechanism=mechanism), timing=TIMING) as g:
+    async with street(tmp_path, rules=Rules(mechanism=mechanism), timing=TIMING) as g:
         await g.until(lambda: traded_and_settled(g) is not None, timeout_s=30)
         k = traded_and_settled(g)
         assert k is not None
