@@ -30,7 +30,7 @@ Two pymarket quirks the harness works around (both documented in docs/benchmarks
   pandas is pinned below 3.
 
 Welfare = sum(bought Wh x buyer limit) - sum(sold Wh x seller limit), in µ, against the efficient
-maximum (the uniform walk's matched quantity is the welfare-maximising one).
+maximum (:mod:`protocols.clearing.welfare`, which ``gridpeer sim compare`` reports too).
 
 Curves (issue 16): books of 4-step bid curves (``make_curves``: sellers' prices ascending,
 buyers' descending, inside the tariff band), at 100,000 orders (25,000 curves) for every
@@ -58,13 +58,13 @@ from protocols.clearing import (
     MECHANISMS,
     ClearingParams,
     Order,
-    Result,
     Side,
     Tariffs,
     clear,
     orders_from_bids,
     result_hash,
 )
+from protocols.clearing.welfare import efficient_welfare, welfare
 from protocols.messages import Bid, Step
 
 SEED = 20261121
@@ -142,33 +142,6 @@ def best_time(fn: Callable[[], T], repeats: int, *, gc_off: bool = True) -> tupl
 CPU: list[float] = []
 
 
-def our_welfare(orders: list[Order], result: Result) -> int:
-    limit = {o.node: o.limit_price for o in orders}
-    return sum(o.bought_wh * limit[o.node] - o.sold_wh * limit[o.node] for o in result.outcomes)
-
-
-def efficient_welfare(orders: list[Order]) -> int:
-    """Maximum welfare: match the best bids against the cheapest asks while bid >= ask."""
-    bids = sorted(((o.limit_price, o.energy_wh) for o in orders if o.side == "buy"), reverse=True)
-    asks = sorted((o.limit_price, o.energy_wh) for o in orders if o.side == "sell")
-    i = j = 0
-    welfare = 0
-    lb = bids[0][1] if bids else 0
-    ls = asks[0][1] if asks else 0
-    while i < len(bids) and j < len(asks) and bids[i][0] >= asks[j][0]:
-        q = min(lb, ls)
-        welfare += q * (bids[i][0] - asks[j][0])
-        lb -= q
-        ls -= q
-        if not lb:
-            i += 1
-            lb = bids[i][1] if i < len(bids) else 0
-        if not ls:
-            j += 1
-            ls = asks[j][1] if j < len(asks) else 0
-    return welfare
-
-
 def pymarket_run(orders: list[Order], algo: str) -> tuple[float, float, float]:
     """(seconds, CPU seconds, welfare in µ) of one pymarket mechanism on ``orders``; bid loading
     not timed."""
@@ -206,11 +179,11 @@ def main() -> None:
     best: dict[int, int] = {}
     for n in OUR_SIZES + tuple(s for s in PYMARKET_SIZES if s not in OUR_SIZES):
         orders = make_orders(n)
-        best[n] = efficient_welfare(orders)
+        best[n] = efficient_welfare(orders, PARAMS.tariffs)
         for name in MECHANISMS:
             seconds, result = best_time(partial(clear, name, orders, PARAMS), REPEATS[n])
             cpu[name, n] = CPU[-1]
-            ours[name, n] = (seconds, our_welfare(orders, result))
+            ours[name, n] = (seconds, welfare(orders, result.outcomes, PARAMS.tariffs))
         if pm_version and n in PYMARKET_SIZES:
             for algo in PAIRS.values():
                 if n <= PYMARKET_CAP[algo]:
@@ -224,10 +197,10 @@ def main() -> None:
     )
     for name in MECHANISMS:
         for n in sorted({k[1] for k in ours}):
-            seconds, welfare = ours[name, n]
+            seconds, realised = ours[name, n]
             row = (
                 f"{name:<16}{n:>8,}{seconds * 1e3:>10.1f}{cpu[name, n] * 1e3:>9.1f}"
-                f"{100 * welfare / best[n]:>10.2f}%"
+                f"{100 * realised / best[n]:>10.2f}%"
             )
             paired = PAIRS.get(name)
             if paired and (paired, n) in theirs:
