@@ -572,7 +572,11 @@ class IntervalSession:
         if count > members // 2:
             mine = self._mine
             if mine is not None and (mine.bid_set_digest, mine.result_hash) == top:
-                return []  # ours has the majority: the others come to it
+                # Ours has the majority: the others come to it. For good: if a voter of it moves
+                # away later (an adversary may), peers may already have counted ours in a
+                # quorum, so taking it back for a union could make a second one.
+                self._union_done = True
+                return []
             joined = self._join(top)
             if joined is None:
                 return self._fetch_once()

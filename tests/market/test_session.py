@@ -281,6 +281,29 @@ def test_commitments_spread_over_bid_sets_converge_on_their_union() -> None:
     assert len({s.outcome.result_hash for s in sessions.values()}) == 1  # type: ignore[union-attr]
 
 
+def test_a_member_whose_vote_had_the_majority_never_takes_it_back() -> None:
+    """Alice, carol and mallory committed to the bids before dave's late replacement, bob and
+    dave to the set with it: at the union round alice's result has a majority of the five, so
+    she keeps it, and bob and dave may join it and count her in their quorum. Mallory then
+    moves her vote: alice no longer sees a majority, but she must not re-vote for the union
+    (the sim's seed 5086: her vote, taken back, left the quorum others had counted short)."""
+    five = (*NODES, "dave", "mallory")
+    early = (*BIDS, bid("dave", "buy", 300, 240))
+    late = (*BIDS, bid("dave", "buy", 400, 240, seq=1))
+    alice = session("alice", active=five)
+    mine = cleared(alice, early)
+    alice.on_bid(late[-1])  # after her gate: known, not in her first vote
+    theirs = cleared(session("bob", active=five), late)
+    for node, c in (("carol", mine), ("mallory", mine), ("bob", theirs), ("dave", theirs)):
+        assert heard(alice, c.model_copy(update={"node": node})) == []
+    union_at = TIMING.union_ms(K)
+    assert alice.tick(union_at) == []  # ours has 3 of 5: the others come to it
+    moved = mine.model_copy(update={"node": "mallory", "result_hash": "0" * 64})
+    heard(alice, moved)
+    assert not [a for a in alice.tick(union_at + 1) if isinstance(a, Commit)]
+    assert alice.held("alice") == mine
+
+
 def test_a_long_bid_set_travels_apart_and_a_minority_fetches_it_to_join() -> None:
     """Past MAX_INLINE_BIDS the commitment names its set by digest; the list goes out once as a
     BidSet, and a member that needs it (here to join the majority) fetches it."""
