@@ -22,6 +22,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.cli import main
 from gateway.dashboard import Dashboard
 from gateway.dashboard.app import Request
@@ -30,6 +32,7 @@ from tests._require import require
 from tests.dashboard.community import community
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+pytestmark = pytest.mark.realtime  # a community on a scaled clock; the page polls on the wall clock
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 
 
@@ -146,8 +149,9 @@ async def test_page_shows_the_api_values_and_updates(tmp_path, capsys):
                 async def page_matches_api() -> dict[str, str]:
                     """Wait until every value on the page is the API's, for the node's state at
                     the last ``freeze()`` (the API may serve the one before for up to its
-                    ``max_age_s``); returns field texts."""
-                    async with asyncio.timeout(10):
+                    ``max_age_s``); returns field texts. The timeout only bounds a page that
+                    never matches: a loaded host may take a while to render."""
+                    async with asyncio.timeout(30):
                         while True:
                             now_ms, fields, rows, link = await call(browser.execute_script,
                                                                     _READ_DOM)
