@@ -62,6 +62,11 @@ def pytest_configure(config: pytest.Config) -> None:
             f"pytest {pytest.__version__} with pytest-xdist {version('pytest-xdist')} ignores "
             "--dist loadgroup's groups (pytest-dev/pytest-xdist#1386), so the real-time lanes "
             "would not hold: pip install -e '.[test]' installs the pinned pytest")
+    if config.getoption("dist", "no") == "loadgroup":
+        # work units in collection order, where the lanes come first (see the hook below);
+        # xdist's default hands out the units with the most tests first, and the lanes waited
+        # behind every module with more tests than they have
+        config.option.loadscopereorder = False
     config.addinivalue_line(
         "markers", "realtime(cores=1, cost_s=30): a whole community on a scaled clock; it runs "
         "only while it has ``cores`` of the machine's two real-time slots, in one of two lanes "
@@ -74,7 +79,9 @@ def pytest_collection_modifyitems(
     """Deal real-time modules to ``_LANES`` xdist groups, heaviest first to the lightest lane.
     A wrapper, so it runs before xdist's own hook reads the groups (``tryfirst`` is not enough: a
     conftest's hooks are registered after xdist's worker plugin). A module that needs both cores
-    holds up every lane while it runs, so its cost counts in each."""
+    holds up every lane while it runs, so its cost counts in each. The lanes' tests move to the
+    front of the collection, so the lanes are the first work units handed out: they are the
+    longest path through the suite."""
     costs: dict[str, tuple[int, int]] = {}
     for item in items:
         marker = item.get_closest_marker("realtime")
@@ -91,6 +98,7 @@ def pytest_collection_modifyitems(
         module = item.nodeid.split("::")[0]
         if module in lane:
             item.add_marker(pytest.mark.xdist_group(f"realtime-{lane[module]}"))
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in lane)  # stable
     return (yield)
 
 
