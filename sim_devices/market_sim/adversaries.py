@@ -24,7 +24,7 @@ from protocols.messages import (
     SignedEnvelope,
 )
 from protocols.signing import Rejected, sign, verify
-from sim_devices.market_sim.members import Member
+from sim_devices.market_sim.members import SimGateway
 
 M = TypeVar("M", Bid, Commitment, Settlement)
 
@@ -32,12 +32,12 @@ KINDS = ("equivocator", "replayer", "withholder", "liar", "flooder", "junk", "tu
          "settle-liar")
 
 
-class Adversary(Member):
+class Adversary(SimGateway):
     honest = False
     kind = ""
 
     def _hex(self) -> str:
-        return self.world.rng.randbytes(32).hex()
+        return self.stage.rng.randbytes(32).hex()
 
 
 class Equivocator(Adversary):
@@ -45,9 +45,9 @@ class Equivocator(Adversary):
 
     def bid(self, k: int, *, withdraw: bool = False) -> None:
         super().bid(k, withdraw=withdraw)
-        first = _parsed(self.own_retained[topics.bid(self.world.community, k, self.name)], Bid)
+        first = _parsed(self.own_retained[topics.bid(self.stage.community, k, self.name)], Bid)
         other = first.model_copy(update={"energy_wh": first.energy_wh + 1})
-        self.send(topics.bid(self.world.community, k, self.name),
+        self.send(topics.bid(self.stage.community, k, self.name),
                   sign("bid", other, self.key).to_bytes(), retain=False)
 
 
@@ -71,19 +71,19 @@ class Replayer(Adversary):
     def act(self) -> None:
         super().act()
         old = [h for h in self.heard if h[0] <= self.market.retired]
-        if old and self.world.rng.random() < 0.05:
-            _, topic, payload = self.world.rng.choice(old)
+        if old and self.stage.rng.random() < 0.05:
+            _, topic, payload = self.stage.rng.choice(old)
             if self.connected:  # raw: not remembered, as the market did not ask for it
-                self.world.network.publish(self.name, topic, payload, retain=True)
+                self.stage.network.publish(self.name, topic, payload, retain=True)
 
 
 class Withholder(Adversary):
     kind = "withholder"
 
     def act(self) -> None:
-        now, timing = self.now, self.world.timing
+        now, timing = self.now, self.stage.timing
         k = timing.open_interval(now)
-        if k in self.world.trading and k not in self.bid_for and \
+        if k in self.stage.trading and k not in self.bid_for and \
                 timing.gate_close_ms(k) - now <= self.tick_ms + 5:
             self.bid_for.add(k)
             self.bid(k)
@@ -94,7 +94,7 @@ class Liar(Adversary):
     kind = "liar"
 
     def send(self, topic: str, payload: bytes, *, retain: bool) -> None:
-        if payload and _kind(topic) is topics.Kind.COMMIT and self.world.rng.random() < 0.7:
+        if payload and _kind(topic) is topics.Kind.COMMIT and self.stage.rng.random() < 0.7:
             mine = _parsed(payload, Commitment)
             payload = sign("commit", mine.model_copy(update={"result_hash": self._hex()}),
                            self.key).to_bytes()
@@ -106,11 +106,11 @@ class Flooder(Adversary):
 
     def act(self) -> None:
         super().act()
-        rng, now = self.world.rng, self.now
+        rng, now = self.stage.rng, self.now
         if rng.random() > 0.02:
             return
-        k = self.world.timing.open_interval(now)
-        c = self.world.community
+        k = self.stage.timing.open_interval(now)
+        c = self.stage.community
         for seq in range(100, 130):
             bid = Bid(community=c, interval=k, node=self.name, seq=seq, side="sell",
                       energy_wh=rng.randint(1, 5_000), limit_price=rng.randint(1, 300),
@@ -130,10 +130,10 @@ class Junk(Adversary):
 
     def act(self) -> None:
         super().act()
-        rng = self.world.rng
+        rng = self.stage.rng
         if rng.random() > 0.03:
             return
-        c, k = self.world.community, self.world.timing.open_interval(self.now)
+        c, k = self.stage.community, self.stage.timing.open_interval(self.now)
         own = [topics.bid(c, k, self.name), topics.commit(c, k, self.name),
                topics.settle(c, k, self.name), topics.presence(c, self.name)]
         bad = f"{topics.ROOT}/{c}/bids/{topics.SLOTS}/{self.name}"
@@ -150,8 +150,8 @@ class Turncoat(Adversary):
 
     def act(self) -> None:
         super().act()
-        if self.connected and self.world.rng.random() < 0.005:
-            self.world.network.cut(self.name)
+        if self.connected and self.stage.rng.random() < 0.005:
+            self.stage.network.cut(self.name)
 
     def on_connected(self) -> None:
         if self.connections < 2:
@@ -169,7 +169,7 @@ class SettleLiar(Adversary):
     def send(self, topic: str, payload: bytes, *, retain: bool) -> None:
         if payload and _kind(topic) is topics.Kind.SETTLE:
             true = _parsed(payload, Settlement)
-            field = self.world.rng.choice(("money", "cleared_wh", "grid_export_wh"))
+            field = self.stage.rng.choice(("money", "cleared_wh", "grid_export_wh"))
             lie = true.model_copy(update={field: getattr(true, field) - 100})
             payload = sign("settle", lie, self.key).to_bytes()
         super().send(topic, payload, retain=retain)

@@ -4,7 +4,7 @@ A window is a partition of one member (its connection cut until the window ends)
 (``slow_ms`` more on each message), a lossy inbox (a share of deliveries lost) or a broker
 restart (down for a while, back with what persistence saved). Persistence saves every
 ``autosave_ms`` when the seed has it. Clock skew and drift are per member and always on
-(:class:`~sim_devices.market_sim.members.Clock`).
+(:class:`~sim_devices.market_sim.members.SkewedClock`).
 
 :meth:`FaultPlan.calm` is the liveness condition's "messages delivered within the grace": no
 window of any kind and no message lost to an honest member from a full interval before the gate
@@ -24,7 +24,7 @@ Kind = Literal["partition", "slow", "lossy", "restart"]
 
 
 @dataclass(frozen=True, slots=True)
-class Window:
+class FaultWindow:
     kind: Kind
     member: str  # "" for the broker
     start_ms: int
@@ -34,7 +34,7 @@ class Window:
 
 @dataclass
 class FaultPlan:
-    windows: list[Window] = field(default_factory=list)
+    windows: list[FaultWindow] = field(default_factory=list)
     autosave_ms: int = 0  # 0: no persistence
 
     @classmethod
@@ -49,7 +49,7 @@ class FaultPlan:
             member = "" if kind == "restart" else rng.choice(members)
             amount = {"partition": 0, "slow": rng.randint(100, 1_500),
                       "lossy": rng.randint(50, 700), "restart": rng.randint(50, 2_000)}[kind]
-            plan.windows.append(Window(kind, member, begin, begin + span, amount))
+            plan.windows.append(FaultWindow(kind, member, begin, begin + span, amount))
         plan.windows.sort(key=lambda w: (w.start_ms, w.kind, w.member))
         return plan
 
@@ -72,7 +72,7 @@ class FaultPlan:
         return not any(network.lost_between(m, start_ms, end_ms) for m in honest)
 
 
-def _begin(network: Network, w: Window) -> None:
+def _begin(network: Network, w: FaultWindow) -> None:
     network.trace.add(network.scheduler.now, f"fault:{w.kind}", w.member, "", w.amount)
     if w.kind == "restart":
         network.restart_broker(w.amount)
@@ -87,7 +87,7 @@ def _begin(network: Network, w: Window) -> None:
         link.loss = w.amount / 1000
 
 
-def _end(network: Network, w: Window) -> None:
+def _end(network: Network, w: FaultWindow) -> None:
     network.trace.add(network.scheduler.now, f"fault-end:{w.kind}", w.member, "", 0)
     link = network.links[w.member]
     if w.kind == "partition":

@@ -30,7 +30,7 @@ from protocols.clearing import Result, Tariffs
 from protocols.market import Agreed, Outcome, TaggedMeterReading, Timing, topics
 from protocols.market.settlement import expected_settlement
 from protocols.messages import MessageError, Settlement, SignedEnvelope
-from sim_devices.market_sim.members import Member
+from sim_devices.market_sim.members import SimGateway
 
 COMMITS = 3
 """Commitments one member may publish for one interval: its first, the union round's, a join."""
@@ -78,10 +78,10 @@ class Invariants:
 
     # --- as it happens ---------------------------------------------------------------------------
 
-    def on_publish(self, member: Member, topic: str, payload: bytes) -> None:
+    def on_publish(self, member: SimGateway, topic: str, payload: bytes) -> None:
         if not member.honest:
             return
-        window = member.world.scheduler.now // self.timing.length_ms
+        window = member.stage.scheduler.now // self.timing.length_ms
         self._publishes[member.name, window] += 1
         if self._publishes[member.name, window] > PUBLISHES:
             raise Violation("bounded", f"{member.name} published more than {PUBLISHES} "
@@ -97,12 +97,12 @@ class Invariants:
             raise Violation("bounded", f"{member.name} published more than {COMMITS} "
                             f"commitments for interval {interval}")
 
-    def on_outcome(self, member: Member, outcome: Outcome) -> None:
+    def on_outcome(self, member: SimGateway, outcome: Outcome) -> None:
         if not member.honest or not isinstance(outcome, Agreed):
             return
         k = outcome.interval
         if not outcome.late:
-            self.agreed_at[k] = member.world.scheduler.now
+            self.agreed_at[k] = member.stage.scheduler.now
         first = self.agreed.setdefault(k, outcome)
         if (first.result_hash, first.bid_set_digest) != (outcome.result_hash,
                                                           outcome.bid_set_digest):
@@ -112,7 +112,7 @@ class Invariants:
             self._balanced.add(outcome.result_hash)
             balance(outcome.result, self.tariffs, where=f"interval {k}")
 
-    def on_settled(self, member: Member, settlement: Settlement) -> None:
+    def on_settled(self, member: SimGateway, settlement: Settlement) -> None:
         key = (member.name, settlement.interval)
         if key in self._settled:
             raise Violation("settled-twice", f"{member.name} settled {settlement.interval} again")
@@ -122,7 +122,7 @@ class Invariants:
             raise Violation("safety", f"{member.name} settled {settlement.interval}, which no "
                             "honest member agreed")
 
-    def check_member(self, member: Member) -> None:
+    def check_member(self, member: SimGateway) -> None:
         """The periodic checks of one honest member: what it holds open, what it accepted."""
         market, now = member.market, member.now
         k_open = self.timing.open_interval(now)
@@ -144,7 +144,7 @@ class Invariants:
 
     # --- at the end ------------------------------------------------------------------------------
 
-    def finish(self, honest: list[Member], trading: Iterable[int],
+    def finish(self, honest: list[SimGateway], trading: Iterable[int],
                calm: Callable[[int], bool], *, hostile: bool) -> int:
         """Liveness over the run (``hostile``: adversaries outside :data:`LIVE_UNDER` took part);
         returns how many intervals were calm (checked), and counts in :attr:`safe_mode` the calm

@@ -1,7 +1,7 @@
 """A member: one home's :class:`~protocols.market.Market`, driven the way its gateway drives it.
 
 What ``gateway/market/agent.py`` and its link do, in simulated time: tick the market every
-``tick_ms`` of the member's own clock (skewed and drifting, :class:`Clock`), feed it every
+``tick_ms`` of the member's own clock (skewed and drifting, :class:`SkewedClock`), feed it every
 delivery, and carry out its actions in order: publish, fetch (subscribe), forget (unsubscribe),
 count rejections, keep evidence, hand outcomes on. Like ``PeerLink`` it reconnects after a lost
 connection (retrying every ``retry_ms``), subscribes again (its fetch filters too), publishes a
@@ -47,15 +47,15 @@ from sim_devices.market_sim.scheduler import Scheduler
 class Checker(Protocol):
     """What the invariants are told as it happens (:mod:`sim_devices.market_sim.invariants`)."""
 
-    def on_publish(self, member: Member, topic: str, payload: bytes) -> None: ...
+    def on_publish(self, member: SimGateway, topic: str, payload: bytes) -> None: ...
 
-    def on_outcome(self, member: Member, outcome: Outcome) -> None: ...
+    def on_outcome(self, member: SimGateway, outcome: Outcome) -> None: ...
 
-    def on_settled(self, member: Member, settlement: Settlement) -> None: ...
+    def on_settled(self, member: SimGateway, settlement: Settlement) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
-class Clock:
+class SkewedClock:
     """A member's clock: ``skew_ms`` off and ``drift_ppm`` fast (negative: slow)."""
 
     skew_ms: int
@@ -66,7 +66,7 @@ class Clock:
 
 
 @dataclass
-class World:
+class Stage:
     """What every member shares: time, the wire, the random source, the checks."""
 
     scheduler: Scheduler
@@ -79,7 +79,7 @@ class World:
 
 
 @dataclass
-class Meter:
+class TaggingMeter:
     device_id: str
     key: bytes
     seq: int = 0
@@ -97,7 +97,7 @@ class Meter:
 
 
 @dataclass
-class Home:
+class BiddingHabits:
     """How a home bids: mostly on one side, at prices around the tariffs."""
 
     seller: bool
@@ -105,15 +105,15 @@ class Home:
     short_share: float  # how often it delivers less than its position
 
 
-class Member:
+class SimGateway:
     """An honest gateway (adversaries subclass it, :mod:`sim_devices.market_sim.adversaries`)."""
 
     honest = True
 
-    def __init__(self, world: World, *, name: str, key: Ed25519PrivateKey, market: Market,
-                 clock: Clock, tick_ms: int, retry_ms: int, clean: bool, home: Home,
-                 meter: Meter) -> None:
-        self.world = world
+    def __init__(self, stage: Stage, *, name: str, key: Ed25519PrivateKey, market: Market,
+                 clock: SkewedClock, tick_ms: int, retry_ms: int, clean: bool, home: BiddingHabits,
+                 meter: TaggingMeter) -> None:
+        self.stage = stage
         self.name = name
         self.key = key
         self.market = market
@@ -127,7 +127,7 @@ class Member:
         self.started = False
         self.connections = 0
         self.own_retained: dict[str, bytes] = {}  # latest per topic, b"": a clear not acked
-        self.filters: list[str] = list(topics.subscriptions(world.community))
+        self.filters: list[str] = list(topics.subscriptions(stage.community))
         self.rejections: Counter[str] = Counter()
         self.evidence: list[Evidence] = []
         self.outcomes: dict[int, Outcome] = {}  # the first outcome of each interval
@@ -140,25 +140,25 @@ class Member:
     @property
     def now(self) -> int:
         """This member's clock reading."""
-        return self.clock.local(self.world.scheduler.now)
+        return self.clock.local(self.stage.scheduler.now)
 
     def start(self) -> None:
         self.started = True
         self.carry_out(self.market.start(self.now))
         self.connect()
-        self.world.scheduler.at(self.world.scheduler.now + self.tick_ms, self.tick)
+        self.stage.scheduler.at(self.stage.scheduler.now + self.tick_ms, self.tick)
 
     def tick(self) -> None:
         self.carry_out(self.market.tick(self.now))
         self.act()
-        self.world.scheduler.at(self.world.scheduler.now + self.tick_ms, self.tick)
+        self.stage.scheduler.at(self.stage.scheduler.now + self.tick_ms, self.tick)
 
     def act(self) -> None:
         """The home's turn at each tick: bid for the open interval, settle decided ones."""
-        now, timing = self.now, self.world.timing
+        now, timing = self.now, self.stage.timing
         k = timing.open_interval(now)
-        rng = self.world.rng
-        if k in self.world.trading and now < timing.gate_close_ms(k):
+        rng = self.stage.rng
+        if k in self.stage.trading and now < timing.gate_close_ms(k):
             if k not in self.bid_for:
                 self.bid_for.add(k)
                 if rng.random() < self.home.bid_share:
@@ -168,7 +168,7 @@ class Member:
         self.settle_decided()
 
     def bid(self, k: int, *, withdraw: bool = False) -> None:
-        rng = self.world.rng
+        rng = self.stage.rng
         seller = self.home.seller if rng.random() < 0.8 else not self.home.seller
         side: Literal["buy", "sell"] = "sell" if seller else "buy"
         energy = 0 if withdraw else rng.randint(50, 3_000)
@@ -179,7 +179,7 @@ class Member:
     def settle_decided(self) -> None:
         now = self.now
         for k in list(self.agreed_waiting):
-            if self.market.undecided(k, now) or now < self.world.timing.end_ms(k):
+            if self.market.undecided(k, now) or now < self.stage.timing.end_ms(k):
                 continue
             self.agreed_waiting.remove(k)
             agreed = self.market.agreed(k)
@@ -188,13 +188,13 @@ class Member:
             position = agreed.position
             cleared = 0 if position is None else position.bought_wh - position.sold_wh
             delivered = cleared
-            if cleared and self.world.rng.random() < self.home.short_share:
-                delivered = cleared * self.world.rng.randint(0, 9) // 10
+            if cleared and self.stage.rng.random() < self.home.short_share:
+                delivered = cleared * self.stage.rng.randint(0, 9) // 10
             self.settled.add(k)
             _, actions = self.market.settle(
                 k, delivered_wh=delivered, meter_reading=self.meter.read(delivered), bus_wh=0,
                 now_ms=now)
-            self.world.checker.on_settled(self, self.market.settlements(k)[self.name])
+            self.stage.checker.on_settled(self, self.market.settlements(k)[self.name])
             self.carry_out(actions)
 
     # --- the link --------------------------------------------------------------------------------
@@ -202,13 +202,13 @@ class Member:
     def connect(self) -> None:
         """Connect, subscribe, say ``online`` (its ``offline`` the will) and replay what this
         node retains, as ``PeerLink`` does after every (re)connect."""
-        net = self.world.network
+        net = self.stage.network
         if not net.reachable(self.name):
-            self.world.scheduler.at(self.world.scheduler.now + self.retry_ms, self.connect)
+            self.stage.scheduler.at(self.stage.scheduler.now + self.retry_ms, self.connect)
             return
         self.connections += 1
         online, offline = self.market.presence(self.connections)
-        presence = topics.presence(self.world.community, self.name)
+        presence = topics.presence(self.stage.community, self.name)
         net.open(self.name, clean=self.clean, will=(presence, offline))
         self.connected = True
         for topic_filter in self.filters:
@@ -223,7 +223,7 @@ class Member:
 
     def link_lost(self) -> None:
         self.connected = False
-        self.world.scheduler.at(self.world.scheduler.now + self.retry_ms, self.connect)
+        self.stage.scheduler.at(self.stage.scheduler.now + self.retry_ms, self.connect)
 
     def acked(self, topic: str, payload: bytes) -> None:
         if not payload and self.own_retained.get(topic) == b"":
@@ -238,10 +238,10 @@ class Member:
             self.own_retained.pop(topic, None)
             self.own_retained[topic] = payload
         if self.connected:
-            self.world.network.publish(self.name, topic, payload, retain=retain)
+            self.stage.network.publish(self.name, topic, payload, retain=retain)
 
     def carry_out(self, actions: list[Action]) -> None:
-        checker = self.world.checker
+        checker = self.stage.checker
         for action in actions:
             match action:
                 case Publish(topic=topic, payload=payload, retain=retain):
@@ -251,12 +251,12 @@ class Member:
                     if topic_filter not in self.filters:
                         self.filters.append(topic_filter)
                     if self.connected:
-                        self.world.network.subscribe(self.name, topic_filter)
+                        self.stage.network.subscribe(self.name, topic_filter)
                 case Forget(topic_filter=topic_filter):
                     if topic_filter in self.filters:
                         self.filters.remove(topic_filter)
                     if self.connected:
-                        self.world.network.unsubscribe(self.name, topic_filter)
+                        self.stage.network.unsubscribe(self.name, topic_filter)
                 case Rejected(reason=reason):
                     self.rejections[reason] += 1
                 case Evidence():

@@ -23,7 +23,13 @@ from sim_devices.market_sim.adversaries import BY_KIND, KINDS
 from sim_devices.market_sim.broker import Broker
 from sim_devices.market_sim.faults import FaultPlan
 from sim_devices.market_sim.invariants import LIVE_UNDER, Invariants, Violation
-from sim_devices.market_sim.members import Clock, Home, Member, Meter, World
+from sim_devices.market_sim.members import (
+    BiddingHabits,
+    SimGateway,
+    SkewedClock,
+    Stage,
+    TaggingMeter,
+)
 from sim_devices.market_sim.network import Link, Network
 from sim_devices.market_sim.opener import SharedOpener
 from sim_devices.market_sim.scheduler import Scheduler
@@ -87,17 +93,17 @@ def run(seed: int, config: Config = Config()) -> Report:
                          horizon=config.horizon)
     first = timing.open_interval(JOIN_MS * 2) + 1
     trading = range(first, first + config.intervals)
-    world = World(scheduler=scheduler, network=network, rng=rng, timing=timing, checker=checker,
+    stage = Stage(scheduler=scheduler, network=network, rng=rng, timing=timing, checker=checker,
                   trading=trading, community=COMMUNITY)
     authority = key_from(rng)
     names = [f"m{i:05d}" for i in range(config.members)]
     bad = config.members // 3 if config.adversaries else 0
     hostile = dict(zip(sorted(rng.sample(names, rng.randint(0, bad))),
                        (rng.choice(KINDS) for _ in range(bad)), strict=False))
-    members: list[Member] = []
+    members: list[SimGateway] = []
     opener = SharedOpener()
     for name in names:
-        members.append(_member(world, name, authority, rng, config, hostile.get(name), opener))
+        members.append(_member(stage, name, authority, rng, config, hostile.get(name), opener))
         report.adversaries += [f"{name}:{hostile[name]}"] if name in hostile else []
     end_ms = timing.end_ms(trading[-1]) + (config.horizon + 3) * timing.length_ms
     plan = FaultPlan.draw(rng, names, start_ms=JOIN_MS * 2, end_ms=timing.end_ms(trading[-1]),
@@ -145,29 +151,29 @@ def run(seed: int, config: Config = Config()) -> Report:
     return report
 
 
-def _member(world: World, name: str, authority: Ed25519PrivateKey, rng: random.Random,
-            config: Config, hostile: str | None, opener: SharedOpener) -> Member:
+def _member(stage: Stage, name: str, authority: Ed25519PrivateKey, rng: random.Random,
+            config: Config, hostile: str | None, opener: SharedOpener) -> SimGateway:
     key = key_from(rng)
     cert = MembershipCertificate(
         community=COMMUNITY, node=name, public_key=public_key_hex(key), bus="b1",
         import_limit_w=10_000, export_limit_w=10_000, valid_from_ms=0, valid_until_ms=DAY_MS)
-    meter = Meter(device_id=f"meter-{name}", key=rng.randbytes(32))
+    meter = TaggingMeter(device_id=f"meter-{name}", key=rng.randbytes(32))
     market = Market(community=COMMUNITY, node=name, identity=key,
                     certificate=sign("cert", cert, authority),
                     authority_key_hex=public_key_hex(authority), timing=TIMING, params=PARAMS,
                     horizon=config.horizon, opener=opener,
                     meter_keys={name: MeterKey(device_id=meter.device_id, key=meter.key)})
-    cls = Member if hostile is None else BY_KIND[hostile]
-    member = cls(world, name=name, key=key, market=market,
-                 clock=Clock(skew_ms=rng.randint(-20, 20), drift_ppm=rng.randint(-100, 100)),
+    cls = SimGateway if hostile is None else BY_KIND[hostile]
+    member = cls(stage, name=name, key=key, market=market,
+                 clock=SkewedClock(skew_ms=rng.randint(-20, 20), drift_ppm=rng.randint(-100, 100)),
                  tick_ms=rng.randint(15, 50), retry_ms=rng.randint(100, 1_000),
                  clean=rng.random() < 0.8,
-                 home=Home(seller=rng.random() < 0.4, bid_share=rng.uniform(0.6, 1.0),
+                 home=BiddingHabits(seller=rng.random() < 0.4, bid_share=rng.uniform(0.6, 1.0),
                            short_share=rng.choice((0.0, 0.1, 0.5))),
                  meter=meter)
     base, jitter = rng.randint(1, 15), rng.randint(0, 25)
     dup, reorder, queue = rng.choice((0.0, 0.01, 0.1)), rng.random() < 0.3, rng.choice((50, 1_000))
-    world.network.attach(name, member, Link(
+    stage.network.attach(name, member, Link(
         base_ms=base, jitter_ms=jitter, dup=dup, reorder=reorder,
         # Without faults, the field broker's limits (docs/brokers.md): nothing is dropped.
         queue_limit=queue if config.faults else 20_100))
