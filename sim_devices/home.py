@@ -26,7 +26,7 @@ from sim_devices.ev import EvSpec, EvState, ev_initial, ev_step
 from sim_devices.physics import (
     MJ_PER_WH,
     BatterySpec,
-    BatteryState,
+    Cells,
     FlexSpec,
     FlexState,
     MeterState,
@@ -117,7 +117,7 @@ class HomeState:
 
     t_ms: int
     pv: PvState
-    battery: BatteryState
+    battery: Cells
     flex: FlexState
     meter: MeterState
     load_w: int = 0

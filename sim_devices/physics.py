@@ -128,7 +128,7 @@ class BatterySpec:
 
 
 @dataclass(frozen=True, slots=True)
-class BatteryState:
+class Cells:
     """Energy in the cells and the power at the terminals during the last step (+ = charge)."""
 
     stored_mj: int
@@ -140,14 +140,14 @@ class BatteryState:
         return 100.0 * self.stored_mj / spec.capacity_mj
 
 
-def battery_initial(spec: BatterySpec, *, soc_pct: float) -> BatteryState:
+def battery_initial(spec: BatterySpec, *, soc_pct: float) -> Cells:
     """A battery at ``soc_pct``, clamped into its SoC window (a BMS would not report outside it)."""
     stored = round(spec.capacity_mj * soc_pct / 100)
-    return BatteryState(stored_mj=min(spec.ceiling_mj, max(spec.floor_mj, stored)))
+    return Cells(stored_mj=min(spec.ceiling_mj, max(spec.floor_mj, stored)))
 
 
-def battery_step(spec: BatterySpec, state: BatteryState, *, command_w: int, dt_ms: int
-                 ) -> BatteryState:
+def battery_step(spec: BatterySpec, state: Cells, *, command_w: int, dt_ms: int
+                 ) -> Cells:
     """Follow ``command_w`` (+ charge, − discharge) for ``dt_ms`` within power and SoC limits.
 
     The achieved power is the command clamped first to the power limit, then to what the SoC
@@ -161,13 +161,13 @@ def battery_step(spec: BatterySpec, state: BatteryState, *, command_w: int, dt_m
                     math.floor(headroom / (spec.charge_efficiency * dt_ms)))
         terminal = power * dt_ms
         into_cells = min(headroom, math.floor(terminal * spec.charge_efficiency))
-        return BatteryState(state.stored_mj + into_cells, power, terminal - into_cells)
+        return Cells(state.stored_mj + into_cells, power, terminal - into_cells)
     available = max(0, state.stored_mj - spec.floor_mj)
     power = min(-command_w, spec.max_discharge_w,
                 math.floor(available * spec.discharge_efficiency / dt_ms))
     terminal = power * dt_ms
     out_of_cells = min(available, math.ceil(terminal / spec.discharge_efficiency))
-    return BatteryState(state.stored_mj - out_of_cells, -power, out_of_cells - terminal)
+    return Cells(state.stored_mj - out_of_cells, -power, out_of_cells - terminal)
 
 
 # --------------------------------------------------------------------------------------------
