@@ -10,7 +10,7 @@ all members; ``run``: one seed start to finish. No threads,
 sockets, asyncio or wall time: ``run(seed)`` is the same run everywhere.
 """
 
-from sim_devices.market_sim.invariants import Violation
+from sim_devices.market_sim.invariants import Breach
 from sim_devices.market_sim.run import Config, Report, run
 
-__all__ = ["Config", "Report", "Violation", "run"]
+__all__ = ["Config", "Report", "Breach", "run"]

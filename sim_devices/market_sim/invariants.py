@@ -50,7 +50,7 @@ make members refuse messages (a flood past its limit, junk, lying settlements), 
 votes."""
 
 
-class Violation(Exception):
+class Breach(Exception):
     """An invariant broke: ``rule`` names it, the message says where."""
 
     def __init__(self, rule: str, detail: str) -> None:
@@ -84,17 +84,17 @@ class Invariants:
         window = member.stage.scheduler.now // self.timing.length_ms
         self._publishes[member.name, window] += 1
         if self._publishes[member.name, window] > PUBLISHES:
-            raise Violation("bounded", f"{member.name} published more than {PUBLISHES} "
+            raise Breach("bounded", f"{member.name} published more than {PUBLISHES} "
                             f"messages in one interval's time (window {window})")
         if not payload or topics.parse(topic).kind is not topics.Kind.COMMIT:
             return
         interval = _interval(payload)
         if interval <= member.market.retired:
-            raise Violation("closed", f"{member.name} committed to interval {interval} after "
+            raise Breach("closed", f"{member.name} committed to interval {interval} after "
                             f"retiring it (retired up to {member.market.retired})")
         self._commits[member.name, interval] += 1
         if self._commits[member.name, interval] > COMMITS:
-            raise Violation("bounded", f"{member.name} published more than {COMMITS} "
+            raise Breach("bounded", f"{member.name} published more than {COMMITS} "
                             f"commitments for interval {interval}")
 
     def on_outcome(self, member: SimGateway, outcome: Outcome) -> None:
@@ -106,7 +106,7 @@ class Invariants:
         first = self.agreed.setdefault(k, outcome)
         if (first.result_hash, first.bid_set_digest) != (outcome.result_hash,
                                                           outcome.bid_set_digest):
-            raise Violation("safety", f"interval {k}: {member.name} agreed {outcome.result_hash}"
+            raise Breach("safety", f"interval {k}: {member.name} agreed {outcome.result_hash}"
                             f" where another honest member agreed {first.result_hash}")
         if outcome.result_hash not in self._balanced:
             self._balanced.add(outcome.result_hash)
@@ -115,11 +115,11 @@ class Invariants:
     def on_settled(self, member: SimGateway, settlement: Settlement) -> None:
         key = (member.name, settlement.interval)
         if key in self._settled:
-            raise Violation("settled-twice", f"{member.name} settled {settlement.interval} again")
+            raise Breach("settled-twice", f"{member.name} settled {settlement.interval} again")
         self._settled.add(key)
         agreed = self.agreed.get(settlement.interval)
         if member.honest and agreed is None:
-            raise Violation("safety", f"{member.name} settled {settlement.interval}, which no "
+            raise Breach("safety", f"{member.name} settled {settlement.interval}, which no "
                             "honest member agreed")
 
     def check_member(self, member: SimGateway) -> None:
@@ -130,13 +130,13 @@ class Invariants:
         held = [k for k in range(low, k_open + self.horizon + 1)
                 if market.session_state(k) is not None]
         if len(held) > self.horizon + SESSIONS_OVER:
-            raise Violation("bounded", f"{member.name} holds {len(held)} intervals open: {held}")
+            raise Breach("bounded", f"{member.name} holds {len(held)} intervals open: {held}")
         for k in range(max(market.first, market.retired - self.horizon), market.retired + 1):
             agreed = self.agreed.get(k)
             for node, s in market.settlements(k).items():
                 key = (member.name, k, node)
                 if self._accepted.setdefault(key, s) != s:
-                    raise Violation("settled-twice", f"{member.name} swapped {node}'s accepted "
+                    raise Breach("settled-twice", f"{member.name} swapped {node}'s accepted "
                                     f"settlement of interval {k}")
                 if node != member.name and agreed is not None and key not in self._followed:
                     self._followed.add(key)  # it cannot change (checked just above)
@@ -159,7 +159,7 @@ class Invariants:
             if not in_time:
                 self.safe_mode += 1
             if len(in_time) < len(honest) and not hostile:
-                raise Violation("liveness", f"interval {k} was calm, yet the honest members "
+                raise Breach("liveness", f"interval {k} was calm, yet the honest members "
                                 f"came to {came}")
         return checked
 
@@ -184,7 +184,7 @@ def balance(result: Result, tariffs: Tariffs, *, where: str) -> None:
               and result.grid_export_wh == sum(o.grid_export_wh for o in outcomes))
     if len(set(sums.values())) != 1 or len(set(money.values())) != 1 or wrong or grid \
             or not totals:
-        raise Violation("balance", f"{where}: energy {sums}, money {money}, trades off "
+        raise Breach("balance", f"{where}: energy {sums}, money {money}, trades off "
                         f"{wrong[:3]}, grid off {grid[:3]}, grid totals ok: {totals}")
 
 
@@ -196,7 +196,7 @@ def _follows(agreed: Agreed, s: Settlement, tariffs: Tariffs, community: str,
                                    delivered_wh=s.delivered_wh, reading=reading,
                                    tariffs=tariffs, bus_wh=s.bus_wh)
     if expected != s:
-        raise Violation("settlement", f"{where} accepted {s.node}'s settlement of "
+        raise Breach("settlement", f"{where} accepted {s.node}'s settlement of "
                         f"{s.interval}, which the agreed result does not give: {s} != {expected}")
 
 
@@ -204,6 +204,6 @@ def _interval(payload: bytes) -> int:
     try:
         interval = SignedEnvelope.from_bytes(payload).body.get("interval")
     except MessageError as exc:
-        raise Violation("malformed", f"a member published a malformed commitment: {exc}") from None
+        raise Breach("malformed", f"a member published a malformed commitment: {exc}") from None
     assert isinstance(interval, int)
     return interval

@@ -22,7 +22,7 @@ from protocols.signing import public_key_hex, sign
 from sim_devices.market_sim.adversaries import BY_KIND, KINDS
 from sim_devices.market_sim.broker import Broker
 from sim_devices.market_sim.faults import FaultPlan
-from sim_devices.market_sim.invariants import LIVE_UNDER, Invariants, Violation
+from sim_devices.market_sim.invariants import LIVE_UNDER, Breach, Invariants
 from sim_devices.market_sim.members import (
     BiddingHabits,
     SimGateway,
@@ -68,7 +68,7 @@ class Report:
     # traded interval
     per_interval: list[int] = field(default_factory=list)  # deliveries per steady interval
     rejections: Counter[str] = field(default_factory=Counter)  # the honest members', summed
-    violation: Violation | None = None
+    violation: Breach | None = None
     trace: str = ""
     fingerprint: str = ""
 
@@ -130,10 +130,10 @@ def run(seed: int, config: Config = Config()) -> Report:
         scheduler.run_until(end_ms, lambda: None)
         report.calm = checker.finish(honest, trading, calm, hostile=not LIVE_UNDER.issuperset(
             hostile.values()))
-    except Violation as violation:
+    except Breach as violation:
         report.violation = violation
     except Exception as exc:  # a crash inside a member is a finding too, with its trace
-        report.violation = Violation("crash", "".join(traceback.format_exception(exc)))
+        report.violation = Breach("crash", "".join(traceback.format_exception(exc)))
     report.steps, report.delivered, report.lost = scheduler.steps, network.delivered, network.lost
     report.agreed = len(checker.agreed)
     report.safe_mode = checker.safe_mode
