@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from gateway.config.section import NodeId, Section
+from gateway.config.section import NodeId, Section, mqtt_url
 from gateway.envelope import BatteryEnvelope, ConverterEnvelope
 from protocols.clearing import POOLS, Tariffs
 from protocols.messages import MAX_PRICE
@@ -158,7 +158,4 @@ class HomeAssistantConfig(Section):
     @field_validator("broker")
     @classmethod
     def _broker(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("broker must look like mqtt://homeassistant.local:1883")
-        return v
+        return mqtt_url(v, example="mqtt://homeassistant.local:1883")

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from gateway.config.section import NodeId, Section, ms
+from gateway.config.section import NodeId, Section, mqtt_url, ms
 from gateway.plan.tariff_file import load_schedule
 from gateway.plan.tariff_schedule import TariffSchedule
 from gateway.tls import TlsFiles
@@ -98,10 +97,7 @@ class MarketConfig(Section):
     @field_validator("broker")
     @classmethod
     def _broker(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("broker must look like mqtt://host:1883 or mqtts://host:8883")
-        return v
+        return mqtt_url(v, example="mqtt://host:1883 or mqtts://host:8883")
 
     def timing(self) -> Timing:
         return Timing(epoch_ms=self.epoch_ms, length_ms=ms(self.interval_s),

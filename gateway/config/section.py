@@ -4,6 +4,7 @@ number (TOML allows both), node ids in one shape, durations counted as the marke
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,3 +18,12 @@ class Section(BaseModel):
 def ms(seconds: float) -> int:
     """A duration of the config in the milliseconds the market counts in (as it rounds them)."""
     return int(seconds * 1000)
+
+
+def mqtt_url(value: str, *, example: str) -> str:
+    """``value`` if it is an ``mqtt://`` or ``mqtts://`` URL naming a host; else ValueError
+    showing ``example``, the shape the field wants."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError(f"broker must look like {example}")
+    return value
