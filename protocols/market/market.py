@@ -107,7 +107,7 @@ QUOTAS = {topics.Kind.BIDS: MAX_BIDS_PER_NODE + 2, topics.Kind.COMMIT: 8, topics
 honest gateway sends at most ``MAX_BIDS_PER_NODE`` bids per interval (:meth:`Market.bid`), at
 most three commitments (its first, the union round's, a join) with as many bid sets, and one
 settlement; a retained message of the interval its slot carried before may come on top. Bids get
-one more: the session excludes a node once it has verified one bid past its limit (the proof),
+more: the session bars a node's bids once it has verified one bid past its limit (the proof),
 so the quota must let that one through."""
 
 Opener = Callable[[bytes, int, PeerKind], tuple[SignedEnvelope, Verified] | Rejected]
