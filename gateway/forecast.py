@@ -10,6 +10,7 @@ folder). Until a slot has been seen, the forecast falls back to the most recent 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 DAY_S = 86_400
@@ -33,6 +34,8 @@ class Profile:
             self.values = [None] * self.slots
         if len(self.values) != self.slots:
             raise ValueError(f"profile has {len(self.values)} values for {self.slots} slots")
+        if not all(v is None or _power(v) for v in (*self.values, self.last)):
+            raise ValueError("profile values must be finite, non-negative watts or null")
 
     def _slot(self, time_of_day_s: float) -> int:
         return int((time_of_day_s % DAY_S) * self.slots // DAY_S)
@@ -52,6 +55,13 @@ class Profile:
         if v is not None:
             return v
         return self.last if self.last is not None else 0.0
+
+
+def _power(value: object) -> bool:
+    """A watt figure a profile may hold: what ``observe`` stores (its inputs clamped at 0). A
+    saved file holding anything else (NaN, a string, -1) is not one this code wrote."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
 
 
 @dataclass(slots=True)

@@ -95,6 +95,12 @@ def test_forecaster_rejects_a_corrupt_state_file():
 
     with pytest.raises(ValueError, match="not a saved profile"):
         HomeForecaster.from_json('{"pv": {}}')
+    # a file holding numbers the forecaster never stores is refused whole, not planned on
+    good = HomeForecaster().to_json()
+    for bad in ("NaN", "Infinity", "-1", '"12"', "true"):
+        text = good.replace('"last": null', f'"last": {bad}', 1)
+        with pytest.raises(ValueError, match="finite, non-negative watts"):
+            HomeForecaster.from_json(text)
 
 
 # -- the bid is a curve of what each Wh is worth to the home ----------------------------------
