@@ -11,6 +11,11 @@ prints the run's fingerprint (the same on every machine) and, when it failed, th
 that led there. The scale table runs without adversaries or faults: messages delivered per
 interval (every delivery to every member, retained replays and duplicates included) and the
 time from gate closure to the last member's agreement, in simulated time.
+
+Baseline, measured in the same run: one ``protocols.signing.verify`` of a signed bid, what a
+gateway spends on each message it receives. A search prints a simulated step's cost in those
+verifies and the scale table a delivery's: what simulating a community costs beside what its
+members' own checks would.
 """
 
 from __future__ import annotations
@@ -23,7 +28,22 @@ import time
 from dataclasses import dataclass
 
 from bench._report import machine
+from bench.bench_signing import make_bids
+from protocols.signing import generate_key, sign, verify
 from sim_devices.market_sim import Config, Report, run
+
+
+def verify_us() -> float:
+    """The baseline: µs of CPU per ``verify`` of a signed bid (best of 3 rounds of 256)."""
+    key = generate_key()
+    envelopes = [sign("bid", bid, key) for bid in make_bids()]
+    best = float("inf")
+    for _ in range(3):
+        began = time.process_time()
+        for envelope in envelopes:
+            verify(envelope, expected_kind="bid")
+        best = min(best, (time.process_time() - began) / len(envelopes))
+    return best * 1e6
 
 
 @dataclass
@@ -68,9 +88,13 @@ def search(first: int, seeds: int, config: Config, *, stop: bool) -> int:
         pass  # the seed interrupted is not counted
     elapsed = time.perf_counter() - began
     t = totals
+    baseline = verify_us()
+    step_us = elapsed / max(t.steps, 1) * 1e6
     print(f"{t.seeds} seeds (from {first}) x {config.members} members x {config.intervals} "
           f"intervals: {t.failed} failed; {t.seeds / elapsed:.2f} seeds/s, "
           f"{t.intervals / elapsed:.1f} community-intervals/s, {t.steps / elapsed:,.0f} steps/s "
+          f"= {step_us:,.0f} µs a step, {step_us / baseline:.2f}x one verify of a signed bid "
+          f"({baseline:,.0f} µs, same run) "
           f"({t.intervals:,} community-intervals, {t.calm:,} calm ones checked for liveness, "
           f"{t.safe_mode:,} of them in safe mode under an adversary, {t.steps:,} steps, "
           f"{elapsed:.0f} s); {machine()}")
@@ -98,8 +122,10 @@ def scale(sizes: list[int], intervals: int, seed: int) -> None:
     """One calm run per size. CPU s per interval is the whole run's process time over its traded
     intervals (joining and the intervals that drain after them included), and µs per delivery
     the same time over every delivery of the run: what a larger community costs to simulate."""
+    baseline = verify_us()
+    print(f"baseline: one verify of a signed bid, {baseline:,.0f} µs CPU (same run)")
     print("members | messages delivered per interval | gate -> all agreed (simulated ms, "
-          "median / max) | wall s | CPU s per interval | CPU µs per delivery")
+          "median / max) | wall s | CPU s per interval | CPU µs per delivery (x verify)")
     for members in sizes:
         began, cpu = time.perf_counter(), time.process_time()
         report = run(seed, Config(members=members, intervals=intervals, adversaries=False,
@@ -109,7 +135,8 @@ def scale(sizes: list[int], intervals: int, seed: int) -> None:
         agree = report.agree_ms or [0]
         print(f"{members:>7,} | {per:>12,.0f} | {statistics.median(agree):,.0f} / "
               f"{max(agree):,.0f} | {wall:,.0f} | {cpu / intervals:,.1f} | "
-              f"{cpu / max(report.delivered, 1) * 1e6:,.0f}{'' if report.ok else ' FAILED: '}"
+              f"{(us := cpu / max(report.delivered, 1) * 1e6):,.0f} ({us / baseline:.2f}x)"
+              f"{'' if report.ok else ' FAILED: '}"
               f"{'' if report.ok else report.violation}", flush=True)
 
 
