@@ -145,7 +145,9 @@ class CommunityLog:
     gateway (it never heard a quorum) still completes: the run must not wait for an outcome that
     will not come. ``consumed_wh`` is ground truth from the world: each home's load (base plus
     flexible) over the complete intervals, read when its gateway ended them (took the closing
-    meter reading), so it spans the same meter readings as the settlement.
+    meter reading), so it spans the same meter readings as the settlement; ``stored_wh``, read
+    alike, is how much the energy in each home's battery cells changed over them (two runs of a
+    day end with different amounts in the cells, which their bills alone do not show).
     """
 
     homes: tuple[str, ...]
@@ -154,19 +156,22 @@ class CommunityLog:
     closed: dict[int, dict[str, IntervalClosed]] = field(default_factory=lambda: defaultdict(dict))
     complete: list[int] = field(default_factory=list)
     consumed_wh: dict[str, float] = field(default_factory=dict)
-    _load_mark_wh: dict[str, float] = field(default_factory=dict)
-    _load_wh: dict[tuple[str, int], float] = field(default_factory=dict)  # ended, not closed
+    stored_wh: dict[str, float] = field(default_factory=dict)
+    _mark_wh: dict[str, tuple[float, float]] = field(default_factory=dict)  # load, cells
+    _ended_wh: dict[tuple[str, int], tuple[float, float]] = field(
+        default_factory=dict)  # ended, not closed
 
     def add(self, event: HomeEvent, world: World) -> int | None:
         """Record an event; returns the interval it completed, if any."""
         if isinstance(event, BidMade) and event.interval in self.window:
             self.bids[event.interval][event.node] = event
         elif isinstance(event, IntervalEnded):
-            load_wh = world.home(event.node).state.load_mj / MJ_PER_WH
-            mark = self._load_mark_wh.get(event.node)
-            self._load_mark_wh[event.node] = load_wh
+            home = world.home(event.node)
+            now = home.state.load_mj / MJ_PER_WH, home.battery.stored_wh
+            mark = self._mark_wh.get(event.node)
+            self._mark_wh[event.node] = now
             if mark is not None and event.interval in self.window:
-                self._load_wh[event.node, event.interval] = load_wh - mark
+                self._ended_wh[event.node, event.interval] = (now[0] - mark[0], now[1] - mark[1])
         elif isinstance(event, IntervalClosed):
             if event.interval not in self.window:
                 return None
@@ -175,8 +180,9 @@ class CommunityLog:
                     f"{event.node}'s gateway was not trading yet in interval {event.interval} of "
                     "the run: its start-up took longer than the warm-up (a slow host: try a "
                     "lower --speed)")
-            self.consumed_wh[event.node] = (self.consumed_wh.get(event.node, 0.0)
-                                            + self._load_wh.pop((event.node, event.interval), 0.0))
+            load_wh, stored_wh = self._ended_wh.pop((event.node, event.interval), (0.0, 0.0))
+            self.consumed_wh[event.node] = self.consumed_wh.get(event.node, 0.0) + load_wh
+            self.stored_wh[event.node] = self.stored_wh.get(event.node, 0.0) + stored_wh
             self.closed[event.interval][event.node] = event
             if len(self.closed[event.interval]) == len(self.homes):
                 self.complete.append(event.interval)

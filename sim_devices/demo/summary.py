@@ -38,6 +38,8 @@ class HomeSummary:
     """What the grid supplied after the trades (settled)."""
     consumed_wh: int
     """The home's load over the run (ground truth from the simulated world)."""
+    stored_wh: int = 0
+    """How much the energy in its battery's cells changed over the run (ground truth)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,7 @@ def summarise(log: CommunityLog) -> CommunitySummary:
             name=name, bill=bill, bought_wh=bought, sold_wh=sold, imported_wh=imported,
             exported_wh=exported, grid_import_wh=grid_import,
             consumed_wh=round(log.consumed_wh.get(name, 0.0)),
+            stored_wh=round(log.stored_wh.get(name, 0.0)),
         ))
     return CommunitySummary(
         homes=tuple(homes), intervals=len(log.complete), agreed=agreed,
