@@ -142,12 +142,13 @@ def home_initial(spec: HomeSpec, *, t_ms: int) -> HomeState:
 
 def home_step(spec: HomeSpec, profiles: HomeProfiles, state: HomeState, *, dt_ms: int,
               battery_command_w: int, pv_limit_w: int | None, flex_limit_w: int | None = None,
-              ev_limit_w: int | None = None) -> HomeState:
+              ev_limit_w: int | None = None, ev_discharge_w: int = 0) -> HomeState:
     """Advance the home by ``dt_ms`` with the devices' current commands.
 
     Order matters and follows the electrics: the sun and the base load are given, the battery
-    follows its command within its limits, the EV charges (up to its charger's limit), the
-    flexible load reacts to what is left over, and the meter sees the remainder:
+    follows its command within its limits, the EV charges (up to its charger's limit) or feeds
+    the home (a V2G charger's ``ev_discharge_w``), the flexible load reacts to what is left over,
+    and the meter sees the remainder:
     ``grid = load + ev + flex + battery − pv`` (+ = import).
     """
     t = state.t_ms
@@ -156,7 +157,8 @@ def home_step(spec: HomeSpec, profiles: HomeProfiles, state: HomeState, *, dt_ms
     load_w = profiles.base_load_w(spec, t)
     battery = battery_step(spec.battery_spec(), state.battery, command_w=battery_command_w,
                            dt_ms=dt_ms)
-    ev = (ev_step(spec.ev, state.ev, t_ms=t, dt_ms=dt_ms, limit_w=ev_limit_w)
+    ev = (ev_step(spec.ev, state.ev, t_ms=t, dt_ms=dt_ms, limit_w=ev_limit_w,
+                  discharge_w=ev_discharge_w)
           if spec.ev is not None and state.ev is not None else None)
     ev_w = ev.power_w if ev is not None else 0
     flex = flex_step(spec.flex_spec(), state.flex, t_ms=t, dt_ms=dt_ms,

@@ -135,6 +135,8 @@ class EvModel(_Model):
     arrival_soc_pct: float = Field(default=40.0, ge=0, le=100)
     target_soc_pct: float = Field(default=90.0, ge=0, le=100)
     charge_efficiency: float = Field(default=0.92, gt=0, le=1)
+    max_discharge_w: int = Field(default=0, ge=0, le=65534)
+    """A bidirectional (V2G) charger's most power fed back from the car; 0: it only charges."""
 
     @model_validator(mode="after")
     def _physics(self) -> EvModel:

@@ -229,7 +229,8 @@ class Home:
         self.load_roles = {
             key: LoadRole(self.devices[key].points, stage=stage, clock=self.clock,
                           serial=f"{spec.name}-{key}", kind=EVSE if key == "ev" else APPLIANCE,
-                          max_w=spec.ev.max_charge_w if key == "ev" and spec.ev else spec.flex_w)
+                          max_w=spec.ev.max_charge_w if key == "ev" and spec.ev else spec.flex_w,
+                          max_dis_w=spec.ev.max_discharge_w if key == "ev" and spec.ev else 0)
             for key, stage in self.hal_loads.items()}
 
     @property
@@ -289,6 +290,7 @@ class Home:
                                battery_command_w=self.hal_battery.command_w,
                                pv_limit_w=self.hal_pv.limit_w,
                                ev_limit_w=loads["ev"].limit_w if "ev" in loads else None,
+                               ev_discharge_w=loads["ev"].discharge_set_w if "ev" in loads else 0,
                                flex_limit_w=loads["flex"].limit_w if "flex" in loads else None)
         self.clock.now_ms = self.state.t_ms
         self._write_hal()
@@ -315,7 +317,10 @@ class Home:
         ev_spec = self.spec.ev
         if "ev" in self.hal_loads and ev_spec is not None and s.ev is not None:
             ev = self.hal_loads["ev"]
-            ev.w, ev.connected = s.ev.power_w, s.ev.plugged
+            ev.w, ev.connected = max(0, s.ev.power_w), s.ev.plugged
+            ev.discharge_w = max(0, -s.ev.power_w)
+            ev.soc_x10 = s.ev.stored_mj * 1000 // ev_spec.capacity_mj
+            ev.capacity_wh = ev_spec.battery_wh
             ev.need_wh = -(-ev_need_mj(ev_spec, s.ev) // MJ_PER_WH)
             ev.deadline_min = _minute_of_day(ev_spec.departure_h)
             ev.total_wh = s.ev.energy_mj // MJ_PER_WH

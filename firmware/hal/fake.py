@@ -141,7 +141,8 @@ class FakeDcStage:
 
 class FakeLoadStage:
     """Controllable load (EV charger, appliance): the simulator writes what the load draws and
-    needs; role code writes ``limit_w`` (None = the device's own default)."""
+    needs (and a V2G charger's pack: ``soc_x10``, ``capacity_wh``, ``discharge_w``); role code
+    writes ``limit_w`` (None = the device's own default) and ``discharge_set_w``."""
 
     def __init__(self):
         self.w = 0
@@ -150,6 +151,10 @@ class FakeLoadStage:
         self.deadline_min = -1
         self.total_wh = 0
         self.limit_w = None
+        self.soc_x10 = -1
+        self.capacity_wh = 0
+        self.discharge_w = 0
+        self.discharge_set_w = 0
 
     def sample(self):
         return self.w, self.connected, self.need_wh, self.deadline_min
@@ -159,3 +164,9 @@ class FakeLoadStage:
 
     def set_limit_w(self, w):
         self.limit_w = w
+
+    def pack(self):
+        return self.soc_x10, self.capacity_wh, self.discharge_w
+
+    def set_discharge_w(self, w):
+        self.discharge_set_w = w

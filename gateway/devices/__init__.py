@@ -31,7 +31,7 @@ from gateway.devices.errors import (
     NotCommandable,
     NotSunSpec,
 )
-from gateway.devices.load import ControllableLoad, LoadKind, LoadReading
+from gateway.devices.load import ControllableLoad, LoadKind, LoadReading, PackReading
 from gateway.devices.meter import Meter, MeterReading
 from gateway.devices.model_reader import ModelData, ModelLocation, read_models
 from gateway.devices.plausibility import ImplausibleReading
@@ -43,7 +43,7 @@ __all__ = [
     "ControllableLoad",
     "ConverterState", "DcDcConverter", "DcDcReading", "DeviceError", "DevicePoller",
     "DeviceTimeout", "DeviceUnreachable", "DiscoveredDevice", "ImplausibleReading", "LoadKind",
-    "LoadReading", "Meter", "MeterReading", "MissingModel",
+    "LoadReading", "Meter", "MeterReading", "MissingModel", "PackReading",
     "ModbusBus", "ModbusException", "ModbusSerialBus", "ModbusTcpBus", "ModelData",
     "ModelLocation", "NotCommandable", "NotSunSpec", "PollerHealth", "PvInverter", "PvReading",
     "Readable", "discover", "read_models",
