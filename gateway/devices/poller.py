@@ -135,13 +135,20 @@ class DevicePoller(Generic[R]):
             raise_if_cancelling(exc)
             self._failures += 1
             self._consecutive += 1
-            self._last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            _log.warning("%s: poll failed (%d in a row): %s", self.name, self._consecutive,
-                         self._last_error,
-                         exc_info=None if isinstance(exc, DeviceError | TimeoutError) else exc)
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if error != self._last_error or self._consecutive == 1:
+                # Once per new reason: a device that stays down is retried for hours (an
+                # inverter asleep at night), and a warning per poll would bury everything else.
+                _log.warning("%s: poll failed (%d in a row): %s", self.name, self._consecutive,
+                             error,
+                             exc_info=None if isinstance(exc, DeviceError | TimeoutError) else exc)
+            self._last_error = error
             reading = None
         else:
             self._successes += 1
+            if self._consecutive:
+                _log.info("%s: answering again after %d failed polls", self.name,
+                          self._consecutive)
             self._consecutive = 0
             self._latest, self._latest_at = reading, self._clock()
         async with self._changed:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from gateway.devices import Battery, DevicePoller, Meter, ModbusTcpBus, discover
 from gateway.devices.battery import BatteryReading
@@ -78,3 +81,29 @@ async def test_poll_once_counts_and_ages() -> None:
         now[0] += 2.5  # older than stale_after periods: stale even without failures
         assert poller.stale
         assert poller.health.polls == poller.health.successes == 1
+
+
+async def test_a_device_that_stays_down_is_logged_once_per_outage(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An inverter asleep all night fails every poll for hours: one warning when it goes down (and
+    one per new reason), one line when it answers again, not a warning per poll."""
+    async with (
+        serve("battery") as dev,
+        ModbusTcpBus(host="127.0.0.1", port=dev.port, timeout_s=0.05, retries=0) as bus,
+    ):
+        battery = Battery(bus=bus, device=await discover(bus, unit=1))
+        poller: DevicePoller[BatteryReading] = DevicePoller(
+            name="battery", driver=battery, period_s=0.01, stale_after=3, backoff_max_s=0.01)
+        caplog.set_level(logging.INFO, logger="gateway.devices.poller")
+        async with asyncio.timeout(_GUARD_S):
+            for _outage in range(2):
+                dev.fault = "silent"
+                for _ in range(8):
+                    assert await poller.poll_once() is None
+                dev.fault = None
+                assert await poller.poll_once() is not None
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        back = [r for r in caplog.records if "answering again" in r.getMessage()]
+        assert len(warnings) == 2, [r.getMessage() for r in warnings]
+        assert all("DeviceTimeout" in r.getMessage() for r in warnings)
+        assert len(back) == 2 and "after 8 failed polls" in back[0].getMessage()
