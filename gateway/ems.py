@@ -84,6 +84,8 @@ class Preferences:
     min_bid_wh: int = 1
     ev_ready_by_min: int | None = None
     """Minute of the day the car must be charged by (the owner's ready-by), None: its departure."""
+    v2g_min_soc_pct: float | None = None
+    """The owner's consent to V2G: the car's SoC it is never drawn below (None: no V2G)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +95,10 @@ class Plan:
     ``battery_wh`` is + for charging, − for discharging, with the whole bid cleared. ``residual_wh``
     is what is left at the meter after the shifted loads and the battery: + surplus (sell), −
     deficit (buy), 0 nothing to trade. ``flex`` is the energy each controllable load runs in
-    the interval, by device name. The bid is ``energy_wh`` at ``limit_price`` or, when the
-    energy is worth different amounts, the curve ``steps`` (as :class:`protocols.messages.Bid`
-    carries it: best first, ``energy_wh`` their total, ``limit_price`` the first step's, none for
-    one step).
+    the interval, by device name; a car that feeds the home (V2G) has it below 0. The bid is
+    ``energy_wh`` at ``limit_price`` or, when the energy is worth different amounts, the curve
+    ``steps`` (as :class:`protocols.messages.Bid` carries it: best first, ``energy_wh`` their
+    total, ``limit_price`` the first step's, none for one step).
     """
 
     pv_wh: int

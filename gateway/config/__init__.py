@@ -70,6 +70,9 @@ class GatewayConfig(Section):
         if self.meter_key_file is not None and "meter" not in kinds:
             raise ValueError("meter_key_file is set but there is no meter device to check")
         self._dc_bus(kinds)
+        if self.preferences.v2g_min_soc_pct is not None and "load" not in kinds:
+            raise ValueError('preferences.v2g_min_soc_pct needs a charger that can feed back: '
+                             'a [[devices]] entry with kind = "load"')
         return self
 
     @property
@@ -83,12 +86,14 @@ class GatewayConfig(Section):
         return self.envelope.master_headroom_pct if self.dc_master else 0.0
 
     def plan_preferences(self, prefs: PreferencesConfig) -> Preferences:
-        """The owner's ``prefs`` inside the SoC window, less the bus master's headroom."""
+        """The owner's ``prefs`` inside the SoC window, less the bus master's headroom; the V2G
+        consent is always the file's (the dashboard does not carry it)."""
         return Preferences(
             min_sell_price=prefs.min_sell_price, max_buy_price=prefs.max_buy_price,
             reserve_pct=max(prefs.reserve_pct, self.envelope.soc_min_pct + self.headroom_pct),
             soc_max_pct=self.envelope.soc_max_pct - self.headroom_pct,
             ev_ready_by_min=None if prefs.ev_ready_by is None else parse_hhmm(prefs.ev_ready_by),
+            v2g_min_soc_pct=self.preferences.v2g_min_soc_pct,
         )
 
     def _dc_bus(self, kinds: Sequence[str]) -> None:

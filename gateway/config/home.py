@@ -63,6 +63,9 @@ class PreferencesConfig(Section):
     max_buy_price: int = Field(default=250, ge=0, le=MAX_PRICE)
     reserve_pct: float = Field(default=20, ge=0, le=100)
     ev_ready_by: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    v2g_min_soc_pct: float | None = Field(default=None, ge=0, le=100)
+    """The owner's consent to V2G and the car's floor (None: the car only charges). Set in the
+    file only: the dashboard's preferences leave it as the file says."""
 
     def under(self, mechanism: str, tariffs: Tariffs) -> PreferencesConfig:
         """These wishes in a community clearing by ``mechanism``: under a pool (``mmr``,

@@ -39,7 +39,7 @@ class OwnerPreferences(BaseModel):
 
     @classmethod
     def from_config(cls, config: PreferencesConfig) -> OwnerPreferences:
-        return cls.model_validate(config.model_dump())
+        return cls.model_validate(config.model_dump(exclude={"v2g_min_soc_pct"}))
 
     def to_config(self) -> PreferencesConfig:
         return PreferencesConfig.model_validate(self.model_dump())

@@ -5,12 +5,18 @@ A load's need is taken as of the start of the interval it is planned for; each c
 gets the plan's share of the rest of the interval, raised to what its deadline forces on this
 reading, so a plan made ahead on an estimate cannot miss it. A stale load gets nothing: its revert
 timer returns it to its own default.
+
+A car at a V2G charger is planned as a ``Vehicle`` when its charger reports a believable pack
+(``vehicle``); when the plan has it feed the home (its ``flex`` entry below 0) and nothing forces
+it to charge now, it feeds back what ``gateway/home/v2g.py`` allows on the live reading, and
+otherwise charges (or idles) as any load.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable
 
 from gateway.clock import Clock
@@ -19,8 +25,10 @@ from gateway.devices.errors import DeviceError
 from gateway.ems import Preferences
 from gateway.flex_plan import FlexJob, load_job, plan_flex, rest_limit_w
 from gateway.forecast import DAY_S, HomeForecaster
+from gateway.home import v2g
 from gateway.home.devices import Device
 from gateway.home.records import NodeState
+from gateway.plan import Vehicle
 from protocols.market import Timing
 
 log = logging.getLogger(__name__)
@@ -46,6 +54,10 @@ class LoadsController:
         self._timing = timing
         self._clock = clock
         self._revert_s = revert_s
+        self.v2g_refused: Counter[str] = Counter()
+        """Control periods in which the plan asked the car to feed the home and the live reading
+        did not allow it, by reason (``v2g.Discharge.refused``)."""
+        self._last_refusal: dict[str, str | None] = {}
 
     def plan(self, k: int, *, surplus_wh: int) -> dict[str, int]:
         """Energy each fresh, connected load runs in interval ``k`` (the heuristic's shifting)."""
@@ -71,15 +83,32 @@ class LoadsController:
                 jobs.append(job)
         return jobs
 
+    def vehicle(self, k: int, *, margin_s: float) -> Vehicle | None:
+        """The car to plan as a vehicle from the start of interval ``k``: the first fresh EV
+        charger reporting a believable pack (None: the cars are planned as loads)."""
+        time_of_day_s = self._timing.start_ms(k) / 1000 % DAY_S
+        for load in self.loads:
+            reading = load.fresh()
+            if reading is None:
+                continue
+            car = v2g.vehicle(load.name, reading, floor_pct=self._prefs().v2g_min_soc_pct,
+                              ready_by_min=self._ready_by(reading), time_of_day_s=time_of_day_s,
+                              margin_s=margin_s)
+            if car is not None:
+                return car
+        return None
+
     def _ready_by(self, reading: LoadReading) -> int | None:
         """The owner's ready-by applies to EV chargers."""
         return self._prefs().ev_ready_by_min if reading.kind == LoadKind.EVSE else None
 
     def shifted_w(self) -> int:
         """What the controllable loads draw now: load the forecaster must not learn as base load
-        (it is shifted by the plan, not repeated at the same time tomorrow)."""
+        (it is shifted by the plan, not repeated at the same time tomorrow); a car feeding the
+        home counts below 0."""
         readings = (load.fresh() for load in self.loads)
-        return sum(r.power_w for r in readings if r is not None)
+        return sum(r.power_w - (r.pack.discharge_w if r.pack else 0)
+                   for r in readings if r is not None)
 
     async def step(self, k: int, now_ms: int) -> None:
         """Write each fresh load's power limit for the rest of interval ``k``, with a revert time.
@@ -107,12 +136,35 @@ class LoadsController:
                            deadline_min=reading.deadline_min,
                            ready_by_min=self._ready_by(reading),
                            time_of_day_s=now_ms / 1000 % DAY_S) if reading.connected else None
+            planned = runs.get(load.name, 0)
             if job is not None:
-                planned = runs.get(load.name, 0)
                 limit = rest_limit_w(job, planned_wh=round(planned * rest_s / length_s),
                                      rest_s=rest_s, interval_s=length_s,
                                      margin_s=length_s * FLEX_MARGIN_INTERVALS)
+            feed = 0
+            if planned < 0 and limit == 0:
+                feed = self._feed_w(load.name, reading, planned_wh=planned, now_ms=now_ms)
             try:
-                await load.driver.set_limit(watts=limit, revert_s=self._revert_s)
+                if feed > 0:
+                    await load.driver.set_discharge(watts=feed, revert_s=self._revert_s)
+                else:
+                    await load.driver.set_limit(watts=limit, revert_s=self._revert_s)
             except (DeviceError, ValueError) as exc:
                 log.warning("%s: load %s limit not written: %s", self.node, load.name, exc)
+
+    def _feed_w(self, name: str, reading: LoadReading, *, planned_wh: int, now_ms: int) -> int:
+        """What the car may feed the home now for the plan's ``planned_wh`` (< 0); a refusal is
+        counted each period and logged when its reason changes."""
+        length_s = self._timing.length_ms / 1000
+        decision = v2g.discharge(
+            reading, planned_wh=planned_wh, interval_s=length_s, hold_s=self._revert_s,
+            floor_pct=self._prefs().v2g_min_soc_pct, ready_by_min=self._ready_by(reading),
+            time_of_day_s=now_ms / 1000 % DAY_S, margin_s=length_s * FLEX_MARGIN_INTERVALS)
+        if decision.refused is not None:
+            self.v2g_refused[decision.refused] += 1
+        if decision.refused != self._last_refusal.get(name):
+            log.info("%s: car at %s %s", self.node, name,
+                     f"feeds the home {decision.watts} W" if decision.refused is None
+                     else f"does not feed the home: {decision.refused}")
+            self._last_refusal[name] = decision.refused
+        return decision.watts

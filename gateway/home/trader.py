@@ -211,9 +211,11 @@ class Trader:
             start_s=self._timing.start_ms(k + 1) / 1000 % DAY_S, block_s=length_s,
             count=horizon_steps(length_s) - 1) if look else ()
         prefs = self._prefs()
-        jobs = [replace(job, due_s=max(0.0, job.due_s - margin_s)) for job in self._loads.jobs(k)]
+        car = self._loads.vehicle(k, margin_s=margin_s)
+        jobs = [replace(job, due_s=max(0.0, job.due_s - margin_s)) for job in self._loads.jobs(k)
+                if car is None or job.name != car.name]
         problem = day_problem(start_ms=self._timing.start_ms(k), step_s=length_s, first=first,
-                              ahead=ahead, battery=battery, prefs=prefs, jobs=jobs,
+                              ahead=ahead, battery=battery, prefs=prefs, jobs=jobs, vehicle=car,
                               schedule=self._schedule, limits=self._limits)
         outcome = planner.plan(problem, max_buy_wh=MAX_ENERGY_WH, max_sell_wh=MAX_ENERGY_WH)
         self.last_outcome = outcome

@@ -31,7 +31,7 @@ from gateway.flex_plan import DAY_S, FlexJob
 from gateway.lookahead import MAX_BLOCKS
 from gateway.plan.grid_limits import GridLimits
 from gateway.plan.planner import Outcome
-from gateway.plan.problem import Problem
+from gateway.plan.problem import Problem, Vehicle
 from gateway.plan.tariff_schedule import TariffSchedule
 
 
@@ -46,9 +46,11 @@ def day_problem(
     *, start_ms: int, step_s: float, first: tuple[int, int],
     ahead: Sequence[tuple[int, int]], battery: BatteryState | None, prefs: Preferences,
     jobs: Iterable[FlexJob], schedule: TariffSchedule, limits: GridLimits | None,
+    vehicle: Vehicle | None = None,
 ) -> Problem:
     """The day from ``start_ms``: ``first`` (pv_wh, load_wh) is the interval bid for, ``ahead``
-    the learned steps after it; prices from ``schedule``, the operator's ``limits`` per step."""
+    the learned steps after it; prices from ``schedule``, the operator's ``limits`` per step;
+    ``vehicle`` the car at a charger that reports its pack (else it is one of ``jobs``)."""
     blocks = (first, *ahead)
     steps = len(blocks)
     imports, exports = schedule.steps(start_ms, round(step_s * 1000), steps)
@@ -64,6 +66,7 @@ def day_problem(
     return Problem(step_s=step_s, pv_wh=tuple(max(0, pv) for pv, _ in blocks),
                    load_wh=tuple(max(0, load) for _, load in blocks), import_price=imports,
                    export_price=exports, prefs=prefs, battery=battery, jobs=tuple(jobs),
+                   vehicle=vehicle,
                    grid=grid, end_value=end_value, end_value_above=end_value_above,
                    later_price=later_price)
 

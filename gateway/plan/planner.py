@@ -191,7 +191,8 @@ def interval_plan(problem: Problem, day: DayPlan, curve: BidCurve) -> Plan:
     battery = round(day.charge_wh[0] - day.discharge_wh[0])
     flex = {name: round(runs[0]) for name, runs in day.jobs}
     if problem.vehicle is not None:
-        flex[problem.vehicle.name] = max(0, round(day.ev_charge_wh[0] - day.ev_discharge_wh[0]))
+        # Below 0 when the car feeds the home (V2G): supply in the residual, a setpoint in dispatch.
+        flex[problem.vehicle.name] = round(day.ev_charge_wh[0] - day.ev_discharge_wh[0])
     pv, load = round(day.pv_wh[0]), problem.load_wh[0]
     residual = pv - load - sum(flex.values()) - battery
     step = _bid_step(residual, curve, problem.prefs.min_bid_wh)
