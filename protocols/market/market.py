@@ -17,6 +17,11 @@ messages on one of its topics as the kind allows (:class:`~protocols.market.quot
 :data:`QUOTAS`), further live ones there are refused as "flood" unread (only verified messages
 fill the quota, so a forger cannot silence anyone).
 
+A signer this node does not know is looked up, not only refused: a message whose signature
+holds but whose node's certified key this node lacks (its certificate lost on the way, say) is
+refused as "unknown-key" and makes it fetch what the broker retains about that node, rate-limited
+so that made-up signers cannot turn it into a storm of requests (:mod:`protocols.market.lookup`).
+
 A closed interval stays closed (:meth:`Market._closed`): a message about an interval this node
 has retired, or whose retirement time has passed, is refused as "stale" and nothing more, whoever
 sent it and however it came (live, retained after a reconnect, fetched). A session rebuilt for it
@@ -59,6 +64,7 @@ from protocols.market.actions import (
     Publish,
 )
 from protocols.market.errors import MarketError
+from protocols.market.lookup import Lookups
 from protocols.market.quota import Quota
 from protocols.market.roster import Member, Roster
 from protocols.market.session import (
@@ -133,6 +139,11 @@ UNPLACED_PRESENCE = 1024
 out just before its certificate); the oldest go first, so a flood of made-up names cannot grow
 it."""
 
+LOOKUPS_AT_ONCE = 8
+"""Roster lookups open at once (:mod:`protocols.market.lookup`): a lost certificate is rare, and
+more at a time would only serve a sender of made-up names. Each node is asked about at most once
+per interval length."""
+
 
 class Market:
     """Feed it :meth:`start` once, then :meth:`receive`, :meth:`tick`, :meth:`bid` and
@@ -196,6 +207,7 @@ class Market:
         self._retired = -1  # the latest interval retired: its session is gone
         self._seq: Counter[int] = Counter()
         self._fetched: set[str] = set()
+        self._lookups = Lookups(every_ms=timing.length_ms, at_once=LOOKUPS_AT_ONCE)
         self._book = SettlementBook(community=community, tariffs=params.tariffs,
                                     rule=reputation_rule, meter_keys=meter_keys)
         # Every verified settlement envelope by interval and body, until its interval is forgotten.
@@ -250,7 +262,7 @@ class Market:
         member = self._roster.check(node=parsed.node, signer=verified.public_key_hex,
                                     now_ms=now_ms)
         if isinstance(member, Rejected):
-            return [member]
+            return [member, *self._look_up(parsed.node, member, now_ms)]
         if not self._quota.admit(parsed, payload):
             return [Rejected("flood")]
         interval = body.interval
@@ -278,7 +290,8 @@ class Market:
         # Every interval gets a session even if this node does not bid: it still clears,
         # commits and counts towards the quorum.
         self._session(self._timing.open_interval(now_ms), now_ms)
-        actions: list[Action] = []
+        actions: list[Action] = [Forget(topics.membership_of(self.community, node))
+                                 for node in self._lookups.expire(now_ms)]
         for interval, session in list(self._sessions.items()):
             actions += self._emit(session, session.tick(now_ms))
             if now_ms > self._retire_ms(interval):
@@ -660,7 +673,18 @@ class Market:
         taken = self._roster.offer(envelope, node=node, now_ms=now_ms)
         if isinstance(taken, Rejected):
             return [taken]
+        done: list[Action] = []
+        if isinstance(taken, Member) and self._lookups.answered(node):
+            done.append(Forget(topics.membership_of(self.community, node)))
         unplaced = self._unplaced.pop(node, None)
         if isinstance(taken, Member) and unplaced is not None:
-            return self._place_presence(node, unplaced, now_ms)
-        return []
+            done += self._place_presence(node, unplaced, now_ms)
+        return done
+
+    def _look_up(self, node: str, refused: Rejected, now_ms: int) -> list[Action]:
+        """Fetch what the broker retains about ``node`` if a verified message of its was refused
+        because its certified key is not the signer's (rate-limited, see the module
+        docstring): the certificate may have been lost on the way, or a newer one missed."""
+        if refused.reason != "unknown-key" or not self._lookups.ask(node, now_ms):
+            return []
+        return [Fetch(topics.membership_of(self.community, node))]

@@ -156,6 +156,16 @@ def bidsets_of(community: str, interval: int) -> str:
     return _of(Kind.BIDSET, community, interval)
 
 
+def membership_of(community: str, node: str) -> str:
+    """Filter for what the broker retains about one node's membership: its certificate or
+    revocation (``roster/<node>``, ``revoked/<node>``) and its presence; the per-interval kinds
+    have a level more and do not match. Fetched when a verified message names a node whose
+    certificate this gateway lacks (:mod:`protocols.market.lookup`)."""
+    _check_id("community", community)
+    _check_id("node", node)
+    return f"{ROOT}/{community}/+/{node}"
+
+
 def _of(kind: Kind, community: str, interval: int) -> str:
     _check_id("community", community)
     return f"{ROOT}/{community}/{kind}/{slot(interval)}/+"
