@@ -18,12 +18,16 @@ while the others' first votes split, or equivocates (its vote no longer counts, 
 did not catch it may have counted it), can force every member into safe mode (abstain: the grid
 balances the homes). No safe protocol can stop that (the union round may not take a first vote
 back while a vote it has not heard could make a quorum), so the simulator measures how often
-(:attr:`Invariants.safe_mode`).
+(:attr:`Invariants.safe_mode`). The same holds, under any adversary, for an interval in which a
+hostile member signed more commitments than an honest one can (:data:`COMMITS`) while the
+honest members' first votes split: it voted several ways, which is equivocating with votes
+(:meth:`Invariants.exempt`).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import hashlib
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 
 from protocols.clearing import Result, Tariffs
@@ -47,7 +51,8 @@ whose gate is closing."""
 LIVE_UNDER = frozenset({"flooder", "junk", "settle-liar"})
 """Adversary kinds under which calm intervals must still be agreed by every honest member: they
 make members refuse messages (a flood past its limit, junk, lying settlements), not split their
-votes."""
+votes. A flood of commitments is voting several ways: where the honest first votes split, the
+intervals it hits are exempt (:meth:`Invariants.exempt`)."""
 
 
 class Breach(Exception):
@@ -75,11 +80,18 @@ class Invariants:
         self.agreed_at: dict[int, int] = {}  # when the last honest member agreed in time
         self.safe_mode = 0
         """Calm intervals (under adversaries) that no honest member agreed in time."""
+        self._votes: defaultdict[tuple[str, int], set[bytes]] = defaultdict(set)
+        self.equivocated: set[int] = set()
+        """Intervals for which a hostile member signed more distinct commitments than an honest
+        one can (:data:`COMMITS`)."""
+        self._first_votes: dict[int, dict[str, tuple[str, str]]] = defaultdict(dict)
+        # interval -> honest member -> its first commitment's (bid set, result)
 
     # --- as it happens ---------------------------------------------------------------------------
 
     def on_publish(self, member: SimGateway, topic: str, payload: bytes) -> None:
         if not member.honest:
+            self._hostile_vote(member, topic, payload)
             return
         window = member.stage.scheduler.now // self.timing.length_ms
         self._publishes[member.name, window] += 1
@@ -88,7 +100,8 @@ class Invariants:
                             f"messages in one interval's time (window {window})")
         if not payload or topics.parse(topic).kind is not topics.Kind.COMMIT:
             return
-        interval = _interval(payload)
+        interval, vote = _vote(payload)
+        self._first_votes[interval].setdefault(member.name, vote)
         if interval <= member.market.retired:
             raise Breach("closed", f"{member.name} committed to interval {interval} after "
                             f"retiring it (retired up to {member.market.retired})")
@@ -96,6 +109,22 @@ class Invariants:
         if self._commits[member.name, interval] > COMMITS:
             raise Breach("bounded", f"{member.name} published more than {COMMITS} "
                             f"commitments for interval {interval}")
+
+    def _hostile_vote(self, member: SimGateway, topic: str, payload: bytes) -> None:
+        """Note a hostile member's commitment; past :data:`COMMITS` distinct ones for an
+        interval, the interval is :attr:`equivocated`."""
+        try:
+            if not payload or topics.parse(topic).kind is not topics.Kind.COMMIT:
+                return
+            interval = SignedEnvelope.from_bytes(payload).body.get("interval")
+        except (topics.BadTopic, MessageError):
+            return  # junk: the members refuse it unread
+        if not isinstance(interval, int):
+            return
+        votes = self._votes[member.name, interval]
+        votes.add(hashlib.sha256(payload).digest())
+        if len(votes) > COMMITS:
+            self.equivocated.add(interval)
 
     def on_outcome(self, member: SimGateway, outcome: Outcome) -> None:
         if not member.honest or not isinstance(outcome, Agreed):
@@ -144,9 +173,17 @@ class Invariants:
 
     # --- at the end ------------------------------------------------------------------------------
 
+    def exempt(self, k: int) -> bool:
+        """Interval ``k`` need not be agreed: a hostile member voted several ways
+        (:attr:`equivocated`) while the honest first votes split. No honest member can tell
+        which of its votes a peer counted, so the union round may not move anyone (the module
+        docstring)."""
+        return k in self.equivocated and len(set(self._first_votes[k].values())) > 1
+
     def finish(self, honest: list[SimGateway], trading: Iterable[int],
                calm: Callable[[int], bool], *, hostile: bool) -> int:
-        """Liveness over the run (``hostile``: adversaries outside :data:`LIVE_UNDER` took part);
+        """Liveness over the run (``hostile``: adversaries outside :data:`LIVE_UNDER` took part;
+        :meth:`exempt` intervals too);
         returns how many intervals were calm (checked), and counts in :attr:`safe_mode` the calm
         ones no honest member agreed in time."""
         checked = 0
@@ -158,7 +195,7 @@ class Invariants:
             in_time = [n for n, o in came.items() if isinstance(o, Agreed) and not o.late]
             if not in_time:
                 self.safe_mode += 1
-            if len(in_time) < len(honest) and not hostile:
+            if len(in_time) < len(honest) and not hostile and not self.exempt(k):
                 raise Breach("liveness", f"interval {k} was calm, yet the honest members "
                                 f"came to {came}")
         return checked
@@ -200,10 +237,13 @@ def _follows(agreed: Agreed, s: Settlement, tariffs: Tariffs, community: str,
                         f"{s.interval}, which the agreed result does not give: {s} != {expected}")
 
 
-def _interval(payload: bytes) -> int:
+def _vote(payload: bytes) -> tuple[int, tuple[str, str]]:
+    """A commitment's interval and vote (bid set, result)."""
     try:
-        interval = SignedEnvelope.from_bytes(payload).body.get("interval")
+        body = SignedEnvelope.from_bytes(payload).body
     except MessageError as exc:
         raise Breach("malformed", f"a member published a malformed commitment: {exc}") from None
-    assert isinstance(interval, int)
-    return interval
+    interval, bid_set, result = body.get("interval"), body.get("bid_set_digest"), \
+        body.get("result_hash")
+    assert isinstance(interval, int) and isinstance(bid_set, str) and isinstance(result, str)
+    return interval, (bid_set, result)

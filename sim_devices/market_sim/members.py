@@ -233,7 +233,9 @@ class SimGateway:
         self.carry_out(self.market.receive(topic, payload, retained, self.now))
 
     def send(self, topic: str, payload: bytes, *, retain: bool) -> None:
-        """Publish as this node's link does: a retained message is remembered for replay."""
+        """Publish as this node's link does: a retained message is remembered for replay. The
+        checks hear of it first, whoever sends it (an adversary's own messages too)."""
+        self.stage.checker.on_publish(self, topic, payload)
         if retain:
             self.own_retained.pop(topic, None)
             self.own_retained[topic] = payload
@@ -245,7 +247,6 @@ class SimGateway:
         for action in actions:
             match action:
                 case Publish(topic=topic, payload=payload, retain=retain):
-                    checker.on_publish(self, topic, payload)
                     self.send(topic, payload, retain=retain)
                 case Fetch(topic_filter=topic_filter):
                     if topic_filter not in self.filters:

@@ -80,6 +80,33 @@ def test_a_member_flooding_bids_across_the_gate_has_none_cleared_and_the_others_
     assert report.rejections["flood"] > 0 and report.safe_mode == 0
 
 
+def test_a_member_whose_link_lost_a_peers_certificate_fetches_it_and_keeps_agreeing() -> None:
+    """Seed 3485, found by the search: a flooder filled one member's link queue while members
+    were joining, and it dropped a peer's certificate (and presence); the link never
+    reconnected, so the member refused that peer's every message as "unknown-key" for the rest
+    of the run and abstained as a minority (73 refusals, a calm interval lost). Now the peer's
+    next verified message makes it fetch what the broker retains about that peer: one refusal,
+    and it agrees from then on."""
+    report = run(3485)
+    assert report.ok, report.violation
+    assert report.rejections["unknown-key"] <= 2
+
+
+def test_a_flooder_voting_several_ways_while_honest_votes_split_costs_one_safe_mode() -> None:
+    """Seed 6241, found by the search (no faults): in interval 6 the flooder's changed bid
+    arrived just around the gate, so the honest first votes split 2-2, and its own first vote
+    made one side a majority of the roster; then it signed 15 junk commitments for the
+    interval, each member keeping a different last one. No honest member can tell whether a
+    peer counted its first vote in a quorum, so none may re-vote for the union (the guard
+    against excluded and withdrawn votes) and the union's lists include one that does not
+    exist: every honest member abstains in that interval, as under an equivocator. Safety,
+    balance and boundedness hold; the interval is counted in safe mode, not failed, and every
+    other calm interval is agreed."""
+    report = run(6241)
+    assert report.ok, report.violation
+    assert report.safe_mode == 1 and report.calm >= 10
+
+
 def test_a_seed_replays_bit_for_bit_in_another_process() -> None:
     """Same seed, same run: in this process twice, and in a fresh interpreter with another
     string-hash seed (no set or dict order of the simulator's leaks into the run)."""
