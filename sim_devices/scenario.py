@@ -201,6 +201,9 @@ class HomeModel(_Model):
     max_buy_price: int | None = Field(default=None, ge=0, le=MAX_PRICE)
     """The owner's preferences, µ/Wh, its gateway's ``[preferences]`` (unset: the gateway's
     defaults). Owners who differ make the price move with who is selling and who is short."""
+    v2g_min_soc_pct: int | None = Field(default=None, ge=0, le=100)
+    """The owner's consent to V2G (its gateway's ``[preferences] v2g_min_soc_pct``): the floor
+    its car, on a charger that can feed back (``ev.max_discharge_w``), is never drawn below."""
     ev: EvModel | None = None
     dcdc: DcdcModel | None = None
     faults: dict[Role, FaultsModel] = Field(default_factory=dict)
@@ -215,6 +218,8 @@ class HomeModel(_Model):
             raise ValueError("faults.ev given but the home has no ev")
         if "flex" in self.faults and not self.flex_wh:
             raise ValueError("faults.flex given but the home has no flexible load (flex_wh)")
+        if self.v2g_min_soc_pct is not None and self.ev is None:
+            raise ValueError("v2g_min_soc_pct given but the home has no ev")
         if len(self.names[-1]) > 32:
             raise ValueError(f"home names must be at most 32 characters, {self.names[-1]!r} "
                              "is longer")
@@ -340,8 +345,9 @@ class Scenario(_Model):
 
     def preferences(self) -> dict[str, dict[str, int]]:
         """Each home's owner preferences that the scenario sets (``min_sell_price``,
-        ``max_buy_price``), for the homes that set any."""
-        chosen = [(home.names, {field: value for field in ("min_sell_price", "max_buy_price")
+        ``max_buy_price``, ``v2g_min_soc_pct``), for the homes that set any."""
+        chosen = [(home.names, {field: value for field in ("min_sell_price", "max_buy_price",
+                                                           "v2g_min_soc_pct")
                                 if (value := getattr(home, field)) is not None})
                   for home in self.homes]
         return {name: wishes for names, wishes in chosen if wishes for name in names}

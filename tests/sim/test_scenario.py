@@ -38,9 +38,9 @@ def _with(**edits):
     return raw
 
 
-def test_four_scenarios_are_shipped_as_package_data():
+def test_the_scenarios_are_shipped_as_package_data():
     assert shipped_scenarios() == ["dc-bus-cluster", "dynamic-street", "feeder-100",
-                                   "sunny-street"]
+                                   "sunny-street", "v2g-evening"]
 
 
 def test_sunny_street_is_six_homes_on_ac_with_its_feeder_and_faults():
