@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from gateway.devices import ControllableLoad, ModbusTcpBus, discover
 from gateway.devices.load import MAX_PACK_WH, decode_load
 from gateway.devices.model_reader import ModelLocation, decode_model, model_definition
+from gateway.devices.scan import render, scan
 from sim_devices.ev import EvSpec, EvState, ev_step
 from sim_devices.home import HomeSpec
 from sim_devices.physics import MJ_PER_WH
@@ -104,6 +105,24 @@ async def test_a_charger_without_the_v2g_points_stays_charge_only() -> None:
             with pytest.raises(ValueError, match="offered no discharge"):
                 await charger.set_discharge(watts=1_000, revert_s=60)
             assert world.home("a").hal_loads["ev"].discharge_set_w == 0
+
+
+@pytest.mark.parametrize(("ev", "commands"), [
+    (V2G, ["commands the power limit", "commands the discharge (V2G)"]),
+    (CHARGE_ONLY, ["commands the power limit"]),
+])
+async def test_the_installers_scan_names_whether_the_charger_can_feed_back(
+        ev: EvSpec, commands: list[str]) -> None:
+    world = _world(ev)
+    async with asyncio.timeout(_GUARD_S), world.serve() as served:
+        host, port = served.address("a", "ev")
+        report = await scan(f"tcp://{host}:{port}", unit=1, kinds=["load"], timeout_s=1.0,
+                            first_timeout_s=2.0)
+    text = render(report)
+    assert [line.strip().split(" through")[0] for line in text.splitlines()
+            if line.strip().startswith("commands")] == commands, text
+    assert f"max_discharge_w {ev.max_discharge_w}" in text
+    assert report.kinds[0].status == "yes"
 
 
 def _model(fields: dict[str, int]) -> tuple[ModelLocation, list[int]]:
