@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -105,6 +106,29 @@ async def test_a_charger_without_the_v2g_points_stays_charge_only() -> None:
             with pytest.raises(ValueError, match="offered no discharge"):
                 await charger.set_discharge(watts=1_000, revert_s=60)
             assert world.home("a").hal_loads["ev"].discharge_set_w == 0
+
+
+async def test_a_v2g_charger_that_cannot_know_its_car_is_charge_only_and_counted() -> None:
+    """A pack past full (a BMS fault, a charger confused by a car swap): the firmware reports the
+    SoC as not implemented, the driver counts it, and a discharge cannot be commanded."""
+    world = _world(V2G)
+    home = world.home("a")
+    assert home.state.ev is not None
+    home.state = replace(home.state, ev=replace(home.state.ev, stored_mj=V2G.capacity_mj * 2))
+    world.advance(2)  # the role publishes what the car now says
+    async with asyncio.timeout(_GUARD_S), world.serve() as served:
+        host, port = served.address("a", "ev")
+        async with ModbusTcpBus(host=host, port=port, timeout_s=1.0) as bus:
+            charger = ControllableLoad(bus=bus, device=await discover(bus, unit=1))
+            for _ in range(3):
+                reading = await charger.read()
+            assert reading.pack is None and reading.pack_problem == "SoC not implemented"
+            assert charger.pack_problems == {"SoC": 3}
+            with pytest.raises(ValueError, match=r"offered no discharge \(SoC not implemented\)"):
+                await charger.set_discharge(watts=1_000, revert_s=60)
+            await charger.set_limit(watts=1_000, revert_s=60)  # its charging stays ours
+            assert home.hal_loads["ev"].limit_w == 1_000
+            assert home.hal_loads["ev"].discharge_set_w == 0
 
 
 @pytest.mark.parametrize(("ev", "commands"), [
