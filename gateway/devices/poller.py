@@ -84,6 +84,11 @@ class DevicePoller(Generic[R]):
         return self._latest
 
     @property
+    def period_s(self) -> float:
+        """Seconds between polls (while they succeed)."""
+        return self._period_s
+
+    @property
     def age_s(self) -> float | None:
         """Seconds since the last good reading, None if there has been none."""
         return None if self._latest_at is None else self._clock() - self._latest_at

@@ -28,7 +28,7 @@ from gateway.forecast import DAY_S, HomeForecaster
 from gateway.home.dc_link import DcLink
 from gateway.home.devices import Device
 from gateway.home.events import HomeEvent, SetpointWritten
-from gateway.home.grid_point import margin_w
+from gateway.home.grid_point import meter_floor_w
 from gateway.home.records import NodeState
 from gateway.plan import GridLimits
 from protocols.market import Timing
@@ -45,20 +45,35 @@ FULL_MARGIN_PCT = 0.5
 """A battery this close to its top is taken as full: cells near it refuse what is still allowed."""
 
 
+def is_full(*, soc_pct: float, top_pct: float, capacity_wh: int | None, held: bool) -> bool:
+    """Whether the battery takes no charge: near its top (within ``FULL_MARGIN_PCT``), held, or
+    not reporting its SoC or capacity."""
+    return not soc_pct < top_pct - FULL_MARGIN_PCT or held or not capacity_wh
+
+
+def lasting_w(*, soc_pct: float, top_pct: float, capacity_wh: int | None, written_w: int,
+              held: bool, period_ms: int) -> int:
+    """Of a charging setpoint (W), what the cells can take over the whole coming period (none
+    when :func:`is_full`); a discharging or idle setpoint as it is."""
+    if written_w <= 0:
+        return written_w
+    if is_full(soc_pct=soc_pct, top_pct=top_pct, capacity_wh=capacity_wh, held=held):
+        return 0
+    room_wh = (top_pct - FULL_MARGIN_PCT - soc_pct) / 100 * (capacity_wh or 0)
+    return min(written_w, math.floor(room_wh * 3_600_000 / period_ms + 1e-6))
+
+
 def charge_outlook(*, soc_pct: float, top_pct: float, capacity_wh: int | None, written_w: int,
                    battery_w: int, max_charge_w: int, held: bool, period_ms: int
                    ) -> tuple[int, int]:
     """(change, room) in W for the PV guard (:mod:`gateway.home.grid_point`): how much more the
     battery will charge than it does now, counting of a charging setpoint only what the cells
-    can take over the whole coming period (a battery that fills halfway would export the rest),
-    and how much more than the setpoint it could charge. A battery near its top (within
-    ``FULL_MARGIN_PCT``), held, or not reporting its SoC or capacity counts as full."""
-    top = top_pct - FULL_MARGIN_PCT
-    full = not soc_pct < top or held or not capacity_wh
-    lasting = written_w
-    if written_w > 0:
-        room_wh = 0.0 if full else (top - soc_pct) / 100 * (capacity_wh or 0)
-        lasting = min(written_w, math.floor(room_wh * 3_600_000 / period_ms + 1e-6))
+    can take over the whole coming period (:func:`lasting_w`: a battery that fills halfway
+    would export the rest), and how much more than the setpoint it could charge (none when
+    :func:`is_full`)."""
+    lasting = lasting_w(soc_pct=soc_pct, top_pct=top_pct, capacity_wh=capacity_wh,
+                        written_w=written_w, held=held, period_ms=period_ms)
+    full = is_full(soc_pct=soc_pct, top_pct=top_pct, capacity_wh=capacity_wh, held=held)
     return lasting - battery_w, 0 if full else max(0, max_charge_w - written_w)
 
 
@@ -103,8 +118,11 @@ class BatteryController:
         self.holds: Counter[str] = Counter()
         self._held = ""  # why the battery's report holds it idle now ("" if not)
 
-    async def step(self, k: int, now_ms: int, period_ms: int) -> None:
-        """One control period of interval ``k``: the converter's command, then the battery's."""
+    async def step(self, k: int, now_ms: int, period_ms: int, *, pv_rise_w: int = 0) -> None:
+        """One control period of interval ``k``: the converter's command, then the battery's.
+        ``pv_rise_w`` is how much more PV the grid-point guard lets through this period: the
+        setpoint is chosen for the meter as it will be once that PV flows."""
+        self.change_w = self.room_w = 0  # nothing to count on unless a setpoint is written
         meter = None if self._meter is None else self._meter.fresh()
         battery = self.battery.fresh()
         pv = None if self._pv is None else self._pv.fresh()
@@ -141,7 +159,7 @@ class BatteryController:
             target=target, elapsed_s=elapsed_s,
             metered_wh=0.0 if meter is None or record.meter_start_wh is None
             else meter.import_wh - meter.export_wh - record.meter_start_wh,
-            meter_w=meter.power_w if meter is not None else battery_w,
+            meter_w=meter.power_w - pv_rise_w if meter is not None else battery_w,
             battery_w=battery_w, soc_pct=battery.soc_pct,
             previous_w=self._state.setpoint_w, dt_s=period_ms / 1000,
             envelope=envelope, safe_reason=reason, **self._meter_window(),
@@ -149,8 +167,15 @@ class BatteryController:
         if refused is not None:
             self._state.safe_reason = f"battery held idle: {held}"
             return
+        setpoint = decision.setpoint_w
+        if self._limits is not None and self._limits.export_w is not None:
+            # Under an export limit, a charge the cells could not hold until the next period is
+            # spread over it: cells that fill halfway would send the PV they took to the grid.
+            setpoint = lasting_w(soc_pct=battery.soc_pct, top_pct=envelope.soc_max_pct,
+                                 capacity_wh=battery.capacity_wh, written_w=setpoint,
+                                 held=bool(envelope.held), period_ms=period_ms)
         try:
-            written = await self.battery.driver.set_power(watts=decision.setpoint_w,
+            written = await self.battery.driver.set_power(watts=setpoint,
                                                           revert_s=self._revert_s)
         except (DeviceError, ValueError) as exc:
             log.warning("%s: battery setpoint not written: %s", self.node, exc)
@@ -179,7 +204,7 @@ class BatteryController:
         if limits is None:
             return {}
         export = limits.export_w
-        return {"meter_floor_w": None if export is None else -(export - margin_w(export)),
+        return {"meter_floor_w": None if export is None else meter_floor_w(export),
                 "meter_ceiling_w": None if limits.import_w is None else float(limits.import_w)}
 
     def ac_envelope(self, battery: BatteryReading) -> BatteryEnvelope:

@@ -251,15 +251,18 @@ class GatewayNode:
                     if j not in watchers and j >= self.state.first_traded:
                         watchers[j] = asyncio.create_task(self._watch_outcome(j),
                                                           name=f"{self.name}-outcome-{j}")
-                if concerns.battery is None:
+                battery, guard = concerns.battery, concerns.grid_point
+                # The PV cap's rise first, for the battery to take; then the cap, checked
+                # against the battery's new setpoint (gateway.home.grid_point).
+                rise_w = 0 if guard is None else await guard.prepare(
+                    battery=self.devices.battery,
+                    battery_room_w=0 if battery is None else battery.room_w)
+                if battery is None:
                     self.state.safe_reason = "no battery: nothing to dispatch"
                 else:
-                    await concerns.battery.step(k, now, self._period_ms)
-                if concerns.grid_point is not None:
-                    battery = concerns.battery
-                    await concerns.grid_point.step(
-                        battery_change_w=0 if battery is None else battery.change_w,
-                        battery_room_w=0 if battery is None else battery.room_w)
+                    await battery.step(k, now, self._period_ms, pv_rise_w=rise_w)
+                if guard is not None:
+                    await guard.step(battery_change_w=0 if battery is None else battery.change_w)
                 await concerns.loads.step(k, now)
                 self.write_status()
                 self.faults.clear("controller")
