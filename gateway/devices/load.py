@@ -31,11 +31,19 @@ from gateway.devices.errors import BadDeviceData
 from gateway.devices.model_reader import ModelData, read_models
 from gateway.devices.model_writer import write_points
 from gateway.devices.plausibility import PlausibilityGuard, Uses
+from protocols.sunspec.models import load_model
 
 log = logging.getLogger(__name__)
 
 _VENDOR_MODEL = 64220
 _MAX_REVERT_S = 0xFFFE  # uint16 seconds; 0xFFFF is "not implemented"
+_PACK_POINTS = frozenset({"SoC", "WhRtg"})
+"""The car's points, not the charger's: they come and go with the car (not implemented while none
+is plugged in, another pack with another car), which the plausibility guard's structure rule
+would take for a changed device, one failed poll at each plug-in. The driver checks them itself
+(``_pack``): a value it cannot believe makes the car charge-only, never a failed poll."""
+_USES: Uses = {_VENDOR_MODEL: tuple(p.name for p in load_model(_VENDOR_MODEL).points
+                                    if p.name not in _PACK_POINTS)}
 MAX_PACK_WH = 250_000
 """A pack size past any car's (the largest sold are about 200 kWh): a larger one is a bad
 reading, not a bus to plan with."""
@@ -93,7 +101,7 @@ class ControllableLoad:
                  now_s: Callable[[], float] | None = None) -> None:
         self._bus = bus
         self._unit = device.unit
-        self._guard = PlausibilityGuard(now_s=now_s)
+        self._guard = PlausibilityGuard(now_s=now_s, uses=_USES)
         (self._location,) = device.require(driver="ControllableLoad", model_ids=(_VENDOR_MODEL,))
         self._last: tuple[LoadReading, ModelData] | None = None
         self._discharging = False
@@ -102,8 +110,9 @@ class ControllableLoad:
         one left the car charge-only."""
 
     family = "gridpeer controllable load (vendor model 64220)"
-    uses: Uses | None = None
-    """Every point of 64220 can refuse a reading: it is gridpeer's own, served as declared."""
+    uses: Uses | None = _USES
+    """Every point of 64220 but the car's pack can refuse a reading: it is gridpeer's own,
+    served as declared."""
 
     @property
     def commands(self) -> tuple[Command, ...]:

@@ -162,7 +162,7 @@ class LoadsController:
             time_of_day_s=now_ms / 1000 % DAY_S, margin_s=length_s * FLEX_MARGIN_INTERVALS)
         if decision.refused is not None:
             self.v2g_refused[decision.refused] += 1
-        if decision.refused != self._last_refusal.get(name):
+        if name not in self._last_refusal or decision.refused != self._last_refusal[name]:
             log.info("%s: car at %s %s", self.node, name,
                      f"feeds the home {decision.watts} W" if decision.refused is None
                      else f"does not feed the home: {decision.refused}")

@@ -94,6 +94,25 @@ async def test_the_driver_reads_the_cars_soc_and_feeds_back_until_the_timer_reve
             assert home.state.ev.power_w > 0  # charging on its own default again
 
 
+async def test_a_car_plugging_in_or_leaving_is_not_a_changed_device() -> None:
+    """Its SoC and pack size appear and vanish with the car: no poll fails on that."""
+    world = World(homes=[HomeSpec(name="a", ev=V2G, pv_peak_w=0)], seed=3, speed=1.0,
+                  start_s=17.9 * H)
+    async with asyncio.timeout(_GUARD_S), world.serve() as served:
+        host, port = served.address("a", "ev")
+        async with ModbusTcpBus(host=host, port=port, timeout_s=1.0) as bus:
+            charger = ControllableLoad(bus=bus, device=await discover(bus, unit=1),
+                                       now_s=lambda: world.now_s)
+            away = await charger.read()
+            assert not away.connected and away.pack is None and away.max_discharge_w == 5_000
+            world.advance(0.2 * H)
+            home = await charger.read()
+            assert home.connected and home.pack is not None
+            world.advance(14 * H)  # gone again in the morning
+            gone = await charger.read()
+            assert not gone.connected and gone.pack is None
+
+
 async def test_a_charger_without_the_v2g_points_stays_charge_only() -> None:
     world = _world(CHARGE_ONLY)
     async with asyncio.timeout(_GUARD_S), world.serve() as served:
