@@ -15,12 +15,20 @@ time includes waiting for the server process) and wall time per cycle.
 Baseline, same run, same server, interleaved rounds: raw pymodbus ``AsyncModbusTcpClient``s
 issuing exactly the ``read_holding_registers`` requests our drivers issued (recorded from the
 bus during the first cycle), with no decoding, also concurrently per device.
+
+Memory with the solver loaded (issue 17's budget, 60 MB): after the cycles this process imports
+what ``gridpeer run`` imports (the CLI, the config, ``GatewayNode``) and plans five 96-step days
+with the optimiser and their bid curves (``bench.bench_ems``'s homes, as a gateway re-plans every
+interval), then its RSS is set against the budget. Where it goes: a fresh interpreter imports
+the same in dependency order and prints the RSS each step adds, ``psutil`` (the bench's, which
+this process carries and a gateway does not) last.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import re
 import resource
 import subprocess
@@ -38,6 +46,35 @@ from gateway.devices import ModbusTcpBus
 from gateway.devices.poller import DevicePoller
 from gateway.home.devices import Device
 
+BUDGET_MIB = 60e6 / 2**20
+"""Issue 17's budget: gateway RSS under 60 MB with the solver loaded."""
+_PLAN = """
+from bench.bench_ems import home
+from gateway.plan import Planner
+planner = Planner()
+for seed in range(5):
+    planner.plan(home(seed), max_buy_wh=3_000, max_sell_wh=3_000)
+"""
+_STEPS = (  # (what, code) in the order a gateway's imports pull them in
+    ("the interpreter", "pass"),
+    ("asyncio, ssl (OpenSSL), sqlite3, logging", "import asyncio, ssl, sqlite3, logging, json"),
+    ("pydantic, and its schema machinery (built with the first model)",
+     "import pydantic\nclass _First(pydantic.BaseModel):\n    x: int = 0"),
+    ("pymodbus", "import pymodbus.client"),
+    ("numpy", "import numpy"),
+    ("cryptography (Ed25519)", "import cryptography.hazmat.primitives.asymmetric.ed25519"),
+    ("paho-mqtt, aiomqtt", "import aiomqtt"),
+    ("protocols (messages, signing, clearing, market)",
+     "import protocols.messages, protocols.signing, protocols.clearing, protocols.market"),
+    ("gateway (config, plan, devices, node, CLI)",
+     "import gateway.cli, gateway.cli.home, gateway.config, gateway.home"),
+    ("highspy (HiGHS)", "import highspy"),
+    ("five planned days with their bid curves", _PLAN),
+    ("psutil (the bench's, not the gateway's)", "import psutil"),
+)
+_STEP_RSS = ("import os as _os\nwith open('/proc/self/statm') as _f:\n"
+             "    print('rss', int(_f.read().split()[1]) * _os.sysconf('SC_PAGE_SIZE') / 2**20)")
+"""Resident pages from the kernel (Linux), so the count carries no psutil until its step."""
 SCENARIO = "sunny-street"
 CYCLES = 1_000  # per round; a cycle is ~1-3 ms of CPU
 ROUNDS = 3
@@ -105,6 +142,39 @@ async def run() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+    with_solver()
+    where_it_goes()
+
+
+def with_solver() -> None:
+    """This process's RSS once it holds what a gateway imports and has planned with HiGHS."""
+    before = rss_mib()
+    for _, step in _STEPS:  # the bench's own code, run here as where_it_goes runs it
+        exec(step, {})
+    gc.collect()
+    after = rss_mib()
+    print(f"+ gridpeer run's imports and highspy, five 96-step days planned: {before:.1f} -> "
+          f"{after:.1f} MiB")
+    print(line("gateway RSS with the solver loaded", after, "MiB", "issue 17's 60 MB budget",
+               BUDGET_MIB, lower_is_better=True))
+
+
+def where_it_goes() -> None:
+    """RSS each import adds, in a fresh interpreter, in the order a gateway pulls them in."""
+    code = "\n".join(f"{step}\n{_STEP_RSS}" for _, step in _STEPS)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                          check=False)
+    if done.returncode:
+        print(f"where it goes: not measured ({done.stderr.strip().splitlines()[-1]})")
+        return
+    figures = [float(text.split()[1]) for text in done.stdout.splitlines()
+               if text.startswith("rss ")]  # HiGHS prints its banner on stdout too
+    print("where a gateway's RSS goes (fresh interpreter, MiB added by each step):")
+    previous = 0.0
+    for (what, _), total in zip(_STEPS, figures, strict=True):
+        print(f"  {total - previous:5.1f}  {what} (total {total:.1f})")
+        previous = total
 
 
 async def measure(addresses: dict[str, tuple[str, int]]) -> None:
