@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.clock import monotonic
 from gateway.config import GatewayConfig, PreferencesConfig
 from gateway.home.status import Status
 from gateway.ledger import Ledger
@@ -182,7 +182,7 @@ class StatusView:
     """
 
     def __init__(self, *, node: DashboardNode, max_age_s: float = 0.5,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = monotonic) -> None:
         self._node = node
         self._max_age_s = max_age_s
         self._monotonic = monotonic

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from gateway.aio import raise_if_cancelling
+from gateway.clock import monotonic
 from gateway.devices.errors import DeviceError
 
 _log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class DevicePoller(Generic[R]):
         stale_after: int = 3,
         backoff_max_s: float = 30.0,
         poll_timeout_s: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = monotonic,
     ) -> None:
         if period_s <= 0 or poll_timeout_s <= 0:
             raise ValueError("period_s and poll_timeout_s must be > 0")

@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar, cast
 
 from gateway.aio import raise_if_cancelling
-from gateway.clock import Clock
+from gateway.clock import Clock, monotonic
 from gateway.config import DeviceConfig
 from gateway.devices import (
     Battery,
@@ -66,7 +65,7 @@ class Device(Generic[D, R]):
 
     def __init__(self, *, config: DeviceConfig, bus: ModbusBus, period_s: float,
                  now_s: Callable[[], float] | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = monotonic) -> None:
         self.config = config
         self.bus = bus
         self.adoption = Adoption()
