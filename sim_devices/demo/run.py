@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from gateway.home import HomeEvent, IntervalClosed
 from protocols.market import Agreed
+from sim_devices import virtual_time
 from sim_devices.demo.community import CommunityLog, RunTiming, run_community
 from sim_devices.demo.report import render
 from sim_devices.demo.summary import (
@@ -83,15 +84,15 @@ def progress_line(log: CommunityLog, k: int, *, interval_s: float) -> str:
 
 
 def _baseline_in_process(conn: Connection, scenario: Scenario, out: Path, intervals: int,
-                         seed: int | None, speed: float) -> None:
+                         seed: int | None, speed: float, virtual: bool) -> None:
     """The body of the baseline's process: the no-market run of the same day, its summary sent
     back (or its error, as text: the parent shows it as one line). Ctrl-C is the parent's to
     handle: it terminates this process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        log, _ = asyncio.run(run_community(
-            out=out, scenario=scenario, intervals=intervals,
-            timing=timing(scenario, speed=speed), seed=seed, trade=False))
+        day = run_community(out=out, scenario=scenario, intervals=intervals,
+                            timing=timing(scenario, speed=speed), seed=seed, trade=False)
+        log, _ = virtual_time.run(day) if virtual else asyncio.run(day)
         conn.send(summarise(log))
     except Exception as exc:  # noqa: BLE001 - crosses a process boundary as one line
         conn.send(BaselineError(f"no-market baseline: {exc}"))
@@ -104,21 +105,34 @@ class BaselineError(RuntimeError):
 
 
 async def run_baseline(*, scenario: Scenario, out: Path, intervals: int, seed: int | None,
-                       speed: float) -> CommunitySummary:
-    """Run the no-market baseline in a second process (a fresh interpreter: ``spawn``).
+                       speed: float, virtual: bool = False) -> CommunitySummary:
+    """Run the no-market baseline in a second process (a fresh interpreter: ``spawn``); on
+    virtual time (:mod:`sim_devices.virtual_time`) when ``virtual``, as fast as its core allows.
 
-    Cancelled (the market run failed, Ctrl-C), it terminates that process rather than wait for
-    its day to end.
+    The answer is awaited as I/O on the pipe, not in a thread, so a caller on virtual time keeps
+    its own clock moving meanwhile. Cancelled (the market run failed, Ctrl-C), it terminates that
+    process rather than wait for its day to end.
     """
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=_baseline_in_process, name="gridpeer-baseline",
-                              args=(sender, scenario, out, intervals, seed, speed), daemon=True)
+                              args=(sender, scenario, out, intervals, seed, speed, virtual),
+                              daemon=True)
     process.start()
     sender.close()
+    loop = asyncio.get_running_loop()
+    readable: asyncio.Future[None] = loop.create_future()
+
+    def answered() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    loop.add_reader(receiver.fileno(), answered)
     try:
-        answer = await asyncio.to_thread(_receive, receiver)
+        await readable  # the answer, or end of file if the process died without one
+        answer = _receive(receiver)
     finally:
+        loop.remove_reader(receiver.fileno())
         if process.is_alive():
             process.terminate()
         await asyncio.to_thread(process.join)
