@@ -33,7 +33,11 @@ from sim_devices.world import World
 
 pytestmark = pytest.mark.xdist_group("day-sunny")  # one day for the module, on one worker
 
-SCENARIO = load_scenario("sunny-street")
+_STREET = load_scenario("sunny-street")
+SCENARIO = _STREET.model_copy(update={"market": _STREET.market.model_copy(update={
+    "fee_base": 10, "fee_per_km": 20})})
+"""sunny-street with a network fee on every trade: 10 µ/Wh, plus 20 per km of feeder between
+the two homes' buses (18 µ/Wh from one branch to the other), charged inside the clearing."""
 SPEED = 720.0
 """Simulated seconds per second of the virtual clock: it sets the gateways' pace against the
 world's physics step, as in the demo at that speed, not how long the test takes."""
@@ -101,6 +105,9 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Day]:
 
 
 def test_the_market_ran_the_whole_day(day: Day) -> None:
+    fees = [fee for k in day.log.complete for c in day.log.closed[k].values()
+            if isinstance(c.outcome, Agreed) for fee in c.outcome.fees]
+    assert fees and all(fee.fee > 0 for fee in fees)  # the fee was on for every trade
     assert day.log.complete == list(day.log.window) and len(day.log.complete) == DAY
     # most intervals agreed by every gateway, energy traded between neighbours
     # on virtual time no host is too busy for a gateway to agree: every interval, everywhere
