@@ -66,13 +66,12 @@ def _table(text: str) -> dict[str, list[str]]:
     return {cells[0]: cells[1:] for cells in (re.split(r"\s{2,}", ln.strip()) for ln in lines)}
 
 
-@pytest.mark.realtime
 def test_compare_runs_a_short_day_each_way_and_its_table_balances(
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "cmp"
     assert main(["sim", "compare", "sunny-street", "--mechanism", "uniform", "--mechanism",
-                 "sdr", "--no-optimiser", "--intervals", "3", "--speed", "720",
+                 "sdr", "--no-optimiser", "--intervals", "3",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr()
     text = (out / "sunny-street" / "compare.txt").read_text(encoding="utf-8")

@@ -21,8 +21,9 @@ mechanism (every home planning with the heuristic), with the optimiser under the
 mechanism, and without the market. Prints one table per scenario and writes it with a
 self-contained page to OUT/<scenario>/compare.txt and compare.html: traded kWh, price range,
 self-sufficiency, welfare as a share of the efficient maximum of the bids, the community bill,
-each home's saving against no market and their spread. A full day takes about two minutes per
-way at the default speed."""
+each home's saving against no market and their spread. The runs are on virtual time: a busy host
+makes them slower, never changes what they show; a full day takes about a minute per way on an
+idle 2-core host."""
 
 
 def add_sim_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,9 +55,6 @@ def add_sim_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
                          help="leave out the run with every home planning with the optimiser")
     compare.add_argument("--intervals", type=positive_int, help="intervals to run "
                          "(default: one day)")
-    compare.add_argument("--speed", type=positive_float,
-                         help="simulated seconds per real second (default: 720, a day in two "
-                         "minutes per way)")
     compare.add_argument("--out", type=Path, default=Path("gridpeer-compare"),
                          help="folder for each run's keys, ledgers and the tables "
                          "(default: ./gridpeer-compare)")
@@ -75,15 +73,14 @@ def cmd_sim_compare(args: argparse.Namespace) -> int:
     """0 once every scenario's table is written; every scenario is loaded (and a bad one
     refused) before the first run starts."""
     from sim_devices.demo.community import CommunityError
-    from sim_devices.demo.compare import DEFAULT_SPEED, compare
+    from sim_devices.demo.compare import compare
     from sim_devices.scenario import load_scenario
 
     scenarios = [load_scenario(name) for name in args.scenarios]
     mechanisms = list(dict.fromkeys(args.mechanism or MECHANISMS))
     try:
         compare(scenarios, out=args.out, mechanisms=mechanisms, optimiser=args.optimiser,
-                intervals=args.intervals,
-                speed=DEFAULT_SPEED if args.speed is None else args.speed)
+                intervals=args.intervals)
     except CommunityError as exc:
         raise UsageError(str(exc)) from None
     return 0
