@@ -98,6 +98,14 @@ class LoadsController:
                 return car
         return None
 
+    def v2g_refusals(self) -> dict[str, int]:
+        """What kept the cars from feeding the home, by reason (``Status.v2g_refusals``)."""
+        refused = dict(self.v2g_refused)
+        for load in self.loads:
+            for point, count in load.driver.pack_problems.items():
+                refused[f"pack {point}"] = refused.get(f"pack {point}", 0) + count
+        return refused
+
     def _ready_by(self, reading: LoadReading) -> int | None:
         """The owner's ready-by applies to EV chargers."""
         return self._prefs().ev_ready_by_min if reading.kind == LoadKind.EVSE else None

@@ -325,6 +325,7 @@ class GatewayNode:
             else dict(concerns.battery.holds),
             converter=None if concerns is None or concerns.dc is None else concerns.dc.status(),
             plan=None if concerns is None else _plan_status(concerns),
+            v2g_refusals={} if concerns is None else concerns.loads.v2g_refusals(),
         )
 
     def write_status(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -150,6 +150,10 @@ class Status:
     device_holds: dict[str, int]
     converter: ConverterStatus | None
     plan: PlanStatus | None = None
+    v2g_refusals: dict[str, int] = field(default_factory=dict)
+    """Why the car did not feed the home when the plan asked it to (control periods, by reason:
+    ``at-floor``, ``ready-by``, ``no-pack``), and the V2G chargers' readings whose pack was not
+    believed (``pack <point>``)."""
 
     def to_json(self) -> dict[str, Any]:
         """The status as JSON-able data (the status file, ``/api/status``)."""

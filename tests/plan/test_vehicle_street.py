@@ -86,6 +86,7 @@ async def test_with_consent_the_car_feeds_the_evening_above_its_floor_and_is_ful
                 while world.now_ms < (READY_S + 300) * 1000:
                     assert not any(t.done() for t in (a, b, c)), "a gateway stopped"
                     await asyncio.sleep(0.05)
+                statuses = [node.status() for node in nodes]
         finally:
             sampler.cancel()
     await asyncio.get_running_loop().shutdown_default_executor()
@@ -105,6 +106,11 @@ async def test_with_consent_the_car_feeds_the_evening_above_its_floor_and_is_ful
     assert min(s[1] for s in consents) >= capacity_mj * FLOOR_PCT / 100
     # The other car never fed anything.
     assert all(s[3] == 0 and s[2] >= 0 for s in samples["home-2"])
+    # The owner sees why the car did not feed the home when the plan asked; without consent
+    # the plan never asks.
+    assert all(isinstance(n, int) and n > 0 for n in statuses[0].v2g_refusals.values())
+    assert statuses[1].v2g_refusals == {}
+    assert statuses[0].to_json()["v2g_refusals"] == statuses[0].v2g_refusals
     # Both cars are at their target charge when they leave (the car's own clock: the world's).
     for name, sample in at_ready.items():
         assert sample[1] >= capacity_mj * EV.target_soc_pct / 100 * 0.999, (name, sample)
