@@ -7,8 +7,9 @@ is read from the simulated world (ground truth), not from the gateways' own repo
 
 Both run on virtual time (:mod:`sim_devices.virtual_time`): the clock moves only when every task
 of the process waits on a timer, so a busy host makes the day slower, never a gateway late, and
-what each home pays is the market's doing, not the machine's. The real-time days (the DC bus, the
-EV night, the faults) keep the scaled wall clock and an external broker honest.
+what each home pays is the market's doing, not the machine's. The real-time tests (the EV night,
+a tripped DC bus, the faults, the hostile member on Mosquitto) keep the scaled wall clock and an
+external broker honest.
 """
 
 from __future__ import annotations
