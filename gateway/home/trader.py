@@ -25,6 +25,7 @@ from gateway.home.battery import device_envelope
 from gateway.home.devices import Device
 from gateway.home.events import BidMade, HomeEvent
 from gateway.home.faults import Faults
+from gateway.home.grid_point import meter_floor_w
 from gateway.home.loads import FLEX_MARGIN_INTERVALS, LoadsController
 from gateway.home.records import NodeState
 from gateway.lookahead import Ahead, horizon
@@ -187,18 +188,20 @@ class Trader:
             # the sun that would refill energy sold from the battery (self-consumption alone).
             pv_wh = 0
         if self.planner is not None:
-            return over_the_bus(self._optimise(k, self.planner, state, (pv_wh, load_wh),
-                                               look=not pv_silent),
-                                battery=state, cap_w=self._bus_cap_w, length_ms=length_ms)
+            return over_the_bus(within_export_limit(
+                self._optimise(k, self.planner, state, (pv_wh, load_wh), look=not pv_silent),
+                limits=self._limits, length_ms=length_ms),
+                battery=state, cap_w=self._bus_cap_w, length_ms=length_ms)
         block_s, count = horizon(length_s)
         ahead = None if pv_silent else Ahead(block_s=block_s, blocks=self._forecaster.learned_ahead(
             start_s=self._timing.start_ms(k + 1) / 1000 % DAY_S, block_s=block_s, count=count))
-        return over_the_bus(plan_interval(
+        return over_the_bus(within_export_limit(plan_interval(
             pv_wh=pv_wh, load_wh=load_wh, battery=state, prefs=self._prefs(),
             tariffs=band(*self._schedule.average(start_ms, self._timing.length_ms)),
             interval_s=length_s, flex=self._loads.plan(k, surplus_wh=pv_wh - load_wh),
             ahead=ahead,
-        ), battery=state, cap_w=self._bus_cap_w, length_ms=length_ms)
+        ), limits=self._limits, length_ms=length_ms),
+            battery=state, cap_w=self._bus_cap_w, length_ms=length_ms)
 
     def _optimise(self, k: int, planner: Planner, battery: BatteryState | None,
                   first: tuple[int, int], *, look: bool) -> Plan:
@@ -235,7 +238,22 @@ def over_the_bus(plan: Plan, *, battery: BatteryState | None, cap_w: int | None,
         return plan
     battery_w = 0 if battery is None else (
         battery.max_discharge_w if plan.side == "sell" else battery.max_charge_w)
-    cap_wh = min(cap_w, battery_w) * length_ms // 3_600_000
+    return cut_to(plan, min(cap_w, battery_w) * length_ms // 3_600_000)
+
+
+def within_export_limit(plan: Plan, *, limits: GridLimits | None, length_ms: int) -> Plan:
+    """A sale cut to what the grid operator's export limit lets through the meter in an
+    interval of ``length_ms`` (the limit less the grid-point guard's margin), best steps kept.
+
+    A home delivers a sale only by exporting: a sale past the limit is energy the meter never
+    shows, and the shortfall is bought at retail (a zero-export home may not sell at all)."""
+    if limits is None or limits.export_w is None or plan.side != "sell":
+        return plan
+    return cut_to(plan, max(0, -meter_floor_w(limits.export_w)) * length_ms // 3_600_000)
+
+
+def cut_to(plan: Plan, cap_wh: int) -> Plan:
+    """``plan``'s offer cut to ``cap_wh``, its best steps kept (no bid when none is left)."""
     if plan.energy_wh <= cap_wh:
         return plan
     head = curve_head(plan.curve(), cap_wh)

@@ -8,7 +8,7 @@ gateway's readings) is what is checked, interval by interval.
 - Zero export at the demo's 2-minute control period (dynamic-street's home-6: 6 kWp, 800 W of
   load, a 6 kWh battery that fills during the check): the battery and the PV cap answer one
   meter read once every two minutes, and the meter must not export at all, within a stated
-  tolerance.
+  tolerance; nor may the home offer a sale, which it could only deliver by exporting.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import pytest
 from gateway.clock import Clock
 from gateway.config import load_config
 from gateway.home import GatewayNode, running
+from gateway.home.events import BidMade, HomeEvent, IntervalClosed
 from gateway.identity import load_certificate, load_key_file
+from protocols.market import Agreed
 from sim_devices.demo.broker import EmbeddedBroker
 from sim_devices.demo.community import Rules, RunTiming, provision
 from sim_devices.home import HomeSpec
@@ -37,8 +39,9 @@ Sample = tuple[int, float, float, int, int]
 
 async def run_street(tmp_path: Path, homes: tuple[HomeSpec, ...], *, limit_w: int,
                      timing: RunTiming, planner: str, start_s: float,
-                     end_s: float) -> list[Sample]:
-    """Run the street's gateways, the first home under ``limit_w``; its meter and PV sampled."""
+                     end_s: float) -> tuple[list[Sample], list[HomeEvent]]:
+    """Run the street's gateways, the first home under ``limit_w``: its meter and PV sampled,
+    and its gateway's events (bids made, intervals closed with their agreed positions)."""
     world = World(homes=homes, seed=3, speed=timing.speed, start_s=start_s,
                   dt_ms=timing.physics_step_ms)
     limited = world.home(homes[0].name)
@@ -60,12 +63,14 @@ async def run_street(tmp_path: Path, homes: tuple[HomeSpec, ...], *, limit_w: in
         configs = provision(tmp_path, homes, addresses, broker_url=broker.url, timing=timing,
                             rules=rules)
         clock = Clock(origin_ms=world.now_ms, speed=timing.speed)
-        nodes = []
+        nodes: list[GatewayNode] = []
+        events: list[HomeEvent] = []
         for path in configs:
             config = load_config(path)
             envelope, _ = load_certificate(config.certificate_file)
             nodes.append(GatewayNode(config=config, key=load_key_file(config.key_file),
-                                     certificate=envelope, clock=clock))
+                                     certificate=envelope, clock=clock,
+                                     on_event=events.append if not nodes else lambda _e: None))
         assert nodes[0].config.grid is not None and nodes[1].config.grid is None
         sampler = asyncio.create_task(sample())
         try:
@@ -77,7 +82,7 @@ async def run_street(tmp_path: Path, homes: tuple[HomeSpec, ...], *, limit_w: in
             sampler.cancel()
     # The broker's and clients' name lookups ran on the loop's default executor: join its thread.
     await asyncio.get_running_loop().shutdown_default_executor()
-    return samples
+    return samples, events
 
 
 def exported_wh(samples: list[Sample], *, check_s: float, end_s: float,
@@ -106,7 +111,7 @@ TIMING = RunTiming(speed=360.0, physics_step_ms=1000, revert_s=1800, poll_s=30)
 
 async def test_the_meter_never_exports_past_the_operators_limit(tmp_path: Path) -> None:
     check_s, end_s = 11 * H, 13.5 * H  # from the first whole interval after the gateways are up
-    samples = await run_street(tmp_path, LIMITED, limit_w=LIMIT_W, timing=TIMING,
+    samples, _ = await run_street(tmp_path, LIMITED, limit_w=LIMIT_W, timing=TIMING,
                                planner="heuristic", start_s=10.5 * H, end_s=end_s)
     allowed_wh = LIMIT_W * TIMING.interval_s / H
     intervals = exported_wh(samples, check_s=check_s, end_s=end_s,
@@ -139,8 +144,8 @@ async def test_a_zero_export_home_exports_nothing_at_a_two_minute_control_period
     interval does the meter export more than the tolerance, gross, and the PV was curtailed
     (the sun gave more than the home could use)."""
     check_s, end_s = 11 * H, 13 * H
-    samples = await run_street(tmp_path, ZERO, limit_w=0, timing=DEMO_TIMING, planner=planner,
-                               start_s=10.5 * H, end_s=end_s)
+    samples, events = await run_street(tmp_path, ZERO, limit_w=0, timing=DEMO_TIMING,
+                                        planner=planner, start_s=10.5 * H, end_s=end_s)
     intervals = exported_wh(samples, check_s=check_s, end_s=end_s,
                             interval_s=DEMO_TIMING.interval_s)
     assert len(intervals) == 8
@@ -148,3 +153,15 @@ async def test_a_zero_export_home_exports_nothing_at_a_two_minute_control_period
         assert gross_wh <= ZERO_EXPORT_TOLERANCE_WH, (start_h, gross_wh, intervals)
     curtailed = [s for s in samples if s[0] >= check_s * 1000 and s[3] - s[4] > 500]
     assert len(curtailed) > len(samples) // 4
+    # It cannot deliver a sale (that takes export), so it offers none: one it had sold would be
+    # bought back at retail. It still plans and bids (to buy, when it needs to).
+    offers = [(e.interval, e.plan.side, e.plan.energy_wh) for e in events
+              if isinstance(e, BidMade)]
+    assert len(offers) >= 8
+    assert all(side != "sell" for _, side, _ in offers), offers
+    closed = [e for e in events if isinstance(e, IntervalClosed) and e.in_market]
+    assert len(closed) >= 8
+    sold = [(e.interval, e.outcome.position.sold_wh) for e in closed
+            if isinstance(e.outcome, Agreed) and e.outcome.position is not None
+            and e.outcome.position.sold_wh]
+    assert not sold
