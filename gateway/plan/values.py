@@ -17,6 +17,13 @@ functions) finds a single kink between two points exactly, so a few re-solves pl
 eight steps on the kinks that matter (the energy the plan would export anyway, what the battery
 can still take, what the evening needs).
 
+The first step's loads (each deferrable job, the car's charging and feeding) are held at the
+plan's own runs while the curve is priced: the loads follow the plan, and a step cleared beyond
+the residual is delivered from or into the battery (``gateway.dispatch``), so the curve prices
+only what the battery and the grid can do with it. Left free, a load owed later would price the
+energy it could take now (at the import price, past a cut horizon) and the battery would be
+handed energy bought at a load's value.
+
 A chunk the grid would pay as much for (bought at or below the export price, sold at or above
 the import price) is left out; the owner's limits bound the rest (never buy above
 ``max_buy_price``, never sell below ``min_sell_price``), and equal neighbours merge.
@@ -31,7 +38,7 @@ from itertools import pairwise
 from typing import Literal, NamedTuple
 
 from gateway.ems import Preferences
-from gateway.plan.model import Model
+from gateway.plan.model import FloatArray, Model
 from gateway.plan.problem import Problem
 from gateway.plan.solve import SolveFailed, Solver
 from protocols.messages import Step
@@ -80,6 +87,9 @@ def bid_curve(solver: Solver, model: Model, problem: Problem, *, max_buy_wh: int
     if not 1 <= max_steps <= MAX_STEPS:
         raise ValueError(f"max_steps must be 1..{MAX_STEPS}")
     col = int(model.columns.market[0])
+    planned = solver.values()
+    for load in _first_loads(model):
+        solver.bound(load, float(planned[load]), float(planned[load]))
     solver.set_cost(col, 0.0)
     end = solver.clock() + time_limit_s
 
@@ -89,7 +99,7 @@ def bid_curve(solver: Solver, model: Model, problem: Problem, *, max_buy_wh: int
         return solver.objective(), solver.col_dual(col)
 
     zero_cost, zero_slope = cost_at(0)
-    buy_top, sell_top = _reach(model)
+    buy_top, sell_top = _reach(model, planned)
     sides = {}
     for side, sign, top in (("buy", 1, min(max_buy_wh, buy_top)),
                             ("sell", -1, min(max_sell_wh, sell_top))):
@@ -104,17 +114,26 @@ def bid_curve(solver: Solver, model: Model, problem: Problem, *, max_buy_wh: int
                     buy=_steps(sides["buy"], "buy", prefs, first))
 
 
-def _reach(model: Model) -> tuple[int, int]:
-    """The most the first step could physically take (buy side) and give (sell side): beyond
-    it a trade is only a position the grid settles at its own prices."""
+def _first_loads(model: Model) -> list[int]:
+    """The columns of the first step's loads: each deferrable job's run, the car's charge and
+    feed (those the model has)."""
+    cols = model.columns
+    return [c for c in (cols.ev_charge[0], cols.ev_discharge[0],
+                        *(idx[0] for idx in cols.jobs.values())) if c >= 0]
+
+
+def _reach(model: Model, planned: FloatArray) -> tuple[int, int]:
+    """The most the first step could physically take (buy side) and give (sell side), its loads
+    at the plan's runs (``planned``, the day's solution): beyond it a trade is only a position
+    the grid settles at its own prices."""
     cols, upper = model.columns, model.upper
-    takes = [cols.charge[0], cols.ev_charge[0], *(idx[0] for idx in cols.jobs.values())]
-    gives = [cols.discharge[0], cols.ev_discharge[0]]
     load = float(model.row_lower[model.balance_rows[0]])
     pv = float(upper[cols.pv[0]])
-    take = load + pv + sum(float(upper[c]) for c in takes if c >= 0)
-    give = pv + sum(float(upper[c]) for c in gives if c >= 0)
-    return math.floor(take), math.floor(give)
+    runs = sum(float(planned[c]) for c in _first_loads(model) if c != cols.ev_discharge[0])
+    fed = float(planned[cols.ev_discharge[0]]) if cols.ev_discharge[0] >= 0 else 0.0
+    charge = float(upper[cols.charge[0]]) if cols.charge[0] >= 0 else 0.0
+    discharge = float(upper[cols.discharge[0]]) if cols.discharge[0] >= 0 else 0.0
+    return math.floor(load + pv + runs + charge), math.floor(pv + fed + discharge)
 
 
 def _refine(points: list[_Point], sign: int, cost_at: Callable[[int], tuple[float, float]],

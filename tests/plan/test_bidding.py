@@ -178,6 +178,26 @@ def test_a_home_that_cannot_see_its_day_does_not_buy_energy_to_store() -> None:
     assert plan.battery_wh <= 0, plan  # nothing charged for a later it cannot see
 
 
+def test_the_curve_prices_only_what_the_battery_can_do_with_energy_the_loads_hold_to_the_plan(
+        ) -> None:
+    """The loads follow the plan, and a step cleared beyond the residual goes into or out of the
+    battery, so the curve must not price energy by what a load could do with it. A silent
+    inverter (no sun this interval, the horizon cut short) and a 3 kWh heater owed later: the
+    plan does not run the heater now (nothing to run it on), so the bid is the interval's own
+    load. Priced with the heater free, the curve bid 750 Wh more at the owner's top price, the
+    heater's value past the cut horizon; the battery took it (and, once full, the grid at
+    feed-in): home-6 on sunny-street with the optimiser bought 8.8 kWh in a day."""
+    heater = FlexJob(name="heater", need_wh=3_000, max_w=3_000, due_s=6 * 3_600)
+    problem = day_problem(start_ms=START + 9 * 3_600_000, step_s=900, first=(0, 118),
+                          ahead=(), battery=replace(BATTERY, soc_pct=95), prefs=PREFS,
+                          jobs=(heater,), schedule=load_schedule(None, fixed=FIXED),
+                          limits=None)
+    outcome = PLANNER.plan(problem, max_buy_wh=5_000, max_sell_wh=5_000)
+    plan = bid_plan(outcome, min_bid_wh=1)
+    assert dict(plan.flex).get("heater", 0) == 0  # nothing to run it on now
+    assert plan.side == "buy" and plan.energy_wh == 118, plan
+
+
 def test_a_home_that_has_not_learned_its_day_runs_its_loads_on_a_surplus_now() -> None:
     """Nothing seen after this interval, 2 kW of sun to spare and a 3 kWh water heater due in
     six hours: it runs now on the surplus (as the heuristic runs it), not at its latest start,

@@ -57,15 +57,30 @@ def test_member_limits_bound_each_side() -> None:
     assert sum(s.wh for s in curve.sell) == 500
 
 
-def _value(problem: Problem, q: int) -> float:
-    """The day's optimal cost with the first step's market position held at ``q``, solved
-    from scratch."""
+def _first_loads_planned(problem: Problem) -> dict[int, float]:
+    """The first step's load columns (jobs, the car's charge and feed) at the day's plan."""
+    model = build(problem)
+    solver = Solver()
+    solver.load(model)
+    solver.run(time_limit_s=30.0)
+    values = solver.values()
+    cols = model.columns
+    loads = [cols.ev_charge[0], cols.ev_discharge[0], *(idx[0] for idx in cols.jobs.values())]
+    return {int(c): float(values[c]) for c in loads if c >= 0}
+
+
+def _value(problem: Problem, q: int, held: dict[int, float]) -> float:
+    """The day's optimal cost with the first step's market position held at ``q`` and its loads
+    at ``held`` (the plan's runs: the dispatch delivers a cleared step beyond the residual from
+    or into the battery, never the loads), solved from scratch."""
     model = build(problem)
     solver = Solver()
     solver.load(model)
     col = int(model.columns.market[0])
     solver.set_cost(col, 0.0)
     solver.bound(col, float(q), float(q))
+    for load, run in held.items():
+        solver.bound(load, run, run)
     solver.run(time_limit_s=30.0)
     return solver.objective()
 
@@ -82,18 +97,19 @@ def test_curve_is_monotone_and_each_chunk_is_priced_at_its_exact_value(
     assert BidCurve(sell=curve.sell, buy=curve.buy) == curve  # monotone, positive energy
     if curve.sell and curve.buy:
         assert curve.buy[0].price <= curve.sell[0].price
-    base = _value(problem, 0)
+    held = _first_loads_planned(problem)
+    base = _value(problem, 0, held)
     done = 0
     for step in curve.sell:  # selling the chunk costs the day at most its price, rounded up
-        cost = (_value(problem, -(done + step.wh)) - _value(problem, -done)) / step.wh
+        cost = (_value(problem, -(done + step.wh), held) - _value(problem, -done, held)) / step.wh
         assert step.price == math.ceil(cost - 1e-6) or step.price == problem.prefs.min_sell_price
         done += step.wh
     done = 0
     for step in curve.buy:
-        saved = (_value(problem, done) - _value(problem, done + step.wh)) / step.wh
+        saved = (_value(problem, done, held) - _value(problem, done + step.wh, held)) / step.wh
         assert step.price == math.floor(saved + 1e-6)
         done += step.wh
-    assert base == pytest.approx(_value(problem, 0))
+    assert base == pytest.approx(_value(problem, 0, held))
 
 
 def test_the_dual_lies_between_the_first_buy_and_sell_prices() -> None:
