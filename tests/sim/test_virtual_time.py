@@ -22,11 +22,9 @@ def test_a_day_of_timers_passes_at_once_and_in_order() -> None:
                              sleeper("second", 1))
         return woke
 
-    started = time.monotonic()
     woke = virtual_time.run(main())
     assert [name for _, name in woke] == ["second", "hour", "day"]
     assert [round(t) for t, _ in woke] == [1, 3_600, 86_400]
-    assert time.monotonic() - started < 60  # a day did not take a day (a guard, not a speed test)
 
 
 def test_computing_takes_no_virtual_time() -> None:
