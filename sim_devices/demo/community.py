@@ -346,6 +346,18 @@ def run_window(scenario: Scenario, timing: RunTiming, intervals: int) -> range:
     return range(first, first + intervals)
 
 
+
+def provisioned_node(path: Path, *, clock: Clock,
+                     on_event: Callable[[HomeEvent], None] = lambda _e: None,
+                     trade: bool = True) -> GatewayNode:
+    """The gateway :func:`provision` configured at ``path``, its config, key and certificate
+    read as ``gridpeer run`` reads them, on ``clock``."""
+    config = load_config(path)
+    envelope, _ = load_certificate(config.certificate_file)
+    return GatewayNode(config=config, key=load_key_file(config.key_file), certificate=envelope,
+                       clock=clock, on_event=on_event, trade=trade)
+
+
 async def run_community(
     *,
     out: Path,
@@ -410,13 +422,8 @@ async def run_community(
                             dc_bus=world.dc_bus_spec)
         if on_start is not None:
             on_start(url, world)
-        nodes = []
-        for path in configs:
-            config = load_config(path)
-            envelope, _ = load_certificate(config.certificate_file)
-            nodes.append(GatewayNode(config=config, key=load_key_file(config.key_file),
-                                     certificate=envelope, clock=clock, on_event=collect,
-                                     trade=trade))
+        nodes = [provisioned_node(path, clock=clock, on_event=collect, trade=trade)
+                 for path in configs]
         async with contextlib.AsyncExitStack() as stack:
             tasks = await _start_all(stack, nodes)
             stall_s = max(30.0, _STALL_INTERVALS * timing.interval_s / timing.speed)

@@ -11,11 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.clock import Clock
-from gateway.config import load_config
 from gateway.dashboard.pairing import CREDENTIAL_FILE, CredentialFile, OwnerCredential
 from gateway.home import GatewayNode, HomeEvent
-from gateway.identity import load_certificate, load_key_file
 from sim_devices.demo.community import RunTiming
 from sim_devices.home import HomeSpec
 from sim_devices.scenario import load_scenario
@@ -23,14 +20,6 @@ from tests.street import street
 
 DEMO_HOMES: tuple[HomeSpec, ...] = tuple(load_scenario("sunny-street").home_specs())
 """The demo scenario's homes; the dashboard tests start one or a few of them by hand."""
-
-
-def make_node(config_path: Path, clock: Clock,
-              on_event: Callable[[HomeEvent], None] = lambda _e: None) -> GatewayNode:
-    config = load_config(config_path)
-    envelope, _ = load_certificate(config.certificate_file)
-    return GatewayNode(config=config, key=load_key_file(config.key_file), certificate=envelope,
-                       clock=clock, on_event=on_event)
 
 
 @contextlib.asynccontextmanager

@@ -8,11 +8,11 @@ import asyncio
 import json
 
 from gateway.dashboard import Dashboard, HttpLimits
+from sim_devices.demo.community import provisioned_node
 from tests.dashboard.community import (
     exchange,
     http,
     login,
-    make_node,
     next_response,
     pair,
     parse_response,
@@ -68,7 +68,7 @@ async def test_preferences_are_validated_applied_and_survive_a_restart(home, tmp
     assert json.loads(saved.read_text()) == GOOD
 
     # a restarted gateway (fresh node from the same config) gets them back through the dashboard
-    again = make_node(tmp_path / "home-1" / "gridpeer.toml", home.clock)
+    again = provisioned_node(tmp_path / "home-1" / "gridpeer.toml", clock=home.clock)
     assert again.prefs.min_sell_price == 120
     async with Dashboard(node=again, port=0) as d:
         _, _, body = await http(d.url, "GET", "/api/preferences")

@@ -14,11 +14,10 @@ from pathlib import Path
 from firmware.roles.load import LIMITED
 from gateway.clock import Clock
 from gateway.config import load_config
-from gateway.home import BidMade, GatewayNode, HomeEvent, running
-from gateway.identity import load_certificate, load_key_file
+from gateway.home import BidMade, HomeEvent, running
 from sim_devices import virtual_time
 from sim_devices.demo.broker import EmbeddedBroker
-from sim_devices.demo.community import RunTiming, provision
+from sim_devices.demo.community import RunTiming, provision, provisioned_node
 from sim_devices.ev import EvSpec
 from sim_devices.home import HomeSpec
 from sim_devices.physics import MJ_PER_WH
@@ -81,12 +80,7 @@ async def _night(tmp_path: Path) -> None:
         with configs[0].open("a") as config:  # the owner's preference, as the dashboard sets it
             config.write('\n[preferences]\nev_ready_by = "07:00"\n')
         clock = Clock(origin_ms=world.now_ms, speed=SPEED)
-        nodes = []
-        for path in configs:
-            config = load_config(path)
-            envelope, _ = load_certificate(config.certificate_file)
-            nodes.append(GatewayNode(config=config, key=load_key_file(config.key_file),
-                                     certificate=envelope, clock=clock, on_event=collect))
+        nodes = [provisioned_node(path, clock=clock, on_event=collect) for path in configs]
         assert [d.kind for d in load_config(configs[0]).devices].count("load") == 1
         sampler = asyncio.create_task(_sample(world, clock, samples))
         try:

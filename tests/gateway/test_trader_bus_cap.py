@@ -10,21 +10,9 @@ from hypothesis import strategies as st
 
 from gateway.ems import BatteryState, Plan
 from gateway.home.trader import over_the_bus
-from protocols.clearing import Side
-from protocols.messages import Step
+from tests.plan.homes import offers
 
 INTERVAL_MS = 900_000
-
-
-@st.composite
-def plans(draw: st.DrawFn) -> Plan:
-    side: Side = draw(st.sampled_from(["sell", "buy"]))
-    prices = sorted(draw(st.lists(st.integers(1, 400), min_size=1, max_size=8, unique=True)),
-                    reverse=side == "buy")  # best first: a seller's cheapest, a buyer's dearest
-    steps = tuple(Step(draw(st.integers(1, 3_000)), price) for price in prices)
-    energy = sum(step.wh for step in steps)
-    return Plan(pv_wh=0, load_wh=0, battery_wh=0, residual_wh=0, side=side, energy_wh=energy,
-                limit_price=steps[0].price, steps=steps if len(steps) > 1 else ())
 
 
 def battery(charge_w: int, discharge_w: int) -> BatteryState:
@@ -32,7 +20,7 @@ def battery(charge_w: int, discharge_w: int) -> BatteryState:
                         max_discharge_w=discharge_w)
 
 
-@given(plan=plans(), cap_w=st.integers(0, 10_000), charge_w=st.integers(0, 10_000),
+@given(plan=offers(), cap_w=st.integers(0, 10_000), charge_w=st.integers(0, 10_000),
        discharge_w=st.integers(0, 10_000))
 def test_an_offer_over_the_bus_is_what_the_converter_and_battery_move_its_best_steps_kept(
         plan: Plan, cap_w: int, charge_w: int, discharge_w: int) -> None:

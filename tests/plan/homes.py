@@ -1,13 +1,16 @@
 """Random homes for the plan's property tests: every device and limit the programme knows,
-in any combination, including starts outside the window and deadlines no power can meet."""
+in any combination, including starts outside the window and deadlines no power can meet; and
+random offers, as the trader cuts them."""
 
 from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from gateway.ems import BatteryState, Preferences
+from gateway.ems import BatteryState, Plan, Preferences
 from gateway.flex_plan import FlexJob
 from gateway.plan import BATTERY, GridCaps, MarketOutlook, Problem, Vehicle
+from protocols.clearing import Side
+from protocols.messages import Step
 
 PREFS = Preferences(min_sell_price=120, max_buy_price=250, reserve_pct=20, soc_max_pct=95)
 
@@ -73,3 +76,17 @@ def problems(draw: st.DrawFn, *, max_steps: int = 24, prices: tuple[int, int] = 
         grid=caps, pv_max_w=draw(st.none() | st.integers(0, 10_000)),
         stale=frozenset(draw(st.sets(st.sampled_from(names)))),
         wear_price=draw(st.integers(0, 50)))
+
+
+@st.composite
+def offers(draw: st.DrawFn) -> Plan:
+    """A plan's offer of one to eight steps on either side, best first (a seller's cheapest,
+    a buyer's dearest), as the trader bids it."""
+    side: Side = draw(st.sampled_from(["sell", "buy"]))
+    prices = sorted(draw(st.lists(st.integers(1, 400), min_size=1, max_size=8, unique=True)),
+                    reverse=side == "buy")
+    steps = tuple(Step(draw(st.integers(1, 3_000)), price) for price in prices)
+    energy = sum(step.wh for step in steps)
+    return Plan(pv_wh=0, load_wh=0, battery_wh=0, residual_wh=0, side=side, energy_wh=energy,
+                limit_price=steps[0].price, steps=steps if len(steps) > 1 else ())
+

@@ -12,24 +12,12 @@ from gateway.ems import Plan
 from gateway.home.grid_point import meter_floor_w
 from gateway.home.trader import within_export_limit
 from gateway.plan import GridLimits
-from protocols.clearing import Side
-from protocols.messages import Step
+from tests.plan.homes import offers
 
 INTERVAL_MS = 900_000
 
 
-@st.composite
-def plans(draw: st.DrawFn) -> Plan:
-    side: Side = draw(st.sampled_from(["sell", "buy"]))
-    prices = sorted(draw(st.lists(st.integers(1, 400), min_size=1, max_size=8, unique=True)),
-                    reverse=side == "buy")  # best first: a seller's cheapest, a buyer's dearest
-    steps = tuple(Step(draw(st.integers(1, 3_000)), price) for price in prices)
-    energy = sum(step.wh for step in steps)
-    return Plan(pv_wh=0, load_wh=0, battery_wh=0, residual_wh=0, side=side, energy_wh=energy,
-                limit_price=steps[0].price, steps=steps if len(steps) > 1 else ())
-
-
-@given(plan=plans(), export_w=st.none() | st.integers(0, 20_000))
+@given(plan=offers(), export_w=st.none() | st.integers(0, 20_000))
 def test_a_sale_is_cut_to_what_the_export_limit_lets_through_the_meter_best_steps_kept(
         plan: Plan, export_w: int | None) -> None:
     cut = within_export_limit(plan, limits=GridLimits(export_w=export_w),

@@ -19,13 +19,11 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import Clock
-from gateway.config import load_config
 from gateway.home import GatewayNode, running
 from gateway.home.events import BidMade, HomeEvent, IntervalClosed
-from gateway.identity import load_certificate, load_key_file
 from protocols.market import Agreed
 from sim_devices.demo.broker import EmbeddedBroker
-from sim_devices.demo.community import Rules, RunTiming, provision
+from sim_devices.demo.community import Rules, RunTiming, provision, provisioned_node
 from sim_devices.home import HomeSpec
 from sim_devices.world import World
 
@@ -66,11 +64,8 @@ async def run_street(tmp_path: Path, homes: tuple[HomeSpec, ...], *, limit_w: in
         nodes: list[GatewayNode] = []
         events: list[HomeEvent] = []
         for path in configs:
-            config = load_config(path)
-            envelope, _ = load_certificate(config.certificate_file)
-            nodes.append(GatewayNode(config=config, key=load_key_file(config.key_file),
-                                     certificate=envelope, clock=clock,
-                                     on_event=events.append if not nodes else lambda _e: None))
+            nodes.append(provisioned_node(
+                path, clock=clock, on_event=events.append if not nodes else lambda _e: None))
         assert nodes[0].config.grid is not None and nodes[1].config.grid is None
         sampler = asyncio.create_task(sample())
         try:

@@ -14,12 +14,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from gateway.clock import Clock
-from gateway.config import load_config
-from gateway.home import GatewayNode, running
-from gateway.identity import load_certificate, load_key_file
+from gateway.home import running
 from sim_devices import virtual_time
 from sim_devices.demo.broker import EmbeddedBroker
-from sim_devices.demo.community import Rules, RunTiming, provision
+from sim_devices.demo.community import Rules, RunTiming, provision, provisioned_node
 from sim_devices.demo.history import learned_forecast
 from sim_devices.ev import EvSpec
 from sim_devices.physics import MJ_PER_WH
@@ -75,12 +73,7 @@ async def _evening(tmp_path: Path) -> None:
         configs = provision(tmp_path, HOMES, addresses, broker_url=broker.url, timing=TIMING,
                             rules=rules)
         clock = Clock(origin_ms=world.now_ms, speed=SPEED)
-        nodes = []
-        for path in configs:
-            config = load_config(path)
-            envelope, _ = load_certificate(config.certificate_file)
-            nodes.append(GatewayNode(config=config, key=load_key_file(config.key_file),
-                                     certificate=envelope, clock=clock))
+        nodes = [provisioned_node(path, clock=clock) for path in configs]
         assert nodes[0].config.preferences.v2g_min_soc_pct == FLOOR_PCT
         assert nodes[1].config.preferences.v2g_min_soc_pct is None
         sampler = asyncio.create_task(_sample(world, samples))
