@@ -71,8 +71,11 @@ class HomeForecaster:
     pv: Profile = field(default_factory=Profile)
     load: Profile = field(default_factory=Profile)
 
-    def observe(self, *, time_of_day_s: float, pv_w: float, load_w: float) -> None:
-        self.pv.observe(time_of_day_s, max(0.0, pv_w))
+    def observe(self, *, time_of_day_s: float, pv_w: float | None, load_w: float) -> None:
+        """Learn one reading; ``pv_w`` None: the PV's output says nothing about the sun now
+        (curtailed), so its profile keeps what it knew."""
+        if pv_w is not None:
+            self.pv.observe(time_of_day_s, max(0.0, pv_w))
         self.load.observe(time_of_day_s, max(0.0, load_w))
 
     def forecast_wh(self, *, start_s: float, length_s: float) -> tuple[int, int]:

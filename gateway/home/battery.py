@@ -118,10 +118,14 @@ class BatteryController:
         self.holds: Counter[str] = Counter()
         self._held = ""  # why the battery's report holds it idle now ("" if not)
 
-    async def step(self, k: int, now_ms: int, period_ms: int, *, pv_rise_w: int = 0) -> None:
+    async def step(self, k: int, now_ms: int, period_ms: int, *, pv_rise_w: int = 0,
+                   pv_capped: bool = False) -> None:
         """One control period of interval ``k``: the converter's command, then the battery's.
         ``pv_rise_w`` is how much more PV the grid-point guard lets through this period: the
-        setpoint is chosen for the meter as it will be once that PV flows."""
+        setpoint is chosen for the meter as it will be once that PV flows. ``pv_capped``: the
+        inverter's reading is what the guard's cap lets through, not what the sun gives, so the
+        forecast does not learn it as the sun (a zero-export home would learn less sun each day
+        and buy to fill a battery its own sun fills)."""
         self.change_w = self.room_w = 0  # nothing to count on unless a setpoint is written
         meter = None if self._meter is None else self._meter.fresh()
         battery = self.battery.fresh()
@@ -143,7 +147,7 @@ class BatteryController:
         if meter is not None:
             pv_w = -pv.power_w if pv is not None else 0
             self._forecaster.observe(
-                time_of_day_s=now_ms / 1000 % DAY_S, pv_w=pv_w,
+                time_of_day_s=now_ms / 1000 % DAY_S, pv_w=None if pv_capped else pv_w,
                 load_w=meter.power_w - battery_w + pv_w - self._shifted_w(),
             )
             net_wh = meter.import_wh - meter.export_wh

@@ -85,10 +85,16 @@ def offered_cap_w(*, export_limit_w: int, meter_w: int, pv_w: int, cap_w: int | 
     room = max(0, meter_w - floor) + max(0, battery_room_w) if meter_w >= floor else 0
     raised = cap_w + min(room, math.ceil(rated_w * RAISE_SHARE))
     offered = None if raised >= rated_w else raised
-    producing = max(0, -pv_w)
-    if producing + MARGIN_W < cap_w:
+    if not held_by_cap(pv_w=pv_w, cap_w=cap_w):
         return offered, 0
-    return offered, max(0, (rated_w if offered is None else offered) - producing)
+    return offered, max(0, (rated_w if offered is None else offered) - max(0, -pv_w))
+
+
+def held_by_cap(*, pv_w: int, cap_w: int | None) -> bool:
+    """Whether the inverter (``pv_w``, − producing) produces what the cap in force lets through,
+    within ``MARGIN_W`` of it, rather than what the sun gives: its output then says how much the
+    cap allows, not how much sun there is."""
+    return cap_w is not None and max(0, -pv_w) + MARGIN_W >= cap_w
 
 
 def checked_cap_w(*, export_limit_w: int, meter_w: int, pv_w: int, offered_w: int | None,
@@ -139,6 +145,8 @@ class GridPointGuard:
         self._meter, self._pv = meter, pv
         self._revert_s = revert_s
         self.cap_w: int | None = None
+        #: Whether the inverter's last reading was held by the cap (not a measure of the sun).
+        self.curtailing = False
         self._offer: _Offer | None = None
         #: Caps written and failures, by what happened ("capped", "lifted", "failed", ...).
         self.counts: Counter[str] = Counter()
@@ -149,6 +157,7 @@ class GridPointGuard:
         period's commands took effect, for the guard and the battery controller alike), then
         the PV rise (W) the battery is to take this period (0: none, or nothing to act on)."""
         self._offer = None
+        self.curtailing = False
         await asyncio.gather(*(d.poller.poll_once()
                                for d in (self._meter, self._pv, battery)
                                if d is not None and d.adopted and _dated(d.poller.age_s,
@@ -163,6 +172,7 @@ class GridPointGuard:
                             "curtailing it", self.node, self._pv.name)
             self.counts["no-rating"] += 1
             return 0
+        self.curtailing = held_by_cap(pv_w=pv.power_w, cap_w=self.cap_w)
         rated = int(pv.rated_w)
         cap, rise = offered_cap_w(export_limit_w=self.export_limit_w, meter_w=meter.power_w,
                                   pv_w=pv.power_w, cap_w=self.cap_w, rated_w=rated,

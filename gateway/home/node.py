@@ -260,7 +260,8 @@ class GatewayNode:
                 if battery is None:
                     self.state.safe_reason = "no battery: nothing to dispatch"
                 else:
-                    await battery.step(k, now, self._period_ms, pv_rise_w=rise_w)
+                    await battery.step(k, now, self._period_ms, pv_rise_w=rise_w,
+                                       pv_capped=guard is not None and guard.curtailing)
                 if guard is not None:
                     await guard.step(battery_change_w=0 if battery is None else battery.change_w)
                 await concerns.loads.step(k, now)

@@ -90,6 +90,17 @@ def test_forecaster_learns_the_time_of_day_and_survives_a_restart():
     assert restored.forecast_wh(start_s=3 * 3600, length_s=3600) == (0, 2000)
 
 
+def test_forecaster_does_not_learn_curtailed_output_as_the_sun() -> None:
+    """A capped inverter's output is what the cap lets through: learnt as the sun, a zero-export
+    home would forecast less sun each day and buy to fill a battery its own sun fills."""
+    f = HomeForecaster(pv=Profile(slots=24, alpha=0.5), load=Profile(slots=24, alpha=0.5))
+    noon = 12 * 3600
+    f.observe(time_of_day_s=noon, pv_w=4000, load_w=500)
+    f.observe(time_of_day_s=noon, pv_w=None, load_w=700)  # capped to 600 W
+    pv_wh, load_wh = f.forecast_wh(start_s=noon, length_s=3600)
+    assert pv_wh == 4000 and load_wh == 600
+
+
 def test_forecaster_rejects_a_corrupt_state_file():
     import pytest
 

@@ -15,6 +15,7 @@ from gateway.home.grid_point import (
     MARGIN_W,
     RAISE_SHARE,
     checked_cap_w,
+    held_by_cap,
     margin_w,
     meter_floor_w,
     offered_cap_w,
@@ -168,3 +169,12 @@ def test_under_an_export_limit_a_charge_the_cells_cannot_hold_is_spread_over_the
     assert spread(50.0, 3_000) == 3_000
     assert spread(94.6, 3_000) == 0
     assert spread(94.6, -2_000) == -2_000
+
+
+def test_an_inverter_is_held_by_the_cap_only_when_it_produces_what_the_cap_allows() -> None:
+    """Only then is its output the cap's, not the sun's (the forecast does not learn it)."""
+    assert held_by_cap(pv_w=-2_000, cap_w=2_000)
+    assert held_by_cap(pv_w=-1_960, cap_w=2_000)  # within the margin: readings lag a poll
+    assert not held_by_cap(pv_w=-1_500, cap_w=2_000)  # a cloud holds it, not the cap
+    assert not held_by_cap(pv_w=-2_000, cap_w=None)
+
