@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import sys
 
 
 def line(
@@ -30,3 +32,16 @@ def machine() -> str:
         f"python {platform.python_version()} on {platform.machine()} {platform.system()}, "
         f"{os.cpu_count()} cores"
     )
+
+
+def fresh_python(code: str) -> tuple[str, str | None]:
+    """Run ``code`` in a fresh interpreter on this one's path (memory measured from a clean start,
+    not from a process that already imported everything): (stdout, None), or ("", the error's
+    last line)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                          check=False)
+    if done.returncode:
+        return "", done.stderr.strip().splitlines()[-1]
+    return done.stdout, None
+

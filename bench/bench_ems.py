@@ -34,8 +34,6 @@ import math
 import os
 import random
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -44,7 +42,7 @@ from typing import Any
 import highspy
 import numpy as np
 
-from bench._report import line, machine
+from bench._report import fresh_python, line, machine
 from gateway.ems import BatteryState, Preferences
 from gateway.flex_plan import FlexJob
 from gateway.plan import (
@@ -113,6 +111,15 @@ def solve_day(problem: Problem, solver: Solver) -> None:
     plan_day(solver, problem, time_limit_s=10.0)
 
 
+def _paid_to_take(problem: Problem) -> tuple[int, ...]:
+    """Steps where taking more energy earns money (a battery's losses could be sold): where the
+    textbook formulation needs its binaries."""
+    market = problem.market
+    return tuple(t for t in range(problem.steps)
+                 if problem.import_price[t] < 0
+                 or (market is not None and market.price[t] < 0 and market.buy_wh[t] > 0))
+
+
 def textbook_milp(problem: Problem) -> float:
     """The day with a binary per battery and paid step (charge xor discharge), solved by HiGHS's
     MILP: build + solve time is what the planner's own branching is measured against."""
@@ -125,7 +132,7 @@ def textbook_milp(problem: Problem) -> float:
     highs.changeColsCost(model.num_col, np.arange(model.num_col), model.cost)
     highs.addRows(model.num_row, model.row_lower, model.row_upper, len(model.value),
                   model.starts[:-1], model.index, model.value)
-    for t in problem.paid_to_take():
+    for t in _paid_to_take(problem):
         for charge, out in ((cols.charge, cols.discharge), (cols.ev_charge, cols.ev_discharge)):
             if charge[t] < 0 or out[t] < 0:
                 continue
@@ -266,13 +273,11 @@ def memory() -> None:
     """RSS (MiB) added, in a fresh interpreter, by importing the solver and then by planning."""
     for module, work in (("gateway.plan", _PLAN), ("scipy.optimize", "")):
         code = _RSS.format(module=module, work=work)
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-                              check=False)
-        if done.returncode:
-            print(f"RSS of {module}: not measured ({done.stderr.strip().splitlines()[-1]})")
+        out, error = fresh_python(code)
+        if error is not None:
+            print(f"RSS of {module}: not measured ({error})")
             continue
-        imported, worked = done.stdout.split()[-2:]
+        imported, worked = out.split()[-2:]
         after = f", {worked} MiB after five 96-step plans with curves" if work else ""
         print(f"RSS added to a process with numpy, pydantic and the gateway's config and EMS by "
               f"importing {module}: {imported} MiB{after}")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import re
 import resource
 import subprocess
@@ -40,7 +39,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 from pymodbus.client import AsyncModbusTcpClient
 
-from bench._report import line, machine
+from bench._report import fresh_python, line, machine
 from gateway.config import DeviceConfig
 from gateway.devices import ModbusTcpBus
 from gateway.devices.poller import DevicePoller
@@ -162,13 +161,11 @@ def with_solver() -> None:
 def where_it_goes() -> None:
     """RSS each import adds, in a fresh interpreter, in the order a gateway pulls them in."""
     code = "\n".join(f"{step}\n{_STEP_RSS}" for _, step in _STEPS)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-                          check=False)
-    if done.returncode:
-        print(f"where it goes: not measured ({done.stderr.strip().splitlines()[-1]})")
+    out, error = fresh_python(code)
+    if error is not None:
+        print(f"where it goes: not measured ({error})")
         return
-    figures = [float(text.split()[1]) for text in done.stdout.splitlines()
+    figures = [float(text.split()[1]) for text in out.splitlines()
                if text.startswith("rss ")]  # HiGHS prints its banner on stdout too
     print("where a gateway's RSS goes (fresh interpreter, MiB added by each step):")
     previous = 0.0
