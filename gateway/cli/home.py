@@ -213,6 +213,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     else:
         print("  last clearing: none yet")
     print(f"  money today: {-status.money_today / 1e6:+.4f} (+ = earned)")
+    for what, counts in (("devices held idle", status.device_holds),
+                         ("control faults", status.control_faults),
+                         ("car not fed back", status.v2g_refusals),
+                         ("meter readings refused", status.meter_rejections)):
+        if counts:  # what needs the owner's or the installer's attention, counted by reason
+            print(f"  {what}: "
+                  + ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())))
     return 0
 
 

@@ -85,3 +85,21 @@ def test_admit_with_a_bad_node_id_is_refused_clearly(tmp_path, capsys):
         "--node", "Bad Node!", "--public-key", "0a" * 32, "--out", str(tmp_path / "c"),
     )
     assert code == 1 and "node" in err and "Traceback" not in err
+
+
+def test_status_says_what_needs_attention_by_reason(tmp_path, capsys):
+    """What the gateway held back or refused, counted by reason, is in the plain status too (it
+    was only in ``--json``): a car that did not feed the home, a device held idle, a fault."""
+    from tests.dashboard.statuses import status
+
+    _run(capsys, "init", "--dir", str(tmp_path), "--node", "home-1", "--authority-key", AUTHORITY)
+    config = load_config(tmp_path / "gridpeer.toml")
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    status(v2g_refusals={"at-floor": 3, "pack SoC": 1}, device_holds={"battery": 2},
+           control_faults={"trader": 1}).write(config.state_dir / "status.json")
+    code, out, _ = _run(capsys, "status", "--config", str(tmp_path / "gridpeer.toml"))
+    assert code == 0
+    assert "  car not fed back: at-floor 3, pack SoC 1" in out
+    assert "  devices held idle: battery 2" in out and "  control faults: trader 1" in out
+    assert "meter readings refused" not in out  # none: nothing to say
+
