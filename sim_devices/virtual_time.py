@@ -10,8 +10,9 @@ so its scaled clocks, its pollers, every timeout and the world's physics all agr
 Sockets stay real: the Modbus servers, the broker and the gateways talk over loopback TCP in this
 one process, and loopback delivers within the sender's system call, so a message sent is readable
 before time may move. Work handed to threads (SQLite writes, ``asyncio.to_thread``) holds the
-clock until it is back. What cannot be held is another process (an external broker): a run on
-virtual time keeps every part in its own process.
+clock until it is back. What cannot be held is another process (an external broker): every
+part that talks to another runs in the one process on this loop (the no-market baseline, which
+talks to nothing, runs alone in a process of its own, on its own virtual loop).
 """
 
 from __future__ import annotations
