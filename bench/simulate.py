@@ -25,6 +25,7 @@ import signal
 import statistics
 import sys
 import time
+import tracemalloc
 from dataclasses import dataclass
 
 from bench._report import machine
@@ -118,24 +119,34 @@ def _describe(report: Report) -> None:
           f"faults {report.faults or 'none'}; fingerprint {report.fingerprint}")
 
 
-def scale(sizes: list[int], intervals: int, seed: int) -> None:
+def scale(sizes: list[int], intervals: int, seed: int, *, memory: bool = False) -> None:
     """One calm run per size. CPU s per interval is the whole run's process time over its traded
     intervals (joining and the intervals that drain after them included), and µs per delivery
-    the same time over every delivery of the run: what a larger community costs to simulate."""
+    the same time over every delivery of the run: what a larger community costs to simulate.
+    ``memory``: also the run's peak traced Python memory (``tracemalloc``, which slows the run
+    about threefold), in all and per member."""
     baseline = verify_us()
     print(f"baseline: one verify of a signed bid, {baseline:,.0f} µs CPU (same run)")
     print("members | messages delivered per interval | gate -> all agreed (simulated ms, "
           "median / max) | wall s | CPU s per interval | CPU µs per delivery (x verify)")
     for members in sizes:
+        if memory:
+            tracemalloc.start()
         began, cpu = time.perf_counter(), time.process_time()
         report = run(seed, Config(members=members, intervals=intervals, adversaries=False,
                                   faults=False))
         wall, cpu = time.perf_counter() - began, time.process_time() - cpu
+        held = ""
+        if memory:
+            peak_mb = tracemalloc.get_traced_memory()[1] / 1e6
+            tracemalloc.stop()
+            held = f" | peak {peak_mb:,.0f} MB, {peak_mb / members:,.2f} MB a member"
         per = statistics.mean(report.per_interval) if report.per_interval else 0
         agree = report.agree_ms or [0]
         print(f"{members:>7,} | {per:>12,.0f} | {statistics.median(agree):,.0f} / "
               f"{max(agree):,.0f} | {wall:,.0f} | {cpu / intervals:,.1f} | "
               f"{(us := cpu / max(report.delivered, 1) * 1e6):,.0f} ({us / baseline:.2f}x)"
+              f"{held}"
               f"{'' if report.ok else ' FAILED: '}"
               f"{'' if report.ok else report.violation}", flush=True)
 
@@ -156,10 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop", action="store_true", help="stop at the first failure")
     parser.add_argument("--scale", help="comma-separated member counts: the scale table "
                         "(needs --intervals 3 or more: the first and last are not steady)")
+    parser.add_argument("--memory", action="store_true", help="with --scale: each run's peak "
+                        "traced memory (slower)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     if args.scale:
-        scale([int(n) for n in args.scale.split(",")], args.intervals, args.first)
+        scale([int(n) for n in args.scale.split(",")], args.intervals, args.first,
+              memory=args.memory)
         return 0
     config = Config(members=args.members, intervals=args.intervals,
                     adversaries=not args.calm, faults=not args.calm)
