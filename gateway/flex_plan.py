@@ -96,6 +96,13 @@ def due_in_s(deadline_min: int, *, time_of_day_s: float) -> float:
     return (deadline_min * 60 - time_of_day_s) % DAY_S
 
 
+def first_due_s(*deadlines_min: int | None, time_of_day_s: float) -> float | None:
+    """Seconds from ``time_of_day_s`` to the first of ``deadlines_min`` that is set (minutes of
+    the day: a load's own deadline, the owner's ready-by); None when none is."""
+    return min((due_in_s(m, time_of_day_s=time_of_day_s) for m in deadlines_min if m is not None),
+               default=None)
+
+
 def parse_hhmm(text: str) -> int:
     """``"07:00"`` as a minute of the day (the owner's ready-by preference, validated upstream)."""
     hours, minutes = text.split(":")
@@ -126,6 +133,5 @@ def load_job(name: str, *, need_wh: int, max_w: int, deadline_min: int | None,
     """
     if need_wh <= 0 or max_w <= 0:
         return None
-    dues = [due_in_s(m, time_of_day_s=time_of_day_s)
-            for m in (deadline_min, ready_by_min) if m is not None]
-    return FlexJob(name=name, need_wh=need_wh, max_w=max_w, due_s=min(dues, default=DAY_S))
+    due = first_due_s(deadline_min, ready_by_min, time_of_day_s=time_of_day_s)
+    return FlexJob(name=name, need_wh=need_wh, max_w=max_w, due_s=DAY_S if due is None else due)

@@ -188,20 +188,22 @@ class Trader:
             # the sun that would refill energy sold from the battery (self-consumption alone).
             pv_wh = 0
         if self.planner is not None:
-            return over_the_bus(within_export_limit(
-                self._optimise(k, self.planner, state, (pv_wh, load_wh), look=not pv_silent),
-                limits=self._limits, length_ms=length_ms),
-                battery=state, cap_w=self._bus_cap_w, length_ms=length_ms)
-        block_s, count = horizon(length_s)
-        ahead = None if pv_silent else Ahead(block_s=block_s, blocks=self._forecaster.learned_ahead(
-            start_s=self._timing.start_ms(k + 1) / 1000 % DAY_S, block_s=block_s, count=count))
-        return over_the_bus(within_export_limit(plan_interval(
-            pv_wh=pv_wh, load_wh=load_wh, battery=state, prefs=self._prefs(),
-            tariffs=band(*self._schedule.average(start_ms, self._timing.length_ms)),
-            interval_s=length_s, flex=self._loads.plan(k, surplus_wh=pv_wh - load_wh),
-            ahead=ahead,
-        ), limits=self._limits, length_ms=length_ms),
-            battery=state, cap_w=self._bus_cap_w, length_ms=length_ms)
+            plan = self._optimise(k, self.planner, state, (pv_wh, load_wh), look=not pv_silent)
+        else:
+            block_s, count = horizon(length_s)
+            ahead = None if pv_silent else Ahead(
+                block_s=block_s, blocks=self._forecaster.learned_ahead(
+                    start_s=self._timing.start_ms(k + 1) / 1000 % DAY_S, block_s=block_s,
+                    count=count))
+            plan = plan_interval(
+                pv_wh=pv_wh, load_wh=load_wh, battery=state, prefs=self._prefs(),
+                tariffs=band(*self._schedule.average(start_ms, self._timing.length_ms)),
+                interval_s=length_s, flex=self._loads.plan(k, surplus_wh=pv_wh - load_wh),
+                ahead=ahead,
+            )
+        # Either planner's offer, cut to what the meter and the bus let through.
+        return over_the_bus(within_export_limit(plan, limits=self._limits, length_ms=length_ms),
+                            battery=state, cap_w=self._bus_cap_w, length_ms=length_ms)
 
     def _optimise(self, k: int, planner: Planner, battery: BatteryState | None,
                   first: tuple[int, int], *, look: bool) -> Plan:

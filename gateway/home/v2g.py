@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from gateway.devices import LoadKind, LoadReading
 from gateway.ems import BatteryState
-from gateway.flex_plan import due_in_s
+from gateway.flex_plan import due_in_s, first_due_s
 from gateway.plan import Vehicle
 
 EFFICIENCY = 0.88
@@ -43,9 +43,7 @@ class Discharge:
 def due_s(reading: LoadReading, *, ready_by_min: int | None, time_of_day_s: float) -> float | None:
     """Seconds until the car must be charged: the owner's ready-by or the charger's deadline,
     whichever comes first (None: neither is known)."""
-    dues = [due_in_s(m, time_of_day_s=time_of_day_s)
-            for m in (reading.deadline_min, ready_by_min) if m is not None]
-    return min(dues, default=None)
+    return first_due_s(reading.deadline_min, ready_by_min, time_of_day_s=time_of_day_s)
 
 
 def vehicle(name: str, reading: LoadReading, *, floor_pct: float | None,
