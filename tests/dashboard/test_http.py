@@ -85,6 +85,8 @@ async def test_bad_preferences_get_a_4xx_naming_the_field_and_change_nothing(hom
         ({**GOOD, "ev_ready_by": "24:00"}, 422, "ev_ready_by"),
         ({**GOOD, "ev_ready_by": "7:30"}, 422, "ev_ready_by"),
         ({**GOOD, "colour": "green"}, 422, "colour"),
+        # V2G consent is the owner's file only: a page on the LAN cannot drain the car to 0 %
+        ({**GOOD, "v2g_min_soc_pct": 0}, 422, "v2g_min_soc_pct"),
         ({k: v for k, v in GOOD.items() if k != "reserve_pct"}, 422, "reserve_pct"),
     ]
     async with Dashboard(node=home, port=0) as d:
