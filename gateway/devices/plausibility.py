@@ -12,8 +12,9 @@ for free:
   SunSpec names ``…Max…`` or ``…Rtg``: ``WMaxRtg``, ``WChaMax``, ``WDisChaRteMax``, 64220
   ``WMax``) times ``MARGIN``.
 * **Relative**, against the last accepted sample: an energy counter never goes back, and rises
-  no faster than the power seen allows over the time between the two reads; a percentage of a
-  capacity (units ``%WHRtg``: a state of charge) moves no faster than that power allows either;
+  no faster than the power seen allows over the time between the two reads (plus the time a
+  device may take to refresh its registers); a percentage of a capacity (units ``%WHRtg``: a
+  state of charge) moves no faster than that power allows either;
   and the device's structure stays as it was: scale factors, static points, ratings (those
   above, and ``…Rtg`` of any unit: ``WHRtg``), and which measured quantities are implemented (a
   value turning into the "not implemented" sentinel, or a sentinel into a value).
@@ -62,6 +63,11 @@ MARGIN = 1.25
 a corrupted register is off by far more."""
 TRANSIENT_W = 1000
 """Power that may come and go between two polls unseen (a kettle), on top of what both saw."""
+REFRESH_S = 5.0
+"""How old a device's registers may be when read: a device refreshes them from its measurement
+every second or few (inverters and batteries up to every 5 s), not continuously, so two samples
+read ``t`` apart may hold the device's state up to ``t + REFRESH_S`` apart. Without it, a re-read
+soon after a poll is refused for a whole refresh's worth of charge."""
 RESCALE = 10
 """A run-time scale factor change is a rescale when each value it scales moves less than this
 factor (a corrupted scale factor moves it by a power of ten at least)."""
@@ -129,14 +135,16 @@ def _relative(sample: Sample, before: Accepted, ended_s: float | None,
         if _is_counter(point):
             if value < old:
                 problems.append(f"{where}: counter went back from {old} to {value} Wh")
-            elif elapsed_s is not None and value - old > power_w * elapsed_s / 3600 + step:
-                problems.append(f"{where}: counter rose {value - old:g} Wh in {elapsed_s:.1f} s, "
-                                f"more than {power_w:g} W can")
+            elif elapsed_s is not None and (
+                    value - old > power_w * (elapsed_s + REFRESH_S) / 3600 + step):
+                problems.append(f"{where}: counter rose {value - old:g} Wh in {elapsed_s:.1f} s "
+                                f"(+{REFRESH_S:g} s refresh), more than {power_w:g} W can")
         elif elapsed_s is not None and (capacity := _capacity_wh(model, point)):
-            most = 100 * power_w * elapsed_s / 3600 / capacity + step
+            most = 100 * power_w * (elapsed_s + REFRESH_S) / 3600 / capacity + step
             if abs(value - old) > most:
-                problems.append(f"{where}: moved {abs(value - old):.2f} % in {elapsed_s:.1f} s, "
-                                f"more than {power_w:g} W can in {capacity:g} Wh")
+                problems.append(f"{where}: moved {abs(value - old):.2f} % in {elapsed_s:.1f} s "
+                                f"(+{REFRESH_S:g} s refresh), more than {power_w:g} W can in "
+                                f"{capacity:g} Wh")
     return problems
 
 
