@@ -462,8 +462,7 @@ async def soak(*, hours: float, speed: float, gate_s: int, grace_s: int, broker_
             key=keys[n], certificate=certificate_for(scenario, name=n, clock=clock,
                                                      authority_key=authority, key=keys[n]))))
                    for n in homes}
-        closers = {n: IntervalCloser(node=n, agent=agents[n], ledger=ledgers[n], tariffs=tariffs)
-                   for n in homes}
+        closers = {n: IntervalCloser(node=n, agent=agents[n], ledger=ledgers[n]) for n in homes}
         first = timing.open_interval(clock.now_ms()) + 1
         last = first + int(hours * _HOUR_MS // length_ms)
         marks: dict[str, int] = {}

@@ -234,6 +234,11 @@ class Commitment(_Frozen):
     ``None`` here and travels once, as the committer's :class:`BidSet`, fetched only by a peer
     that needs it: inline, it was 67 KB per commitment at 1,000 members, and every member parsed
     every one.
+
+    ``tariffs`` is the (retail, feed-in) µ/Wh pair the committer cleared and settles the
+    interval at, where the community prices intervals by a tariff schedule
+    (:mod:`protocols.market.tariffs`); absent, and left out of the body, where the tariffs are
+    fixed.
     """
 
     community: CommunityId
@@ -243,6 +248,16 @@ class Commitment(_Frozen):
     bid_set_digest: Sha256Hex
     result_hash: Sha256Hex
     mechanism: Slug
+    tariffs: tuple[Annotated[int, Field(gt=0, le=MAX_PRICE)],
+                   Annotated[int, Field(ge=0, lt=MAX_PRICE)]] | None = Field(
+        default=None, exclude_if=lambda tariffs: tariffs is None)
+
+    @field_validator("tariffs")
+    @classmethod
+    def _spread(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and value[0] <= value[1]:
+            raise ValueError("the retail price must be above the feed-in price")
+        return value
 
     @field_validator("bid_digests")
     @classmethod

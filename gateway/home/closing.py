@@ -34,7 +34,6 @@ from pydantic import ValidationError
 from gateway.devices import MeterReading
 from gateway.ledger import Ledger
 from gateway.market.agent import MarketAgent
-from protocols.clearing import Tariffs
 from protocols.ledger import Block, quorum_record
 from protocols.market import Abstained, Agreed, MarketError, TaggedMeterReading
 from protocols.market.settlement import no_position
@@ -61,11 +60,10 @@ class Closed:
 class IntervalCloser:
     """Settles and records one home's ended intervals, in order."""
 
-    def __init__(self, *, node: str, agent: MarketAgent, ledger: Ledger, tariffs: Tariffs) -> None:
+    def __init__(self, *, node: str, agent: MarketAgent, ledger: Ledger) -> None:
         self.node = node
         self._agent = agent
         self._ledger = ledger
-        self._tariffs = tariffs
         self._ledgered: dict[int, set[str]] = {}  # peers' settlements already in a block
         #: Closing meter figures refused for settlement, by reason ("meter-jump", ...).
         self.meter_rejections: Counter[str] = Counter()
@@ -94,7 +92,7 @@ class IntervalCloser:
                 # the same money a signed settlement carries: the buyer's network fees included
                 position = outcome.position or position
                 fees = sum(fee.fee for fee in outcome.fees if fee.buyer == self.node)
-            figures = settle(position, delivered_wh=delivered_wh, tariffs=self._tariffs)
+            figures = settle(position, delivered_wh=delivered_wh, tariffs=self._agent.tariffs(k))
             figures = figures._replace(money=figures.money + fees)
         else:
             figures = SettlementFigures(*(getattr(signed[1], name)

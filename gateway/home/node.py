@@ -161,6 +161,7 @@ class GatewayNode:
             fees=None if market.network is None else market.network.fees(),
             energy_interval_ms=self.timing.length_ms,
             settlements=ledgered_settlements(self.ledger, ReputationRule()),
+            schedule=None if config.tariffs.schedule is None else config.tariffs.tariff_schedule(),
         ))
         self._concerns = self._wire(self.agent, self.ledger, meter_key)
 
@@ -202,7 +203,7 @@ class GatewayNode:
             prefs=lambda: self.prefs, forecaster=forecaster, bid_lead_ms=self._bid_lead_ms,
             period_ms=self._period_ms, faults=self.faults, state=state, timing=timing,
             clock=clock, on_event=self._on_event)
-        closer = IntervalCloser(node=self.name, agent=agent, ledger=ledger, tariffs=self.tariffs)
+        closer = IntervalCloser(node=self.name, agent=agent, ledger=ledger)
         ends = EndedIntervals(
             node=self.name, state=self.state, meter=devices.meter, battery=devices.battery,
             meter_key=meter_key, bus_wh=dc.delivered_wh if dc is not None else lambda _r: 0,

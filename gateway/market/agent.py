@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.logs import worth_logging
 from gateway.market.peerlink import PeerLink, PeerLinkError
 from gateway.tls import TlsFiles
-from protocols.clearing import ClearingParams
+from protocols.clearing import ClearingParams, Tariffs
 from protocols.market import (
     Abstained,
     Action,
@@ -48,6 +48,7 @@ from protocols.market import (
     TaggedMeterReading,
     Timing,
 )
+from protocols.market.tariffs import TariffSource
 from protocols.messages import DEFAULT_MAX_ENVELOPE_BYTES, Bid, Settlement, SignedEnvelope, Step
 from protocols.network import Feeder, FeeSchedule
 from protocols.settlement import ReputationRule
@@ -88,6 +89,7 @@ class MarketAgent:
         connect_timeout_s: float = 5.0,
         keepalive_s: int = 5,
         settlements: Iterable[SignedEnvelope] = (),
+        schedule: TariffSource | None = None,
     ) -> None:
         """The market's arguments are :class:`protocols.market.Market`'s. ``settlements``: those
         this gateway accepted before a restart, as its ledger kept them
@@ -101,7 +103,7 @@ class MarketAgent:
             authority_key_hex=authority_key_hex, timing=timing, params=params,
             mechanism=mechanism, quorum=quorum, max_payload=max_payload, horizon=horizon,
             feeder=feeder, fees=fees, meter_keys=meter_keys, reputation_rule=reputation_rule,
-            energy_interval_ms=energy_interval_ms,
+            energy_interval_ms=energy_interval_ms, schedule=schedule,
         )
         self.community = self._market.community
         self.node = self._market.node
@@ -254,6 +256,10 @@ class MarketAgent:
         anyone holding the certificates can re-verify. Empty while no agreed result is known,
         and once it is forgotten (with :meth:`agreed`)."""
         return self._market.commitments(interval)
+
+    def tariffs(self, interval: int) -> Tariffs:
+        """The grid tariffs ``interval`` is cleared and settled at."""
+        return self._market.tariffs(interval)
 
     def certificate(self, node: str) -> SignedEnvelope | None:
         """``node``'s membership certificate as the authority signed it (None: none held)."""

@@ -13,15 +13,15 @@ config's fixed tariffs apply; a day-ahead row outranks a window, which outranks 
 ``[default]``. A row without an export price takes the export price that applies otherwise.
 
 Every problem is refused with the line (CSV) or key path (TOML) and what is wrong.
-``TariffSchedule.tariffs`` is the lookup settlement calls: the time-weighted prices of an
-interval as ``Tariffs``.
+``TariffSchedule.tariffs`` is the lookup the community's clearing and settlement call: the
+time-weighted prices of an interval as ``Tariffs``, held inside the band those can use.
 """
 
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from datetime import time as clock_time
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from fractions import Fraction
@@ -29,7 +29,7 @@ from itertools import pairwise
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from protocols.clearing import ClearingError, Tariffs
+from protocols.clearing import Tariffs
 from protocols.messages import MAX_PRICE
 
 Unit = Literal["per_kwh", "per_mwh", "uwh"]
@@ -132,14 +132,20 @@ class TariffSchedule:
         return tuple(imports), tuple(exports)
 
     def tariffs(self, start_ms: int, length_ms: int) -> Tariffs:
-        """The interval's prices as settlement's ``Tariffs``; ``ScheduleError`` when they are
-        not a band settlement can use yet (a negative price, or no spread)."""
+        """The interval's prices as the community clears and settles them: the time-weighted
+        :meth:`average`, held inside the band the protocol's ``Tariffs`` can carry
+        (0 <= feed-in < retail <= ``MAX_PRICE``).
+
+        A negative average export price settles as 0 and a retail price at or below the
+        feed-in price as feed-in + 1 µ/Wh. Day-ahead prices do go below zero, and the plan
+        prices them as they are; the community's clearing and settlement cannot (a bid's price
+        is never negative and pool mechanisms divide by the spread), and refusing the file
+        would refuse the plan its prices too. Every member holds the same file, so every
+        member moves the same interval the same way."""
         retail, feed_in = self.average(start_ms, length_ms)
-        try:
-            return Tariffs(retail_price=retail, feed_in_price=feed_in)
-        except ClearingError as exc:
-            when = datetime.fromtimestamp(start_ms / 1000, UTC).isoformat()
-            raise ScheduleError(f"prices from {when}: {exc}") from exc
+        feed_in = min(max(feed_in, 0), MAX_PRICE - 1)
+        return Tariffs(retail_price=min(max(retail, feed_in + 1), MAX_PRICE),
+                       feed_in_price=feed_in)
 
     def _segment(self, time_ms: int) -> Segment | None:
         i = bisect.bisect_right(self.segments, time_ms, key=lambda s: s.start_ms) - 1

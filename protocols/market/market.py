@@ -42,6 +42,10 @@ member's reputation-scaled cap (:meth:`Market.offer_cap_wh`) when it clears. Thi
 own bids the same way: :meth:`Market.bid` *caps* an offer rather than refusing it, because the
 excess would only have been exported at feed-in anyway. The settlements that count outlive a
 restart in the ledger, from which :meth:`Market.restore_settlements` takes them back.
+
+With a ``schedule``, each interval is cleared and settled at its own tariffs, the schedule's
+prices over it (:meth:`Market.tariffs`), which the members agree on
+(:mod:`protocols.market.tariffs`).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from protocols.clearing import ClearingParams, Limits
+from protocols.clearing import ClearingParams, Limits, Tariffs
 from protocols.market import topics
 from protocols.market.actions import (
     Abstained,
@@ -81,6 +85,7 @@ from protocols.market.settlement import (
     expected_settlement,
 )
 from protocols.market.state import State
+from protocols.market.tariffs import IntervalTariffs, TariffSource
 from protocols.market.timing import Timing
 from protocols.messages import (
     DEFAULT_MAX_ENVELOPE_BYTES,
@@ -169,6 +174,7 @@ class Market:
         reputation_rule: ReputationRule | None = None,
         energy_interval_ms: int | None = None,
         opener: Opener = open_signed,
+        schedule: TariffSource | None = None,
     ) -> None:
         """``horizon``: how many intervals past the next gate a session may be opened for, and
         how many intervals after its session a settlement is kept. ``feeder``/``fees``: the
@@ -177,7 +183,9 @@ class Market:
         turns a certificate's limits (W) into the Wh a member may trade; None where intervals are
         not physical time (tests with home-sized bids in 1 s intervals): the limit is then the
         protocol's ``MAX_ENERGY_WH``. ``opener``: how a peer's bid, commitment, bid set or
-        settlement is parsed and verified (:data:`Opener`); a gateway keeps the default."""
+        settlement is parsed and verified (:data:`Opener`); a gateway keeps the default.
+        ``schedule``: the community's tariff schedule; None, every interval has
+        ``params.tariffs``."""
         if fees is not None and feeder is None:
             raise MarketError("a fee schedule needs a feeder: fees grow with feeder distance")
         self.community = topics.check_id("community", community)
@@ -186,6 +194,7 @@ class Market:
         self._certificate = certificate
         self._timing = timing
         self._params = params
+        self._tariffs = IntervalTariffs(fixed=params.tariffs, timing=timing, schedule=schedule)
         self._mechanism = mechanism
         self._quorum = quorum
         self._max_payload = max_payload
@@ -208,7 +217,7 @@ class Market:
         self._seq: Counter[int] = Counter()
         self._fetched: set[str] = set()
         self._lookups = Lookups(every_ms=timing.length_ms, at_once=LOOKUPS_AT_ONCE)
-        self._book = SettlementBook(community=community, tariffs=params.tariffs,
+        self._book = SettlementBook(community=community, tariffs=self._tariffs,
                                     rule=reputation_rule, meter_keys=meter_keys)
         # Every verified settlement envelope by interval and body, until its interval is forgotten.
         self._signed: dict[int, dict[Settlement, SignedEnvelope]] = {}
@@ -353,7 +362,7 @@ class Market:
             raise MarketError(f"{self.node}: interval {interval} has no agreed result to settle")
         settlement = expected_settlement(
             agreed, community=self.community, node=self.node, delivered_wh=delivered_wh,
-            reading=meter_reading, tariffs=self._params.tariffs, bus_wh=bus_wh,
+            reading=meter_reading, tariffs=self._tariffs(interval), bus_wh=bus_wh,
         )
         refused = [r for r in self._book.on_settlement(settlement) if isinstance(r, Rejected)]
         if refused:
@@ -377,6 +386,10 @@ class Market:
     def retired(self) -> int:
         """The latest interval retired here (-1: none yet); its outcome is no longer kept."""
         return self._retired
+
+    def tariffs(self, interval: int) -> Tariffs:
+        """The grid tariffs ``interval`` is cleared and settled at."""
+        return self._tariffs(interval)
 
     def agreed(self, interval: int) -> Agreed | None:
         """The result the community agreed for ``interval``, whether this node heard the quorum
@@ -487,7 +500,9 @@ class Market:
             return None
         session = self._sessions[interval] = IntervalSession(
             community=self.community, interval=interval, node=self.node, timing=self._timing,
-            mechanism=self._mechanism, params=self._params, active=self.active,
+            mechanism=self._mechanism, active=self.active,
+            params=replace(self._params, tariffs=self._tariffs(interval)),
+            agree_tariffs=self._tariffs.agreed,
             certified=lambda now_ms: len(self._roster.active(now_ms)), quorum=self._quorum,
             bus_of=self._roster.bus, feeder=self._feeder, fees=self._fees,
             limits_of=(None if self._energy_interval_ms is None

@@ -16,6 +16,14 @@ what gateways agree on: the committed ``result_hash`` then covers the result *an
 (:func:`agreed_hash`), so a gateway with a different fee schedule or feeder cannot count towards
 the same quorum.
 
+Tariffs. Where the community prices intervals by a tariff schedule (``agree_tariffs``), the
+interval is cleared at ``params.tariffs``, the schedule's prices for it, and the commitment carries
+them (:mod:`protocols.market.tariffs`). A peer's commitment that names other tariffs, or none, is
+refused as "tariff-mismatch" and never counted: a member reading another file would clear and
+settle at other prices, and a quorum that counted it would vouch for figures it does not share.
+Its vote is known, all the same, to count for no result here, so the union round does not wait
+for it.
+
 Limits. A signed bid is its node's wish, not its right: with ``limits_of``, every order is clipped
 to what the node's certificate lets it import or export over the interval (looked up, like the
 bus, when its first bid is heard), so a member cannot sell what its connection may not carry.
@@ -77,6 +85,7 @@ from protocols.clearing import result_hash as hash_result
 from protocols.market.actions import Abstained, Agreed, Cleared, Evidence, Outcome
 from protocols.market.errors import SessionError
 from protocols.market.state import Event, State, advance
+from protocols.market.tariffs import claim
 from protocols.market.timing import Timing
 from protocols.messages import (
     MAX_INLINE_BIDS,
@@ -166,12 +175,15 @@ class IntervalSession:
         feeder: Feeder | None = None,
         fees: FeeSchedule | None = None,
         offer_caps: Callable[[Mapping[str, Limits]], Mapping[str, Limits]] | None = None,
+        agree_tariffs: bool = False,
     ) -> None:
         """``limits_of``: what a node's certificate lets it trade in this interval, looked up
         when its first bid is heard (as its bus is); every order is clipped to it in clearing.
         None: bids are cleared as signed (up to the protocol's ``MAX_ENERGY_WH``).
         ``offer_caps(limits)``: given the bidders' certificate limits, the limits of the nodes
-        whose reputation caps what they may sell in this interval (asked when it clears)."""
+        whose reputation caps what they may sell in this interval (asked when it clears).
+        ``agree_tariffs``: commitments carry ``params.tariffs`` and must agree on them (module
+        docstring, "Tariffs")."""
         num, den = quorum
         if not (0 < den and den < 2 * num <= 2 * den):
             # More than half: two different results can then never both reach a quorum.
@@ -196,6 +208,8 @@ class IntervalSession:
         self._offer_caps = offer_caps
         self._feeder = feeder
         self._fee_schedule = fees
+        self._tariffs = claim(params.tariffs) if agree_tariffs else None
+        self._foreign: set[str] = set()  # peers whose commitments name other tariffs
         self._buses: dict[str, str] = {}  # bus per node, fixed when its first bid is heard
         self._limits: dict[str, Limits] = {}  # the same for the node's trading limits
         self._state = State.OPEN
@@ -340,6 +354,10 @@ class IntervalSession:
         refused = self._misplaced(commitment)
         if refused:
             return refused
+        if commitment.tariffs != self._tariffs:
+            self._foreign.add(commitment.node)
+            return [Rejected("tariff-mismatch")]
+        self._foreign.discard(commitment.node)
         if self._commitments.get(commitment.node) == commitment:
             return []
         replaced = self._keep(commitment)
@@ -484,6 +502,7 @@ class IntervalSession:
             bid_set_digest=set_digest,
             result_hash=agreed_hash(result, fees),
             mechanism=self._mechanism,
+            tariffs=self._tariffs,
         )
         return result, fees or (), commitment
 
@@ -565,7 +584,8 @@ class IntervalSession:
         """
         held = {node: c for node, c in self._commitments.items() if node not in self._excluded}
         members = max(self._roster_size, len(self._voters()))
-        if len(held) + len(self._excluded) < members:
+        foreign = len(self._foreign - held.keys() - self._excluded)
+        if len(held) + len(self._excluded) + foreign < members:
             return []  # someone's vote is unknown: tried again when a commitment comes in
         tally = Counter((c.bid_set_digest, c.result_hash) for c in held.values())
         top, count = max(tally.items(), key=lambda item: (item[1], item[0]))

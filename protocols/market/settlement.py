@@ -10,7 +10,7 @@ this gateway knows the *agreed* result of its interval, and then accepted only i
 * every figure is what :func:`protocols.settlement.settle` gives for the node's agreed position
   and the metered ``delivered_wh`` it reports, plus the network fees it owes as a buyer
   ("settle-mismatch": a node cannot settle a position other than the one the quorum agreed, nor
-  price its deviation at anything but the tariffs);
+  price its deviation at anything but the interval's tariffs);
 * where this gateway holds the node's meter key, the meter's HMAC tag covers the counters
   ("meter-bad-tag", "meter-malformed"), the reading is newer than the node's reading for any
   earlier interval and older than any later one ("meter-replayed"), and when the node's reading
@@ -33,7 +33,7 @@ its peers do; it leaves the history again if the agreed result comes and refutes
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from protocols.clearing import NodeOutcome, Tariffs
@@ -104,12 +104,13 @@ class SettlementBook:
         self,
         *,
         community: str,
-        tariffs: Tariffs,
+        tariffs: Tariffs | Callable[[int], Tariffs],
         rule: ReputationRule | None = None,
         meter_keys: Mapping[str, MeterKey] | None = None,
     ) -> None:
+        """``tariffs``: the grid tariffs, or each interval's (:mod:`protocols.market.tariffs`)."""
         self.community = community
-        self._tariffs = tariffs
+        self._tariffs = tariffs if callable(tariffs) else lambda _interval: tariffs
         self.history = ReputationHistory(rule or ReputationRule())
         self._meter_keys = dict(meter_keys or {})
         self._agreed: dict[int, Agreed] = {}
@@ -170,7 +171,7 @@ class SettlementBook:
             export_wh=settlement.meter_export_wh, tag=settlement.meter_tag)
         expected = expected_settlement(
             agreed, community=self.community, node=node, delivered_wh=settlement.delivered_wh,
-            reading=reading, tariffs=self._tariffs, bus_wh=settlement.bus_wh,
+            reading=reading, tariffs=self._tariffs(k), bus_wh=settlement.bus_wh,
         )
         if settlement != expected:
             self.history.discard(settlement)

@@ -106,8 +106,7 @@ async def _run(folder: Path, broker_url: str) -> LedgerStreet:
                 timing=community.timing, params=PARAMS, clock=now_ms, meter_keys=METER_KEYS,
                 energy_interval_ms=HOUR_MS))
             ledger = stack.enter_context(Ledger.open(home.ledger, owner=home.owner()))
-            closers[node] = IntervalCloser(node=node, agent=agents[node], ledger=ledger,
-                                           tariffs=PARAMS.tariffs)
+            closers[node] = IntervalCloser(node=node, agent=agents[node], ledger=ledger)
         await asyncio.sleep(0.3)  # certificates and presence reach everyone
         for _ in range(MAX_INTERVALS):
             k = community.next_interval(margin_ms=600)

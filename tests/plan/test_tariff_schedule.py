@@ -173,12 +173,16 @@ def test_step_straddling_two_prices_is_weighted_by_time() -> None:
     assert imports == (134, 201, 201, 201) and exports == (80,) * 4
 
 
-def test_settlement_lookup_refuses_a_step_it_cannot_settle_yet() -> None:
-    text = "start,end,import_uwh,export_uwh\n2026-03-01T00:00Z,2026-03-01T01:00Z,-20,-40"
+def test_settlement_holds_negative_and_spreadless_prices_inside_the_tariff_band() -> None:
+    """The plan keeps -20/-40 and 50/50; clearing and settlement take 1/0 and 51/50."""
+    text = ("start,end,import_uwh,export_uwh\n2026-03-01T00:00Z,2026-03-01T01:00Z,-20,-40\n"
+            "2026-03-01T01:00Z,2026-03-01T02:00Z,50,50")
     schedule = parse_csv(text, source="p.csv", fixed=FIXED)
-    assert schedule.tariffs(T0 + HOUR, QUARTER) == FIXED
-    with pytest.raises(ScheduleError, match="prices from 2026-03-01T00:00:00"):
-        schedule.tariffs(T0, QUARTER)
+    assert schedule.average(T0, QUARTER) == (-20, -40)
+    assert schedule.tariffs(T0, QUARTER) == Tariffs(retail_price=1, feed_in_price=0)
+    assert schedule.average(T0 + HOUR, QUARTER) == (50, 50)
+    assert schedule.tariffs(T0 + HOUR, QUARTER) == Tariffs(retail_price=51, feed_in_price=50)
+    assert schedule.tariffs(T0 + 2 * HOUR, QUARTER) == FIXED
 
 
 def test_load_schedule_reads_the_file_and_refuses_what_is_no_tariff_file(
