@@ -21,17 +21,21 @@ members' own checks would.
 from __future__ import annotations
 
 import argparse
+import resource
 import signal
 import statistics
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench._report import machine
 from bench.bench_signing import make_bids
 from protocols.signing import generate_key, sign, verify
 from sim_devices.market_sim import Config, Report, run
+from sim_devices.market_sim.network import Network
+from sim_devices.market_sim.scheduler import Scheduler
 
 
 def verify_us() -> float:
@@ -119,22 +123,26 @@ def _describe(report: Report) -> None:
           f"faults {report.faults or 'none'}; fingerprint {report.fingerprint}")
 
 
-def scale(sizes: list[int], intervals: int, seed: int, *, memory: bool = False) -> None:
+def scale(sizes: list[int], intervals: int, seed: int, *, memory: bool = False,
+          drain: int | None = None) -> None:
     """One calm run per size. CPU s per interval is the whole run's process time over its traded
     intervals (joining and the intervals that drain after them included), and µs per delivery
     the same time over every delivery of the run: what a larger community costs to simulate.
     ``memory``: also the run's peak traced Python memory (``tracemalloc``, which slows the run
-    about threefold), in all and per member."""
+    about threefold), in all and per member. ``drain``: :attr:`Config.drain`. Progress goes to
+    stderr every 100,000 steps; after each row, the steady intervals' messages by kind."""
     baseline = verify_us()
     print(f"baseline: one verify of a signed bid, {baseline:,.0f} µs CPU (same run)")
     print("members | messages delivered per interval | gate -> all agreed (simulated ms, "
-          "median / max) | wall s | CPU s per interval | CPU µs per delivery (x verify)")
+          "median / max) | wall s | CPU s per interval | CPU µs per delivery (x verify) | "
+          "peak RSS GB")
     for members in sizes:
         if memory:
             tracemalloc.start()
         began, cpu = time.perf_counter(), time.process_time()
+
         report = run(seed, Config(members=members, intervals=intervals, adversaries=False,
-                                  faults=False))
+                                  faults=False, drain=drain), _progress(members, cpu))
         wall, cpu = time.perf_counter() - began, time.process_time() - cpu
         held = ""
         if memory:
@@ -145,10 +153,30 @@ def scale(sizes: list[int], intervals: int, seed: int, *, memory: bool = False) 
         agree = report.agree_ms or [0]
         print(f"{members:>7,} | {per:>12,.0f} | {statistics.median(agree):,.0f} / "
               f"{max(agree):,.0f} | {wall:,.0f} | {cpu / intervals:,.1f} | "
-              f"{(us := cpu / max(report.delivered, 1) * 1e6):,.0f} ({us / baseline:.2f}x)"
-              f"{held}"
+              f"{(us := cpu / max(report.delivered, 1) * 1e6):,.0f} ({us / baseline:.2f}x) | "
+              f"{_peak_rss_gb():.2f}{held}"
               f"{'' if report.ok else ' FAILED: '}"
               f"{'' if report.ok else report.violation}", flush=True)
+        steady = max(len(report.per_interval), 1)
+        print("        by kind, per interval (x N²): " + ", ".join(
+            f"{kind} {n / steady:,.0f} ({n / steady / members ** 2:.2f})"
+            for kind, n in sorted(report.kinds.items())), flush=True)
+
+
+def _progress(members: int, cpu: float) -> Callable[[Scheduler, Network], None]:
+    """A long run's sign of life, on stderr: where it is and what it has cost since ``cpu``."""
+    def progress(scheduler: Scheduler, network: Network) -> None:
+        used = time.process_time() - cpu
+        print(f"  ... {members:,} members: {scheduler.now:,} simulated ms, "
+              f"{network.delivered:,} delivered, {used:,.0f} CPU s "
+              f"({used / max(network.delivered, 1) * 1e6:,.0f} µs each), "
+              f"peak RSS {_peak_rss_gb():.2f} GB", file=sys.stderr, flush=True)
+    return progress
+
+
+def _peak_rss_gb() -> float:
+    """This process's peak resident memory so far (Linux: ``ru_maxrss`` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -169,11 +197,13 @@ def main(argv: list[str] | None = None) -> int:
                         "(needs --intervals 3 or more: the first and last are not steady)")
     parser.add_argument("--memory", action="store_true", help="with --scale: each run's peak "
                         "traced memory (slower)")
+    parser.add_argument("--drain", type=int, help="with --scale: intervals run after the last "
+                        "traded one (default: until every settlement closes; 0: stop with it)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     if args.scale:
         scale([int(n) for n in args.scale.split(",")], args.intervals, args.first,
-              memory=args.memory)
+              memory=args.memory, drain=args.drain)
         return 0
     config = Config(members=args.members, intervals=args.intervals,
                     adversaries=not args.calm, faults=not args.calm)

@@ -11,7 +11,9 @@ calls :meth:`Quota.forget` when the interval the slot carries is closed, and the
 afresh for the next interval on it.
 
 Sans-I/O and clock-free; messages are identified by the SHA-256 of their bytes (the wire form is
-canonical, so one message has one byte form).
+canonical, so one message has one byte form). A topic's digests are a tuple, not a set: most
+topics hold one message and never more than the kind's limit (a dozen), and a receiver keeps one
+such record per member, kind and open slot, so the record's size is what counts.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ class Quota:
     def __init__(self, limits: dict[Kind, int]) -> None:
         self._limits = dict(limits)
         # (kind, slot) -> node -> digests of the verified messages counted on that topic.
-        self._heard: dict[tuple[Kind, int], dict[str, set[bytes]]] = {}
+        self._heard: dict[tuple[Kind, int], dict[str, tuple[bytes, ...]]] = {}
+        # The last payload digested and its digest: full() and admit() ask about the same one.
+        self._digested: tuple[bytes, bytes] = (b"", _key(b""))
 
     def covers(self, topic: Topic) -> bool:
         return topic.kind in self._limits
@@ -36,30 +40,37 @@ class Quota:
         """``payload`` is new on ``topic`` and the topic's quota is used up: drop it unread."""
         heard = self._counted(topic)
         return (heard is not None and len(heard) >= self._limits[topic.kind]
-                and _key(payload) not in heard)
+                and self._digest(payload) not in heard)
 
     def admit(self, topic: Topic, payload: bytes) -> bool:
         """Count a verified ``payload``; False if it is a new one past the topic's limit."""
         assert topic.slot is not None  # only per-interval kinds have quotas
         by_node = self._heard.setdefault((topic.kind, topic.slot), {})
-        heard = by_node.setdefault(topic.node, set())
-        key = _key(payload)
+        heard = by_node.get(topic.node, ())
+        key = self._digest(payload)
         if key in heard:
             return True
         if len(heard) >= self._limits[topic.kind]:
             return False
-        heard.add(key)
+        by_node[topic.node] = (*heard, key)
         return True
 
     def forget(self, kind: Kind, slot: int) -> None:
         """The interval on ``slot`` is closed: every node's count for that topic starts afresh."""
         self._heard.pop((kind, slot), None)
 
-    def _counted(self, topic: Topic) -> set[bytes] | None:
+    def _counted(self, topic: Topic) -> tuple[bytes, ...] | None:
         if topic.slot is None:
             return None
         by_node = self._heard.get((topic.kind, topic.slot))
         return None if by_node is None else by_node.get(topic.node)
+
+    def _digest(self, payload: bytes) -> bytes:
+        last, key = self._digested
+        if payload != last:
+            key = _key(payload)
+            self._digested = (payload, key)
+        return key
 
 
 def _key(payload: bytes) -> bytes:

@@ -49,6 +49,7 @@ class Roster:
         self._community = community
         self._authority = authority_key_hex
         self._certs: dict[str, MembershipCertificate] = {}  # each signed by the authority
+        self._members: dict[str, Member] = {}  # the same, as the member each admits
         self._signed: dict[str, SignedEnvelope] = {}  # the same, as the authority signed them
         self._revocations: list[Revocation] = []
 
@@ -76,6 +77,7 @@ class Roster:
         held = self._certs.get(node)
         if held is None or _newer(cert, held):
             self._certs[node] = cert
+            self._members[node] = _member(cert)
             self._signed[node] = envelope
         return checked if isinstance(checked, Rejected) else _member(cert)
 
@@ -107,7 +109,7 @@ class Roster:
             return Rejected("unknown-key")
         refused = certificate_standing(cert, community=self._community, now_ms=now_ms,
                                        revocations=self._revocations)
-        return _member(cert) if refused is None else refused
+        return self._members[node] if refused is None else refused
 
     def member(self, node: str, *, now_ms: int) -> Member | Rejected:
         """``node`` as a member now, under the key its held certificate names."""

@@ -23,6 +23,7 @@ does not parse is a peer's fault and the caller turns :class:`BadTopic` into a c
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -171,8 +172,16 @@ def _of(kind: Kind, community: str, interval: int) -> str:
     return f"{ROOT}/{community}/{kind}/{slot(interval)}/+"
 
 
+PARSED_KEPT = 1 << 14
+"""Parsed topics remembered (:func:`parse`): a gateway hears the same topics every interval
+(each member's few kinds on 16 slots), so it splits and checks each once; a topic that does not
+parse is not remembered, and the oldest go first, so junk topics cannot grow it."""
+
+
+@functools.lru_cache(maxsize=PARSED_KEPT)
 def parse(topic: str) -> Topic:
-    """The :class:`Topic` for a concrete topic string; raises :class:`BadTopic` with the reason."""
+    """The :class:`Topic` for a concrete topic string; raises :class:`BadTopic` with the reason.
+    Remembered (:data:`PARSED_KEPT`): a :class:`Topic` is immutable."""
     parts = topic.split("/")
     if len(parts) < 4 or parts[0] != ROOT:
         raise BadTopic(f"not a {ROOT} topic: {topic!r}")

@@ -72,6 +72,9 @@ class Network:
         self.broker_up = True
         self.delivered = 0
         self.delivered_at: Counter[int] = Counter()  # by simulated second
+        self.delivered_kinds: Counter[tuple[int, str]] = Counter()
+        """Deliveries by simulated second and topic kind ("commit", ...; "commit-clear": an empty
+        retained payload clearing one), what a community's traffic is made of."""
         self.lost = 0
 
     def attach(self, client: str, endpoint: Endpoint, link: Link) -> None:
@@ -185,7 +188,9 @@ class Network:
                 self._lose(client, link, topic, "inbox-full")
             else:
                 self.delivered += 1
-                self.delivered_at[self.scheduler.now // 1_000] += 1
+                second = self.scheduler.now // 1_000
+                self.delivered_at[second] += 1
+                self.delivered_kinds[second, _kind(topic, payload)] += 1
                 self.trace.add(self.scheduler.now, "rx-retained" if retained else "rx", client,
                                topic, len(payload))
                 self.endpoints[client].deliver(topic, payload, retained)
@@ -199,3 +204,10 @@ class Network:
     def lost_between(self, client: str, start_ms: int, end_ms: int) -> bool:
         """Whether a message to ``client`` was lost in [start_ms, end_ms]."""
         return any(start_ms <= t <= end_ms for t in reversed(self.links[client].losses))
+
+
+def _kind(topic: str, payload: bytes) -> str:
+    """The topic's kind level (``gridpeer/<community>/<kind>/...``), "-clear" for a clear."""
+    parts = topic.split("/", 3)
+    kind = parts[2] if len(parts) > 2 else "?"
+    return kind if payload else f"{kind}-clear"

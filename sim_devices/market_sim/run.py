@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -40,16 +41,22 @@ PARAMS = ClearingParams(tariffs=Tariffs(retail_price=300, feed_in_price=80))
 TIMING = Timing(epoch_ms=0, length_ms=1_000, gate_ms=600, grace_ms=150)
 """Intervals of one simulated second, as the real-broker tests run them."""
 DAY_MS = 86_400_000
+PROGRESS_STEPS = 100_000
 JOIN_MS = 1_000  # members join over the next half interval
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """``drain``: intervals run after the last traded one ends, None for ``horizon`` + 3 (every
+    settlement closes, every retired interval is cleared); 0 ends the run with the last traded
+    interval, enough for the scale table (its messages and agreement times are in by then)."""
+
     members: int = 5
     intervals: int = 12
     adversaries: bool = True
     faults: bool = True
     horizon: int = 4
+    drain: int | None = None
 
 
 @dataclass
@@ -67,6 +74,7 @@ class Report:
     agree_ms: list[int] = field(default_factory=list)  # gate to the last honest agreement, by
     # traded interval
     per_interval: list[int] = field(default_factory=list)  # deliveries per steady interval
+    kinds: Counter[str] = field(default_factory=Counter)  # the steady intervals' by kind
     rejections: Counter[str] = field(default_factory=Counter)  # the honest members', summed
     violation: Breach | None = None
     trace: str = ""
@@ -81,7 +89,9 @@ def key_from(rng: random.Random) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(rng.randbytes(32))
 
 
-def run(seed: int, config: Config = Config()) -> Report:
+def run(seed: int, config: Config = Config(),
+        progress: Callable[[Scheduler, Network], None] | None = None) -> Report:
+    """``progress`` is called every :data:`PROGRESS_STEPS` steps (a long run's sign of life)."""
     rng = random.Random(seed)
     report = Report(seed=seed, config=config)
     timing = TIMING
@@ -105,7 +115,8 @@ def run(seed: int, config: Config = Config()) -> Report:
     for name in names:
         members.append(_member(stage, name, authority, rng, config, hostile.get(name), opener))
         report.adversaries += [f"{name}:{hostile[name]}"] if name in hostile else []
-    end_ms = timing.end_ms(trading[-1]) + (config.horizon + 3) * timing.length_ms
+    drain = config.horizon + 3 if config.drain is None else config.drain
+    end_ms = timing.end_ms(trading[-1]) + drain * timing.length_ms
     plan = FaultPlan.draw(rng, names, start_ms=JOIN_MS * 2, end_ms=timing.end_ms(trading[-1]),
                           length_ms=timing.length_ms, persistence=broker.persistence,
                           count=rng.randint(0, 4) if config.faults else 0)
@@ -127,7 +138,10 @@ def run(seed: int, config: Config = Config()) -> Report:
         return plan.calm(network, [m.name for m in honest], start, timing.start_ms(k) + 50)
 
     try:
-        scheduler.run_until(end_ms, lambda: None)
+        def after() -> None:
+            if progress is not None and scheduler.steps % PROGRESS_STEPS == 0:
+                progress(scheduler, network)
+        scheduler.run_until(end_ms, after)
         report.calm = checker.finish(honest, trading, calm, hostile=not LIVE_UNDER.issuperset(
             hostile.values()))
     except Breach as violation:
@@ -142,8 +156,10 @@ def run(seed: int, config: Config = Config()) -> Report:
     # Each second of simulated time is one interval (TIMING): from the start of k, it carries
     # the commitment round of k + 1 and the bids for k + 2, so it is a whole interval's traffic
     # when both are traded.
-    report.per_interval = [network.delivered_at[timing.start_ms(k) // 1_000]
-                           for k in trading[:-2]]
+    steady = [timing.start_ms(k) // 1_000 for k in trading[:-2]]
+    report.per_interval = [network.delivered_at[second] for second in steady]
+    report.kinds = Counter({kind: n for (second, kind), n in network.delivered_kinds.items()
+                            if second in steady})
     report.rejections = sum((m.rejections for m in honest), Counter())
     report.fingerprint = trace.fingerprint
     if report.violation is not None:
