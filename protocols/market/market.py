@@ -107,6 +107,9 @@ from protocols.signing import Rejected, Verified, sign, verify
 PeerKind = Literal["bid", "commit", "bidset", "settle"]
 """The kinds of message a peer sends per interval (checked in :meth:`Market.receive`)."""
 
+OpenedKind = PeerKind | Literal["presence"]
+"""What an :data:`Opener` opens: a peer's per-interval messages and its presence."""
+
 _KINDS: dict[topics.Kind, PeerKind] = {
     topics.Kind.BIDS: "bid", topics.Kind.COMMIT: "commit", topics.Kind.BIDSET: "bidset",
     topics.Kind.SETTLE: "settle",
@@ -121,13 +124,13 @@ settlement; a retained message of the interval its slot carried before may come 
 more: the session bars a node's bids once it has verified one bid past its limit (the proof),
 so the quota must let that one through."""
 
-Opener = Callable[[bytes, int, PeerKind], tuple[SignedEnvelope, Verified] | Rejected]
+Opener = Callable[[bytes, int, OpenedKind], tuple[SignedEnvelope, Verified] | Rejected]
 """Parse a payload of at most ``max_size`` bytes and check its signature as the expected kind:
 :func:`open_signed`. A pure function of its arguments, so a simulation of many members on one
 host may share the answers for the same bytes (:class:`Market`'s ``opener``)."""
 
 
-def open_signed(payload: bytes, max_size: int, kind: PeerKind
+def open_signed(payload: bytes, max_size: int, kind: OpenedKind
                 ) -> tuple[SignedEnvelope, Verified] | Rejected:
     """The envelope in ``payload`` and its verified body, or why it is refused (parse, then
     signature and schema: :func:`protocols.signing.verify`)."""
@@ -183,7 +186,8 @@ class Market:
         turns a certificate's limits (W) into the Wh a member may trade; None where intervals are
         not physical time (tests with home-sized bids in 1 s intervals): the limit is then the
         protocol's ``MAX_ENERGY_WH``. ``opener``: how a peer's bid, commitment, bid set or
-        settlement is parsed and verified (:data:`Opener`); a gateway keeps the default.
+        settlement or presence is parsed and verified (:data:`Opener`); a gateway keeps the
+        default.
         ``schedule``: the community's tariff schedule; None, every interval has
         ``params.tariffs``."""
         if fees is not None and feeder is None:
@@ -206,7 +210,7 @@ class Market:
         self._roster = Roster(community=community, authority_key_hex=authority_key_hex)
         # Each peer's highest verified presence, and presences waiting for their certificate.
         self._presence: dict[str, Presence] = {}
-        self._unplaced: dict[str, SignedEnvelope] = {}
+        self._unplaced: dict[str, bytes] = {}
         self._quota = Quota(QUOTAS)
         self._sessions: dict[int, IntervalSession] = {}
         # The signed commitment behind each one a session counts, by interval and node: the
@@ -643,32 +647,32 @@ class Market:
 
     def _presence_message(self, node: str, payload: bytes, now_ms: int) -> list[Action]:
         """A peer's signed presence; held until its certificate comes if that is still on the
-        way (:data:`UNPLACED_PRESENCE`)."""
-        try:
-            envelope = SignedEnvelope.from_bytes(payload, max_size=self._max_payload)
-        except MessageError as exc:
-            return [Rejected(exc.reason)]
+        way (:data:`UNPLACED_PRESENCE`), its signature unchecked until then."""
         if self._roster.member(node, now_ms=now_ms) == Rejected("unknown-key"):  # no certificate
+            try:
+                SignedEnvelope.from_bytes(payload, max_size=self._max_payload)
+            except MessageError as exc:
+                return [Rejected(exc.reason)]
             self._unplaced.pop(node, None)
             if len(self._unplaced) >= UNPLACED_PRESENCE:
                 del self._unplaced[next(iter(self._unplaced))]
-            self._unplaced[node] = envelope
+            self._unplaced[node] = payload
             return []
-        return self._place_presence(node, envelope, now_ms)
+        return self._place_presence(node, payload, now_ms)
 
-    def _place_presence(self, node: str, envelope: SignedEnvelope, now_ms: int) -> list[Action]:
+    def _place_presence(self, node: str, payload: bytes, now_ms: int) -> list[Action]:
         """Take a presence signed under ``node``'s certified key if it is newer than the one
         held (:meth:`Presence.rank`); an older one is "stale-presence"."""
-        verified = verify(envelope, expected_kind="presence")
-        if isinstance(verified, Rejected):
-            return [verified]
-        presence = verified.body
+        opened = self._open(payload, self._max_payload, "presence")
+        if isinstance(opened, Rejected):
+            return [opened]
+        presence = opened[1].body
         assert isinstance(presence, Presence)  # by expected_kind
         if presence.node != node:
             return [Rejected("node-mismatch")]
         if presence.community != self.community:
             return [Rejected("wrong-community")]
-        member = self._roster.check(node=node, signer=verified.public_key_hex, now_ms=now_ms)
+        member = self._roster.check(node=node, signer=opened[1].public_key_hex, now_ms=now_ms)
         if isinstance(member, Rejected):
             return [member]
         held = self._presence.get(node)

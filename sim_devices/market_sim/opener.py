@@ -12,7 +12,7 @@ A gateway shares nothing: it keeps the market's own
 
 from __future__ import annotations
 
-from protocols.market.market import PeerKind, open_signed
+from protocols.market.market import OpenedKind, open_signed
 from protocols.messages import SignedEnvelope
 from protocols.signing import Rejected, Verified
 
@@ -21,10 +21,10 @@ class SharedOpener:
     """:func:`~protocols.market.market.open_signed`, remembered by exact bytes for one run."""
 
     def __init__(self) -> None:
-        self._opened: dict[tuple[bytes, int, PeerKind],
+        self._opened: dict[tuple[bytes, int, OpenedKind],
                            tuple[SignedEnvelope, Verified] | Rejected] = {}
 
-    def __call__(self, payload: bytes, max_size: int, kind: PeerKind
+    def __call__(self, payload: bytes, max_size: int, kind: OpenedKind
                  ) -> tuple[SignedEnvelope, Verified] | Rejected:
         key = (payload, max_size, kind)
         opened = self._opened.get(key)
