@@ -53,8 +53,8 @@ class _Model(BaseModel):
 class TariffsModel(_Model):
     """Grid tariffs in µ/Wh (0.30 per kWh = 300). ``schedule`` is a time-of-use or day-ahead
     tariff file (``.csv``/``.toml``, in the scenario's folder or one below it, as the shipped
-    ``tariffs/``) every home plans with, as its gateway's ``[tariffs] schedule``; the fixed
-    prices fill what it leaves out and settle."""
+    ``tariffs/``) every home plans with and the community clears and settles at, as each
+    gateway's ``[tariffs] schedule``; the fixed prices fill what it leaves out."""
 
     retail_price: int = Field(default=300, gt=0)
     feed_in_price: int = Field(default=80, ge=0)

@@ -26,8 +26,10 @@ One table (printed, and ``DIR/<scenario>/compare.txt``) and one self-contained p
 * the intervals whose settlements do not balance (energy or money created or lost): 0.
 
 A home's bill is what it pays its neighbours and its grid supplier: the settled trades, and the
-grid energy of each interval at the home's own tariff, the scenario's tariff file where it has one
-(settlement itself balances the grid at the community's fixed tariffs, alike for every member).
+grid energy of each interval at the home's own tariff, the scenario's tariff file where it has one.
+Settlement prices each interval at the same file, alike for every member, held inside the band
+clearing can use (:meth:`gateway.plan.TariffSchedule.tariffs`); the bill takes the file's own
+prices where the band moved them (a negative price).
 The owners' wishes are the scenario's, else the defaults of the mechanism
 (:meth:`gateway.config.PreferencesConfig.under`: the tariffs under a pool).
 """
@@ -141,14 +143,17 @@ async def run_day(scenario: Scenario, way: Way, *, out: Path, intervals: int,
         for task in sampler:
             task.cancel()
     length_ms = round(pace.interval_s * 1000)
-    fixed = fixed_tariffs(scenario)
     schedule = load_schedule(None if scenario.tariffs.schedule is None
-                             else Path(scenario.tariffs.schedule), fixed=fixed)
-    realised, most = (0, 0) if way.mechanism is None else day_welfare(log, fixed)
+                             else Path(scenario.tariffs.schedule), fixed=fixed_tariffs(scenario))
+
+    def settled_at(k: int) -> Tariffs:
+        return schedule.tariffs(k * length_ms, length_ms)
+
+    realised, most = (0, 0) if way.mechanism is None else day_welfare(log, settled_at)
     return Run(way=way, summary=summarise(log), bills=bills(log, schedule, length_ms=length_ms),
                exports=worst_exports(samples, log.complete, scenario.export_limits(),
                                      length_ms=length_ms),
-               welfare=realised, efficient=most, unbalanced=len(unbalanced(log, fixed)))
+               welfare=realised, efficient=most, unbalanced=len(unbalanced(log, settled_at)))
 
 
 def bid_orders(bids: dict[str, BidMade]) -> list[Order]:
@@ -158,34 +163,36 @@ def bid_orders(bids: dict[str, BidMade]) -> list[Order]:
             for i, step in enumerate(made.plan.curve())]
 
 
-def day_welfare(log: CommunityLog, tariffs: Tariffs) -> tuple[int, int]:
+def day_welfare(log: CommunityLog, tariffs: Callable[[int], Tariffs]) -> tuple[int, int]:
     """The day's welfare and its efficient maximum, summed over the complete intervals: each
-    interval's agreed result (none: nothing gained) valued at the bids the homes made."""
+    interval's agreed result (none: nothing gained) valued at the bids the homes made, at the
+    tariffs interval k was cleared at, ``tariffs(k)``."""
     realised = most = 0
     for k in log.complete:
         orders = bid_orders(log.bids.get(k, {}))
-        most += efficient_welfare(orders, tariffs)
+        most += efficient_welfare(orders, tariffs(k))
         result = agreed_result(log, k)
         if result is not None:
-            realised += welfare(orders, result.outcomes, tariffs)
+            realised += welfare(orders, result.outcomes, tariffs(k))
     return realised, most
 
 
 def bills(log: CommunityLog, schedule: TariffSchedule, *, length_ms: int) -> dict[str, int]:
     """Each home's settled trades plus its grid energy at ``schedule``'s prices per interval
-    (interval ``k`` starts at ``k × length_ms``: the demo's market epoch is 0)."""
-    fixed = schedule.fixed
+    (interval ``k`` starts at ``k × length_ms``: the demo's market epoch is 0): its settlement,
+    with the grid energy repriced from the interval's settled tariffs to the file's own."""
     out = dict.fromkeys(log.homes, 0)
     for k in log.complete:
+        settled = schedule.tariffs(k * length_ms, length_ms)
         retail, feed_in = schedule.average(k * length_ms, length_ms)
         for name in log.homes:
             figures = log.closed[k][name].settlement
             if figures is None:
                 continue
-            grid_fixed = (figures.grid_import_wh * fixed.retail_price
-                          - figures.grid_export_wh * fixed.feed_in_price)
+            grid_settled = (figures.grid_import_wh * settled.retail_price
+                            - figures.grid_export_wh * settled.feed_in_price)
             grid_own = figures.grid_import_wh * retail - figures.grid_export_wh * feed_in
-            out[name] += figures.money - grid_fixed + grid_own
+            out[name] += figures.money - grid_settled + grid_own
     return out
 
 

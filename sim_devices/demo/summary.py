@@ -16,7 +16,7 @@ nothing is traded and the settled grid import is everything the meters imported.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from gateway.home import IntervalClosed
@@ -126,9 +126,12 @@ def balance(closed: Iterable[IntervalClosed], tariffs: Tariffs) -> Balance:
     return Balance(traded, money)
 
 
-def unbalanced(log: CommunityLog, tariffs: Tariffs) -> dict[int, Balance]:
-    """The complete intervals whose settlements do not balance (none, when all is well)."""
-    balances = {k: balance(log.closed[k].values(), tariffs) for k in log.complete}
+def unbalanced(log: CommunityLog, tariffs: Tariffs | Callable[[int], Tariffs]
+               ) -> dict[int, Balance]:
+    """The complete intervals whose settlements do not balance (none, when all is well), at the
+    community's tariffs or each interval's (a tariff schedule's)."""
+    of = tariffs if callable(tariffs) else lambda _k: tariffs
+    balances = {k: balance(log.closed[k].values(), of(k)) for k in log.complete}
     return {k: b for k, b in balances.items() if b != Balance(0, 0)}
 
 
