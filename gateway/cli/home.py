@@ -40,6 +40,7 @@ grace_s = 10                          # wait for late bids before clearing
 [tariffs]
 retail_price = 300                    # what the grid charges (µ/Wh)
 feed_in_price = 80                    # what the grid pays (µ/Wh)
+# schedule = "tariff.csv"             # the community's tariff file, the same in every home
 
 [preferences]
 # Unset, the price wishes are 120 and 250, or the tariffs under a pool (mmr, sdr, bill-sharing).

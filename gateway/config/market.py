@@ -135,8 +135,10 @@ class TariffConfig(Section):
     retail_price: int = Field(default=300, gt=0, le=MAX_PRICE)
     feed_in_price: int = Field(default=80, ge=0, le=MAX_PRICE)
     schedule: Path | None = None
-    """A time-of-use or day-ahead tariff file (``.csv`` or ``.toml``): the home's plan prices
-    each interval with it, the fixed prices above apply where it says nothing."""
+    """The community's time-of-use or day-ahead tariff file (``.csv`` or ``.toml``), the same in
+    every member: the home's plan prices each interval with it, and the community clears and
+    settles each interval at its prices (:mod:`protocols.market.tariffs`); the fixed prices
+    above apply where it says nothing."""
 
     @model_validator(mode="after")
     def _order(self) -> TariffConfig:
