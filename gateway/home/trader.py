@@ -185,10 +185,13 @@ class Trader:
         pv_silent = self._pv is not None and self._pv.fresh() is None
         if pv_silent:
             # A silent inverter may have tripped: its output is not ours to offer, now or as
-            # the sun that would refill energy sold from the battery (self-consumption alone).
+            # the sun that would refill energy sold from the battery (self-consumption alone,
+            # with either planner: the optimiser, blind to the day, would keep the cells for a
+            # later it cannot see and buy the home's load instead, while the sun it was not
+            # told of goes out at feed-in).
             pv_wh = 0
-        if self.planner is not None:
-            plan = self._optimise(k, self.planner, state, (pv_wh, load_wh), look=not pv_silent)
+        if self.planner is not None and not pv_silent:
+            plan = self._optimise(k, self.planner, state, (pv_wh, load_wh))
         else:
             block_s, count = horizon(length_s)
             ahead = None if pv_silent else Ahead(
@@ -206,7 +209,7 @@ class Trader:
                             battery=state, cap_w=self._bus_cap_w, length_ms=length_ms)
 
     def _optimise(self, k: int, planner: Planner, battery: BatteryState | None,
-                  first: tuple[int, int], *, look: bool) -> Plan:
+                  first: tuple[int, int]) -> Plan:
         """The day's plan from interval ``k``, bid as its curve (:mod:`gateway.plan.bidding`).
         Loads are planned to be done ``FLEX_MARGIN_INTERVALS`` before they are due, as the
         heuristic plans them; the controller still runs them on live readings by their due."""
@@ -214,7 +217,7 @@ class Trader:
         margin_s = length_s * FLEX_MARGIN_INTERVALS
         ahead = self._forecaster.learned_ahead(
             start_s=self._timing.start_ms(k + 1) / 1000 % DAY_S, block_s=length_s,
-            count=horizon_steps(length_s) - 1) if look else ()
+            count=horizon_steps(length_s) - 1)
         prefs = self._prefs()
         car = self._loads.vehicle(k, margin_s=margin_s)
         jobs = [replace(job, due_s=max(0.0, job.due_s - margin_s)) for job in self._loads.jobs(k)

@@ -286,9 +286,12 @@ def _job(b: Builder, problem: Problem, job: FlexJob, balance: IntArray, owner_pe
     """A deferrable load: ``need − what fits after the horizon <= Σ run + short`` and
     ``Σ run <= need``, running at most ``max_w`` in the steps before it is due. Each Wh run
     saves ``later_price`` (what it would cost after the horizon: a constant for the part owed
-    within it). Where the steps cost the same, it runs as late as it can (a tie-break of under
-    ``_TIE`` µ/Wh): out of the evening peak, and the plan, re-made every interval on fresher
-    forecasts, keeps the choice open."""
+    within it). Where the steps cost the same (a tie-break of under ``_TIE`` µ/Wh), it runs on
+    the forecast's surplus first, the earliest first: a surplus in hand is sure, one forecast
+    for later may not come (a cloud, the forecast's error, an inverter gone silent), and a job
+    put off to its last surplus steps runs at its deadline on whatever is there then, the
+    battery or the evening's grid. Off the surplus it runs as late as it can: out of the evening
+    peak, and the plan, re-made every interval on fresher forecasts, keeps the choice open."""
     steps, step_s = problem.steps, problem.step_s
     cols = np.full(steps, -1, dtype=np.int64)
     active = min(steps, math.ceil(job.due_s / step_s))
@@ -302,7 +305,9 @@ def _job(b: Builder, problem: Problem, job: FlexJob, balance: IntArray, owner_pe
     top = np.array([slot_wh(job.max_w, s) for s in span], dtype=np.float64)
     if job.name in problem.stale:
         top[0] = 0.0
-    wait = _TIE * (active - np.arange(active)) / active  # nothing to gain early: run late
+    t = np.arange(active)
+    surplus = np.asarray(problem.pv_wh[:active]) > np.asarray(problem.load_wh[:active])
+    wait = _TIE * np.where(surplus, t / active, 1 + (active - t) / active) / 2
     cols[:active] = b.cols(active, upper=top, cost=wait - problem.later_price)
     b.coef(balance[:active], cols[:active], -1.0)
     row = b.rows(1, lower=float(owed), upper=float(job.need_wh))

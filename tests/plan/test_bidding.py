@@ -209,3 +209,23 @@ def test_a_home_that_has_not_learned_its_day_runs_its_loads_on_a_surplus_now() -
     assert problem.later_price == 300
     day = PLANNER.plan(problem, max_buy_wh=0, max_sell_wh=0).day
     assert day is not None and round(dict(day.jobs)["heater"][0]) == 500
+
+
+def test_a_load_runs_on_the_forecast_surplus_in_hand_not_on_the_last_surplus_before_its_due(
+        ) -> None:
+    """A full battery, the sun to spare for four more hours, then the evening, and a 3 kWh
+    heater due at night: every surplus step costs the heater the same (the export price it
+    forgoes), and the plan runs it on the first of them. Put off to the last ones, it ran at
+    its due on whatever was there then: on sunny-street, a cloud or an inverter gone silent in
+    the afternoon left home-6's heater to the evening, from the battery the night then missed
+    (bought back at retail in the morning)."""
+    heater = FlexJob(name="heater", need_wh=3_000, max_w=3_000, due_s=10 * 3_600)
+    sunny, evening = (1_400, 150), (0, 300)
+    problem = day_problem(start_ms=START + 12 * 3_600_000, step_s=900, first=sunny,
+                          ahead=(sunny,) * 15 + (evening,) * 80,
+                          battery=replace(BATTERY, soc_pct=95), prefs=PREFS, jobs=(heater,),
+                          schedule=load_schedule(None, fixed=FIXED), limits=None)
+    day = PLANNER.plan(problem, max_buy_wh=0, max_sell_wh=0).day
+    assert day is not None
+    runs = [round(wh) for wh in dict(day.jobs)["heater"]]
+    assert runs[:4] == [750] * 4 and sum(runs) == 3_000, runs
