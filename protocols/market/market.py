@@ -94,6 +94,7 @@ from protocols.messages import (
     Commitment,
     MessageError,
     Presence,
+    Revocation,
     Settlement,
     SignedEnvelope,
     Step,
@@ -107,8 +108,8 @@ from protocols.signing import Rejected, Verified, sign, verify
 PeerKind = Literal["bid", "commit", "bidset", "settle"]
 """The kinds of message a peer sends per interval (checked in :meth:`Market.receive`)."""
 
-OpenedKind = PeerKind | Literal["presence"]
-"""What an :data:`Opener` opens: a peer's per-interval messages and its presence."""
+OpenedKind = PeerKind | Literal["presence", "cert"]
+"""What an :data:`Opener` opens: a peer's per-interval messages, its presence, its certificate."""
 
 _KINDS: dict[topics.Kind, PeerKind] = {
     topics.Kind.BIDS: "bid", topics.Kind.COMMIT: "commit", topics.Kind.BIDSET: "bidset",
@@ -124,20 +125,26 @@ settlement; a retained message of the interval its slot carried before may come 
 more: the session bars a node's bids once it has verified one bid past its limit (the proof),
 so the quota must let that one through."""
 
-Opener = Callable[[bytes, int, OpenedKind], tuple[SignedEnvelope, Verified] | Rejected]
-"""Parse a payload of at most ``max_size`` bytes and check its signature as the expected kind:
-:func:`open_signed`. A pure function of its arguments, so a simulation of many members on one
-host may share the answers for the same bytes (:class:`Market`'s ``opener``)."""
+Opener = Callable[[bytes, int, OpenedKind, str | None],
+                  tuple[SignedEnvelope, Verified] | Rejected]
+"""Parse a payload of at most ``max_size`` bytes and check its signature as the expected kind,
+by the one signer it must come from if one is given: :func:`open_signed`. A pure function of its
+arguments, so a simulation of many members on one host may share the answers for the same bytes
+(:class:`Market`'s ``opener``)."""
 
 
-def open_signed(payload: bytes, max_size: int, kind: OpenedKind
+def open_signed(payload: bytes, max_size: int, kind: OpenedKind, signer: str | None = None
                 ) -> tuple[SignedEnvelope, Verified] | Rejected:
     """The envelope in ``payload`` and its verified body, or why it is refused (parse, then
-    signature and schema: :func:`protocols.signing.verify`)."""
+    signature and schema: :func:`protocols.signing.verify`). With a ``signer`` (the authority,
+    for a certificate), an envelope of the kind signed by another key is "not-authority" before
+    its signature costs a check, as :func:`protocols.signing.check_certificate` refuses it."""
     try:
         envelope = SignedEnvelope.from_bytes(payload, max_size=max_size)
     except MessageError as exc:
         return Rejected(exc.reason)
+    if signer is not None and envelope.kind == kind and envelope.signer != signer:
+        return Rejected("not-authority")
     verified = verify(envelope, expected_kind=kind)
     return verified if isinstance(verified, Rejected) else (envelope, verified)
 
@@ -186,8 +193,8 @@ class Market:
         turns a certificate's limits (W) into the Wh a member may trade; None where intervals are
         not physical time (tests with home-sized bids in 1 s intervals): the limit is then the
         protocol's ``MAX_ENERGY_WH``. ``opener``: how a peer's bid, commitment, bid set or
-        settlement or presence is parsed and verified (:data:`Opener`); a gateway keeps the
-        default.
+        settlement, presence or certificate is parsed and verified (:data:`Opener`); a gateway
+        keeps the default.
         ``schedule``: the community's tariff schedule; None, every interval has
         ``params.tariffs``."""
         if fees is not None and feeder is None:
@@ -262,7 +269,7 @@ class Market:
                                         revocation_only=parsed.kind is topics.Kind.REVOKED)
         if not retained and self._quota.full(parsed, payload):
             return [Rejected("flood")]  # unread: see the module docstring
-        opened = self._open(payload, self._max_payload, _KINDS[parsed.kind])
+        opened = self._open(payload, self._max_payload, _KINDS[parsed.kind], None)
         if isinstance(opened, Rejected):
             return [opened]
         envelope, verified = opened
@@ -663,7 +670,7 @@ class Market:
     def _place_presence(self, node: str, payload: bytes, now_ms: int) -> list[Action]:
         """Take a presence signed under ``node``'s certified key if it is newer than the one
         held (:meth:`Presence.rank`); an older one is "stale-presence"."""
-        opened = self._open(payload, self._max_payload, "presence")
+        opened = self._open(payload, self._max_payload, "presence", None)
         if isinstance(opened, Rejected):
             return [opened]
         presence = opened[1].body
@@ -683,13 +690,23 @@ class Market:
 
     def _roster_message(self, node: str, payload: bytes, now_ms: int, *,
                         revocation_only: bool) -> list[Action]:
-        try:
-            envelope = SignedEnvelope.from_bytes(payload, max_size=self._max_payload)
-        except MessageError as exc:
-            return [Rejected(exc.reason)]
-        if revocation_only and envelope.kind != "revoke":
-            return [Rejected("wrong-kind")]
-        taken = self._roster.offer(envelope, node=node, now_ms=now_ms)
+        """A certificate (opened by the opener, the authority's signature checked there) or a
+        revocation on ``roster/<node>``, only a revocation on ``revoked/<node>``."""
+        taken: Member | Revocation | Rejected
+        opened = (Rejected("wrong-kind") if revocation_only else
+                  self._open(payload, self._max_payload, "cert", self._roster.authority))
+        if opened != Rejected("wrong-kind"):
+            if isinstance(opened, Rejected):
+                return [opened]
+            taken = self._roster.admit(*opened, node=node, now_ms=now_ms)
+        else:  # a revocation, or no kind the roster takes
+            try:
+                envelope = SignedEnvelope.from_bytes(payload, max_size=self._max_payload)
+            except MessageError as exc:
+                return [Rejected(exc.reason)]
+            if revocation_only and envelope.kind != "revoke":
+                return [Rejected("wrong-kind")]
+            taken = self._roster.offer(envelope, node=node, now_ms=now_ms)
         if isinstance(taken, Rejected):
             return [taken]
         done: list[Action] = []

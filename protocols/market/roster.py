@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from protocols.messages import MembershipCertificate, Revocation, SignedEnvelope
 from protocols.signing import (
     Rejected,
+    Verified,
     certificate_standing,
     check_certificate,
     key_problem,
@@ -72,6 +73,35 @@ class Roster:
         if isinstance(checked, Rejected) and checked.reason not in _KEEP:
             return checked
         cert = MembershipCertificate.model_validate(envelope.body)
+        return self._keep(envelope, cert, node, checked)
+
+    def admit(self, envelope: SignedEnvelope, verified: Verified, *, node: str,
+              now_ms: int) -> Member | Rejected:
+        """Take a certificate whose authority signature is already verified (``verified``:
+        :func:`~protocols.market.market.open_signed` as "cert" by :attr:`authority`): the rest
+        of :meth:`offer`'s checks, with the same answers."""
+        cert = verified.body
+        assert isinstance(cert, MembershipCertificate)  # verified as "cert"
+        if verified.public_key_hex != self._authority:
+            return Rejected("not-authority")
+        weak = key_problem(cert.public_key)
+        if weak is not None:
+            return Rejected(f"bad-key:{weak}")
+        refused = certificate_standing(cert, community=self._community, now_ms=now_ms,
+                                       revocations=self._revocations)
+        if refused is not None and refused.reason not in _KEEP:
+            return refused
+        return self._keep(envelope, cert, node, refused)
+
+    @property
+    def authority(self) -> str:
+        """The community authority's key: the only signer of a certificate."""
+        return self._authority
+
+    def _keep(self, envelope: SignedEnvelope, cert: MembershipCertificate, node: str,
+              checked: Verified | Rejected | None) -> Member | Rejected:
+        """Hold a certificate the authority signed if it is ``node``'s and newer than the one
+        held; the member it admits, or why not now (``checked``: kept, yet not valid now)."""
         if cert.node != node:
             return Rejected("node-mismatch")
         held = self._certs.get(node)

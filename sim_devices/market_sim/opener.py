@@ -21,13 +21,13 @@ class SharedOpener:
     """:func:`~protocols.market.market.open_signed`, remembered by exact bytes for one run."""
 
     def __init__(self) -> None:
-        self._opened: dict[tuple[bytes, int, OpenedKind],
+        self._opened: dict[tuple[bytes, int, OpenedKind, str | None],
                            tuple[SignedEnvelope, Verified] | Rejected] = {}
 
-    def __call__(self, payload: bytes, max_size: int, kind: OpenedKind
+    def __call__(self, payload: bytes, max_size: int, kind: OpenedKind, signer: str | None
                  ) -> tuple[SignedEnvelope, Verified] | Rejected:
-        key = (payload, max_size, kind)
+        key = (payload, max_size, kind, signer)
         opened = self._opened.get(key)
         if opened is None:
-            opened = self._opened[key] = open_signed(payload, max_size, kind)
+            opened = self._opened[key] = open_signed(payload, max_size, kind, signer)
         return opened
