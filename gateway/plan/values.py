@@ -24,6 +24,13 @@ only what the battery and the grid can do with it. Left free, a load owed later 
 energy it could take now (at the import price, past a cut horizon) and the battery would be
 handed energy bought at a load's value.
 
+A chunk worth more than the step's export price and less than its import price is energy the
+cells move for the trade (kept in them, stored, or given from them), and it is priced with its
+delivery risk (``DELIVERY_RISK``): at its plain value a cleared chunk gains the home nothing (a
+uniform price is often the home's own step), while each Wh the cells cannot move when the
+interval turns out other than forecast is settled with the grid at a loss, so such a trade
+could only make the home pay more than without the market.
+
 A chunk the grid would pay as much for (bought at or below the export price, sold at or above
 the import price) is left out; the owner's limits bound the rest (never buy above
 ``max_buy_price``, never sell below ``min_sell_price``), and equal neighbours merge.
@@ -45,6 +52,12 @@ from protocols.messages import Step
 
 MAX_STEPS = 8
 """Steps per side of a curve (the bid curves of issue 16 carry up to eight)."""
+DELIVERY_RISK = 0.25
+"""Of a chunk the cells move for a trade, the share that may go undelivered: the interval's sun
+and load differ from the forecast and the cells cannot take up the difference (full, or at the
+reserve), or the dispatch spends the interval's first control period catching up. A Wh bought
+and not taken goes out at the step's export price, a Wh sold and not delivered is bought at its
+import price; the heuristic plans on the same share (``gateway.ems._MARKET_POWER_SHARE``)."""
 _FLAT = 0.5
 """µ/Wh: a chunk whose chord lies less than this (per Wh of the chunk) above its tangents is
 priced within rounding by its average: it is not split."""
@@ -180,18 +193,24 @@ def _prune(points: list[_Point]) -> list[_Point]:
 
 def _steps(points: list[_Point], side: Literal["buy", "sell"], prefs: Preferences,
            first: tuple[int, int]) -> tuple[Step, ...]:
-    """Chunks between consecutive points, priced exactly (rounded in the home's favour), cut
-    where the grid pays as much, bounded by the owner's limits, equal neighbours merged."""
+    """Chunks between consecutive points, priced at their value (rounded in the home's favour)
+    or, where the cells move them, at their value with ``DELIVERY_RISK`` of them settled with the
+    grid (:func:`at_risk`), cut where the grid pays as much, bounded by the owner's limits,
+    equal neighbours merged."""
     import_price, export_price = first
     steps: list[Step] = []
     for a, b in pairwise(points):
         per_wh = (b.cost - a.cost) / (b.at - a.at)
         if side == "buy":
-            price = min(math.floor(-per_wh + 1e-6), prefs.max_buy_price)
+            value = at_risk(-per_wh, "buy", import_price=import_price,
+                            export_price=export_price)
+            price = min(math.floor(value + 1e-6), prefs.max_buy_price)
             if price <= export_price:
                 break
         else:
-            price = max(math.ceil(per_wh - 1e-6), prefs.min_sell_price)
+            value = at_risk(per_wh, "sell", import_price=import_price,
+                            export_price=export_price)
+            price = max(math.ceil(value - 1e-6), prefs.min_sell_price)
             if price >= import_price:
                 break
         if steps and (price >= steps[-1].price if side == "buy" else price <= steps[-1].price):
@@ -201,3 +220,14 @@ def _steps(points: list[_Point], side: Literal["buy", "sell"], prefs: Preference
     return tuple(steps)
 
 
+def at_risk(value: float, side: Literal["buy", "sell"], *, import_price: int,
+            export_price: int) -> float:
+    """What a Wh worth ``value`` to the home's day is worth to it traded on ``side`` when the
+    cells move it (a value between the step's export and import prices): ``1 − DELIVERY_RISK``
+    of it delivered at its value, the rest settled with the grid, a bought Wh out at the export
+    price, a sold Wh in at the import price. A value at or beyond the grid's prices is the
+    grid's own now (a deficit it would fill, a surplus it would take) and is kept as it is."""
+    if not export_price < value < import_price:
+        return value
+    lost = export_price if side == "buy" else import_price
+    return value + DELIVERY_RISK * (lost - value)

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 
 from gateway.ems import BatteryState, Preferences
 from gateway.plan import MAX_STEPS, BidCurve, Planner, Problem, Solver, bid_curve, build
+from gateway.plan.values import DELIVERY_RISK, at_risk
 from protocols.messages import MAX_PRICE, Step
 from tests.plan.homes import problems
 
@@ -33,13 +34,15 @@ def _midday() -> Problem:
 def test_sells_what_it_would_export_cheaply_and_keeps_what_the_evening_needs() -> None:
     """Of the 1,000 Wh surplus, 684.2 Wh would be exported (worth feed-in, 80); the next 315.8
     Wh would be stored for the evening (worth retail after the round trip, less the wear of
-    discharging: (300 x 0.95 − 1) x 0.95 = 269.8). Selling beyond the surplus costs retail:
-    not offered. Buying only adds export."""
+    discharging: (300 x 0.95 − 1) x 0.95 = 269.8), and the cells would give them up for the
+    sale, so a quarter of them may go undelivered and be bought back at retail: offered at
+    269.8 + 0.25 x (300 − 269.8) = 277.4. Selling beyond the surplus costs retail: not offered.
+    Buying only adds export."""
     curve = PLANNER.plan(_midday(), max_buy_wh=5_000, max_sell_wh=5_000).curve
     assert len(curve.sell) == 2
     (cheap, kept) = curve.sell
     assert cheap.wh in (684, 685) and cheap.price == 80
-    assert cheap.wh + kept.wh == 1_000 and kept.price == 270
+    assert cheap.wh + kept.wh == 1_000 and kept.price == 278
     assert curve.buy == ()
 
 
@@ -49,7 +52,7 @@ def test_owner_limits_bound_the_curve() -> None:
     curve = PLANNER.plan(Problem(**{**{f: getattr(problem, f) for f in
                                        Problem.__dataclass_fields__}, "prefs": owner}),
                          max_buy_wh=5_000, max_sell_wh=5_000).curve
-    assert [s.price for s in curve.sell] == [150, 270]
+    assert [s.price for s in curve.sell] == [150, 278]
 
 
 def test_member_limits_bound_each_side() -> None:
@@ -87,7 +90,7 @@ def _value(problem: Problem, q: int, held: dict[int, float]) -> float:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problem=problems(max_steps=12, prices=(0, 600)))
-def test_curve_is_monotone_and_each_chunk_is_priced_at_its_exact_value(
+def test_curve_is_monotone_and_each_chunk_is_priced_at_its_value_and_delivery_risk(
         problem: Problem) -> None:
     problem = Problem(**{**{f: getattr(problem, f) for f in Problem.__dataclass_fields__},
                          "prefs": OPEN})
@@ -100,16 +103,34 @@ def test_curve_is_monotone_and_each_chunk_is_priced_at_its_exact_value(
     held = _first_loads_planned(problem)
     base = _value(problem, 0, held)
     done = 0
+    grid = {"import_price": problem.import_price[0], "export_price": problem.export_price[0]}
     for step in curve.sell:  # selling the chunk costs the day at most its price, rounded up
         cost = (_value(problem, -(done + step.wh), held) - _value(problem, -done, held)) / step.wh
-        assert step.price == math.ceil(cost - 1e-6) or step.price == problem.prefs.min_sell_price
+        assert (step.price == math.ceil(at_risk(cost, "sell", **grid) - 1e-6)
+                or step.price == problem.prefs.min_sell_price)
+        assert step.price >= cost - 1e-6  # never below what it costs the day
         done += step.wh
     done = 0
     for step in curve.buy:
         saved = (_value(problem, done, held) - _value(problem, done + step.wh, held)) / step.wh
-        assert step.price == math.floor(saved + 1e-6)
+        assert step.price == math.floor(at_risk(saved, "buy", **grid) + 1e-6)
+        assert step.price <= saved + 1e-6  # never above what it saves the day
         done += step.wh
     assert base == pytest.approx(_value(problem, 0, held))
+
+
+def test_energy_the_cells_move_is_priced_with_its_delivery_risk_and_the_grids_own_is_not(
+        ) -> None:
+    """Evening prices 460/110: a Wh kept in the cells for a night bought at 220 saves 220, but a
+    quarter of a bought chunk may not be taken and goes out at 110, so it is worth 192.5; a Wh
+    the cells give for 100 of value is worth 100 + 0.25 x (300 − 100) sold at fixed 300/80. A
+    deficit the grid fills now, or a surplus it takes now, is the grid's price as it is."""
+    evening = {"import_price": 460, "export_price": 110}
+    assert at_risk(220, "buy", **evening) == 220 - DELIVERY_RISK * (220 - 110) == 192.5
+    assert at_risk(460, "buy", **evening) == 460
+    fixed = {"import_price": 300, "export_price": 80}
+    assert at_risk(100, "sell", **fixed) == 100 + DELIVERY_RISK * (300 - 100) == 150
+    assert at_risk(80, "sell", **fixed) == 80
 
 
 def test_the_dual_lies_between_the_first_buy_and_sell_prices() -> None:
