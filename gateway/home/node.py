@@ -54,6 +54,7 @@ from gateway.home.trader import Trader
 from gateway.ledger import Ledger, LedgerOwner
 from gateway.market.agent import MarketAgent
 from gateway.meterkey import load_meter_key
+from gateway.plan import TariffSchedule
 from protocols.clearing import ClearingParams
 from protocols.market import Agreed, MarketError, MeterKey
 from protocols.messages import SignedEnvelope
@@ -149,6 +150,7 @@ class GatewayNode:
             meter_key = MeterKey(device_id=meter.found.common.serial,
                                  key=load_meter_key(config.meter_key_file))
         market = config.market
+        schedule = config.tariffs.tariff_schedule()  # one reading for the plan and the market
         self.agent = await self._stack.enter_async_context(MarketAgent(
             broker_url=market.broker, community=market.community, node=self.name,
             identity=self._key, certificate=self._certificate,
@@ -161,11 +163,12 @@ class GatewayNode:
             fees=None if market.network is None else market.network.fees(),
             energy_interval_ms=self.timing.length_ms,
             settlements=ledgered_settlements(self.ledger, ReputationRule()),
-            schedule=None if config.tariffs.schedule is None else config.tariffs.tariff_schedule(),
+            schedule=None if config.tariffs.schedule is None else schedule,
         ))
-        self._concerns = self._wire(self.agent, self.ledger, meter_key)
+        self._concerns = self._wire(self.agent, self.ledger, meter_key, schedule)
 
-    def _wire(self, agent: MarketAgent, ledger: Ledger, meter_key: MeterKey | None) -> _Concerns:
+    def _wire(self, agent: MarketAgent, ledger: Ledger, meter_key: MeterKey | None,
+              schedule: TariffSchedule) -> _Concerns:
         """Each concern, given the devices it drives and the state it shares."""
         config, devices, revert_s = self.config, self.devices, self.config.envelope.revert_s
         forecaster, state, timing, clock = (self._forecasts.forecaster, self.state, self.timing,
@@ -197,7 +200,7 @@ class GatewayNode:
         trader = Trader(
             node=self.name, agent=agent, meter=devices.meter, battery=devices.battery,
             pv=devices.pv, loads=loads, envelope=self.envelope,
-            schedule=config.tariffs.tariff_schedule(),
+            schedule=schedule,
             limits=limits, planner=config.plan.make(),
             bus_cap_w=bus_cap_w,
             prefs=lambda: self.prefs, forecaster=forecaster, bid_lead_ms=self._bid_lead_ms,
