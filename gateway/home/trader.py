@@ -3,7 +3,8 @@
 The plan is the day's (:mod:`gateway.plan`: a linear programme over the learned day ahead,
 priced with the tariff schedule and bounded by the grid operator's limits), re-made for every
 interval from fresh readings; its bid is the curve of what energy in the interval is worth to the
-home. With ``[plan] planner = "heuristic"``, and whenever the solver fails, the heuristic plans
+home. With ``[plan] planner = "heuristic"``, whenever the solver fails, and while the PV
+inverter is silent (self-consumption alone), the heuristic plans
 (:func:`gateway.ems.plan_interval`: the home's own battery first, only the residual offered).
 Either way it is made from the forecaster's profile and the devices' fresh readings, and not at
 all while the meter is stale (nothing to settle on). A bid stands until its gate, so the offer is
