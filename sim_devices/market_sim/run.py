@@ -109,8 +109,9 @@ def key_from(rng: random.Random) -> Ed25519PrivateKey:
 
 
 def run(seed: int, config: Config = Config(),
-        progress: Callable[[Scheduler, Network], None] | None = None) -> Report:
-    """``progress`` is called every :data:`PROGRESS_STEPS` steps (a long run's sign of life)."""
+        progress: Callable[[Scheduler, Network], None] | None = None, *,
+        every: int = PROGRESS_STEPS) -> Report:
+    """``progress`` is called every ``every`` steps (a long run's sign of life)."""
     rng = random.Random(seed)
     report = Report(seed=seed, config=config)
     timing = TIMING
@@ -158,7 +159,7 @@ def run(seed: int, config: Config = Config(),
 
     try:
         def after() -> None:
-            if progress is not None and scheduler.steps % PROGRESS_STEPS == 0:
+            if progress is not None and scheduler.steps % every == 0:
                 progress(scheduler, network)
         with _no_cycle_collection():
             scheduler.run_until(end_ms, after)

@@ -6,6 +6,7 @@ interval.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import replace
 
 from hypothesis import given, settings
@@ -136,3 +137,12 @@ def test_a_scale_run_may_stop_with_its_last_traded_interval_and_counts_messages_
     assert sum(short.kinds.values()) == sum(short.per_interval) > 0
     assert {"bids", "commit"} <= set(short.kinds)
 
+
+
+def test_the_cycle_collector_is_off_while_a_community_runs_and_as_it_was_after() -> None:
+    seen: list[bool] = []
+    calm = Config(members=40, intervals=1, adversaries=False, faults=False, drain=0)
+    assert gc.isenabled()
+    report = run(5, calm, lambda scheduler, network: seen.append(gc.isenabled()), every=1_000)
+    assert report.ok and seen and not any(seen)
+    assert gc.isenabled()
