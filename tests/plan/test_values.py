@@ -169,3 +169,25 @@ def test_curve_steps_refuse_non_monotone_prices() -> None:
         BidCurve(buy=(Step(100, 150), Step(100, 200)))
     with pytest.raises(ValueError, match="at most"):
         BidCurve(sell=tuple(Step(1, p) for p in range(MAX_STEPS + 1)))
+
+
+def test_full_cells_at_the_evening_peak_trade_the_nights_energy_only_with_a_margin() -> None:
+    """A zero-export home (dynamic-street's home-6) at 18:30, cells full, import 460 / export 110
+    now, the night at 220: its cells cover the evening but run out in the night, so a Wh kept now
+    (bought instead of drawn) saves 220 at night, and a Wh sold from them costs 220 at night.
+    Bid or offered at 220 exactly, a trade gains the home nothing and loses whatever the cells
+    cannot move when the interval turns out other than forecast: so it pays 220 less a quarter of
+    the spread to 110, and sells at 220 plus a quarter of the spread to 460."""
+    pv = (246,) + (0,) * 39 + (1_500,) * 56
+    load = (409,) + (300,) * 5 + (130,) * 34 + (150,) * 56
+    owner = Preferences(min_sell_price=120, max_buy_price=250, reserve_pct=20, soc_max_pct=95)
+    problem = Problem(step_s=900.0, pv_wh=pv, load_wh=load,
+                      import_price=(460,) * 6 + (220,) * 34 + (140,) * 56,
+                      export_price=(110,) * 6 + (60,) * 34 + (30,) * 56, prefs=owner,
+                      battery=BatteryState(capacity_wh=6_000, soc_pct=94.5, max_charge_w=3_000,
+                                           max_discharge_w=3_000))
+    outcome = PLANNER.plan(problem, max_buy_wh=5_000, max_sell_wh=5_000)
+    assert outcome.interval.battery_wh == -163 and outcome.interval.residual_wh == 0
+    kept, sold = outcome.curve.buy[0], outcome.curve.sell[0]
+    assert kept.wh == 163 and kept.price == math.floor(220 - DELIVERY_RISK * (220 - 110))
+    assert sold.price == math.ceil(220 + DELIVERY_RISK * (460 - 220))
