@@ -18,9 +18,10 @@ from sim_devices.scenario import load_scenario
 
 REPEAT_UW = 10_000
 """µ: how far one home's bill may differ between two runs of the same day and code. Virtual
-time does not make the day reproducible to the µ (the gateways' sockets are real), and the
-zero-export home-6 gains next to nothing here (it cannot sell, and its night's deficit finds no
-sellers), so its saving sits within this of zero; the plan's own mistakes cost more than that."""
+time does not make the day reproducible to the µ (two runs of the same code differ; why is not
+traced), and the zero-export home-6 gains next to nothing here (it cannot sell, and its night's
+deficit finds no sellers), so its saving sits within this of zero; the plan's own mistakes
+cost more than that."""
 
 
 def test_on_dynamic_street_no_home_pays_more_with_the_optimiser_than_without_the_market(
