@@ -8,17 +8,16 @@ is the same run each time, on any machine; its :attr:`Report.fingerprint` proves
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import random
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocols.clearing import ClearingParams, Tariffs
+from protocols.clearing.collector import collector_paused
 from protocols.market import Market, MeterKey, Timing
 from protocols.messages import MembershipCertificate
 from protocols.signing import public_key_hex, sign
@@ -87,23 +86,6 @@ class Report:
         return self.violation is None
 
 
-@contextlib.contextmanager
-def _no_cycle_collection() -> Iterator[None]:
-    """Python's cycle collector off while the community runs, as it was after. Every message
-    in flight is an event waiting in the scheduler; with N members there are up to N² of them,
-    so they outlive the young generations and each full collection walks the whole community
-    again: half the CPU of a 1,000-member run. The run makes next to no cyclic garbage (the same
-    peak memory at 150 members either way); what there is goes with the next collection after.
-    Collection has no part in what a run does, so its fingerprint is the same either way."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def key_from(rng: random.Random) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(rng.randbytes(32))
 
@@ -161,7 +143,11 @@ def run(seed: int, config: Config = Config(),
         def after() -> None:
             if progress is not None and scheduler.steps % every == 0:
                 progress(scheduler, network)
-        with _no_cycle_collection():
+        # Every message in flight is an event waiting in the scheduler, up to N² of them: they
+        # outlive the young generations, so each full collection walked the whole community
+        # again (half the CPU of a 1,000-member run). A run makes next to no cyclic garbage and
+        # collection has no part in what it does, so its fingerprint is the same either way.
+        with collector_paused():
             scheduler.run_until(end_ms, after)
         report.calm = checker.finish(honest, trading, calm, hostile=not LIVE_UNDER.issuperset(
             hostile.values()))
