@@ -62,17 +62,17 @@ class LedgerStreet:
     authority_hex: str
 
 
-class _Meter:
+class TaggingMeter:
     """A tagging meter's counters, advanced by what each interval delivered."""
 
-    def __init__(self, node: str) -> None:
-        self.node, self.seq, self.import_wh, self.export_wh = node, 0, 10_000, 20_000
+    def __init__(self, key: MeterKey) -> None:
+        self.key, self.seq, self.import_wh, self.export_wh = key, 0, 10_000, 20_000
 
     def read(self, delivered_wh: int) -> MeterReading:
         self.seq += 1
         self.import_wh += max(delivered_wh, 0)
         self.export_wh += max(-delivered_wh, 0)
-        key = METER_KEYS[self.node]
+        key = self.key
         tag = reading_tag(key.key, key.device_id, self.seq, self.import_wh, self.export_wh).hex()
         return MeterReading(power_w=0, import_wh=self.import_wh, export_wh=self.export_wh,
                             voltage_v=None, current_a=None, frequency_hz=None, seq=self.seq,
@@ -94,7 +94,7 @@ async def _run(folder: Path, broker_url: str) -> LedgerStreet:
     for node in NODES:
         key = generate_key()
         homes[node] = LedgerHome(node, key, community.certificate(node, key), folder / f"{node}.db")
-    meters = {node: _Meter(node) for node in NODES}
+    meters = {node: TaggingMeter(METER_KEYS[node]) for node in NODES}
     bids = {"alice": ("sell", 3_000, 100), "bob": ("buy", 1_500, 250), "carol": ("buy", 1_000, 200)}
     async with AsyncExitStack() as stack:
         agents: dict[str, MarketAgent] = {}

@@ -21,7 +21,6 @@ from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from gateway.devices import MeterReading
 from gateway.home.closing import IntervalCloser
 from gateway.ledger import Ledger, LedgerOwner
 from gateway.market.agent import MarketAgent
@@ -31,9 +30,9 @@ from protocols.clearing import Tariffs
 from protocols.market import Abstained, Agreed, MeterKey, Timing, topics
 from protocols.market.settlement import no_position
 from protocols.messages import Settlement
-from protocols.metering import reading_tag
 from protocols.settlement import settle
 from protocols.signing import generate_key, sign
+from tests.gateway.ledger_street import TaggingMeter
 from tests.market.community import COMMUNITY, PARAMS, Community, now_ms
 
 HONEST = ("alice", "bob", "carol")
@@ -59,23 +58,6 @@ def schedule(timing: Timing, first: int, *, dearer: int = 0) -> TariffSchedule:
                 import_price=prices(k)[0] + dearer, export_price=prices(k)[1], where=f"k={k}")
         for k in range(first, first + MAX_INTERVALS + 8))
     return TariffSchedule(fixed=PARAMS.tariffs, zone=ZoneInfo("UTC"), segments=segments)
-
-
-class Meter:
-    """A tagging meter's counters, advanced by what each interval delivered."""
-
-    def __init__(self, node: str) -> None:
-        self.node, self.seq, self.import_wh, self.export_wh = node, 0, 10_000, 20_000
-
-    def read(self, delivered_wh: int) -> MeterReading:
-        self.seq += 1
-        self.import_wh += max(delivered_wh, 0)
-        self.export_wh += max(-delivered_wh, 0)
-        key = METER_KEYS[self.node]
-        tag = reading_tag(key.key, key.device_id, self.seq, self.import_wh, self.export_wh).hex()
-        return MeterReading(power_w=0, import_wh=self.import_wh, export_wh=self.export_wh,
-                            voltage_v=None, current_a=None, frequency_hz=None, seq=self.seq,
-                            tag=tag)
 
 
 async def until(check: Callable[[], bool], timeout_s: float = 10) -> None:
@@ -113,7 +95,7 @@ async def test_each_interval_settles_at_its_own_prices_and_a_member_on_another_f
             owner = LedgerOwner(key=keys[node], certificate=community.certificate(node, keys[node]))
             ledger = stack.enter_context(Ledger.open(tmp_path / f"{node}.db", owner=owner))
             closers[node] = IntervalCloser(node=node, agent=agents[node], ledger=ledger)
-        meters = {node: Meter(node) for node in HONEST}
+        meters = {node: TaggingMeter(METER_KEYS[node]) for node in HONEST}
         await asyncio.sleep(0.3)  # certificates and presence reach everyone
         for _ in range(MAX_INTERVALS):
             k = community.next_interval(margin_ms=600)
