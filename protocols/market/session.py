@@ -231,6 +231,7 @@ class IntervalSession:
         self._lists: dict[str, tuple[str, ...]] = {}
         self._unclaimed: dict[str, BidSet] = {}
         self._eligible: frozenset[str] = frozenset()
+        self._voter_set: frozenset[str] = frozenset()  # eligible but excluded, kept by _retally
         self._floor = 1  # a majority of the certified roster, fixed with the eligible set
         self._roster_size = 0  # the certified roster's size then (0: not known)
         self._mine: Commitment | None = None
@@ -247,7 +248,14 @@ class IntervalSession:
         self._adopt_tried = -1
         self._last_join: tuple[tuple[str, str], int] | None = None
         self._dissent_counted: set[str] = set()
+        # Dissenters judged once their list arrives: bid set digest -> nodes (ordered), so that a
+        # commitment after agreement is judged alone, not with a rescan of every commitment.
+        self._awaiting: dict[str, dict[str, None]] = {}
         self._verdicts: dict[tuple[str, str], str] = {}  # (bid set, result) -> dissent reason
+        # Bid set digest -> the result hash clearing it gives here (None: no set an honest
+        # gateway clears), so that each set is cleared once however many claims name it.
+        # Forgotten with its list (_drop_unnamed).
+        self._cleared: dict[str, str | None] = {}
         self._outcome: Outcome | None = None
 
     @property
@@ -368,11 +376,14 @@ class IntervalSession:
             self._lists[commitment.bid_set_digest] = waiting.bid_digests
             del self._unclaimed[commitment.node]
         if replaced is not None:
+            self._stop_awaiting(commitment.node, replaced.bid_set_digest)
             self._drop_unnamed(replaced.bid_set_digest)
         if self._state is State.COMMITTED:
             return self._try_agree()
         if isinstance(self._outcome, Agreed):
-            return self._dissent()
+            named = commitment.bid_set_digest
+            listed = self._awaiting.pop(named, {}) if named in self._lists else {}
+            return self._dissent([*listed, commitment.node])
         return []
 
     def on_bidset(self, bidset: BidSet) -> list[SessionAction]:
@@ -389,7 +400,9 @@ class IntervalSession:
             return []
         self._lists[named] = bidset.bid_digests
         self._version += 1
-        return self._dissent() if isinstance(self._outcome, Agreed) else []
+        if isinstance(self._outcome, Agreed):
+            return self._dissent(list(self._awaiting.pop(named, {})))
+        return []
 
     def _misplaced(self, message: Commitment | BidSet) -> list[SessionAction]:
         """Why a peer's commitment or bid set is not this session's to count, if it is not."""
@@ -420,7 +433,7 @@ class IntervalSession:
 
     def _retally(self) -> None:
         """Count the voters' commitments afresh: the voters changed (gate closure, exclusion)."""
-        voters = self._voters()
+        voters = self._voter_set = self._eligible - self._excluded
         self._tally = Counter((c.bid_set_digest, c.result_hash)
                               for node, c in self._commitments.items() if node in voters)
 
@@ -430,6 +443,7 @@ class IntervalSession:
         mine = self._mine
         if (mine is None or mine.bid_set_digest != set_digest) and not self._named[set_digest]:
             self._lists.pop(set_digest, None)
+            self._cleared.pop(set_digest, None)
 
     def tick(self, now_ms: int) -> list[SessionAction]:
         """Advance to ``now_ms``: close the gate, clear and commit, abstain or start dispatch."""
@@ -494,13 +508,15 @@ class IntervalSession:
         digests = tuple(sorted(d for _, d in with_digests))
         set_digest = bid_set_digest(digests)
         self._lists.setdefault(set_digest, digests)
+        result_hash = agreed_hash(result, fees)
+        self._cleared[set_digest] = result_hash
         commitment = Commitment(
             community=self.community,
             interval=self.interval,
             node=self.node,
             bid_digests=digests if len(digests) <= MAX_INLINE_BIDS else None,
             bid_set_digest=set_digest,
-            result_hash=agreed_hash(result, fees),
+            result_hash=result_hash,
             mechanism=self._mechanism,
             tariffs=self._tariffs,
         )
@@ -529,7 +545,9 @@ class IntervalSession:
         return [Cleared(self.interval, result, commitment.result_hash, fees), commit]
 
     def _voters(self) -> frozenset[str]:
-        return self._eligible - self._excluded
+        """The members whose commitments count: fixed with the tally (:meth:`_retally`), as they
+        change only at gate closure and on an exclusion, not at every commitment."""
+        return self._voter_set
 
     def _winner(self) -> tuple[str, str] | None:
         """The (bid-set digest, result hash) a quorum of eligible members committed to, if any.
@@ -582,11 +600,16 @@ class IntervalSession:
         re-voting computes (each list is a first one or that union), so that is the only result
         with a quorum to come.
         """
-        held = {node: c for node, c in self._commitments.items() if node not in self._excluded}
         members = max(self._roster_size, len(self._voters()))
-        foreign = len(self._foreign - held.keys() - self._excluded)
-        if len(held) + len(self._excluded) + foreign < members:
+        # Counted without a pass over the commitments: this runs at every commitment that
+        # comes in while votes are still missing, N times an interval.
+        commitments, excluded = self._commitments, self._excluded
+        excluded_held = sum(1 for node in excluded if node in commitments)
+        foreign = sum(1 for node in self._foreign
+                      if node not in commitments and node not in excluded)
+        if len(commitments) - excluded_held + len(excluded) + foreign < members:
             return []  # someone's vote is unknown: tried again when a commitment comes in
+        held = {node: c for node, c in commitments.items() if node not in excluded}
         tally = Counter((c.bid_set_digest, c.result_hash) for c in held.values())
         top, count = max(tally.items(), key=lambda item: (item[1], item[0]))
         if count > members // 2:
@@ -654,9 +677,10 @@ class IntervalSession:
         and signed them, adds those."""
         result = self._result
         assert result is not None  # set with self._mine, or by _adopt
+        voters = self._voters()
         committed = frozenset(
             node for node, c in self._commitments.items()
-            if node in self._voters() and (c.bid_set_digest, c.result_hash) == winner
+            if node in voters and (c.bid_set_digest, c.result_hash) == winner
         )
         position = result.outcomes.of(self.node)
         return Agreed(self.interval, result, winner[1], winner[0], committed, position,
@@ -683,18 +707,22 @@ class IntervalSession:
         if attempt == self._last_join:
             return None  # same bids as last time: the answer cannot have changed
         self._last_join = attempt
-        cleared = self._clear_listed(listed)
-        if cleared is None or (cleared[2].bid_set_digest, cleared[2].result_hash) != winner:
+        if self._cleared.get(winner[0], winner[1]) != winner[1]:
+            return None  # cleared here before, to another result
+        cleared = self._clear_listed(winner[0], listed)
+        if cleared is None or cleared[2].result_hash != winner[1]:
             return None
         return cleared
 
     def _clear_listed(
-        self, listed: tuple[str, ...]
+        self, set_digest: str, listed: tuple[str, ...]
     ) -> tuple[Result, tuple[TradeFee, ...], Commitment] | None:
         """Clear the held bids a peer's set lists; None if they are no set an honest gateway
-        clears (two bids of one node)."""
+        clears (two bids of one node), kept as such in ``_cleared`` (:meth:`_run` keeps the
+        hash of any other)."""
         bids = [(self._known[d], d) for d in listed]
         if len({bid.node for bid, _ in bids}) != len(bids):
+            self._cleared[set_digest] = None
             return None
         return self._run(bids)
 
@@ -711,23 +739,34 @@ class IntervalSession:
             actions.append(Missing("bidsets"))
         return actions
 
-    def _dissent(self) -> list[SessionAction]:
-        """Count once per node a commitment that contradicts the agreed result, by its kind."""
+    def _dissent(self, nodes: Collection[str] | None = None) -> list[SessionAction]:
+        """Count once per node a commitment that contradicts the agreed result, by its kind:
+        every held commitment's at agreement (``nodes`` None), then only those of ``nodes``, the
+        ones a new commitment or list can have changed; a dissent whose list has not arrived
+        waits for it in ``_awaiting``."""
         agreed = self._outcome
         assert isinstance(agreed, Agreed)
         actions: list[SessionAction] = []
-        unjudged = False
-        for node, c in self._commitments.items():
-            if node in self._dissent_counted or node == self.node:
+        for node in self._commitments if nodes is None else nodes:
+            c = self._commitments.get(node)
+            if c is None or node in self._dissent_counted or node == self.node:
                 continue
             if (c.bid_set_digest, c.result_hash) != (agreed.bid_set_digest, agreed.result_hash):
                 verdict = self._verdict(c)
                 if verdict is None:
-                    unjudged = True  # judged once its list arrives (on_bidset)
+                    self._awaiting.setdefault(c.bid_set_digest, {})[node] = None
                     continue
                 self._dissent_counted.add(node)
                 actions.append(Rejected(verdict))
-        return actions + self._fetch_once() if unjudged else actions
+        return actions + self._fetch_once() if self._awaiting else actions
+
+    def _stop_awaiting(self, node: str, set_digest: str) -> None:
+        """``node`` committed anew: its earlier dissent no longer waits for its list."""
+        waiting = self._awaiting.get(set_digest)
+        if waiting is not None:
+            waiting.pop(node, None)
+            if not waiting:
+                del self._awaiting[set_digest]
 
     def _verdict(self, commitment: Commitment) -> str | None:
         """``wrong-commitment`` when the commitment is provably false: this node holds every bid
@@ -746,8 +785,10 @@ class IntervalSession:
             if any(d not in self._known for d in listed):
                 verdict = "minority-commitment"
             else:
-                cleared = self._clear_listed(listed)
-                honest = cleared is not None and cleared[2].result_hash == commitment.result_hash
+                named = commitment.bid_set_digest
+                if named not in self._cleared:
+                    self._clear_listed(named, listed)
+                honest = self._cleared.get(named) == commitment.result_hash
                 verdict = "minority-commitment" if honest else "wrong-commitment"
             self._verdicts[claim] = verdict
         return verdict
