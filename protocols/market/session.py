@@ -240,6 +240,8 @@ class IntervalSession:
         self._fetched = False
         self._fetched_lists = False
         self._union_done = False
+        # The union round's last merge: the lists it merged, their union, its bids not held.
+        self._union: tuple[frozenset[str], list[str], set[str]] | None = None
         # Bumped by every new bid or commitment: agreement, the union round and adoption, tried
         # at every tick, rescan the commitments only when something came in since their last try.
         self._version = 0
@@ -630,11 +632,13 @@ class IntervalSession:
         if count + len(self._excluded) > members // 2:
             return []
         # A flooder's own list may name bids of its flood that everyone cut unread.
-        lists = [self._lists.get(c.bid_set_digest) for node, c in held.items()
-                 if node not in self._barred]
-        listed = sorted({d for found in lists if found is not None for d in found})
-        if None in lists or any(d not in self._known for d in listed):
+        named = frozenset(c.bid_set_digest for node, c in held.items()
+                          if node not in self._barred)
+        if any(d not in self._lists for d in named):
             return self._fetch_once()  # tried again at the next tick, with what it brought
+        listed, missing = self._union_of(named)
+        if missing:
+            return self._fetch_once()
         self._union_done = True
         latest: dict[str, tuple[Bid, str]] = {}
         for d in listed:
@@ -651,6 +655,19 @@ class IntervalSession:
         self._fire(Event.RECOMMIT)
         return [Cleared(self.interval, result, commitment.result_hash, fees), commit,
                 *self._try_agree()]
+
+    def _union_of(self, named: frozenset[str]) -> tuple[list[str], set[str]]:
+        """The sorted union of the held lists ``named``, and which of its bids are not held yet.
+
+        Kept between tries (one union per session): while the fetched bids come in, each
+        one retries the round, and merging every member's list again at each was a pass over
+        N lists of up to MAX_BIDS_PER_SET digests per bid received."""
+        if self._union is None or self._union[0] != named:
+            listed = sorted({d for digest in named for d in self._lists[digest]})
+            self._union = named, listed, set(listed)
+        _, listed, missing = self._union
+        missing.difference_update([d for d in missing if d in self._known])
+        return listed, missing
 
     def _adopt(self) -> list[SessionAction]:
         """After abstaining, take the quorum's result as ours once we can reproduce it.
