@@ -8,11 +8,15 @@ later. The gateway reads time through :func:`gateway.clock.monotonic`, the runni
 so its scaled clocks, its pollers, every timeout and the world's physics all agree.
 
 Sockets stay real: the Modbus servers, the broker and the gateways talk over loopback TCP in this
-one process, and loopback delivers within the sender's system call, so a message sent is readable
-before time may move. Work handed to threads (SQLite writes, ``asyncio.to_thread``) holds the
-clock until it is back. What cannot be held is another process (an external broker): every
-part that talks to another runs in the one process on this loop (the no-market baseline, which
-talks to nothing, runs alone in a process of its own, on its own virtual loop).
+one process. Loopback usually delivers within the sender's system call, so a message sent is
+readable before time may move; on a loaded host, though, a segment can become readable only
+after the loop has looked and found nothing, and time moves first. No gateway is late by it (a
+step waits for its reply whatever the clock), but the day is not reproducible to the µ: two runs
+of the same no-market dynamic-street day differed by 3,390 µ of a 9.79 M µ community bill, with
+the hash seed fixed. Work handed to threads (SQLite writes, ``asyncio.to_thread``) holds the
+clock until it is back. What cannot be held is another process (an external broker): every part
+that talks to another runs in the one process on this loop (a day's no-market baseline, which
+talks to nothing, may run alone in a process of its own, on its own virtual loop).
 """
 
 from __future__ import annotations
