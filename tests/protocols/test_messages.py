@@ -326,3 +326,30 @@ def test_a_signed_malformed_curve_gets_its_reason_and_never_an_exception(
         assert isinstance(opened, Verified) and opened.body.curve() == tuple(map(tuple, steps))
     else:
         assert opened == Rejected(reason)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tariffs=st.one_of(_ANY, st.lists(_ANY, max_size=4),
+                         st.lists(st.integers(-5, 1_000_002), min_size=2, max_size=2)))
+def test_a_signed_commitment_with_any_tariffs_is_opened_within_the_band_or_refused(
+    tariffs: object,
+) -> None:
+    """A peer signs whatever it likes as a commitment's ``tariffs``: it is opened only as
+    retail > feed-in >= 0 within ``MAX_PRICE``, or refused as ``schema:tariffs``, never an
+    exception (a pair outside the band would otherwise reach settlement's arithmetic)."""
+    digests = ("1" * 64,)
+    body: dict[str, Any] = dict(
+        community="c", interval=1, node="n", bid_digests=list(digests),
+        bid_set_digest=bid_set_digest(digests), result_hash="f" * 64, mechanism="uniform",
+        tariffs=tariffs)
+    key = generate_key()
+    data = SignedEnvelope(kind="commit", body=body, signer=public_key_hex(key),
+                          sig=key.sign(signed_bytes("commit", body)).hex()).to_bytes()
+    opened = open_envelope(data, expected_kind="commit")
+    if isinstance(opened, Verified):
+        got = opened.body.tariffs
+        assert got is None or (type(got[0]) is int and type(got[1]) is int
+                               and 0 <= got[1] < got[0] <= 1_000_000)
+        assert tariffs is None or got == tuple(tariffs)  # type: ignore[arg-type]
+    else:
+        assert opened == Rejected("schema:tariffs"), opened
