@@ -19,7 +19,6 @@ from protocols.signing import (
     Rejected,
     Verified,
     certificate_standing,
-    check_certificate,
     key_problem,
     verify,
 )
@@ -66,20 +65,18 @@ class Roster:
             return self._offer_revocation(envelope, node=node)
         if envelope.kind != "cert":
             return Rejected("wrong-kind")
-        checked = check_certificate(
-            envelope, self._authority, community=self._community, now_ms=now_ms,
-            revocations=self._revocations,
-        )
-        if isinstance(checked, Rejected) and checked.reason not in _KEEP:
-            return checked
-        cert = MembershipCertificate.model_validate(envelope.body)
-        return self._keep(envelope, cert, node, checked)
+        if envelope.signer != self._authority:
+            return Rejected("not-authority")  # before the signature costs a check
+        verified = verify(envelope, expected_kind="cert")
+        if isinstance(verified, Rejected):
+            return verified
+        return self.admit(envelope, verified, node=node, now_ms=now_ms)
 
     def admit(self, envelope: SignedEnvelope, verified: Verified, *, node: str,
               now_ms: int) -> Member | Rejected:
-        """Take a certificate whose authority signature is already verified (``verified``:
-        :func:`~protocols.market.market.open_signed` as "cert" by :attr:`authority`): the rest
-        of :meth:`offer`'s checks, with the same answers."""
+        """Take a certificate whose authority signature is already verified (``verified``: by
+        :meth:`offer`, or by :func:`~protocols.market.market.open_signed` as "cert" from
+        :attr:`authority`): its key, its standing now, and whether it is newer than the one held."""
         cert = verified.body
         assert isinstance(cert, MembershipCertificate)  # verified as "cert"
         if verified.public_key_hex != self._authority:
@@ -99,7 +96,7 @@ class Roster:
         return self._authority
 
     def _keep(self, envelope: SignedEnvelope, cert: MembershipCertificate, node: str,
-              checked: Verified | Rejected | None) -> Member | Rejected:
+              checked: Rejected | None) -> Member | Rejected:
         """Hold a certificate the authority signed if it is ``node``'s and newer than the one
         held; the member it admits, or why not now (``checked``: kept, yet not valid now)."""
         if cert.node != node:
