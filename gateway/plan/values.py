@@ -61,6 +61,9 @@ import price; the heuristic plans on the same share (``gateway.ems._MARKET_POWER
 _FLAT = 0.5
 """µ/Wh: a chunk whose chord lies less than this (per Wh of the chunk) above its tangents is
 priced within rounding by its average: it is not split."""
+_ROUNDING = 1e-6
+"""µ/Wh: re-solves differ from the exact value by float noise (about 1e-12 of the day's cost per
+Wh), so a chunk's value is taken as the whole µ or the grid price it lies this close to."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,13 +207,13 @@ def _steps(points: list[_Point], side: Literal["buy", "sell"], prefs: Preference
         if side == "buy":
             value = at_risk(-per_wh, "buy", import_price=import_price,
                             export_price=export_price)
-            price = min(math.floor(value + 1e-6), prefs.max_buy_price)
+            price = min(math.floor(value + _ROUNDING), prefs.max_buy_price)
             if price <= export_price:
                 break
         else:
             value = at_risk(per_wh, "sell", import_price=import_price,
                             export_price=export_price)
-            price = max(math.ceil(value - 1e-6), prefs.min_sell_price)
+            price = max(math.ceil(value - _ROUNDING), prefs.min_sell_price)
             if price >= import_price:
                 break
         if steps and (price >= steps[-1].price if side == "buy" else price <= steps[-1].price):
@@ -226,8 +229,10 @@ def at_risk(value: float, side: Literal["buy", "sell"], *, import_price: int,
     cells move it (a value between the step's export and import prices): ``1 − DELIVERY_RISK``
     of it delivered at its value, the rest settled with the grid, a bought Wh out at the export
     price, a sold Wh in at the import price. A value at or beyond the grid's prices is the
-    grid's own now (a deficit it would fill, a surplus it would take) and is kept as it is."""
-    if not export_price < value < import_price:
+    grid's own now (a deficit it would fill, a surplus it would take) and is kept as it is; so
+    is a value within rounding of a grid price (a re-solve's 22.999999999998 for an import price
+    of 23 is the grid's price, not a Wh the cells move)."""
+    if not export_price + _ROUNDING < value < import_price - _ROUNDING:
         return value
     lost = export_price if side == "buy" else import_price
     return value + DELIVERY_RISK * (lost - value)
