@@ -39,6 +39,10 @@ from protocols.messages import MAX_ENERGY_WH, curve_head
 
 log = logging.getLogger(__name__)
 
+PV_SILENT = "pv-silent"
+"""Why the heuristic plans in the optimiser's place while the PV inverter is silent (a fallback
+reason, as the solver's are)."""
+
 
 class Trader:
     """Bids for each interval from the first whose bid time is still ahead, until cancelled."""
@@ -205,6 +209,8 @@ class Trader:
                 interval_s=length_s, flex=self._loads.plan(k, surplus_wh=pv_wh - load_wh),
                 ahead=ahead,
             )
+            if self.planner is not None:
+                self.last_outcome = self.planner.fallback(plan, PV_SILENT)
         # Either planner's offer, cut to what the meter and the bus let through.
         return over_the_bus(within_export_limit(plan, limits=self._limits, length_ms=length_ms),
                             battery=state, cap_w=self._bus_cap_w, length_ms=length_ms)

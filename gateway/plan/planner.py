@@ -99,14 +99,18 @@ class Planner:
             day, curve = self._optimise(problem, max_buy_wh=max_buy_wh,
                                         max_sell_wh=max_sell_wh)
         except SolveFailed as exc:
-            self.counters.fallbacks[exc.reason] += 1
-            log.warning("plan: the heuristic plans this interval (%s)", exc.reason)
-            interval = heuristic(problem)
-            return Outcome(interval=interval, curve=_as_curve(interval), day=None,
-                           source="heuristic", reason=exc.reason)
+            return self.fallback(heuristic(problem), exc.reason)
         self.counters.optimised += 1
         return Outcome(interval=interval_plan(problem, day, curve), curve=curve, day=day,
                        source="optimiser")
+
+    def fallback(self, interval: Plan, reason: str) -> Outcome:
+        """The heuristic's ``interval`` as this planner's outcome, counted and logged under
+        ``reason``: whoever planned in the optimiser's place, the owner sees it and why."""
+        self.counters.fallbacks[reason] += 1
+        log.warning("plan: the heuristic plans this interval (%s)", reason)
+        return Outcome(interval=interval, curve=_as_curve(interval), day=None,
+                       source="heuristic", reason=reason)
 
     def _optimise(self, problem: Problem, *, max_buy_wh: int,
                   max_sell_wh: int) -> tuple[DayPlan, BidCurve]:
