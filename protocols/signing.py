@@ -12,7 +12,7 @@ to count and log; exceptions are kept for our own mistakes (signing a model unde
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from cryptography.exceptions import InvalidSignature
@@ -73,9 +73,11 @@ class Verified:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A message we refuse, with a short reason slug for counters and logs."""
+    """A message we refuse, with a short reason slug for counters and logs, and (``detail``,
+    logs only: not part of equality) what the operator needs to see to put it right."""
 
     reason: str
+    detail: str = field(default="", compare=False)
 
 
 def generate_key() -> Ed25519PrivateKey:

@@ -305,12 +305,13 @@ class MarketAgent:
     async def _carry_out(self, actions: list[Action], *, origin: str = "") -> None:
         for action in actions:
             match action:
-                case Rejected(reason=reason):
+                case Rejected(reason=reason, detail=detail):
                     self.rejections[reason] += 1
                     count = self.rejections[reason]
                     if worth_logging(count):
-                        log.info("%s: rejected peer message%s: %s (%d so far)", self.node,
-                                 f" on {origin}" if origin else "", reason, count)
+                        log.info("%s: rejected peer message%s: %s%s (%d so far)", self.node,
+                                 f" on {origin}" if origin else "", reason,
+                                 f" ({detail})" if detail else "", count)
                 case Publish(topic=topic, payload=payload, retain=retain):
                     await self._link.publish(topic, payload, retain=retain)
                 case Fetch(topic_filter=topic_filter):

@@ -366,7 +366,9 @@ class IntervalSession:
             return refused
         if commitment.tariffs != self._tariffs:
             self._foreign.add(commitment.node)
-            return [Rejected("tariff-mismatch")]
+            return [Rejected("tariff-mismatch", f"{commitment.node} prices interval "
+                             f"{self.interval} at (retail, feed-in) {commitment.tariffs}, "
+                             f"this member at {self._tariffs}")]
         self._foreign.discard(commitment.node)
         if self._commitments.get(commitment.node) == commitment:
             return []

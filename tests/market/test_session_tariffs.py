@@ -61,7 +61,9 @@ def test_a_commitment_with_other_tariffs_is_refused_and_never_counted() -> None:
     alice, bob = priced("alice"), priced("bob", OTHER)
     ca, cb = cleared(alice), cleared(bob)
     assert ca.bid_set_digest == cb.bid_set_digest  # the same bids, other prices
-    assert alice.on_commitment(cb) == [Rejected("tariff-mismatch")]
+    [refused] = alice.on_commitment(cb)
+    assert refused == Rejected("tariff-mismatch")
+    assert "(470, 110)" in refused.detail and "(460, 110)" in refused.detail  # what to put right
     assert bob.on_commitment(ca) == [Rejected("tariff-mismatch")]
     assert alice.held("bob") is None and alice.state is State.COMMITTED
     assert isinstance(alice.tick(START)[-1], Abstained)  # two of three needed: only its own
