@@ -10,7 +10,10 @@ HiGHS compares ``time_limit`` with its instance's *cumulative* run clock, not th
 limit is set to the clock's reading plus the budget.
 
 HiGHS is imported when the first ``Solver`` is made (about 6 MB resident), so what only reads
-the config or drives the devices does not carry it.
+the config or drives the devices does not carry it. HiGHS prints its banner on standard output
+when an instance is made, before any option can silence it (ERGO-Code/HiGHS#2749): the gateway's
+and ``gridpeer sim compare``'s output are not the solver's to write, so the descriptor is pointed
+at ``/dev/null`` for that call.
 
 Anything short of an optimal solution raises ``SolveFailed`` with a short reason the planner
 counts and logs (``gateway/plan/planner.py``); the solver's own exceptions are caught here so
@@ -19,7 +22,12 @@ none reaches the gateway.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
+import os
+import sys
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -35,13 +43,31 @@ class SolveFailed(Exception):
         self.reason = reason
 
 
+@contextlib.contextmanager
+def _stdout_silenced() -> Iterator[None]:
+    """Standard output (the descriptor, so C code's writes too) discarded inside the block:
+    Python's and C's buffers are flushed on the way in and out, so nothing written before is
+    lost and nothing written inside comes out later."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield
+    finally:
+        ctypes.CDLL(None).fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 class Solver:
     """One HiGHS instance: ``load`` a model, ``run`` it, read values, change a bound, run again."""
 
     def __init__(self) -> None:
         import highspy
 
-        self._highs = highspy.Highs()  # type: ignore[no-untyped-call]
+        with _stdout_silenced():
+            self._highs = highspy.Highs()  # type: ignore[no-untyped-call]
         # Presolve costs more than it saves on the day's LP (``bench/bench_ems.py``).
         for option, value in (("output_flag", False), ("threads", 1), ("presolve", "off")):
             self._highs.setOptionValue(option, value)

@@ -5,6 +5,8 @@ the solver gives no plan."""
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from dataclasses import replace
 from unittest.mock import patch
 
@@ -187,3 +189,14 @@ def test_cells_above_the_top_with_nowhere_to_go_are_not_dumped_in_the_round_trip
     assert day is not None
     assert all(min(c, d) <= 1e-6 for c, d in zip(day.charge_wh, day.discharge_wh, strict=True))
     assert day.held and any(v.kind == "above-top" for v in day.violations)
+
+
+def test_making_a_solver_prints_nothing_and_loses_nothing_written_around_it() -> None:
+    """HiGHS prints its banner on standard output when an instance is made, before any option
+    can silence it: the gateway's and ``gridpeer sim compare``'s output carry none of it, and
+    what the process writes before and after comes out, in order (a pipe: fully buffered)."""
+    code = ("import os\nfrom gateway.plan.solve import Solver\nprint('before')\n"
+            "os.write(1, b'raw\\n')\nSolver()\nprint('after')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True,
+                         text=True).stdout
+    assert out == "before\nraw\nafter\n"
