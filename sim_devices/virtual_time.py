@@ -73,12 +73,14 @@ class _Clock:
 
 
 class _Connections:
-    """The TCP connections the loop watches, by file descriptor, and the bytes in flight between
-    two of them."""
+    """The TCP connections the loop watches, by file descriptor, and whether bytes are in flight
+    between two of them."""
 
     def __init__(self, clock: _Clock) -> None:
         self._clock = clock
         self._ends: dict[int, tuple[socket.socket, tuple[_Address, _Address]]] = {}
+        self._pairs: list[tuple[socket.socket, socket.socket]] | None = None
+        """Both ends of each connection whose two ends are watched (None: to be paired again)."""
 
     def watch(self, fd: int) -> None:
         """Turn Nagle's algorithm off on ``fd`` if it is a TCP socket, and count its bytes if it
@@ -95,6 +97,7 @@ class _Connections:
                 return
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._ends[fd] = sock, (sock.getsockname(), sock.getpeername())
+            self._pairs = None
         except OSError:  # listening, or not connected yet: watched again when it is
             sock.detach()
 
@@ -102,30 +105,38 @@ class _Connections:
         end = self._ends.pop(fd, None)
         if end is not None:
             end[0].detach()  # the socket is its owner's to close
+            self._pairs = None
 
     def forget_all(self) -> None:
         for fd in list(self._ends):
             self.forget(fd)
 
-    def in_flight(self) -> int:
-        """Bytes written on one watched connection that its other end, also watched, has not
-        received yet; a connection whose other end is elsewhere counts none."""
-        counts: dict[tuple[_Address, _Address], tuple[int, int]] = {}
-        for sock, ends in self._ends.values():
+    def _paired(self) -> list[tuple[socket.socket, socket.socket]]:
+        if self._pairs is None:
+            by_ends = {ends: (fd, sock) for fd, (sock, ends) in self._ends.items()}
+            self._pairs = [(sock, other[1]) for (local, peer), (fd, sock) in by_ends.items()
+                           if (other := by_ends.get((peer, local))) is not None and fd < other[0]]
+        return self._pairs
+
+    def in_flight(self) -> bool:
+        """Whether bytes written on one end of a watched connection whose other end is watched
+        too have not been received there yet (written but unsent ones included)."""
+        for one, other in self._paired():
             try:
-                info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size)
+                one_info = one.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size)
+                other_info = other.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO,
+                                              _TCP_INFO.size)
             except OSError:  # closed by its owner, not yet unregistered
                 continue
-            if len(info) < _TCP_INFO.size:
+            if len(one_info) < _TCP_INFO.size or len(other_info) < _TCP_INFO.size:
                 continue
-            received, not_sent, sent, resent = _TCP_INFO.unpack(info)
-            counts[ends] = sent - resent + not_sent, received
-        missing = 0
-        for (local, peer), (written, _) in counts.items():
-            other = counts.get((peer, local))
-            if other is not None:
-                missing += max(0, written - other[1])
-        return missing
+            received, not_sent, sent, resent = _TCP_INFO.unpack(one_info)
+            other_received, other_not_sent, other_sent, other_resent = \
+                _TCP_INFO.unpack(other_info)
+            if sent - resent + not_sent > other_received \
+                    or other_sent - other_resent + other_not_sent > received:
+                return True
+        return False
 
     def await_landing(self) -> None:
         """Wait (real time) until no byte written on a watched connection is still in flight."""
