@@ -17,6 +17,13 @@ from sim_devices.demo.run import timing
 from sim_devices.scenario import load_scenario
 
 
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while line := await reader.readline():
+        writer.write(line)
+        await writer.drain()
+    writer.close()
+
+
 def test_a_day_of_timers_passes_at_once_and_in_order() -> None:
     async def main() -> list[tuple[float, str]]:
         woke: list[tuple[float, str]] = []
@@ -70,13 +77,7 @@ def test_loopback_io_takes_no_virtual_time() -> None:
     """A request over a real TCP socket is answered before a timeout on the virtual clock can
     fire: the Modbus servers, the broker and the gateways of a simulated day talk this way."""
     async def main() -> tuple[int, float]:
-        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while line := await reader.readline():
-                writer.write(line)
-                await writer.drain()
-            writer.close()
-
-        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        server = await asyncio.start_server(_echo, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         loop = asyncio.get_running_loop()
@@ -106,13 +107,6 @@ def test_the_gateway_clock_reads_the_running_loop() -> None:
     assert now == 900 / 720
     assert clock_ms == 900_000
     assert abs(monotonic() - time.monotonic()) < 1.0  # outside a loop: the system's clock
-
-
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while line := await reader.readline():
-        writer.write(line)
-        await writer.drain()
-    writer.close()
 
 
 class _RawLines:
