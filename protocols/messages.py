@@ -31,6 +31,7 @@ __all__ = [
     "KIND_MODELS",
     "Kind",
     "MAX_BIDS_PER_SET",
+    "MAX_COMMIT_SEQ",
     "MAX_INLINE_BIDS",
     "MAX_ENERGY_WH",
     "MAX_PRICE",
@@ -65,6 +66,9 @@ MAX_BIDS_PER_SET = 2048
 #: A commitment carries its bid set inline up to this many digests (17 KB); a longer set is named
 #: by digest only and sent once as a :class:`BidSet`.
 MAX_INLINE_BIDS = 256
+#: A member votes at most three times an interval: at clearing, in the union round, and joining
+#: a quorum (``protocols.market.session``); a commitment numbered past that is no honest vote.
+MAX_COMMIT_SEQ = 2
 DEFAULT_MAX_ENVELOPE_BYTES = 160 * 1024
 
 NodeId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
@@ -240,6 +244,13 @@ class Commitment(_Frozen):
     interval at, where the community prices intervals by a tariff schedule
     (:mod:`protocols.market.tariffs`); absent, and left out of the body, where the tariffs are
     fixed.
+
+    ``seq`` numbers the committer's votes for the interval: 0 its first, one more at each
+    re-vote. A higher one replaces a lower whatever order the broker delivers them in, and two
+    different commitments with one ``seq`` are an equivocation, as two bids with one ``seq``
+    are: by arrival order alone, a member that signs two votes would count for one result at
+    one peer and for another at the next. Left out of the body at 0, so a first vote's bytes
+    are what they were before it.
     """
 
     community: CommunityId
@@ -252,6 +263,7 @@ class Commitment(_Frozen):
     tariffs: tuple[Annotated[int, Field(gt=0, le=MAX_PRICE)],
                    Annotated[int, Field(ge=0, lt=MAX_PRICE)]] | None = Field(
         default=None, exclude_if=lambda tariffs: tariffs is None)
+    seq: int = Field(default=0, ge=0, le=MAX_COMMIT_SEQ, exclude_if=lambda seq: seq == 0)
 
     @field_validator("tariffs")
     @classmethod

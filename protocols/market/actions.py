@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from protocols.clearing import NodeOutcome, Result
-from protocols.messages import Bid, SignedEnvelope
+from protocols.messages import Bid, Commitment, SignedEnvelope
 from protocols.network import TradeFee
 from protocols.signing import Rejected
 
@@ -77,13 +77,14 @@ class Abstained:
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """Proof that ``node`` misbehaved: for equivocation, the two signed-over bid bodies; for a
-    flood, every distinct bid body of the interval heard from it, one past the limit."""
+    """Proof that ``node`` misbehaved: for equivocation, the two signed-over bodies (bids, or
+    commitments, with one ``seq``); for a flood, every distinct bid body of the interval heard
+    from it, one past the limit."""
 
     interval: int
     node: str
     reason: str
-    bids: tuple[Bid, ...]
+    messages: tuple[Bid | Commitment, ...]
 
 
 Outcome = Agreed | Abstained

@@ -53,6 +53,10 @@ Timeline of interval k (``Timing``)::
                    GATE_CLOSED              CLEARED -> COMMITTED       AGREED -> DISPATCHING
                                                                       (or ABSTAINED -> ADOPTED)
 
+A member's votes are numbered (``Commitment.seq``): a re-vote replaces its first at every peer
+whatever order the broker delivers them in, and two different votes with one number are an
+equivocation (:meth:`IntervalSession._equivocation`), caught by every member that holds both.
+
 Halfway from clearing to the start (``Timing.union_ms``), a member whose commitments have no
 quorum yet votes again, once it holds the commitment of every member of the roster (but those
 excluded): for the result a majority of the roster committed to if there is one, else for the
@@ -348,14 +352,20 @@ class IntervalSession:
             self._current.pop(bid.node, None)
         return actions
 
-    def _equivocation(self, bid: Bid, earlier: Bid) -> list[SessionAction]:
+    def _equivocation(self, message: Bid | Commitment,
+                      earlier: Bid | Commitment) -> list[SessionAction]:
+        """Two different bids, or commitments, one ``seq``, both signed by their node: it is
+        excluded, its bids not cleared and its votes not counted here (the union round allows
+        for peers that counted one before they caught it)."""
         actions: list[SessionAction] = [Rejected("equivocation")]
-        if bid.node not in self._excluded:
-            self._excluded.add(bid.node)
+        node = message.node
+        if node not in self._excluded:
+            self._excluded.add(node)
             self._retally()
-            actions.append(Evidence(self.interval, bid.node, "equivocation", (earlier, bid)))
+            self._version += 1  # fewer voters: a quorum, or the union round, may be in reach
+            actions.append(Evidence(self.interval, node, "equivocation", (earlier, message)))
         if self._state is State.OPEN:
-            self._current.pop(bid.node, None)
+            self._current.pop(node, None)
         return actions
 
     def on_commitment(self, commitment: Commitment) -> list[SessionAction]:
@@ -370,8 +380,13 @@ class IntervalSession:
                              f"{self.interval} at (retail, feed-in) {commitment.tariffs}, "
                              f"this member at {self._tariffs}")]
         self._foreign.discard(commitment.node)
-        if self._commitments.get(commitment.node) == commitment:
+        held = self._commitments.get(commitment.node)
+        if held == commitment:
             return []
+        if held is not None and held.seq > commitment.seq:
+            return [Rejected("stale-seq")]  # a vote its node has replaced, delivered late
+        if held is not None and held.seq == commitment.seq:
+            return self._equivocation(commitment, held)
         replaced = self._keep(commitment)
         waiting = self._unclaimed.get(commitment.node)
         if commitment.bid_digests is not None:
@@ -531,6 +546,8 @@ class IntervalSession:
     ) -> Commit:
         """Make ``commitment`` ours, counted at once, with the bid set it names when that is
         not inline."""
+        if self._mine is not None:  # a re-vote: numbered past the last, so it replaces it
+            commitment = commitment.model_copy(update={"seq": self._mine.seq + 1})
         self._result, self._fees, self._mine = result, fees, commitment
         self._keep(commitment)
         listed = None

@@ -195,13 +195,13 @@ def test_bid_rules() -> None:
     assert s.on_bid(first) == []
     [rejected, evidence] = s.on_bid(second)
     assert rejected == Rejected("equivocation")
-    assert evidence.node == "carol" and evidence.bids == (first, second)  # type: ignore[union-attr]
+    assert evidence.node == "carol" and evidence.messages == (first, second)  # type: ignore[union-attr]
     assert s.on_bid(bid("carol", "buy", 3, 200, seq=5)) == [Rejected("excluded")]
     for seq in range(2, 2 + 8):
         s.on_bid(bid("dave", "buy", seq, 200, seq=seq))
     [rejected, evidence] = s.on_bid(bid("dave", "buy", 99, 200, seq=99))
     assert rejected == Rejected("flood")
-    assert evidence.node == "dave" and len(evidence.bids) == 9  # type: ignore[union-attr]
+    assert evidence.node == "dave" and len(evidence.messages) == 9  # type: ignore[union-attr]
     assert s.on_bid(bid("dave", "buy", 98, 200, seq=98)) == [Rejected("flood")]
 
 
@@ -338,3 +338,52 @@ def test_a_dissent_is_judged_once_its_long_bid_set_arrives() -> None:
     assert isinstance(actions[0], Agreed)
     assert Missing("bidsets") in actions
     assert a.on_bidset(lc) == [Rejected("minority-commitment")]
+
+
+def test_a_later_vote_replaces_an_earlier_one_whatever_order_they_arrive_in() -> None:
+    """A node's votes are numbered: its re-vote (seq 1) replaces its first (seq 0), and the
+    first, delivered after it (the broker may reorder), is refused as stale, not taken as its
+    latest. Arrival order decided the latest before, so a member that signed two votes counted
+    for one result at one peer and another at the next."""
+    a, b = session("alice"), session("bob")
+    cleared(a)
+    first = cleared(b, BIDS[:2])
+    revote = first.model_copy(update={"seq": 1, "bid_set_digest": "ab" * 32})
+    assert heard(a, revote) == [] and a.held("bob") == revote
+    assert heard(a, first) == [Rejected("stale-seq")] and a.held("bob") == revote
+
+
+def test_two_votes_with_one_number_are_an_equivocation_and_count_for_nothing() -> None:
+    """Bob signs two different first votes: alice catches it with the second, whichever it is,
+    keeps both as evidence and counts neither; his votes no longer help make a quorum."""
+    a, b = session("alice"), session("bob")
+    mine, first = cleared(a), cleared(b)
+    assert first == mine.model_copy(update={"node": "bob"})  # bob voted as alice did
+    other = first.model_copy(update={"result_hash": "cd" * 32})
+    [agreed] = heard(a, first)  # alice and bob: two of three
+    assert isinstance(agreed, Agreed)
+    a2 = session("alice")
+    cleared(a2)
+    assert heard(a2, other) == []
+    [rejected, evidence] = heard(a2, first)
+    assert rejected == Rejected("equivocation")
+    assert evidence.node == "bob" and evidence.messages == (other, first)  # type: ignore[union-attr]
+    assert heard(a2, first.model_copy(update={"seq": 1})) == [Rejected("excluded")]
+    assert not any(isinstance(x, Agreed) for x in a2.tick(START - 1))
+
+
+def test_a_re_vote_is_numbered_past_the_first() -> None:
+    """Alice missed carol's bid: her first vote (seq 0) differs from bob's and carol's; joining
+    their majority she votes again, as seq 1, which replaces her first at every peer."""
+    a, b, c = session("alice"), session("bob"), session("carol")
+    mine = cleared(a, BIDS[:2])
+    cb, cc = cleared(b), cleared(c)
+    assert mine.seq == 0 and b"seq" not in mine.model_dump_json().encode()
+    a.on_bid(BIDS[2])
+    heard(a, cb)
+    actions = heard(a, cc)
+    rejoined = commitment_of(actions)
+    assert rejoined.seq == 1 and rejoined.result_hash == cb.result_hash
+    assert heard(b, mine) == []
+    [agreed] = heard(b, rejoined)  # bob and alice now: two of three
+    assert isinstance(agreed, Agreed) and b.held("alice") == rejoined

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from protocols.canonical import canonical_bytes
 from protocols.messages import (
+    MAX_COMMIT_SEQ,
     MAX_INLINE_BIDS,
     Bid,
     BidSet,
@@ -353,3 +354,28 @@ def test_a_signed_commitment_with_any_tariffs_is_opened_within_the_band_or_refus
         assert tariffs is None or got == tuple(tariffs)  # type: ignore[arg-type]
     else:
         assert opened == Rejected("schema:tariffs"), opened
+
+
+@settings(max_examples=200, deadline=None)
+@given(seq=st.one_of(_ANY, st.integers(-3, MAX_COMMIT_SEQ + 3)))
+def test_a_signed_commitment_with_any_seq_is_opened_within_its_votes_or_refused(
+    seq: object,
+) -> None:
+    """A peer signs whatever it likes as a commitment's ``seq``: it is opened only as a whole
+    number of votes an honest member could cast (0 to ``MAX_COMMIT_SEQ``), or refused as
+    ``schema:seq``, never an exception; a first vote (0) travels without it."""
+    digests = ("1" * 64,)
+    body: dict[str, Any] = dict(
+        community="c", interval=1, node="n", bid_digests=list(digests),
+        bid_set_digest=bid_set_digest(digests), result_hash="f" * 64, mechanism="uniform",
+        seq=seq)
+    key = generate_key()
+    data = SignedEnvelope(kind="commit", body=body, signer=public_key_hex(key),
+                          sig=key.sign(signed_bytes("commit", body)).hex()).to_bytes()
+    opened = open_envelope(data, expected_kind="commit")
+    if isinstance(opened, Verified):
+        assert type(seq) is int and 0 <= seq <= MAX_COMMIT_SEQ
+        assert opened.body.seq == seq
+        assert (b'"seq"' in canonical_bytes(opened.body.model_dump(mode="json"))) == (seq > 0)
+    else:
+        assert opened == Rejected("schema:seq"), opened
