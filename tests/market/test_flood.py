@@ -150,5 +150,6 @@ async def test_floods_of_signed_commitments_and_settlements_are_cut_unverified(
     verified = [c.args[0] for c in spy.call_args_list if c.args[0].signer == mallory_hex]
     assert len(verified) <= len(honest) * quota  # everything else was cut unread
     for a in honest:
+        # The commitments it did verify share one seq: an equivocation, its later ones excluded.
         assert a.rejections.keys() <= {"flood", "wrong-commitment", "settle-mismatch",
-                                       "settle-conflict"}, a.rejections
+                                       "settle-conflict", "equivocation", "excluded"}, a.rejections
