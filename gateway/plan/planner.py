@@ -63,6 +63,11 @@ class PlanCounters:
     fallbacks: Counter[str] = field(default_factory=Counter)
 
 
+MAX_TIME_LIMIT_S = 10.0
+"""The most solver time a plan may be given (``[plan] time_limit_s``): a control period's worth
+of CPU on a Pi is far more than a 96-step day needs."""
+
+
 class PlanConfig(BaseModel):
     """``[plan]`` of the gateway config: the heuristic (the default), or the optimiser, which
     falls back to it; ``time_limit_s`` bounds the day's solve (seconds of solver time), the bid
@@ -74,7 +79,7 @@ class PlanConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     planner: Literal["optimiser", "heuristic"] = "heuristic"
-    time_limit_s: float = Field(default=0.5, gt=0, le=10)
+    time_limit_s: float = Field(default=0.5, gt=0, le=MAX_TIME_LIMIT_S)
 
     def make(self) -> Planner | None:
         """The planner the trader plans with; None: the heuristic alone."""

@@ -35,6 +35,7 @@ from gateway.config import load_config
 from gateway.home import BidMade, GatewayNode, HomeEvent, IntervalClosed, IntervalEnded, running
 from gateway.identity import create_key_file, load_certificate, load_key_file, save_envelope
 from gateway.installer.flash import save_key
+from gateway.plan.planner import MAX_TIME_LIMIT_S
 from protocols.messages import MembershipCertificate
 from protocols.signing import public_key_hex, sign
 from sim_devices.dcbus import DcBusSpec
@@ -123,7 +124,11 @@ class Rules:
         wishes = dict(self.preferences).get(home, ())
         owner = "".join(f"{name} = {value}\n" for name, value in wishes)
         owner = f"\n[preferences]\n{owner}" if owner else ""
-        return f'\n[plan]\nplanner = "{self.planner}"\n{grid}{owner}'
+        # The solver's limit is wall-clock time: at its default a starved host could send a home
+        # to the heuristic in one run and not the next, and on virtual time the clock stands still
+        # while it solves, so simulated homes get the most the config allows.
+        solver = f"time_limit_s = {MAX_TIME_LIMIT_S}\n" if self.planner == "optimiser" else ""
+        return f'\n[plan]\nplanner = "{self.planner}"\n{solver}{grid}{owner}'
 
     def network_toml(self) -> str:
         """The ``[market.network]`` table of a gateway config ("" without a feeder)."""

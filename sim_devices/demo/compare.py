@@ -19,7 +19,8 @@ One table (printed, and ``DIR/<scenario>/compare.txt``) and one self-contained p
   interval, the agreed result's gains from trade valued at the bids the homes made, and the most
   any matching of those bids could realise; each summed over the day, then divided;
 * the community bill, how many homes paid more than without the market, the spread of the
-  savings (the best-off home's saving less the worst-off's) and each home's saving;
+  savings (the best-off home's saving less the worst-off's) and each home's saving, with the
+  energy each way left in the cells counted (:attr:`Run.cells`);
 * for each home under an export limit, the most its meter exported (net) in one interval, read
   off the simulated meter: ground truth, not the gateway's report (a control period of the demo
   is two simulated minutes, so a passing cloud still shows as a moment's export);
@@ -41,7 +42,7 @@ import html
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -96,6 +97,12 @@ class Run:
     welfare: int = 0
     efficient: int = 0
     unbalanced: int = 0
+    cells: dict[str, int] = field(default_factory=dict)
+    """What each home's cells gained over the window is worth (µ). Two ways of running the day
+    enter the window (the gateways plan from before it) and leave it with different energy in
+    the cells, which their bills do not show; a Wh in them displaces, when the sun refills
+    them, the export it would have been (the feed-in price after the window / charge
+    efficiency), as ``tests/test_day_sunny.py`` counts it."""
 
     @property
     def community_bill(self) -> int:
@@ -130,7 +137,10 @@ async def run_day(scenario: Scenario, way: Way, *, out: Path, intervals: int,
                                            for h in world.homes}))
             await asyncio.sleep(0.01)
 
+    worlds: list[World] = []
+
     def on_start(_url: str, world: World) -> None:
+        worlds.append(world)
         sampler.append(asyncio.create_task(sample(world)))
 
     pace = timing(scenario, speed=speed)
@@ -150,10 +160,14 @@ async def run_day(scenario: Scenario, way: Way, *, out: Path, intervals: int,
         return schedule.tariffs(k * length_ms, length_ms)
 
     realised, most = (0, 0) if way.mechanism is None else day_welfare(log, settled_at)
+    _, feed_in = schedule.average(log.window.stop * length_ms, length_ms)
+    efficiency = {h.name: h.spec.battery_spec().charge_efficiency for h in worlds[0].homes}
     return Run(way=way, summary=summarise(log), bills=bills(log, schedule, length_ms=length_ms),
                exports=worst_exports(samples, log.complete, scenario.export_limits(),
                                      length_ms=length_ms),
-               welfare=realised, efficient=most, unbalanced=len(unbalanced(log, settled_at)))
+               welfare=realised, efficient=most, unbalanced=len(unbalanced(log, settled_at)),
+               cells={name: round(stored * max(0, feed_in) / efficiency[name])
+                      for name, stored in log.stored_wh.items()})
 
 
 def bid_orders(bids: dict[str, BidMade]) -> list[Order]:
@@ -226,8 +240,11 @@ class Day:
         return self.runs[:-1]
 
     def savings(self, run: Run) -> dict[str, int]:
-        """Each home's bill without the market less its bill in ``run`` (µ)."""
-        return {home: self.without.bills[home] - bill for home, bill in run.bills.items()}
+        """Each home's bill without the market less its bill in ``run``, with what the energy
+        its cells gained is worth counted in each (:attr:`Run.cells`), µ."""
+        without = self.without
+        return {home: without.bills[home] - bill + run.cells.get(home, 0)
+                - without.cells.get(home, 0) for home, bill in run.bills.items()}
 
 
 async def compare_day(scenario: Scenario, *, out: Path, mechanisms: Sequence[str] = (*MECHANISMS,),
