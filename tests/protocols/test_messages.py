@@ -329,6 +329,20 @@ def test_a_signed_malformed_curve_gets_its_reason_and_never_an_exception(
         assert opened == Rejected(reason)
 
 
+def _opened_commitment(**field: object) -> Verified | Rejected:
+    """A commitment signed with ``field`` set to whatever a peer likes, opened as a receiver
+    opens it."""
+    digests = ("1" * 64,)
+    body: dict[str, Any] = dict(
+        community="c", interval=1, node="n", bid_digests=list(digests),
+        bid_set_digest=bid_set_digest(digests), result_hash="f" * 64, mechanism="uniform",
+        **field)
+    key = generate_key()
+    data = SignedEnvelope(kind="commit", body=body, signer=public_key_hex(key),
+                          sig=key.sign(signed_bytes("commit", body)).hex()).to_bytes()
+    return open_envelope(data, expected_kind="commit")
+
+
 @settings(max_examples=300, deadline=None)
 @given(tariffs=st.one_of(_ANY, st.lists(_ANY, max_size=4),
                          st.lists(st.integers(-5, 1_000_002), min_size=2, max_size=2)))
@@ -338,15 +352,7 @@ def test_a_signed_commitment_with_any_tariffs_is_opened_within_the_band_or_refus
     """A peer signs whatever it likes as a commitment's ``tariffs``: it is opened only as
     retail > feed-in >= 0 within ``MAX_PRICE``, or refused as ``schema:tariffs``, never an
     exception (a pair outside the band would otherwise reach settlement's arithmetic)."""
-    digests = ("1" * 64,)
-    body: dict[str, Any] = dict(
-        community="c", interval=1, node="n", bid_digests=list(digests),
-        bid_set_digest=bid_set_digest(digests), result_hash="f" * 64, mechanism="uniform",
-        tariffs=tariffs)
-    key = generate_key()
-    data = SignedEnvelope(kind="commit", body=body, signer=public_key_hex(key),
-                          sig=key.sign(signed_bytes("commit", body)).hex()).to_bytes()
-    opened = open_envelope(data, expected_kind="commit")
+    opened = _opened_commitment(tariffs=tariffs)
     if isinstance(opened, Verified):
         got = opened.body.tariffs
         assert got is None or (type(got[0]) is int and type(got[1]) is int
@@ -364,15 +370,7 @@ def test_a_signed_commitment_with_any_seq_is_opened_within_its_votes_or_refused(
     """A peer signs whatever it likes as a commitment's ``seq``: it is opened only as a whole
     number of votes an honest member could cast (0 to ``MAX_COMMIT_SEQ``), or refused as
     ``schema:seq``, never an exception; a first vote (0) travels without it."""
-    digests = ("1" * 64,)
-    body: dict[str, Any] = dict(
-        community="c", interval=1, node="n", bid_digests=list(digests),
-        bid_set_digest=bid_set_digest(digests), result_hash="f" * 64, mechanism="uniform",
-        seq=seq)
-    key = generate_key()
-    data = SignedEnvelope(kind="commit", body=body, signer=public_key_hex(key),
-                          sig=key.sign(signed_bytes("commit", body)).hex()).to_bytes()
-    opened = open_envelope(data, expected_kind="commit")
+    opened = _opened_commitment(seq=seq)
     if isinstance(opened, Verified):
         assert type(seq) is int and 0 <= seq <= MAX_COMMIT_SEQ
         assert opened.body.seq == seq
