@@ -34,6 +34,7 @@ from bench._report import machine
 from bench.bench_signing import make_bids
 from protocols.signing import generate_key, sign, verify
 from sim_devices.market_sim import Config, Report, run
+from sim_devices.market_sim.adversaries import BY_KIND, KINDS
 from sim_devices.market_sim.network import Network
 from sim_devices.market_sim.scheduler import Scheduler
 
@@ -82,7 +83,9 @@ def search(first: int, seeds: int, config: Config, *, stop: bool) -> int:
                 print(f"seed {seed}: {report.violation.rule if report.violation else ''} after "
                       f"{report.steps} steps: {str(report.violation).splitlines()[0]}  "
                       f"(replay: python -m bench.simulate --seed {seed} --members "
-                      f"{config.members} --intervals {config.intervals})", flush=True)
+                      f"{config.members} --intervals {config.intervals}"
+                      + ("" if config.kinds == KINDS else f" --kinds {','.join(config.kinds)}")
+                      + ")", flush=True)
                 if stop:
                     break
             if totals.seeds % 500 == 0:
@@ -199,14 +202,20 @@ def main(argv: list[str] | None = None) -> int:
                         "traced memory (slower)")
     parser.add_argument("--drain", type=int, help="with --scale: intervals run after the last "
                         "traded one (default: until every settlement closes; 0: stop with it)")
+    parser.add_argument("--kinds", help="comma-separated adversary kinds a seed draws from "
+                        f"(default: {','.join(KINDS)}; also: revoter)")
     args = parser.parse_args(argv)
+    kinds = KINDS if args.kinds is None else tuple(args.kinds.split(","))
+    unknown = sorted(set(kinds) - set(BY_KIND))
+    if unknown:
+        parser.error(f"--kinds: no adversary {', '.join(unknown)} (known: {', '.join(BY_KIND)})")
     signal.signal(signal.SIGTERM, _interrupt)
     if args.scale:
         scale([int(n) for n in args.scale.split(",")], args.intervals, args.first,
               memory=args.memory, drain=args.drain)
         return 0
     config = Config(members=args.members, intervals=args.intervals,
-                    adversaries=not args.calm, faults=not args.calm)
+                    adversaries=not args.calm, faults=not args.calm, kinds=kinds)
     if args.seed is not None:
         return 0 if replay(args.seed, config) else 1
     return 1 if search(args.first, args.seeds, config, stop=args.stop) else 0

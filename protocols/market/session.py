@@ -225,6 +225,10 @@ class IntervalSession:
         self._excluded: set[str] = set()  # equivocators: neither their bids nor votes count
         self._barred: set[str] = set()  # flooders: their bids are cleared by no one
         self._commitments: dict[str, Commitment] = {}
+        # Each node's first vote (seq 0), kept after it re-votes: the union round decides on
+        # these, which a later vote cannot change.
+        self._first: dict[str, Commitment] = {}
+        self._first_named: Counter[str] = Counter()  # bid-set digests the first votes name
         # Kept in step with _commitments (see _keep): how many name each bid set, and how many
         # voters back each (bid set, result). Rescanning the commitments at each new one cost a
         # hundred agents a fifth of their CPU in the feeder-100 soak.
@@ -383,6 +387,11 @@ class IntervalSession:
         held = self._commitments.get(commitment.node)
         if held == commitment:
             return []
+        if commitment.seq == 0:
+            first = self._first.get(commitment.node)
+            if first is not None and first != commitment:
+                return self._equivocation(commitment, first)
+            self._keep_first(commitment)
         if held is not None and held.seq > commitment.seq:
             return [Rejected("stale-seq")]  # a vote its node has replaced, delivered late
         if held is not None and held.seq == commitment.seq:
@@ -414,7 +423,9 @@ class IntervalSession:
         if named in self._lists:
             return []
         claimed = self._commitments.get(bidset.node)
-        if claimed is None or claimed.bid_set_digest != named:
+        first = self._first.get(bidset.node)
+        if (claimed is None or claimed.bid_set_digest != named) and (
+                first is None or first.bid_set_digest != named):
             self._unclaimed[bidset.node] = bidset  # its commitment may follow
             return []
         self._lists[named] = bidset.bid_digests
@@ -450,6 +461,19 @@ class IntervalSession:
         self._version += 1
         return replaced
 
+    def _keep_first(self, commitment: Commitment) -> None:
+        """Hold a node's first vote (and its list, when inline) for the union round."""
+        if commitment.node in self._first:
+            return
+        self._first[commitment.node] = commitment
+        self._first_named[commitment.bid_set_digest] += 1
+        waiting = self._unclaimed.get(commitment.node)
+        if commitment.bid_digests is not None:
+            self._lists.setdefault(commitment.bid_set_digest, commitment.bid_digests)
+        elif waiting is not None and waiting.set_digest() == commitment.bid_set_digest:
+            self._lists.setdefault(commitment.bid_set_digest, waiting.bid_digests)
+        self._version += 1
+
     def _retally(self) -> None:
         """Count the voters' commitments afresh: the voters changed (gate closure, exclusion)."""
         voters = self._voter_set = self._eligible - self._excluded
@@ -460,7 +484,8 @@ class IntervalSession:
         """Forget a list no commitment names any more (a peer re-committed), so that a peer
         re-committing over and over cannot grow the session."""
         mine = self._mine
-        if (mine is None or mine.bid_set_digest != set_digest) and not self._named[set_digest]:
+        if ((mine is None or mine.bid_set_digest != set_digest) and not self._named[set_digest]
+                and not self._first_named[set_digest]):
             self._lists.pop(set_digest, None)
             self._cleared.pop(set_digest, None)
 
@@ -548,6 +573,8 @@ class IntervalSession:
         not inline."""
         if self._mine is not None:  # a re-vote: numbered past the last, so it replaces it
             commitment = commitment.model_copy(update={"seq": self._mine.seq + 1})
+        else:
+            self._keep_first(commitment)
         self._result, self._fees, self._mine = result, fees, commitment
         self._keep(commitment)
         listed = None
@@ -608,48 +635,42 @@ class IntervalSession:
         quorum and the minority rule moves no one. Every bid listed by a commitment was seen by
         a member before its gate; fetched from the broker's retained copies, their union (a
         node's highest sequence number where it has several) is the same at every member that
-        holds the same commitments, so they converge on it. One round only: a second could
+        holds the same first votes, so they converge on it. One round only: a second could
         chase a moving set.
 
-        A vote taken back may already count towards a quorum elsewhere, so this waits until it
-        holds a commitment from every member of the roster but the excluded ones. Then, if one
-        result has a majority of the roster, it is the only one that can ever reach a quorum
-        (every quorum is a majority, and votes only ever move towards it), so it joins that
-        one. Otherwise, unless the excluded members' votes (which peers may have counted before
-        they caught the equivocation) could still make one a majority, no first vote can make a
-        quorum anywhere, and the union it computes from everyone's lists is the one every member
-        re-voting computes (each list is a first one or that union), so that is the only result
-        with a quorum to come.
+        It decides on first votes only (``seq`` 0), once it holds every roster member's but the
+        excluded ones': a re-vote cannot change them, so every member deciding sees the same
+        ones; a hostile member's re-vote, timed to reach some members before their union round
+        and others after, would otherwise show a majority to some and none to others. A vote
+        taken back may already count towards a quorum elsewhere, with votes that hostile members
+        move there, so a member keeps its first vote while that vote's first voters and as many
+        members as may be hostile (a third of the roster, or the excluded, if more) could make a
+        quorum. Otherwise it moves, where every member that moves goes: to the result a majority
+        of the first votes have, or else to the union of their lists.
         """
         members = max(self._roster_size, len(self._voters()))
-        # Counted without a pass over the commitments: this runs at every commitment that
-        # comes in while votes are still missing, N times an interval.
-        commitments, excluded = self._commitments, self._excluded
-        excluded_held = sum(1 for node in excluded if node in commitments)
-        foreign = sum(1 for node in self._foreign
-                      if node not in commitments and node not in excluded)
-        if len(commitments) - excluded_held + len(excluded) + foreign < members:
-            return []  # someone's vote is unknown: tried again when a commitment comes in
-        held = {node: c for node, c in commitments.items() if node not in excluded}
+        # Counted without a pass over the votes: this runs at every commitment that comes in
+        # while votes are still missing, N times an interval.
+        first, excluded = self._first, self._excluded
+        excluded_held = sum(1 for node in excluded if node in first)
+        foreign = sum(1 for node in self._foreign if node not in first and node not in excluded)
+        if len(first) - excluded_held + len(excluded) + foreign < members:
+            return []  # someone's first vote is unknown: tried again when a commitment comes in
+        held = {node: c for node, c in first.items() if node not in excluded}
         tally = Counter((c.bid_set_digest, c.result_hash) for c in held.values())
+        own = first.get(self.node)
+        need = max(quorum_size(len(self._voters()), *self._quorum), self._floor)
+        hostile = max((members - 1) // 3, len(excluded))
+        if own is not None and tally[own.bid_set_digest, own.result_hash] + hostile >= need:
+            self._union_done = True  # it may make a quorum somewhere: kept, for good
+            return []
         top, count = max(tally.items(), key=lambda item: (item[1], item[0]))
         if count > members // 2:
-            mine = self._mine
-            if mine is not None and (mine.bid_set_digest, mine.result_hash) == top:
-                # Ours has the majority: the others come to it. For good: if a voter of it moves
-                # away later (an adversary may), peers may already have counted ours in a
-                # quorum, so taking it back for a union could make a second one.
-                self._union_done = True
-                return []
             joined = self._join(top)
             if joined is None:
                 return self._fetch_once()
             self._union_done = True
             return joined + self._try_agree()
-        # With the excluded members' votes, counted by a peer that had not caught them
-        # equivocating yet, ``top`` may have a majority there: a re-vote could make a second.
-        if count + len(self._excluded) > members // 2:
-            return []
         # A flooder's own list may name bids of its flood that everyone cut unread.
         named = frozenset(c.bid_set_digest for node, c in held.items()
                           if node not in self._barred)

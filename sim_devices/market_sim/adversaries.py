@@ -9,6 +9,10 @@ the last tick before the gate. ``liar``: swaps its commitments for ones to a mad
 badly signed payloads, and topics outside the protocol. ``turncoat``: drops its connection now and
 then and, on each reconnect, commits to a different result for the intervals it committed to.
 ``settle-liar``: publishes settlements whose figures the agreed result does not give.
+``revoter``: just before the union round, re-votes (a valid higher ``seq``) for another result
+its peers committed to, so that members deciding before and after it hear it see different
+votes; drawn only when asked for (:data:`KINDS` is what a seed draws from by default, so every
+recorded seed keeps its run).
 """
 
 from __future__ import annotations
@@ -175,9 +179,45 @@ class SettleLiar(Adversary):
         super().send(topic, payload, retain=retain)
 
 
+class Revoter(Adversary):
+    kind = "revoter"
+
+    def start(self) -> None:
+        self.heard: dict[int, dict[str, Commitment]] = {}  # first votes of the others
+        self.revoted: set[int] = set()
+        super().start()
+
+    def deliver(self, topic: str, payload: bytes, retained: bool) -> None:
+        super().deliver(topic, payload, retained)
+        if payload and _kind(topic) is topics.Kind.COMMIT:
+            opened = verify(SignedEnvelope.from_bytes(payload))
+            if not isinstance(opened, Rejected) and isinstance(opened.body, Commitment):
+                vote = opened.body
+                if vote.node != self.name and vote.seq == 0:
+                    self.heard.setdefault(vote.interval, {})[vote.node] = vote
+
+    def act(self) -> None:
+        super().act()
+        union_ms = self.stage.timing.union_ms
+        for k, heard in self.heard.items():
+            own = self.own_retained.get(topics.commit(self.stage.community, k, self.name))
+            if k in self.revoted or not own or not union_ms(k) - 40 <= self.now <= union_ms(k):
+                continue
+            self.revoted.add(k)
+            mine = _parsed(own, Commitment)
+            other = next((c for c in heard.values() if (c.bid_set_digest, c.result_hash)
+                          != (mine.bid_set_digest, mine.result_hash)), None)
+            if other is not None:
+                turned = mine.model_copy(update={
+                    "bid_set_digest": other.bid_set_digest, "result_hash": other.result_hash,
+                    "bid_digests": other.bid_digests, "seq": mine.seq + 1})
+                self.send(topics.commit(self.stage.community, k, self.name),
+                          sign("commit", turned, self.key).to_bytes(), retain=True)
+
+
 BY_KIND: dict[str, type[Adversary]] = {
     cls.kind: cls for cls in (Equivocator, Replayer, Withholder, Liar, Flooder, Junk, Turncoat,
-                              SettleLiar)
+                              SettleLiar, Revoter)
 }
 
 

@@ -58,6 +58,8 @@ class Config:
     faults: bool = True
     horizon: int = 4
     drain: int | None = None
+    kinds: tuple[str, ...] = KINDS
+    """The adversary kinds a seed draws from."""
 
 
 @dataclass
@@ -111,7 +113,7 @@ def run(seed: int, config: Config = Config(),
     names = [f"m{i:05d}" for i in range(config.members)]
     bad = config.members // 3 if config.adversaries else 0
     hostile = dict(zip(sorted(rng.sample(names, rng.randint(0, bad))),
-                       (rng.choice(KINDS) for _ in range(bad)), strict=False))
+                       (rng.choice(config.kinds) for _ in range(bad)), strict=False))
     members: list[SimGateway] = []
     opener = SharedOpener()
     for name in names:

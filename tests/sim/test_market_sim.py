@@ -66,6 +66,20 @@ def test_a_member_signing_two_votes_is_caught_whatever_order_they_arrive_in() ->
     assert report.rejections["equivocation"] > 0
 
 
+@pytest.mark.parametrize("seed", [237, 248, 261, 263, 287])
+def test_a_re_vote_timed_around_the_union_round_splits_no_agreement(seed: int) -> None:
+    """Seeds 237, 248, 261, 263 and 287 with a revoter, found by a search once the kind existed
+    (5 of the first 300 seeds): just before the union round it re-voted, validly, for the other
+    side of a split; members deciding before they heard it saw one side a majority and joined
+    it, those deciding after saw none and re-voted for the union, and two honest members agreed
+    different results. The union round now decides on first votes only, and a member keeps its
+    first vote while its first voters and as many members as may be hostile could make a quorum:
+    0 of the first 900 seeds fail."""
+    report = run(seed, Config(kinds=("revoter",)))
+    assert report.ok, report.violation
+    assert report.adversaries and report.adversaries[0].endswith(":revoter")
+
+
 def test_a_cut_off_member_replaying_commitments_of_retired_intervals_revives_none() -> None:
     """Seed 3, found by the search with the closed-interval check reverted (storm: a member
     back from a partition replays its retained commitments for intervals the others retired,
