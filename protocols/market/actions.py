@@ -68,7 +68,9 @@ class Agreed:
 
 @dataclass(frozen=True, slots=True)
 class Abstained:
-    """Safe mode for the interval: "no-quorum" (no result reached one) or "minority" (one did, and
+    """Safe mode for the interval: "no-quorum" (no result reached one), "split" (none did, and the
+    first votes were split so that no side could move without risking a second quorum, see
+    :meth:`~protocols.market.session.IntervalSession._union_round`) or "minority" (one did, and
     we could not reproduce it from the bids we hold)."""
 
     interval: int

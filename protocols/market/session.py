@@ -248,6 +248,7 @@ class IntervalSession:
         self._fetched = False
         self._fetched_lists = False
         self._union_done = False
+        self._split = False  # the union round kept a first vote that had no quorum itself
         # The union round's last merge: the lists it merged, their union, its bids not held.
         self._union: tuple[frozenset[str], list[str], set[str]] | None = None
         # Bumped by every new bid or commitment: agreement, the union round and adoption, tried
@@ -513,7 +514,8 @@ class IntervalSession:
                 self._union_tried = self._version
                 actions += self._union_round()
             if self._state is State.COMMITTED and now_ms >= timing.start_ms(k):
-                reason = "minority" if self._winner() is not None else "no-quorum"
+                reason = ("minority" if self._winner() is not None
+                          else "split" if self._split else "no-quorum")
                 self._fire(Event.ABSTAIN)
                 self._outcome = Abstained(k, reason)
                 self._fetched = False  # the market dropped that fetch with the outcome
@@ -657,12 +659,18 @@ class IntervalSession:
         if len(first) - excluded_held + len(excluded) + foreign < members:
             return []  # someone's first vote is unknown: tried again when a commitment comes in
         held = {node: c for node, c in first.items() if node not in excluded}
-        tally = Counter((c.bid_set_digest, c.result_hash) for c in held.values())
+        voters = self._voters()
+        tally = Counter((c.bid_set_digest, c.result_hash) for node, c in held.items()
+                        if node in voters)
         own = first.get(self.node)
-        need = max(quorum_size(len(self._voters()), *self._quorum), self._floor)
+        if not tally:
+            return []
+        need = max(quorum_size(len(voters), *self._quorum), self._floor)
         hostile = max((members - 1) // 3, len(excluded))
-        if own is not None and tally[own.bid_set_digest, own.result_hash] + hostile >= need:
+        kept = 0 if own is None else tally[own.bid_set_digest, own.result_hash]
+        if own is not None and kept + hostile >= need:
             self._union_done = True  # it may make a quorum somewhere: kept, for good
+            self._split = kept < need and len(tally) > 1
             return []
         top, count = max(tally.items(), key=lambda item: (item[1], item[0]))
         if count > members // 2:
