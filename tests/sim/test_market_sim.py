@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from sim_devices.market_sim import Config, Report, run
+from sim_devices.market_sim.adversaries import KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,6 +79,18 @@ def test_a_re_vote_timed_around_the_union_round_splits_no_agreement(seed: int) -
     report = run(seed, Config(kinds=("revoter",)))
     assert report.ok, report.violation
     assert report.adversaries and report.adversaries[0].endswith(":revoter")
+
+
+def test_a_split_no_side_may_leave_safely_is_safe_mode_with_the_reason() -> None:
+    """Seed 60063 with every kind, the revoter too, found by the long run once the union round
+    allowed for hostile members: the junk sender was absent at three members' gates, so four
+    voters split 2-2, and each side was one hostile vote from a quorum of three. No side may
+    move (a member that did could complete the other side's quorum with a hostile vote), so
+    every honest member abstains as "split", counted in safe mode, not failed as a liveness
+    breach; every other calm interval is agreed."""
+    report = run(60063, Config(kinds=(*KINDS, "revoter")))
+    assert report.ok, report.violation
+    assert report.safe_mode == 1 and report.calm >= 10
 
 
 def test_a_cut_off_member_replaying_commitments_of_retired_intervals_revives_none() -> None:
