@@ -58,11 +58,12 @@ whatever order the broker delivers them in, and two different votes with one num
 equivocation (:meth:`IntervalSession._equivocation`), caught by every member that holds both.
 
 Halfway from clearing to the start (``Timing.union_ms``), a member whose commitments have no
-quorum yet votes again, once it holds the commitment of every member of the roster (but those
-excluded): for the result a majority of the roster committed to if there is one, else for the
-union of the bids the commitments list; so members that each missed a different bid still
-converge. Never sooner: a peer may already have counted its first vote towards a quorum, and a
-second vote for another result would let two results be agreed (``_union_round``). A node
+quorum yet may vote again, once it holds the first vote of every member of the roster (but those
+excluded): for the result a majority of the first votes has if there is one, else for the union
+of the bids they list; so members that each missed a different bid still converge. Never sooner,
+and never while its own first vote, with as many votes as hostile members may move to it, could
+still make a quorum: a peer may already have counted it, and a second vote for another result
+would let two results be agreed (``_union_round``). A node
 that abstained keeps listening until its market retires the interval, after the interval's
 end: once it holds a quorum's commitments and their bids, it reproduces that result and adopts
 it for settlement (``_adopt``). Its peers settle their side of its trades whether it hears them
